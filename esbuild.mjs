@@ -1,0 +1,22 @@
+// One build, three bundles: the extension host (node/cjs, vscode external), the sidecar and CLI
+// (node, native modules external), and the webview (browser/iife). Dev tools (benchmarks) are
+// built with the sidecar's options.
+import * as esbuild from "esbuild";
+
+const watch = process.argv.includes("--watch");
+const production = process.argv.includes("--production");
+
+const common = { bundle: true, sourcemap: !production, minify: production, logLevel: "info" };
+const nodeNative = ["onnxruntime-node", "sharp"];
+
+const builds = [
+  { ...common, entryPoints: { extension: "src/extension/extension.ts" }, outdir: "dist", platform: "node", format: "cjs", target: "node20", external: ["vscode"] },
+  { ...common, entryPoints: { sidecar: "src/sidecar/main.ts", "bench/runtime": "bench/runtime.ts" }, outdir: "dist", platform: "node", format: "cjs", target: "node20", external: nodeNative },
+  { ...common, entryPoints: { webview: "src/webview/main.ts" }, outdir: "dist", platform: "browser", format: "iife", target: "es2022" },
+];
+
+if (watch) {
+  for (const options of builds) await (await esbuild.context(options)).watch();
+} else {
+  await Promise.all(builds.map((options) => esbuild.build(options)));
+}

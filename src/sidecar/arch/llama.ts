@@ -1,0 +1,205 @@
+/**
+ * The LLaMA decoder (LlamaForCausalLM, and the language model inside LLaVA).
+ *
+ * Graph contract (one sequence, batch dimension dropped):
+ *   inputs   input_ids [S] int64, position_ids [S] int64, output_positions [K] int64,
+ *            past_key.{i} / past_value.{i} [kvHeads, P, headDim] (P = 0 on the first call),
+ *            image_features [N, hidden] when the model has a vision tower
+ *   outputs  hidden_states [L+1, K, hidden] in transformers' convention (entry 0 = embeddings,
+ *            entry i = output of block i-1, entry L = final_norm(output of block L-1)),
+ *            logits [K, vocab], present_key.{i} / present_value.{i} [kvHeads, P+S, headDim],
+ *            lens_topk_ids / lens_topk_probs [L+1, K, k] for k = lens_top_k (input, [1] int64)
+ * `output_positions` picks which of the S positions report hidden states and logits, so a
+ * decode step asks for one row and a parity run for all of them.
+ */
+import { LensInputError } from "../errors";
+import { type GraphCtx, activation, applyRotary, attentionCore, linear, mergeHeads, param, rawParam, rmsNorm, rotaryTables, splitHeads } from "../graph/blocks";
+import { cfgBool, cfgNumber, cfgString, type JsonObject } from "./configUtil";
+
+export interface LlamaTextConfig {
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  hiddenAct: string;
+  attentionBias: boolean;
+  mlpBias: boolean;
+  tieWordEmbeddings: boolean;
+}
+
+/** Reads a LLaMA text config with LlamaConfig's defaults; `parentTie` is the outer config's tie flag, if any. */
+export function parseLlamaConfig(c: JsonObject, file: string, parentTie?: boolean): LlamaTextConfig {
+  const hiddenSize = cfgNumber(c, "hidden_size", file, 4096);
+  const numHeads = cfgNumber(c, "num_attention_heads", file, 32);
+  const numKvHeads = cfgNumber(c, "num_key_value_heads", file, numHeads);
+  const headDim = cfgNumber(c, "head_dim", file, Math.floor(hiddenSize / numHeads));
+  if (numHeads % numKvHeads !== 0) {
+    throw new LensInputError(file, `num_attention_heads (${numHeads}) is not a multiple of num_key_value_heads (${numKvHeads}): fix the config`);
+  }
+  // transformers 5 keeps rope settings in rope_parameters; 4.x in rope_theta + rope_scaling.
+  const ropeParams = (c["rope_parameters"] ?? c["rope_scaling"] ?? null) as JsonObject | null;
+  const ropeType = ropeParams ? String(ropeParams["rope_type"] ?? ropeParams["type"] ?? "default") : "default";
+  if (ropeType !== "default") {
+    throw new LensInputError(file, `rope type "${ropeType}" is not supported yet (supported: default): use a model with plain rotary embeddings`);
+  }
+  const ropeTheta = Number((ropeParams?.["rope_theta"] as number | undefined) ?? cfgNumber(c, "rope_theta", file, 10000));
+  const tieOwn = c["tie_word_embeddings"];
+  return {
+    vocabSize: cfgNumber(c, "vocab_size", file, 32000),
+    hiddenSize,
+    intermediateSize: cfgNumber(c, "intermediate_size", file, 11008),
+    numLayers: cfgNumber(c, "num_hidden_layers", file, 32),
+    numHeads,
+    numKvHeads,
+    headDim,
+    rmsNormEps: cfgNumber(c, "rms_norm_eps", file, 1e-6),
+    ropeTheta,
+    hiddenAct: cfgString(c, "hidden_act", file, "silu"),
+    attentionBias: cfgBool(c, "attention_bias", file, false),
+    mlpBias: cfgBool(c, "mlp_bias", file, false),
+    tieWordEmbeddings: typeof tieOwn === "boolean" ? tieOwn : (parentTie ?? false),
+  };
+}
+
+/** transformers' default inverse frequencies, rounded to float32 step by step as torch computes them. */
+export function defaultInvFreq(headDim: number, theta: number): Float32Array {
+  const out = new Float32Array(headDim / 2);
+  for (let i = 0; i < out.length; i++) {
+    const exponent = Math.fround((2 * i) / headDim);
+    out[i] = Math.fround(1 / Math.fround(Math.pow(theta, exponent)));
+  }
+  return out;
+}
+
+export interface DecoderNames {
+  /** Prefix of the decoder body, e.g. "model." or "language_model.model.". */
+  body: string;
+  /** Name of the unembedding matrix (lm_head.weight, or embed_tokens.weight when tied). */
+  lmHead: string;
+}
+
+/** Resolves the decoder's tensor names among the key layouts transformers has used. */
+export function resolveDecoderNames(ctx: GraphCtx, cfg: LlamaTextConfig, bodyPrefixes: readonly string[], headPrefixes: readonly string[]): DecoderNames {
+  const body = ctx.weights.findPrefix(bodyPrefixes, "embed_tokens.weight", "decoder");
+  const head = headPrefixes.map((p) => `${p}lm_head.weight`).find((n) => ctx.weights.has(n));
+  if (head) return { body, lmHead: head };
+  if (!cfg.tieWordEmbeddings) {
+    throw new LensInputError(ctx.weights.folder, `no lm_head.weight and tie_word_embeddings is false in config.json: the checkpoint is incomplete`);
+  }
+  return { body, lmHead: `${body}embed_tokens.weight` };
+}
+
+export interface DecoderGraphOptions {
+  /** When set, positions holding this token id take their embedding from `image_features`. */
+  imageTokenId?: number;
+}
+
+export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: DecoderNames, opts: DecoderGraphOptions, configFile: string): void {
+  const { b } = ctx;
+  const { hiddenSize: H, numHeads, numKvHeads, headDim: D, numLayers: L } = cfg;
+
+  const inputIds = b.input("input_ids", "int64", ["seq"]);
+  const positionIds = b.input("position_ids", "int64", ["seq"]);
+  const outputPositions = b.input("output_positions", "int64", ["outputs"]);
+  const past = Array.from({ length: L }, (_, i) => ({
+    key: b.input(`past_key.${i}`, "float32", [numKvHeads, "past", D]),
+    value: b.input(`past_value.${i}`, "float32", [numKvHeads, "past", D]),
+  }));
+
+  let h = b.scoped("embed", () => embed(ctx, cfg, names, inputIds, opts));
+
+  // Causal mask for queries at absolute positions P..P+S-1 over keys 0..P+S-1.
+  const allowed = b.scoped("mask", () => {
+    const seqLen = b.op("Squeeze", [b.op("Shape", [inputIds])]);
+    const pastLen = b.op("Squeeze", [b.op("Shape", [past[0].key], { start: 1, end: 2 })]);
+    const total = b.op("Add", [pastLen, seqLen]);
+    const qPos = b.op("Range", [pastLen, total, b.i64Scalar(1)]);
+    const kPos = b.op("Range", [b.i64Scalar(0), total, b.i64Scalar(1)]);
+    return b.op("LessOrEqual", [b.op("Unsqueeze", [kPos, b.i64(0)]), b.op("Unsqueeze", [qPos, b.i64(1)])], {}, "allowed");
+  });
+  const { cos, sin } = b.scoped("rope", () => rotaryTables(ctx, positionIds, defaultInvFreq(D, cfg.ropeTheta)));
+
+  const collected: string[] = [];
+  const collect = (x: string) => collected.push(b.op("Unsqueeze", [b.op("Gather", [x, outputPositions], { axis: 0 }), b.i64(0)]));
+  collect(h);
+
+  for (let i = 0; i < L; i++) {
+    const p = `${names.body}layers.${i}.`;
+    h = b.scoped(`layers.${i}`, () => {
+      const x = rmsNorm(ctx, h, `${p}input_layernorm.weight`, H, cfg.rmsNormEps);
+      const q = splitHeads(ctx, linear(ctx, x, `${p}self_attn.q_proj`, H, numHeads * D, cfg.attentionBias), numHeads, D);
+      const k = splitHeads(ctx, linear(ctx, x, `${p}self_attn.k_proj`, H, numKvHeads * D, cfg.attentionBias), numKvHeads, D);
+      const v = splitHeads(ctx, linear(ctx, x, `${p}self_attn.v_proj`, H, numKvHeads * D, cfg.attentionBias), numKvHeads, D);
+      const keys = b.op("Concat", [past[i].key, applyRotary(ctx, k, cos, sin, D)], { axis: 1 });
+      const values = b.op("Concat", [past[i].value, v], { axis: 1 });
+      b.output(keys, `present_key.${i}`, "float32", [numKvHeads, "total", D]);
+      b.output(values, `present_value.${i}`, "float32", [numKvHeads, "total", D]);
+      const { context } = attentionCore(ctx, applyRotary(ctx, q, cos, sin, D), keys, values, {
+        heads: numHeads,
+        kvHeads: numKvHeads,
+        headDim: D,
+        scale: 1 / Math.sqrt(D),
+        allowed,
+      });
+      const attnOut = linear(ctx, mergeHeads(ctx, context, numHeads, D), `${p}self_attn.o_proj`, numHeads * D, H, cfg.attentionBias);
+      const afterAttn = b.op("Add", [h, attnOut], {}, "residual_attn");
+      const y = rmsNorm(ctx, afterAttn, `${p}post_attention_layernorm.weight`, H, cfg.rmsNormEps);
+      const gate = activation(ctx, linear(ctx, y, `${p}mlp.gate_proj`, H, cfg.intermediateSize, cfg.mlpBias), cfg.hiddenAct, configFile);
+      const up = linear(ctx, y, `${p}mlp.up_proj`, H, cfg.intermediateSize, cfg.mlpBias);
+      const down = linear(ctx, b.op("Mul", [gate, up]), `${p}mlp.down_proj`, cfg.intermediateSize, H, cfg.mlpBias);
+      return b.op("Add", [afterAttn, down], {}, "residual_mlp");
+    });
+    if (i < L - 1) collect(h);
+  }
+
+  b.scoped("head", () => {
+    const normed = rmsNorm(ctx, h, `${names.body}norm.weight`, H, cfg.rmsNormEps);
+    collect(normed);
+    const stacked = b.op("Concat", collected, { axis: 0 });
+    b.output(stacked, "hidden_states", "float32", [L + 1, "outputs", H]);
+    const unembed = param(ctx, names.lmHead, [cfg.vocabSize, H]);
+    const picked = b.op("Gather", [normed, outputPositions], { axis: 0 });
+    b.output(b.op("Gemm", [picked, unembed], { transB: 1 }), "logits", "float32", ["outputs", cfg.vocabSize]);
+
+    // The logit lens, inside the graph: only top-k rows leave it, never [L+1, K, vocab] logits.
+    // Entries 0..L-1 get the final norm; entry L is already normed (transformers' convention).
+    const lensTopK = b.input("lens_top_k", "int64", [1]);
+    const early = rmsNorm(ctx, b.op("Slice", [stacked, b.i64(0), b.i64(L), b.i64(0)]), `${names.body}norm.weight`, H, cfg.rmsNormEps);
+    const lensIn = b.op("Concat", [early, b.op("Slice", [stacked, b.i64(L), b.i64(L + 1), b.i64(0)])], { axis: 0 });
+    const lensLogits = b.op("Gemm", [b.op("Reshape", [lensIn, b.i64(-1, H)]), unembed], { transB: 1 }, "lens_logits");
+    const probs = b.op("Softmax", [lensLogits], { axis: -1 }, "lens_probs");
+    const [topP, topId] = b.opMulti("TopK", [probs, lensTopK], 2, { axis: -1, largest: 1, sorted: 1 }, "lens_topk");
+    const shape = b.op("Concat", [b.i64(L + 1, -1), lensTopK], { axis: 0 });
+    b.output(b.op("Reshape", [topP, shape]), "lens_topk_probs", "float32", [L + 1, "outputs", "k"]);
+    b.output(b.op("Reshape", [topId, shape]), "lens_topk_ids", "int64", [L + 1, "outputs", "k"]);
+  });
+}
+
+/**
+ * Token embeddings, with image features spliced in where the image token stands: the k-th
+ * image token (in order) takes row k of `image_features`. Done with a gather over
+ * `[zeros; features]` so that a decode step with no image (N = 0) needs no special graph.
+ */
+function embed(ctx: GraphCtx, cfg: LlamaTextConfig, names: DecoderNames, inputIds: string, opts: DecoderGraphOptions): string {
+  const { b } = ctx;
+  const table = rawParam(ctx, `${names.body}embed_tokens.weight`, [cfg.vocabSize, cfg.hiddenSize]);
+  const lookup = (ids: string) => {
+    const rows = b.op("Gather", [table.value, ids], { axis: 0 }, "embed_tokens");
+    return table.type === "float32" ? rows : b.op("Cast", [rows], { to: 1 });
+  };
+  if (opts.imageTokenId === undefined) return lookup(inputIds);
+
+  const features = b.input("image_features", "float32", ["image_tokens", cfg.hiddenSize]);
+  const isImage = b.op("Equal", [inputIds, b.i64Scalar(opts.imageTokenId)], {}, "is_image");
+  const textIds = b.op("Where", [isImage, b.i64Scalar(0), inputIds]);
+  const isImageI64 = b.op("Cast", [isImage], { to: 7 });
+  const featureRow = b.op("Mul", [b.op("CumSum", [isImageI64, b.i64Scalar(0)]), isImageI64]);
+  const padded = b.op("Concat", [b.constant("float32", new Float32Array(cfg.hiddenSize), [1, cfg.hiddenSize]), features], { axis: 0 });
+  const imageRows = b.op("Gather", [padded, featureRow], { axis: 0 });
+  return b.op("Where", [b.op("Unsqueeze", [isImage, b.i64(1)]), imageRows, lookup(textIds)], {}, "inputs_embeds");
+}

@@ -1,0 +1,16 @@
+/** LlamaForCausalLM: the text-only LLaMA family. */
+import { buildLlamaDecoder, parseLlamaConfig, resolveDecoderNames } from "./llama";
+import type { ArchitectureModule } from "./types";
+
+export const llamaForCausalLM: ArchitectureModule = {
+  architectures: ["LlamaForCausalLM"],
+  plan(config, configFile, ctx) {
+    const text = parseLlamaConfig(config, configFile);
+    const names = resolveDecoderNames(ctx, text, ["model.", ""], [""]);
+    return {
+      architecture: "LlamaForCausalLM",
+      decoder: { numLayers: text.numLayers, numHeads: text.numHeads, numKvHeads: text.numKvHeads, headDim: text.headDim, hiddenSize: text.hiddenSize, vocabSize: text.vocabSize },
+      buildDecoder: (c) => buildLlamaDecoder(c, text, names, {}, configFile),
+    };
+  },
+};

@@ -1,0 +1,155 @@
+/**
+ * Building blocks shared by the architecture modules: parameters, linear layers, norms,
+ * activations, rotary embeddings and attention. Activations are 2-D `[tokens, features]`
+ * (the runtime runs one sequence at a time), which lets every linear layer be one Gemm with
+ * `transB=1` straight over the checkpoint's `[out, in]` weight, with no transposed copy.
+ */
+import * as path from "node:path";
+import { LensInputError } from "../errors";
+import type { ModelWeights } from "../model/weights";
+import { GraphBuilder, type ElemType } from "./onnxBuilder";
+
+export interface GraphCtx {
+  b: GraphBuilder;
+  weights: ModelWeights;
+}
+
+const SAFETENSORS_ELEM: Record<string, ElemType> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
+
+/** The checkpoint's tensor as stored (no cast), for ops that can work on any type (Gather). */
+export function rawParam(ctx: GraphCtx, name: string, shape: readonly number[]): { value: string; type: ElemType } {
+  const e = ctx.weights.entry(name, shape);
+  const type = SAFETENSORS_ELEM[e.dtype];
+  const location = path.relative(ctx.weights.folder, e.file);
+  return { value: ctx.b.externalWeight(name, type, e.shape, location, e.byteOffset, e.byteLength), type };
+}
+
+const castCache = new WeakMap<GraphBuilder, Map<string, string>>();
+
+/** The checkpoint's tensor as float32 (F16/BF16 weights are cast once; onnxruntime folds it at load). */
+export function param(ctx: GraphCtx, name: string, shape: readonly number[]): string {
+  const { value, type } = rawParam(ctx, name, shape);
+  if (type === "float32") return value;
+  let cache = castCache.get(ctx.b);
+  if (!cache) castCache.set(ctx.b, (cache = new Map()));
+  const hit = cache.get(value);
+  if (hit) return hit;
+  const cast = ctx.b.op("Cast", [value], { to: 1 }, `${name}_f32`);
+  cache.set(value, cast);
+  return cast;
+}
+
+/** `x @ W.T + b` for a Hugging Face Linear stored as `[out, in]`; bias "auto" uses one when the checkpoint has it. */
+export function linear(ctx: GraphCtx, x: string, prefix: string, inFeatures: number, outFeatures: number, bias: boolean | "auto"): string {
+  const w = param(ctx, `${prefix}.weight`, [outFeatures, inFeatures]);
+  const useBias = bias === "auto" ? ctx.weights.has(`${prefix}.bias`) : bias;
+  const inputs = [x, w];
+  if (useBias) inputs.push(param(ctx, `${prefix}.bias`, [outFeatures]));
+  return ctx.b.op("Gemm", inputs, { transB: 1 }, prefix.split(".").slice(-1)[0]);
+}
+
+/** LLaMA's RMSNorm: `weight * (x * rsqrt(mean(x^2) + eps))`, all in float32. */
+export function rmsNorm(ctx: GraphCtx, x: string, weightName: string, dim: number, eps: number): string {
+  const { b } = ctx;
+  const variance = b.op("ReduceMean", [b.op("Mul", [x, x])], { axes: [-1], keepdims: 1 });
+  const inv = b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [variance, b.f32(eps)])])]);
+  return b.op("Mul", [param(ctx, weightName, [dim]), b.op("Mul", [x, inv])], {}, "rmsnorm");
+}
+
+export function layerNorm(ctx: GraphCtx, x: string, prefix: string, dim: number, eps: number): string {
+  return ctx.b.op(
+    "LayerNormalization",
+    [x, param(ctx, `${prefix}.weight`, [dim]), param(ctx, `${prefix}.bias`, [dim])],
+    { axis: -1, epsilon: { float: eps } },
+    "layernorm",
+  );
+}
+
+export const SUPPORTED_ACTIVATIONS = ["silu", "swish", "gelu", "gelu_pytorch_tanh", "gelu_new", "quick_gelu", "relu"] as const;
+
+/** Hugging Face's ACT2FN by name. */
+export function activation(ctx: GraphCtx, x: string, name: string, configFile: string): string {
+  const { b } = ctx;
+  switch (name) {
+    case "silu":
+    case "swish":
+      return b.op("Mul", [x, b.op("Sigmoid", [x])], {}, "silu");
+    case "gelu": // exact: 0.5 x (1 + erf(x / sqrt 2))
+      return b.op("Mul", [b.op("Mul", [x, b.f32(0.5)]), b.op("Add", [b.f32(1), b.op("Erf", [b.op("Mul", [x, b.f32(Math.SQRT1_2)])])])], {}, "gelu");
+    case "gelu_pytorch_tanh":
+    case "gelu_new": {
+      // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+      const x3 = b.op("Mul", [b.op("Mul", [x, x]), x]);
+      const inner = b.op("Mul", [b.op("Add", [x, b.op("Mul", [x3, b.f32(0.044715)])]), b.f32(Math.sqrt(2 / Math.PI))]);
+      return b.op("Mul", [b.op("Mul", [x, b.f32(0.5)]), b.op("Add", [b.f32(1), b.op("Tanh", [inner])])], {}, "gelu_tanh");
+    }
+    case "quick_gelu":
+      return b.op("Mul", [x, b.op("Sigmoid", [b.op("Mul", [x, b.f32(1.702)])])], {}, "quick_gelu");
+    case "relu":
+      return b.op("Relu", [x]);
+    default:
+      throw new LensInputError(configFile, `activation "${name}" is not supported (supported: ${SUPPORTED_ACTIVATIONS.join(", ")}): this model needs a newer logit-lens`);
+  }
+}
+
+/** `[tokens, heads*dim]` -> `[heads, tokens, dim]`. */
+export function splitHeads(ctx: GraphCtx, x: string, heads: number, headDim: number): string {
+  const { b } = ctx;
+  return b.op("Transpose", [b.op("Reshape", [x, b.i64(-1, heads, headDim)])], { perm: [1, 0, 2] });
+}
+
+/** `[heads, tokens, dim]` -> `[tokens, heads*dim]`. */
+export function mergeHeads(ctx: GraphCtx, x: string, heads: number, headDim: number): string {
+  const { b } = ctx;
+  return b.op("Reshape", [b.op("Transpose", [x], { perm: [1, 0, 2] }), b.i64(-1, heads * headDim)]);
+}
+
+/**
+ * Scaled dot-product attention with grouped KV heads, softmax in float32 as transformers'
+ * eager path does. q: `[heads, S, D]`, k/v: `[kvHeads, T, D]`. Query heads are folded into
+ * the KV-head axis (`[kv, rep*S, D]`) so keys and values are never repeated in memory; head h
+ * reads KV head `h // rep`, as in transformers' repeat_kv. `allowed` is a `[S, T]` boolean
+ * mask or undefined for full attention.
+ */
+export function attentionCore(
+  ctx: GraphCtx,
+  q: string,
+  k: string,
+  v: string,
+  opts: { heads: number; kvHeads: number; headDim: number; scale: number; allowed?: string },
+): { context: string; probs: string } {
+  const { b } = ctx;
+  const rep = opts.heads / opts.kvHeads;
+  const qg = rep === 1 ? q : b.op("Reshape", [q, b.i64(opts.kvHeads, -1, opts.headDim)]);
+  let scores = b.op("Mul", [b.op("MatMul", [qg, b.op("Transpose", [k], { perm: [0, 2, 1] })]), b.f32(opts.scale)], {}, "scores");
+  if (opts.allowed) {
+    const mask = rep === 1 ? opts.allowed : b.op("Tile", [opts.allowed, b.i64(rep, 1)]);
+    scores = b.op("Where", [mask, scores, b.f32(-Infinity)]);
+  }
+  const probs = b.op("Softmax", [scores], { axis: -1 }, "probs");
+  let context = b.op("MatMul", [probs, v]);
+  if (rep !== 1) context = b.op("Reshape", [context, b.i64(opts.heads, -1, opts.headDim)]);
+  return { context, probs };
+}
+
+/**
+ * Rotary embedding in transformers' rotate_half convention: `x*cos + cat(-x2, x1)*sin` over
+ * `[heads, S, D]` with cos/sin `[S, D]` (frequencies duplicated: `emb = cat(freqs, freqs)`).
+ */
+export function applyRotary(ctx: GraphCtx, x: string, cos: string, sin: string, headDim: number): string {
+  const { b } = ctx;
+  const half = headDim / 2;
+  const x1 = b.op("Slice", [x, b.i64(0), b.i64(half), b.i64(-1)]);
+  const x2 = b.op("Slice", [x, b.i64(half), b.i64(headDim), b.i64(-1)]);
+  const rotated = b.op("Concat", [b.op("Neg", [x2]), x1], { axis: -1 });
+  return b.op("Add", [b.op("Mul", [x, cos]), b.op("Mul", [rotated, sin])], {}, "rope");
+}
+
+/** cos/sin `[S, D]` for integer positions `[S]` and inverse frequencies (D/2 of them), in float32. */
+export function rotaryTables(ctx: GraphCtx, positions: string, invFreq: Float32Array): { cos: string; sin: string } {
+  const { b } = ctx;
+  const pos = b.op("Unsqueeze", [b.op("Cast", [positions], { to: 1 }), b.i64(1)]);
+  const freqs = b.op("Mul", [pos, b.constant("float32", invFreq, [1, invFreq.length])]);
+  const emb = b.op("Concat", [freqs, freqs], { axis: -1 });
+  return { cos: b.op("Cos", [emb], {}, "cos"), sin: b.op("Sin", [emb], {}, "sin") };
+}

@@ -1,0 +1,27 @@
+import * as fs from "node:fs/promises";
+import { LensInputError } from "../errors";
+import { isObject, type JsonObject } from "../arch/configUtil";
+
+/** Reads a JSON object file; `undefined` when it does not exist and `optional` is set. */
+export async function readJsonObject(file: string, what: string, optional: true): Promise<JsonObject | undefined>;
+export async function readJsonObject(file: string, what: string, optional?: false): Promise<JsonObject>;
+export async function readJsonObject(file: string, what: string, optional = false): Promise<JsonObject | undefined> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, "utf8");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") {
+      if (optional) return undefined;
+      throw new LensInputError(file, `${what} does not exist: pick a Hugging Face model folder (it needs config.json, *.safetensors, tokenizer.json)`);
+    }
+    throw new LensInputError(file, `cannot read ${what} (${(e as Error).message}): check the file's permissions`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new LensInputError(file, `${what} is not valid JSON (${(e as Error).message.split("\n")[0]}): repair or re-download it`);
+  }
+  if (!isObject(value)) throw new LensInputError(file, `${what} must hold a JSON object: repair or re-download it`);
+  return value;
+}

@@ -1,0 +1,310 @@
+/**
+ * A model folder opened for inference: its config and weights compiled to ONNX graphs, the
+ * sessions created, and the steps of one run (prepare -> vision -> decoder prefill -> greedy
+ * decode with the KV cache).
+ */
+import * as fs from "node:fs/promises";
+import * as path from "node:path";
+import { findArchitecture } from "../arch";
+import { cfgNumber, isObject, type JsonObject } from "../arch/configUtil";
+import type { ArchitecturePlan } from "../arch/types";
+import { LensInputError } from "../errors";
+import type { GraphCtx } from "../graph/blocks";
+import { GraphBuilder } from "../graph/onnxBuilder";
+import { type ClipProcessorConfig, parseClipProcessorConfig, preprocessClip } from "../image/clipProcessor";
+import { decodeImage, type RgbImage } from "../image/decode";
+import { type Device, type GraphSession, type HostTensor, openGraphSession } from "../runtime/ort";
+import { TextProcessor } from "../text/textProcessor";
+import { readJsonObject } from "./jsonFile";
+import { WeightIndex } from "./safetensors";
+import { ModelWeights } from "./weights";
+
+export interface OpenOptions {
+  device?: Device;
+  threads?: number;
+  /** Called with a short description of each loading stage. */
+  onProgress?: (stage: string) => void;
+}
+
+export interface PreparedInput {
+  renderedPrompt: string;
+  inputIds: number[];
+  /** NCHW pixel values, when the input has an image. */
+  pixelValues?: { data: Float32Array; shape: [1, number, number, number] };
+  image?: { width: number; height: number };
+}
+
+export interface KvCache {
+  keys: HostTensor[];
+  values: HostTensor[];
+  length: number;
+}
+
+export interface ForwardResult {
+  /** transformers' hidden_states for the requested positions: [L+1, K, hidden], flattened. */
+  hiddenStates: Float32Array;
+  /** Final logits for the requested positions: [K, vocab], flattened. */
+  logits: Float32Array;
+  /** Per layer top-k of the logit lens: [L+1, K, k], flattened. */
+  lensTopIds: BigInt64Array;
+  lensTopProbs: Float32Array;
+  positions: number[];
+  topK: number;
+  cache: KvCache;
+}
+
+export interface ModelInfo {
+  folder: string;
+  architecture: string;
+  /** Storage dtype of the weights (the most common one). Compute is float32. */
+  dtype: string;
+  provider: string;
+  numLayers: number;
+  hiddenSize: number;
+  vocabSize: number;
+  weightBytes: number;
+}
+
+export class LoadedModel {
+  private constructor(
+    readonly info: ModelInfo,
+    readonly text: TextProcessor,
+    private readonly plan: ArchitecturePlan,
+    private readonly decoder: GraphSession,
+    private readonly vision: GraphSession | undefined,
+    private readonly imageConfig: ClipProcessorConfig | undefined,
+    private readonly imageTokensPerImage: number,
+    private readonly imageToken: string | undefined,
+    readonly eosTokenIds: ReadonlySet<number>,
+    readonly timings: { compileMs: number; sessionMs: number },
+  ) {}
+
+  static async open(folder: string, opts: OpenOptions = {}): Promise<LoadedModel> {
+    const progress = opts.onProgress ?? (() => {});
+    const dir = path.resolve(folder);
+    const stat = await fs.stat(dir).catch(() => undefined);
+    if (!stat) throw new LensInputError(dir, "model folder does not exist: pass a Hugging Face model folder (config.json, *.safetensors, tokenizer.json)");
+    if (!stat.isDirectory()) throw new LensInputError(dir, "is a file, not a model folder: pass the folder that holds config.json");
+
+    const t0 = performance.now();
+    progress("reading config");
+    const configFile = path.join(dir, "config.json");
+    const config = await readJsonObject(configFile, "config.json");
+    const { module } = findArchitecture(config["architectures"], configFile);
+    const weights = new ModelWeights(await WeightIndex.open(dir), configFile);
+    const processorConfig = await readJsonObject(path.join(dir, "processor_config.json"), "processor_config.json", true);
+    const text = await TextProcessor.open(dir, processorConfig);
+
+    progress("compiling graphs");
+    const decoderBuilder = new GraphBuilder("decoder");
+    const plan = module.plan(config, configFile, { b: decoderBuilder, weights });
+    plan.buildDecoder({ b: decoderBuilder, weights });
+    const decoderBytes = decoderBuilder.toModelBytes();
+    let visionBytes: Uint8Array | undefined;
+    if (plan.buildVision) {
+      const visionCtx: GraphCtx = { b: new GraphBuilder("vision"), weights };
+      plan.buildVision(visionCtx);
+      visionBytes = visionCtx.b.toModelBytes();
+    }
+
+    let imageConfig: ClipProcessorConfig | undefined;
+    let imageTokensPerImage = 0;
+    let imageToken: string | undefined;
+    if (plan.vision) {
+      const preFile = path.join(dir, "preprocessor_config.json");
+      imageConfig = parseClipProcessorConfig(await readJsonObject(preFile, "preprocessor_config.json"), preFile);
+      ({ imageToken, imageTokensPerImage } = imageTokenLayout(plan, imageConfig, processorConfig, text, dir));
+    }
+    const t1 = performance.now();
+
+    progress("creating sessions");
+    const device = opts.device ?? "auto";
+    const decoder = await openGraphSession(decoderBytes, { weightsFolder: dir, device, threads: opts.threads });
+    const vision = visionBytes ? await openGraphSession(visionBytes, { weightsFolder: dir, device, threads: opts.threads }) : undefined;
+    const t2 = performance.now();
+
+    const generationConfig = await readJsonObject(path.join(dir, "generation_config.json"), "generation_config.json", true);
+    const eos = eosIds(generationConfig, config, text);
+    const info: ModelInfo = {
+      folder: dir,
+      architecture: plan.architecture,
+      dtype: dominantDtype(weights.index),
+      provider: decoder.provider,
+      numLayers: plan.decoder.numLayers,
+      hiddenSize: plan.decoder.hiddenSize,
+      vocabSize: plan.decoder.vocabSize,
+      weightBytes: weights.index.totalBytes(),
+    };
+    return new LoadedModel(info, text, plan, decoder, vision, imageConfig, imageTokensPerImage, imageToken, eos, { compileMs: t1 - t0, sessionMs: t2 - t1 });
+  }
+
+  get hasVision(): boolean {
+    return this.vision !== undefined;
+  }
+
+  /** Renders, expands and tokenizes the prompt, and preprocesses the image, as transformers' processor does. */
+  async prepare(input: { prompt: string; image?: string | Uint8Array | RgbImage }): Promise<PreparedInput> {
+    if (input.image !== undefined && !this.vision) {
+      throw new LensInputError(this.info.folder, `${this.info.architecture} is a text-only model and cannot take an image: drop --image or pick a vision-language model`);
+    }
+    let rendered = this.text.renderPrompt(input.prompt, input.image !== undefined);
+    let pixelValues: PreparedInput["pixelValues"];
+    let image: PreparedInput["image"];
+    if (input.image !== undefined && this.imageConfig && this.imageToken) {
+      const rgb = isRgbImage(input.image) ? input.image : await decodeImage(input.image);
+      const { pixelValues: data, shape } = preprocessClip(rgb, this.imageConfig);
+      pixelValues = { data, shape };
+      image = { width: rgb.width, height: rgb.height };
+      rendered = rendered.split(this.imageToken).join(this.imageToken.repeat(this.imageTokensPerImage));
+    }
+    return { renderedPrompt: rendered, inputIds: this.text.encodePrompt(rendered), pixelValues, image };
+  }
+
+  /** Projected image features [tokens, hidden] for preprocessed pixels. */
+  async encodeImage(pixelValues: NonNullable<PreparedInput["pixelValues"]>): Promise<HostTensor> {
+    if (!this.vision) throw new Error("encodeImage called on a model without a vision tower");
+    const out = await this.vision.run({ pixel_values: { data: pixelValues.data, dims: pixelValues.shape } }, ["image_features"]);
+    return out["image_features"];
+  }
+
+  emptyCache(): KvCache {
+    const { numLayers, numKvHeads, headDim } = this.plan.decoder;
+    const empty = (): HostTensor => ({ data: new Float32Array(0), dims: [numKvHeads, 0, headDim] });
+    return { keys: Array.from({ length: numLayers }, empty), values: Array.from({ length: numLayers }, empty), length: 0 };
+  }
+
+  /**
+   * One decoder call over `ids` (positions cache.length..), reporting hidden states, logits and
+   * the lens top-k at `positions` (indices into `ids`; default: the last one).
+   */
+  async forward(
+    ids: readonly number[],
+    opts: { cache?: KvCache; imageFeatures?: HostTensor; positions?: readonly number[]; topK?: number } = {},
+  ): Promise<ForwardResult> {
+    const cache = opts.cache ?? this.emptyCache();
+    const positions = opts.positions ?? [ids.length - 1];
+    const topK = Math.min(opts.topK ?? 1, this.plan.decoder.vocabSize);
+    const feeds: Record<string, HostTensor> = {
+      input_ids: { data: BigInt64Array.from(ids, BigInt), dims: [ids.length] },
+      position_ids: { data: BigInt64Array.from(ids, (_, i) => BigInt(cache.length + i)), dims: [ids.length] },
+      output_positions: { data: BigInt64Array.from(positions, BigInt), dims: [positions.length] },
+      lens_top_k: { data: BigInt64Array.of(BigInt(topK)), dims: [1] },
+    };
+    if (this.plan.imageTokenId !== undefined) {
+      const expected = ids.filter((t) => t === this.plan.imageTokenId).length;
+      const features = opts.imageFeatures ?? { data: new Float32Array(0), dims: [0, this.plan.decoder.hiddenSize] };
+      if (features.dims[0] !== expected) {
+        throw new LensInputError(undefined, `the prompt holds ${expected} image tokens but the image gives ${features.dims[0]} features: use the model's chat template, with one image`);
+      }
+      feeds["image_features"] = features;
+    }
+    for (let i = 0; i < this.plan.decoder.numLayers; i++) {
+      feeds[`past_key.${i}`] = cache.keys[i];
+      feeds[`past_value.${i}`] = cache.values[i];
+    }
+    const out = await this.decoder.run(feeds);
+    const next: KvCache = {
+      keys: cache.keys.map((_, i) => out[`present_key.${i}`]),
+      values: cache.values.map((_, i) => out[`present_value.${i}`]),
+      length: cache.length + ids.length,
+    };
+    return {
+      hiddenStates: out["hidden_states"].data as Float32Array,
+      logits: out["logits"].data as Float32Array,
+      lensTopIds: out["lens_topk_ids"].data as BigInt64Array,
+      lensTopProbs: out["lens_topk_probs"].data as Float32Array,
+      positions: [...positions],
+      topK,
+      cache: next,
+    };
+  }
+
+  /** Image features for a prepared input (none for text-only input). */
+  async imageFeaturesFor(prepared: PreparedInput): Promise<HostTensor | undefined> {
+    return prepared.pixelValues ? this.encodeImage(prepared.pixelValues) : undefined;
+  }
+
+  /**
+   * Greedy decoding with the KV cache: one prefill, then one decoder step per new token,
+   * stopping after `maxNewTokens` or at an end-of-sequence token (which is kept, as
+   * transformers' generate keeps it).
+   */
+  async generate(prepared: PreparedInput, maxNewTokens: number, imageFeatures?: HostTensor): Promise<number[]> {
+    const features = imageFeatures ?? (await this.imageFeaturesFor(prepared));
+    let step = await this.forward(prepared.inputIds, { imageFeatures: features });
+    const tokens: number[] = [];
+    for (let n = 0; n < maxNewTokens; n++) {
+      const token = argmax(step.logits);
+      tokens.push(token);
+      if (this.eosTokenIds.has(token) || n === maxNewTokens - 1) break;
+      step = await this.forward([token], { cache: step.cache });
+    }
+    return tokens;
+  }
+
+  async dispose(): Promise<void> {
+    await this.decoder.release();
+    await this.vision?.release();
+  }
+}
+
+/** Index of the largest value; the first one on ties, as torch.argmax. */
+export function argmax(values: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
+  return best;
+}
+
+function isRgbImage(x: unknown): x is RgbImage {
+  return isObject(x) && x["data"] instanceof Uint8Array && typeof x["width"] === "number";
+}
+
+/**
+ * The image placeholder and how many tokens it expands to, as LlavaProcessor computes it:
+ * (H // patch) * (W // patch) + num_additional_image_tokens, minus one for the "default"
+ * strategy (which drops CLS). It must agree with what the vision graph yields.
+ */
+function imageTokenLayout(
+  plan: ArchitecturePlan,
+  imageConfig: ClipProcessorConfig,
+  processorConfig: JsonObject | undefined,
+  text: TextProcessor,
+  dir: string,
+): { imageToken: string; imageTokensPerImage: number } {
+  const file = path.join(dir, "processor_config.json");
+  const pc = processorConfig ?? {};
+  const vision = plan.vision!;
+  const imageToken = typeof pc["image_token"] === "string" ? pc["image_token"] : "<image>";
+  const tokenId = text.tokenToId(imageToken);
+  if (tokenId !== plan.imageTokenId) {
+    throw new LensInputError(path.join(dir, "tokenizer.json"), `the image token ${imageToken} has id ${tokenId} but config.json says ${plan.imageTokenId}: the tokenizer does not belong to this model`);
+  }
+  const patch = cfgNumber(pc, "patch_size", file, vision.patchSize);
+  const additional = cfgNumber(pc, "num_additional_image_tokens", file, 1);
+  const strategy = typeof pc["vision_feature_select_strategy"] === "string" ? pc["vision_feature_select_strategy"] : "default";
+  const crop = imageConfig.doCenterCrop ? imageConfig.cropSize : "height" in imageConfig.size ? imageConfig.size : { height: vision.imageSize, width: vision.imageSize };
+  const count = Math.floor(crop.height / patch) * Math.floor(crop.width / patch) + additional - (strategy === "default" ? 1 : 0);
+  if (count !== vision.tokensPerImage) {
+    throw new LensInputError(file, `the processor expands an image to ${count} tokens but the vision tower yields ${vision.tokensPerImage}: the processor config does not match config.json`);
+  }
+  return { imageToken, imageTokensPerImage: count };
+}
+
+function eosIds(generationConfig: JsonObject | undefined, config: JsonObject, text: TextProcessor): Set<number> {
+  const textConfig = isObject(config["text_config"]) ? config["text_config"] : {};
+  for (const source of [generationConfig?.["eos_token_id"], config["eos_token_id"], textConfig["eos_token_id"]]) {
+    if (typeof source === "number") return new Set([source]);
+    if (Array.isArray(source)) return new Set(source.filter((x): x is number => typeof x === "number"));
+  }
+  const fromTokenizer = text.eosTokenId;
+  return new Set(fromTokenizer === undefined ? [] : [fromTokenizer]);
+}
+
+function dominantDtype(index: WeightIndex): string {
+  const bytes = new Map<string, number>();
+  for (const name of index.names()) {
+    const e = index.get(name);
+    bytes.set(e.dtype, (bytes.get(e.dtype) ?? 0) + e.byteLength);
+  }
+  return [...bytes.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? "unknown";
+}

@@ -1,0 +1,125 @@
+/**
+ * The only module that imports onnxruntime-node. It maps a device choice to execution
+ * providers, creates sessions over compiled graphs whose weights stay in the model folder,
+ * and converts tensors at the boundary so the rest of the sidecar sees plain typed arrays.
+ */
+import * as ort from "onnxruntime-node";
+import { LensInputError } from "../errors";
+
+export const DEVICES = ["auto", "cpu", "cuda", "webgpu"] as const;
+export type Device = (typeof DEVICES)[number];
+
+export type TensorData = Float32Array | BigInt64Array | Int32Array | Uint8Array;
+
+export interface HostTensor {
+  data: TensorData;
+  dims: readonly number[];
+}
+
+export interface GraphSession {
+  /** The execution provider the session really runs on. */
+  readonly provider: "cpu" | "cuda" | "webgpu";
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  run(feeds: Record<string, HostTensor>, fetches?: readonly string[]): Promise<Record<string, HostTensor>>;
+  release(): Promise<void>;
+}
+
+export function parseDevice(value: string): Device {
+  if ((DEVICES as readonly string[]).includes(value)) return value as Device;
+  throw new LensInputError(undefined, `unknown device "${value}": choose one of ${DEVICES.join(", ")}`);
+}
+
+/** Backends the installed onnxruntime-node really carries (CUDA needs its libraries installed). */
+export function availableProviders(): { name: string; bundled: boolean }[] {
+  return ort.listSupportedBackends().map((b) => ({ name: b.name, bundled: b.bundled }));
+}
+
+function isBundled(name: string): boolean {
+  return availableProviders().some((b) => b.name === name && b.bundled);
+}
+
+function providersFor(device: Device): ("cpu" | "cuda" | "webgpu")[] {
+  switch (device) {
+    case "cpu":
+      return ["cpu"];
+    case "cuda":
+      if (!isBundled("cuda")) {
+        throw new LensInputError(
+          undefined,
+          "device cuda was asked for but onnxruntime-node was installed without its CUDA libraries: reinstall with --onnxruntime-node-install=cuda12, or choose auto or cpu",
+        );
+      }
+      return ["cuda"];
+    case "webgpu":
+      return ["webgpu"];
+    case "auto":
+      return isBundled("cuda") ? ["cuda", "cpu"] : ["cpu"];
+  }
+}
+
+export interface SessionOptions {
+  /** Folder the graph's external-data locations are relative to (the model folder). */
+  weightsFolder: string;
+  device: Device;
+  /** Intra-op threads; 0 lets onnxruntime use every core. */
+  threads?: number;
+}
+
+export async function openGraphSession(graph: Uint8Array, opts: SessionOptions): Promise<GraphSession> {
+  const candidates = providersFor(opts.device);
+  let lastError: unknown;
+  for (const provider of candidates) {
+    try {
+      const session = await ort.InferenceSession.create(graph, {
+        executionProviders: [provider],
+        graphOptimizationLevel: "all",
+        intraOpNumThreads: opts.threads ?? 0,
+        // Initializers point into the model's own .safetensors files: nothing is converted or copied.
+        extra: { session: { model_external_initializers_file_folder_path: opts.weightsFolder } },
+      });
+      return wrap(session, provider);
+    } catch (e) {
+      lastError = e;
+      if (opts.device !== "auto") break;
+    }
+  }
+  const message = lastError instanceof Error ? lastError.message : String(lastError);
+  if (opts.device === "webgpu") {
+    throw new LensInputError(undefined, `the webgpu execution provider failed to start (${firstLine(message)}): choose auto or cpu`);
+  }
+  throw new Error(`onnxruntime could not create a session on ${candidates.join("/")}: ${message}`);
+}
+
+function firstLine(s: string): string {
+  return s.split("\n")[0].slice(0, 300);
+}
+
+function toOrt(t: HostTensor): ort.Tensor {
+  const dims = [...t.dims];
+  if (t.data instanceof Float32Array) return new ort.Tensor("float32", t.data, dims);
+  if (t.data instanceof BigInt64Array) return new ort.Tensor("int64", t.data, dims);
+  if (t.data instanceof Int32Array) return new ort.Tensor("int32", t.data, dims);
+  return new ort.Tensor("bool", t.data, dims);
+}
+
+function fromOrt(t: ort.Tensor): HostTensor {
+  return { data: t.data as TensorData, dims: t.dims };
+}
+
+function wrap(session: ort.InferenceSession, provider: "cpu" | "cuda" | "webgpu"): GraphSession {
+  return {
+    provider,
+    inputNames: session.inputNames,
+    outputNames: session.outputNames,
+    async run(feeds, fetches) {
+      const ortFeeds: Record<string, ort.Tensor> = {};
+      for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = toOrt(t);
+      const result = fetches ? await session.run(ortFeeds, [...fetches]) : await session.run(ortFeeds);
+      const out: Record<string, HostTensor> = {};
+      for (const [name, t] of Object.entries(result)) out[name] = fromOrt(t);
+      return out;
+    },
+    release: () => session.release(),
+  };
+}

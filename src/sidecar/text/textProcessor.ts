@@ -1,0 +1,129 @@
+/**
+ * Tokenizer and chat template of a model folder, the way transformers' processors use them:
+ * render the chat template, expand each image placeholder to the number of image tokens the
+ * vision tower yields, then tokenize (adding BOS unless the template already wrote it).
+ */
+import * as fs from "node:fs/promises";
+import * as path from "node:path";
+import { Template } from "@huggingface/jinja";
+import { Tokenizer } from "@huggingface/tokenizers";
+import { LensInputError } from "../errors";
+import type { JsonObject } from "../arch/configUtil";
+import { readJsonObject } from "../model/jsonFile";
+
+export interface ChatContentPart {
+  type: "image" | "text";
+  text?: string;
+}
+
+export class TextProcessor {
+  private constructor(
+    private readonly tokenizer: Tokenizer,
+    readonly tokenizerConfig: JsonObject,
+    /** The chat template source and the file it came from, if the folder has one. */
+    readonly chatTemplate: { source: string; file: string } | undefined,
+    private readonly specialTokens: Record<string, string>,
+  ) {}
+
+  static async open(folder: string, processorConfig: JsonObject | undefined): Promise<TextProcessor> {
+    const tokenizerFile = path.join(folder, "tokenizer.json");
+    const tokenizerJson = await readJsonObject(tokenizerFile, "tokenizer.json");
+    const tokenizerConfig = (await readJsonObject(path.join(folder, "tokenizer_config.json"), "tokenizer_config.json", true)) ?? {};
+    let tokenizer: Tokenizer;
+    try {
+      tokenizer = new Tokenizer(tokenizerJson, tokenizerConfig);
+    } catch (e) {
+      throw new LensInputError(tokenizerFile, `cannot build the tokenizer (${(e as Error).message}): the tokenizer type may be unsupported; re-save it with a recent transformers`);
+    }
+    const special: Record<string, string> = {};
+    for (const key of ["bos_token", "eos_token", "unk_token", "pad_token"]) {
+      const v = tokenizerConfig[key];
+      const content = typeof v === "string" ? v : typeof v === "object" && v !== null ? (v as { content?: unknown }).content : undefined;
+      if (typeof content === "string") special[key] = content;
+    }
+    return new TextProcessor(tokenizer, tokenizerConfig, await findChatTemplate(folder, tokenizerConfig, processorConfig), special);
+  }
+
+  tokenToId(token: string): number | undefined {
+    return this.tokenizer.token_to_id(token);
+  }
+
+  idToToken(id: number): string | undefined {
+    return this.tokenizer.id_to_token(id);
+  }
+
+  get bosToken(): string | undefined {
+    return this.specialTokens["bos_token"];
+  }
+
+  get eosTokenId(): number | undefined {
+    const eos = this.specialTokens["eos_token"];
+    return eos === undefined ? undefined : this.tokenToId(eos);
+  }
+
+  encode(text: string, addSpecialTokens: boolean): number[] {
+    return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+  }
+
+  decode(ids: number[], skipSpecialTokens = false): string {
+    return this.tokenizer.decode(ids, { skip_special_tokens: skipSpecialTokens });
+  }
+
+  /**
+   * The prompt as the model sees it: the chat template rendered for one user turn (the image
+   * first, then the text) with the generation prompt, or the raw text when there is no template.
+   */
+  renderPrompt(prompt: string, withImage: boolean): string {
+    if (!this.chatTemplate) {
+      if (withImage) throw new LensInputError(undefined, "this model folder has no chat template, so there is nowhere to put the image: add chat_template.jinja");
+      return prompt;
+    }
+    const content: ChatContentPart[] = withImage ? [{ type: "image" }, { type: "text", text: prompt }] : [{ type: "text", text: prompt }];
+    try {
+      return new Template(this.chatTemplate.source).render({
+        messages: [{ role: "user", content }],
+        add_generation_prompt: true,
+        ...this.specialTokens,
+        raise_exception: (message: string) => {
+          throw new Error(message);
+        },
+      });
+    } catch (e) {
+      throw new LensInputError(this.chatTemplate.file, `the chat template failed to render (${(e as Error).message}): check the template`);
+    }
+  }
+
+  /**
+   * Token ids of a rendered prompt. BOS is added by the tokenizer unless the template wrote it
+   * already (transformers' apply_chat_template(tokenize=True) makes the same choice).
+   */
+  encodePrompt(rendered: string): number[] {
+    const bos = this.bosToken;
+    return this.encode(rendered, !(bos && rendered.startsWith(bos)));
+  }
+}
+
+/** Where transformers looks for a chat template, newest convention first. */
+async function findChatTemplate(folder: string, tokenizerConfig: JsonObject, processorConfig: JsonObject | undefined): Promise<{ source: string; file: string } | undefined> {
+  const jinjaFile = path.join(folder, "chat_template.jinja");
+  try {
+    return { source: await fs.readFile(jinjaFile, "utf8"), file: jinjaFile };
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw new LensInputError(jinjaFile, `cannot read the chat template: ${(e as Error).message}`);
+  }
+  const jsonFile = path.join(folder, "chat_template.json");
+  const json = await readJsonObject(jsonFile, "chat_template.json", true);
+  if (json && typeof json["chat_template"] === "string") return { source: json["chat_template"], file: jsonFile };
+  if (processorConfig && typeof processorConfig["chat_template"] === "string") {
+    return { source: processorConfig["chat_template"], file: path.join(folder, "processor_config.json") };
+  }
+  const t = tokenizerConfig["chat_template"];
+  const tokFile = path.join(folder, "tokenizer_config.json");
+  if (typeof t === "string") return { source: t, file: tokFile };
+  if (Array.isArray(t)) {
+    const named = t.find((x) => (x as { name?: string }).name === "default") ?? t[0];
+    const source = (named as { template?: unknown } | undefined)?.template;
+    if (typeof source === "string") return { source, file: tokFile };
+  }
+  return undefined;
+}
