@@ -32,7 +32,7 @@ export interface LlamaTextConfig {
   tieWordEmbeddings: boolean;
 }
 
-/** Reads a LLaMA text config with LlamaConfig's defaults; `parentTie` is the outer config's tie flag, if any. */
+/** Reads a LLaMA text config with LlamaConfig's defaults; `parentTie` is the outer (VLM) config's tie flag, if any. */
 export function parseLlamaConfig(c: JsonObject, file: string, parentTie?: boolean): LlamaTextConfig {
   const hiddenSize = cfgNumber(c, "hidden_size", file, 4096);
   const numHeads = cfgNumber(c, "num_attention_heads", file, 32);
@@ -62,7 +62,8 @@ export function parseLlamaConfig(c: JsonObject, file: string, parentTie?: boolea
     hiddenAct: cfgString(c, "hidden_act", file, "silu"),
     attentionBias: cfgBool(c, "attention_bias", file, false),
     mlpBias: cfgBool(c, "mlp_bias", file, false),
-    tieWordEmbeddings: typeof tieOwn === "boolean" ? tieOwn : (parentTie ?? false),
+    // transformers ties when either the outer or the text config says so.
+    tieWordEmbeddings: tieOwn === true || parentTie === true,
   };
 }
 
