@@ -66,7 +66,9 @@ export interface LayerPrediction {
 }
 
 async function run(args: RunArgs): Promise<void> {
-  const progress = (s: string) => process.stderr.write(`\r\x1b[K${s}`);
+  // One updating line on a terminal; plain lines in logs and pipes.
+  const progress = (s: string) => process.stderr.write(process.stderr.isTTY ? `\r\x1b[K${s}` : `${s}\n`);
+  const clearProgress = () => process.stderr.isTTY && process.stderr.write("\r\x1b[K");
   const device = parseDevice(args.device);
   const t0 = performance.now();
   const model = await LoadedModel.open(args.model, { device, threads: args.threads, onProgress: (s) => progress(`${s}…`) });
@@ -76,7 +78,8 @@ async function run(args: RunArgs): Promise<void> {
     progress(`running ${prepared.inputIds.length} tokens on ${model.info.provider}…`);
     const features = await model.imageFeaturesFor(prepared);
     const result = await model.forward(prepared.inputIds, { imageFeatures: features, topK: args.topK });
-    process.stderr.write(`\r\x1b[Kdone in ${((performance.now() - t0) / 1000).toFixed(2)} s (${model.info.provider})\n`);
+    clearProgress();
+    process.stderr.write(`done in ${((performance.now() - t0) / 1000).toFixed(2)} s (${model.info.provider})\n`);
 
     const L = model.info.numLayers;
     const layers: LayerPrediction[] = [];
@@ -84,7 +87,7 @@ async function run(args: RunArgs): Promise<void> {
       const top = [];
       for (let j = 0; j < result.topK; j++) {
         const id = Number(result.lensTopIds[layer * result.topK + j]);
-        top.push({ id, token: model.text.decode([id]), prob: result.lensTopProbs[layer * result.topK + j] });
+        top.push({ id, token: model.text.tokenLabel(id), prob: result.lensTopProbs[layer * result.topK + j] });
       }
       layers.push({ layer, label: layer === 0 ? "embeddings" : `block ${layer}`, top });
     }
@@ -104,7 +107,7 @@ async function run(args: RunArgs): Promise<void> {
       );
     } else {
       process.stdout.write(`${model.info.architecture} · ${model.info.dtype} · ${model.info.provider} · ${prepared.inputIds.length} tokens\n`);
-      process.stdout.write(`logit lens at the last prompt position (${position}, ${JSON.stringify(model.text.decode([prepared.inputIds[position]]))})\n\n`);
+      process.stdout.write(`logit lens at the last prompt position (${position}, ${JSON.stringify(model.text.tokenLabel(prepared.inputIds[position]))})\n\n`);
       process.stdout.write(`${"layer".padEnd(12)} ${"top-1".padEnd(16)} ${"p".padStart(7)}   next\n`);
       for (const l of layers) {
         const rest = l.top.slice(1).map((t) => `${JSON.stringify(t.token)} ${t.prob.toFixed(3)}`).join("  ");
@@ -127,7 +130,7 @@ export async function main(argv: string[]): Promise<number> {
     await run(args);
     return 0;
   } catch (e) {
-    process.stderr.write("\r\x1b[K");
+    if (process.stderr.isTTY) process.stderr.write("\r\x1b[K");
     if (e instanceof UsageError) {
       process.stderr.write(`error: ${e.message}\n${USAGE}\n`);
       return 2;

@@ -41,7 +41,7 @@ describe("logit-lens CLI", () => {
     const missing = path.join(os.tmpdir(), "definitely-missing.png");
     const r = cli("run", "--model", LLAVA, "--image", missing, "--prompt", "hi", "--device", "cpu");
     expect(r.code).toBe(1);
-    const lines = r.stderr.replace(/\r?\x1b\[K/g, "").split("\n").filter((l) => l.trim() && !l.endsWith("…"));
+    const lines = r.stderr.split("\n").filter((l) => l.trim() && !l.endsWith("…"));
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/^error: .*definitely-missing\.png/);
     expect(r.stderr).not.toMatch(/\n\s+at /);

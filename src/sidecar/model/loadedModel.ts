@@ -111,8 +111,12 @@ export class LoadedModel {
     let imageTokensPerImage = 0;
     let imageToken: string | undefined;
     if (plan.vision) {
+      // Hub folders keep preprocessor_config.json; transformers 5 nests it in processor_config.json.
       const preFile = path.join(dir, "preprocessor_config.json");
-      imageConfig = parseClipProcessorConfig(await readJsonObject(preFile, "preprocessor_config.json"), preFile);
+      const nested = processorConfig?.["image_processor"];
+      imageConfig = isObject(nested) && !(await exists(preFile))
+        ? parseClipProcessorConfig(nested, path.join(dir, "processor_config.json"))
+        : parseClipProcessorConfig(await readJsonObject(preFile, "preprocessor_config.json"), preFile);
       ({ imageToken, imageTokensPerImage } = imageTokenLayout(plan, imageConfig, processorConfig, text, dir));
     }
     const t1 = performance.now();
@@ -253,6 +257,13 @@ export function argmax(values: Float32Array): number {
   let best = 0;
   for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
   return best;
+}
+
+async function exists(file: string): Promise<boolean> {
+  return fs.stat(file).then(
+    () => true,
+    () => false,
+  );
 }
 
 function isRgbImage(x: unknown): x is RgbImage {

@@ -61,6 +61,15 @@ export class TextProcessor {
     return eos === undefined ? undefined : this.tokenToId(eos);
   }
 
+  /**
+   * How one token reads on its own: its decoded text, or its vocabulary piece (`<0xE2>`) when
+   * it is a fragment of a multi-byte character that does not decode alone.
+   */
+  tokenLabel(id: number): string {
+    const text = this.decode([id]);
+    return text.includes("\uFFFD") ? (this.idToToken(id) ?? text) : text;
+  }
+
   encode(text: string, addSpecialTokens: boolean): number[] {
     return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
   }
@@ -84,9 +93,6 @@ export class TextProcessor {
         messages: [{ role: "user", content }],
         add_generation_prompt: true,
         ...this.specialTokens,
-        raise_exception: (message: string) => {
-          throw new Error(message);
-        },
       });
     } catch (e) {
       throw new LensInputError(this.chatTemplate.file, `the chat template failed to render (${(e as Error).message}): check the template`);
