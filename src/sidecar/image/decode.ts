@@ -7,7 +7,7 @@
  * Pillow-exact resampling lives in resample.ts.
  */
 import { promises as fs } from "node:fs";
-import sharp from "sharp";
+import sharp, { type Metadata, type OutputInfo, type SharpOptions } from "sharp";
 import { LensInputError } from "../errors";
 
 export interface RgbImage {
@@ -35,8 +35,9 @@ const FORMAT_LIST = "PNG, JPEG, WebP, GIF, TIFF or AVIF";
 /**
  * One channel of `value` over opaque white with Pillow's ImagingAlphaComposite arithmetic.
  * With an opaque white background its general formula reduces to: blend with 7 extra bits of
- * precision, add half, divide by 255 through `((v >> 8) + v) >> 8`, drop the 7 bits. This is
- * not always `round(value * a / 255 + 255 * (1 - a / 255))`: it can differ by one.
+ * precision, add half, divide by 255 through `((v >> 8) + v) >> 8`, drop the 7 bits. For all
+ * 65536 inputs this equals `(value * alpha + 255 * (255 - alpha)) / 255` rounded to nearest
+ * (the tests check both); the integer form is kept because it is what Pillow defines.
  */
 export function compositeOnWhite(value: number, alpha: number): number {
   if (alpha === 0) return 255;
@@ -107,10 +108,10 @@ export async function decodeImage(source: string | Uint8Array, opts: DecodeOptio
 
   // Pillow ignores embedded ICC profiles when converting; sharp would convert to sRGB with them.
   // failOn "error" rejects truncated and corrupt data but, like Pillow, tolerates decoder warnings.
-  const input: sharp.SharpOptions = { failOn: "error", ignoreIcc: true, pages: 1, limitInputPixels: false };
+  const input: SharpOptions = { failOn: "error", ignoreIcc: true, pages: 1, limitInputPixels: false };
 
   // Header first: the size check must come before any pixel is decoded.
-  let meta: sharp.Metadata;
+  let meta: Metadata;
   try {
     meta = await sharp(bytes, input).metadata();
   } catch (e) {
@@ -137,7 +138,7 @@ export async function decodeImage(source: string | Uint8Array, opts: DecodeOptio
   // byte in Pillow, which is what sharp's 8-bit output gives too.
   const clipped16BitGrey = meta.space === "grey16" && !meta.hasAlpha;
 
-  let decoded: { data: Buffer; info: sharp.OutputInfo };
+  let decoded: { data: Buffer; info: OutputInfo };
   try {
     const pipeline = sharp(bytes, { ...input, autoOrient: true, limitInputPixels: maxPixels });
     decoded = clipped16BitGrey

@@ -22,6 +22,8 @@ import { ModelWeights } from "./weights";
 export interface OpenOptions {
   device?: Device;
   threads?: number;
+  /** Prepack weights for onnxruntime's GEMM kernels (slower open; see bench:runtime). */
+  prepackWeights?: boolean;
   /** Called with a short description of each loading stage. */
   onProgress?: (stage: string) => void;
 }
@@ -123,8 +125,11 @@ export class LoadedModel {
 
     progress("creating sessions");
     const device = opts.device ?? "auto";
-    const decoder = await openGraphSession(decoderBytes, { weightsFolder: dir, device, threads: opts.threads });
-    const vision = visionBytes ? await openGraphSession(visionBytes, { weightsFolder: dir, device, threads: opts.threads }) : undefined;
+    const sessionOptions = { weightsFolder: dir, device, threads: opts.threads, prepackWeights: opts.prepackWeights };
+    const [decoder, vision] = await Promise.all([
+      openGraphSession(decoderBytes, sessionOptions),
+      visionBytes ? openGraphSession(visionBytes, sessionOptions) : undefined,
+    ]);
     const t2 = performance.now();
 
     const generationConfig = await readJsonObject(path.join(dir, "generation_config.json"), "generation_config.json", true);

@@ -64,6 +64,11 @@ export interface SessionOptions {
   device: Device;
   /** Intra-op threads; 0 lets onnxruntime use every core. */
   threads?: number;
+  /**
+   * Let onnxruntime re-lay out constant weights for its GEMM kernels at load. It copies every
+   * matrix and dominates session creation; see bench/runtime.ts for what it buys per forward.
+   */
+  prepackWeights?: boolean;
 }
 
 export async function openGraphSession(graph: Uint8Array, opts: SessionOptions): Promise<GraphSession> {
@@ -76,7 +81,12 @@ export async function openGraphSession(graph: Uint8Array, opts: SessionOptions):
         graphOptimizationLevel: "all",
         intraOpNumThreads: opts.threads ?? 0,
         // Initializers point into the model's own .safetensors files: nothing is converted or copied.
-        extra: { session: { model_external_initializers_file_folder_path: opts.weightsFolder } },
+        extra: {
+          session: {
+            model_external_initializers_file_folder_path: opts.weightsFolder,
+            disable_prepacking: opts.prepackWeights ? "0" : "1",
+          },
+        },
       });
       return wrap(session, provider);
     } catch (e) {
