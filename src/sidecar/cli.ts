@@ -77,7 +77,8 @@ async function run(args: RunArgs): Promise<void> {
     const prepared = await model.prepare({ prompt: args.prompt, image: args.image ? path.resolve(args.image) : undefined });
     progress(`running ${prepared.inputIds.length} tokens on ${model.info.provider}…`);
     const features = await model.imageFeaturesFor(prepared);
-    const result = await model.forward(prepared.inputIds, { imageFeatures: features, topK: args.topK });
+    const forward = await model.forward(prepared.inputIds, { imageFeatures: features });
+    const result = await model.lens(forward.hiddenStates, { topK: args.topK });
     clearProgress();
     process.stderr.write(`done in ${((performance.now() - t0) / 1000).toFixed(2)} s (${model.info.provider})\n`);
 
@@ -86,8 +87,8 @@ async function run(args: RunArgs): Promise<void> {
     for (let layer = 0; layer <= L; layer++) {
       const top = [];
       for (let j = 0; j < result.topK; j++) {
-        const id = Number(result.lensTopIds[layer * result.topK + j]);
-        top.push({ id, token: model.text.tokenLabel(id), prob: result.lensTopProbs[layer * result.topK + j] });
+        const id = Number(result.topkIds[layer * result.topK + j]);
+        top.push({ id, token: model.text.tokenLabel(id), prob: result.topkProbs[layer * result.topK + j] });
       }
       layers.push({ layer, label: layer === 0 ? "embeddings" : `block ${layer}`, top });
     }

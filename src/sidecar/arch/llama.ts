@@ -8,12 +8,16 @@
  *   outputs  hidden_states [L+1, K, hidden] in transformers' convention (entry 0 = embeddings,
  *            entry i = output of block i-1, entry L = final_norm(output of block L-1)),
  *            logits [K, vocab], present_key.{i} / present_value.{i} [kvHeads, P+S, headDim],
- *            lens_topk_ids / lens_topk_probs [L+1, K, k] for k = lens_top_k (input, [1] int64)
+ *            attention_mass [L, heads, K, G]: each analysed query's attention per key segment,
+ *            image_attention [L, K, NI]: head-averaged attention on the listed image keys
+ *   more inputs  key_segments [P+S, G] one-hot segment of every key, image_key_positions [NI],
+ *            head_mask [L, heads] (1 keeps a head, 0 zeroes its output before o_proj)
  * `output_positions` picks which of the S positions report hidden states and logits, so a
  * decode step asks for one row and a parity run for all of them.
  */
 import { LensInputError } from "../errors";
 import { type GraphCtx, activation, applyRotary, attentionCore, linear, mergeHeads, param, rawParam, rmsNorm, rotaryTables, splitHeads } from "../graph/blocks";
+import type { LensHeadSpec } from "../graph/lensGraph";
 import { cfgBool, cfgNumber, cfgString, type JsonObject } from "./configUtil";
 
 export interface LlamaTextConfig {
@@ -125,6 +129,19 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
   });
   const { cos, sin } = b.scoped("rope", () => rotaryTables(ctx, positionIds, defaultInvFreq(D, cfg.ropeTheta)));
 
+  // Attention read-outs for the analysed queries: mass per key segment ([T, G] one-hot from
+  // the caller) per head, and the head-averaged row over the image keys the caller lists.
+  const keySegments = b.input("key_segments", "float32", ["total", "segments"]);
+  const imageKeys = b.input("image_key_positions", "int64", ["image_keys"]);
+  const headMask = b.input("head_mask", "float32", [L, numHeads]);
+  const attentionMass: string[] = [];
+  const imageAttention: string[] = [];
+  const readAttention = (probs: string) => {
+    const rows = b.op("Gather", [b.op("Reshape", [probs, b.i64(numHeads, -1, 0)], { allowzero: 0 }), outputPositions], { axis: 1 });
+    attentionMass.push(b.op("Unsqueeze", [b.op("MatMul", [rows, keySegments]), b.i64(0)], {}, "attention_mass"));
+    imageAttention.push(b.op("ReduceMean", [b.op("Gather", [rows, imageKeys], { axis: 2 })], { axes: [0], keepdims: 1 }, "image_attention"));
+  };
+
   const collected: string[] = [];
   const collect = (x: string) => collected.push(b.op("Unsqueeze", [b.op("Gather", [x, outputPositions], { axis: 0 }), b.i64(0)]));
   collect(h);
@@ -140,14 +157,18 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
       const values = b.op("Concat", [past[i].value, v], { axis: 1 });
       b.output(keys, `present_key.${i}`, "float32", [numKvHeads, "total", D]);
       b.output(values, `present_value.${i}`, "float32", [numKvHeads, "total", D]);
-      const { context } = attentionCore(ctx, applyRotary(ctx, q, cos, sin, D), keys, values, {
+      const { context, probs } = attentionCore(ctx, applyRotary(ctx, q, cos, sin, D), keys, values, {
         heads: numHeads,
         kvHeads: numKvHeads,
         headDim: D,
         scale: 1 / Math.sqrt(D),
         allowed,
       });
-      const attnOut = linear(ctx, mergeHeads(ctx, context, numHeads, D), `${p}self_attn.o_proj`, numHeads * D, H, cfg.attentionBias);
+      readAttention(probs);
+      // Head masking scales each head's output before o_proj (1 = keep, 0 = zero it out).
+      const scale = b.op("Reshape", [b.op("Gather", [headMask, b.i64Scalar(i)], { axis: 0 }), b.i64(numHeads, 1, 1)]);
+      const masked = b.op("Mul", [context, scale], {}, "head_mask");
+      const attnOut = linear(ctx, mergeHeads(ctx, masked, numHeads, D), `${p}self_attn.o_proj`, numHeads * D, H, cfg.attentionBias);
       const afterAttn = b.op("Add", [h, attnOut], {}, "residual_attn");
       const y = rmsNorm(ctx, afterAttn, `${p}post_attention_layernorm.weight`, H, cfg.rmsNormEps);
       const gate = activation(ctx, linear(ctx, y, `${p}mlp.gate_proj`, H, cfg.intermediateSize, cfg.mlpBias), cfg.hiddenAct, configFile);
@@ -161,24 +182,24 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
   b.scoped("head", () => {
     const normed = rmsNorm(ctx, h, `${names.body}norm.weight`, H, cfg.rmsNormEps);
     collect(normed);
-    const stacked = b.op("Concat", collected, { axis: 0 });
-    b.output(stacked, "hidden_states", "float32", [L + 1, "outputs", H]);
-    const unembed = param(ctx, names.lmHead, [cfg.vocabSize, H]);
+    b.output(b.op("Concat", collected, { axis: 0 }), "hidden_states", "float32", [L + 1, "outputs", H]);
     const picked = b.op("Gather", [normed, outputPositions], { axis: 0 });
-    b.output(b.op("Gemm", [picked, unembed], { transB: 1 }), "logits", "float32", ["outputs", cfg.vocabSize]);
-
-    // The logit lens, inside the graph: only top-k rows leave it, never [L+1, K, vocab] logits.
-    // Entries 0..L-1 get the final norm; entry L is already normed (transformers' convention).
-    const lensTopK = b.input("lens_top_k", "int64", [1]);
-    const early = rmsNorm(ctx, b.op("Slice", [stacked, b.i64(0), b.i64(L), b.i64(0)]), `${names.body}norm.weight`, H, cfg.rmsNormEps);
-    const lensIn = b.op("Concat", [early, b.op("Slice", [stacked, b.i64(L), b.i64(L + 1), b.i64(0)])], { axis: 0 });
-    const lensLogits = b.op("Gemm", [b.op("Reshape", [lensIn, b.i64(-1, H)]), unembed], { transB: 1 }, "lens_logits");
-    const probs = b.op("Softmax", [lensLogits], { axis: -1 }, "lens_probs");
-    const [topP, topId] = b.opMulti("TopK", [probs, lensTopK], 2, { axis: -1, largest: 1, sorted: 1 }, "lens_topk");
-    const shape = b.op("Concat", [b.i64(L + 1, -1), lensTopK], { axis: 0 });
-    b.output(b.op("Reshape", [topP, shape]), "lens_topk_probs", "float32", [L + 1, "outputs", "k"]);
-    b.output(b.op("Reshape", [topId, shape]), "lens_topk_ids", "int64", [L + 1, "outputs", "k"]);
+    b.output(b.op("Gemm", [picked, param(ctx, names.lmHead, [cfg.vocabSize, H])], { transB: 1 }), "logits", "float32", ["outputs", cfg.vocabSize]);
+    b.output(b.op("Concat", attentionMass, { axis: 0 }), "attention_mass", "float32", [L, numHeads, "outputs", "segments"]);
+    b.output(b.op("Concat", imageAttention, { axis: 0 }), "image_attention", "float32", [L, "outputs", "image_keys"]);
   });
+}
+
+/** The lens graph's view of this decoder: its final norm and unembedding. */
+export function llamaLensSpec(cfg: LlamaTextConfig, names: DecoderNames): LensHeadSpec {
+  return {
+    numLayers: cfg.numLayers,
+    hiddenSize: cfg.hiddenSize,
+    vocabSize: cfg.vocabSize,
+    normWeight: `${names.body}norm.weight`,
+    normEps: cfg.rmsNormEps,
+    unembedding: names.lmHead,
+  };
 }
 
 /**

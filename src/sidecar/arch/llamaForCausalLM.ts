@@ -1,5 +1,5 @@
 /** LlamaForCausalLM: the text-only LLaMA family. */
-import { buildLlamaDecoder, parseLlamaConfig, resolveDecoderNames } from "./llama";
+import { buildLlamaDecoder, llamaLensSpec, parseLlamaConfig, resolveDecoderNames } from "./llama";
 import type { ArchitectureModule } from "./types";
 
 export const llamaForCausalLM: ArchitectureModule = {
@@ -10,6 +10,7 @@ export const llamaForCausalLM: ArchitectureModule = {
     return {
       architecture: "LlamaForCausalLM",
       decoder: { numLayers: text.numLayers, numHeads: text.numHeads, numKvHeads: text.numKvHeads, headDim: text.headDim, hiddenSize: text.hiddenSize, vocabSize: text.vocabSize },
+      lens: llamaLensSpec(text, names),
       buildDecoder: (c) => buildLlamaDecoder(c, text, names, {}, configFile),
     };
   },

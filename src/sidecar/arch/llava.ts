@@ -6,7 +6,7 @@ import { LensInputError } from "../errors";
 import { activation, linear } from "../graph/blocks";
 import { buildClipVision, parseClipVisionConfig } from "./clip";
 import { cfgBool, cfgNumber, cfgObject, cfgString } from "./configUtil";
-import { buildLlamaDecoder, parseLlamaConfig, resolveDecoderNames } from "./llama";
+import { buildLlamaDecoder, llamaLensSpec, parseLlamaConfig, resolveDecoderNames } from "./llama";
 import type { ArchitectureModule } from "./types";
 
 export const llava: ArchitectureModule = {
@@ -52,6 +52,7 @@ export const llava: ArchitectureModule = {
       decoder: { numLayers: text.numLayers, numHeads: text.numHeads, numKvHeads: text.numKvHeads, headDim: text.headDim, hiddenSize: text.hiddenSize, vocabSize: text.vocabSize },
       imageTokenId,
       vision: { imageSize: vision.imageSize, patchSize: vision.patchSize, numChannels: vision.numChannels, tokensPerImage },
+      lens: llamaLensSpec(text, names),
       buildDecoder: (c) => buildLlamaDecoder(c, text, names, { imageTokenId }, configFile),
       buildVision: (c) => {
         const { b } = c;

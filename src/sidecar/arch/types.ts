@@ -1,5 +1,6 @@
 /** What an architecture module gives the runtime: graph builders plus the facts needed to drive them. */
 import type { GraphCtx } from "../graph/blocks";
+import type { LensHeadSpec } from "../graph/lensGraph";
 import type { JsonObject } from "./configUtil";
 
 export interface DecoderShape {
@@ -26,6 +27,8 @@ export interface ArchitecturePlan {
   /** Token id whose positions take image features (models with a vision tower). */
   imageTokenId?: number;
   vision?: VisionShape;
+  /** The final norm and unembedding the lens graph applies (graph/lensGraph.ts). */
+  lens: LensHeadSpec;
   /** Builds the decoder graph (contract in arch/llama.ts). */
   buildDecoder(ctx: GraphCtx): void;
   /** Builds the vision graph: pixel_values [1, C, H, W] -> image_features [tokens, hidden]. */

@@ -62,18 +62,20 @@ function compositeLookup(): Uint8Array {
 function toRgb(data: Uint8Array, pixels: number, channels: number): Uint8Array {
   if (channels === 3) return data;
   const out = new Uint8Array(pixels * 3);
-  const lut = channels === 2 || channels === 4 ? compositeLookup() : undefined;
+  if (channels === 1) {
+    for (let i = 0, o = 0; i < pixels; i++, o += 3) out[o] = out[o + 1] = out[o + 2] = data[i];
+    return out;
+  }
+  const lut = compositeLookup();
   for (let i = 0, o = 0; i < pixels; i++, o += 3) {
     const p = i * channels;
-    if (channels === 1) {
-      out[o] = out[o + 1] = out[o + 2] = data[p];
-    } else if (channels === 2) {
-      out[o] = out[o + 1] = out[o + 2] = lut![data[p + 1] * 256 + data[p]];
+    if (channels === 2) {
+      out[o] = out[o + 1] = out[o + 2] = lut[data[p + 1] * 256 + data[p]];
     } else {
       const row = data[p + 3] * 256;
-      out[o] = lut![row + data[p]];
-      out[o + 1] = lut![row + data[p + 1]];
-      out[o + 2] = lut![row + data[p + 2]];
+      out[o] = lut[row + data[p]];
+      out[o + 1] = lut[row + data[p + 1]];
+      out[o + 2] = lut[row + data[p + 2]];
     }
   }
   return out;
@@ -150,7 +152,8 @@ export async function decodeImage(source: string | Uint8Array, opts: DecodeOptio
   const { width, height, channels } = decoded.info;
   const pixels = width * height;
   if (clipped16BitGrey) {
-    const wide = new Uint16Array(decoded.data.buffer, decoded.data.byteOffset, decoded.data.byteLength / 2);
+    const { buffer, byteOffset, byteLength } = decoded.data.byteOffset % 2 === 0 ? decoded.data : new Uint8Array(decoded.data);
+    const wide = new Uint16Array(buffer, byteOffset, byteLength / 2); // host byte order, as sharp writes it
     const grey = new Uint8Array(pixels);
     for (let i = 0; i < pixels; i++) grey[i] = Math.min(wide[i * channels], 255);
     return { width, height, data: toRgb(grey, pixels, 1) };
@@ -159,5 +162,5 @@ export async function decodeImage(source: string | Uint8Array, opts: DecodeOptio
     throw new LensInputError(file, `${what} decodes to ${channels} channels, which is not supported: convert it to RGB`);
   }
   const raw = new Uint8Array(decoded.data.buffer, decoded.data.byteOffset, decoded.data.byteLength);
-  return { width, height, data: toRgb(raw, width * height, channels) };
+  return { width, height, data: toRgb(raw, pixels, channels) };
 }

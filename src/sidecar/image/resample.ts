@@ -37,7 +37,11 @@ export interface PixelBuffer {
   data: Uint8Array;
 }
 
-/** Fixed-point weights: 32-bit accumulators minus 8 bits of pixel and 2 bits of headroom. */
+/**
+ * Fixed-point weights: 32-bit accumulators minus 8 bits of pixel and 2 bits of headroom for the
+ * kernels' negative lobes, so the sums below never overflow int32. They are done in int32
+ * (Math.imul, | 0) like Pillow's, which is also the fastest arithmetic V8 offers here.
+ */
 const PRECISION_BITS = 22;
 const ONE = 1 << PRECISION_BITS;
 const HALF = 1 << (PRECISION_BITS - 1);
@@ -149,7 +153,10 @@ function clip8(acc: number): number {
   return acc >> PRECISION_BITS;
 }
 
-/** Resamples rows `rowStart .. rowStart + rows` of `src` to `outWidth` columns. */
+/**
+ * Resamples rows `rowStart .. rowStart + rows` of `src` to `outWidth` columns. RGB, the case
+ * that matters for speed, has its own loop with three accumulators.
+ */
 function horizontalPass(
   src: Uint8Array,
   srcWidth: number,
@@ -159,6 +166,7 @@ function horizontalPass(
   outWidth: number,
   c: PassCoefficients,
 ): Uint8Array {
+  if (channels === 3) return horizontalPassRgb(src, srcWidth, rowStart, rows, outWidth, c);
   const out = new Uint8Array(outWidth * rows * channels);
   const { taps, first, count, weights } = c;
   const inStride = srcWidth * channels;
@@ -169,27 +177,39 @@ function horizontalPass(
       const k0 = x * taps;
       const n = count[x];
       const p0 = inRow + first[x] * channels;
-      if (channels === 3) {
-        let s0 = HALF;
-        let s1 = HALF;
-        let s2 = HALF;
-        for (let i = 0, p = p0; i < n; i++, p += 3) {
-          const k = weights[k0 + i];
-          s0 += src[p] * k;
-          s1 += src[p + 1] * k;
-          s2 += src[p + 2] * k;
-        }
-        out[o] = clip8(s0);
-        out[o + 1] = clip8(s1);
-        out[o + 2] = clip8(s2);
-        o += 3;
-      } else {
-        for (let ch = 0; ch < channels; ch++) {
-          let s = HALF;
-          for (let i = 0, p = p0 + ch; i < n; i++, p += channels) s += src[p] * weights[k0 + i];
-          out[o++] = clip8(s);
-        }
+      for (let ch = 0; ch < channels; ch++) {
+        let s = HALF;
+        for (let i = 0, p = p0 + ch; i < n; i++, p += channels) s = (s + Math.imul(src[p], weights[k0 + i])) | 0;
+        out[o++] = clip8(s);
       }
+    }
+  }
+  return out;
+}
+
+function horizontalPassRgb(src: Uint8Array, srcWidth: number, rowStart: number, rows: number, outWidth: number, c: PassCoefficients): Uint8Array {
+  const out = new Uint8Array(outWidth * rows * 3);
+  const { taps, first, count, weights } = c;
+  const inStride = srcWidth * 3;
+  let o = 0;
+  for (let y = 0; y < rows; y++) {
+    const inRow = (rowStart + y) * inStride;
+    for (let x = 0; x < outWidth; x++) {
+      const k0 = x * taps;
+      const n = count[x];
+      let s0 = HALF;
+      let s1 = HALF;
+      let s2 = HALF;
+      for (let i = 0, p = inRow + first[x] * 3; i < n; i++, p += 3) {
+        const k = weights[k0 + i];
+        s0 = (s0 + Math.imul(src[p], k)) | 0;
+        s1 = (s1 + Math.imul(src[p + 1], k)) | 0;
+        s2 = (s2 + Math.imul(src[p + 2], k)) | 0;
+      }
+      out[o] = clip8(s0);
+      out[o + 1] = clip8(s1);
+      out[o + 2] = clip8(s2);
+      o += 3;
     }
   }
   return out;
@@ -206,8 +226,8 @@ function verticalPass(
 ): Uint8Array {
   const rowLength = width * channels;
   const out = new Uint8Array(rowLength * outHeight);
-  // One output row accumulates row by row: contiguous reads, exact in float64.
-  const acc = new Float64Array(rowLength);
+  // One output row accumulates input row by input row, so reads are contiguous.
+  const acc = new Int32Array(rowLength);
   const { taps, first, count, weights } = c;
   for (let y = 0; y < outHeight; y++) {
     acc.fill(HALF);
@@ -216,7 +236,7 @@ function verticalPass(
     for (let i = 0; i < n; i++) {
       const k = weights[k0 + i];
       const inRow = (first[y] - rowOffset + i) * rowLength;
-      for (let j = 0; j < rowLength; j++) acc[j] += src[inRow + j] * k;
+      for (let j = 0; j < rowLength; j++) acc[j] = (acc[j] + Math.imul(src[inRow + j], k)) | 0;
     }
     const outRow = y * rowLength;
     for (let j = 0; j < rowLength; j++) out[outRow + j] = clip8(acc[j]);
@@ -295,9 +315,10 @@ export function resize(src: PixelBuffer, width: number, height: number, filter: 
   const horizontal = needHorizontal ? passCoefficients(src.width, width, kernel) : undefined;
 
   // Each pass rounds to 8 bits, so the order of the passes shows in the result. Pillow 13
-  // resamples vertically first when the height shrinks and loses more than twice as many pixels as the
-  // width; earlier Pillow versions always went horizontal first. (The rule was found by
-  // comparing Pillow 13.0 against both orders on thousands of random sizes: no exceptions.)
+  // (python-pillow/Pillow#9549) resamples vertically first when the height shrinks and loses
+  // more than twice as many pixels as the width; Pillow 12 and earlier always go horizontal
+  // first. The condition was pinned down against Pillow 13.0 on thousands of random sizes,
+  // boundary cases included, with no exception.
   if (horizontal && vertical && height < src.height && src.height - height > 2 * (src.width - width)) {
     const rows = verticalPass(src.data, src.width, channels, 0, height, vertical);
     return { width, height, channels, data: horizontalPass(rows, src.width, channels, 0, height, width, horizontal) };

@@ -10,6 +10,7 @@ import { cfgNumber, isObject, type JsonObject } from "../arch/configUtil";
 import type { ArchitecturePlan } from "../arch/types";
 import { LensInputError } from "../errors";
 import type { GraphCtx } from "../graph/blocks";
+import { buildLensGraph } from "../graph/lensGraph";
 import { GraphBuilder } from "../graph/onnxBuilder";
 import { type ClipProcessorConfig, parseClipProcessorConfig, preprocessClip } from "../image/clipProcessor";
 import { decodeImage, type RgbImage } from "../image/decode";
@@ -47,12 +48,40 @@ export interface ForwardResult {
   hiddenStates: Float32Array;
   /** Final logits for the requested positions: [K, vocab], flattened. */
   logits: Float32Array;
-  /** Per layer top-k of the logit lens: [L+1, K, k], flattened. */
-  lensTopIds: BigInt64Array;
-  lensTopProbs: Float32Array;
+  /** Attention mass per layer, head, requested query and key segment: [L, heads, K, G]. */
+  attentionMass: Float32Array;
+  /** Head-averaged attention of each requested query on the given image keys: [L, K, NI]. */
+  imageAttention: Float32Array;
   positions: number[];
-  topK: number;
   cache: KvCache;
+}
+
+export interface ForwardOptions {
+  cache?: KvCache;
+  imageFeatures?: HostTensor;
+  /** Indices into `ids` whose hidden states, logits and attention to report (default: the last). */
+  positions?: readonly number[];
+  /** Segment index (0..segmentCount-1) of every key: the cache's positions, then `ids`. Default: all 0. */
+  keySegments?: readonly number[];
+  segmentCount?: number;
+  /** Absolute positions of image keys whose attention rows to report. */
+  imageKeys?: readonly number[];
+  /** [layers][heads]: 1 keeps a head, 0 zeroes its output. Default: all kept. */
+  headMask?: Float32Array;
+}
+
+export interface LensStats {
+  topK: number;
+  topkIds: BigInt64Array;
+  topkProbs: Float32Array;
+  entropy: Float32Array;
+  kl: Float32Array;
+  cosine: Float32Array;
+  targets: BigInt64Array;
+  targetProb: Float32Array;
+  targetRank: BigInt64Array;
+  trackedProb: Float32Array;
+  trackedRank: BigInt64Array;
 }
 
 export interface ModelInfo {
@@ -73,6 +102,7 @@ export class LoadedModel {
     readonly text: TextProcessor,
     private readonly plan: ArchitecturePlan,
     private readonly decoder: GraphSession,
+    private readonly lensSession: GraphSession,
     private readonly vision: GraphSession | undefined,
     private readonly imageConfig: ClipProcessorConfig | undefined,
     private readonly imageTokensPerImage: number,
@@ -102,6 +132,9 @@ export class LoadedModel {
     const plan = module.plan(config, configFile, { b: decoderBuilder, weights });
     plan.buildDecoder({ b: decoderBuilder, weights });
     const decoderBytes = decoderBuilder.toModelBytes();
+    const lensBuilder = new GraphBuilder("lens");
+    buildLensGraph({ b: lensBuilder, weights }, plan.lens);
+    const lensBytes = lensBuilder.toModelBytes();
     let visionBytes: Uint8Array | undefined;
     if (plan.buildVision) {
       const visionCtx: GraphCtx = { b: new GraphBuilder("vision"), weights };
@@ -126,8 +159,9 @@ export class LoadedModel {
     progress("creating sessions");
     const device = opts.device ?? "auto";
     const sessionOptions = { weightsFolder: dir, device, threads: opts.threads, prepackWeights: opts.prepackWeights };
-    const [decoder, vision] = await Promise.all([
+    const [decoder, lensSession, vision] = await Promise.all([
       openGraphSession(decoderBytes, sessionOptions),
+      openGraphSession(lensBytes, sessionOptions),
       visionBytes ? openGraphSession(visionBytes, sessionOptions) : undefined,
     ]);
     const t2 = performance.now();
@@ -144,7 +178,7 @@ export class LoadedModel {
       vocabSize: plan.decoder.vocabSize,
       weightBytes: weights.index.totalBytes(),
     };
-    return new LoadedModel(info, text, plan, decoder, vision, imageConfig, imageTokensPerImage, imageToken, eos, { compileMs: t1 - t0, sessionMs: t2 - t1 });
+    return new LoadedModel(info, text, plan, decoder, lensSession, vision, imageConfig, imageTokensPerImage, imageToken, eos, { compileMs: t1 - t0, sessionMs: t2 - t1 });
   }
 
   get hasVision(): boolean {
@@ -182,22 +216,31 @@ export class LoadedModel {
     return { keys: Array.from({ length: numLayers }, empty), values: Array.from({ length: numLayers }, empty), length: 0 };
   }
 
-  /**
-   * One decoder call over `ids` (positions cache.length..), reporting hidden states, logits and
-   * the lens top-k at `positions` (indices into `ids`; default: the last one).
-   */
-  async forward(
-    ids: readonly number[],
-    opts: { cache?: KvCache; imageFeatures?: HostTensor; positions?: readonly number[]; topK?: number } = {},
-  ): Promise<ForwardResult> {
+  get numHeads(): number {
+    return this.plan.decoder.numHeads;
+  }
+
+  get imageTokenId(): number | undefined {
+    return this.plan.imageTokenId;
+  }
+
+  /** One decoder call over `ids` (at positions cache.length..), reporting what `opts.positions` asks for. */
+  async forward(ids: readonly number[], opts: ForwardOptions = {}): Promise<ForwardResult> {
     const cache = opts.cache ?? this.emptyCache();
     const positions = opts.positions ?? [ids.length - 1];
-    const topK = Math.min(opts.topK ?? 1, this.plan.decoder.vocabSize);
+    const { numLayers, numHeads } = this.plan.decoder;
+    const total = cache.length + ids.length;
+    const segmentCount = opts.segmentCount ?? 1;
+    const segments = new Float32Array(total * segmentCount);
+    for (let t = 0; t < total; t++) segments[t * segmentCount + (opts.keySegments?.[t] ?? 0)] = 1;
+    const imageKeys = opts.imageKeys ?? [];
     const feeds: Record<string, HostTensor> = {
       input_ids: { data: BigInt64Array.from(ids, BigInt), dims: [ids.length] },
       position_ids: { data: BigInt64Array.from(ids, (_, i) => BigInt(cache.length + i)), dims: [ids.length] },
       output_positions: { data: BigInt64Array.from(positions, BigInt), dims: [positions.length] },
-      lens_top_k: { data: BigInt64Array.of(BigInt(topK)), dims: [1] },
+      key_segments: { data: segments, dims: [total, segmentCount] },
+      image_key_positions: { data: BigInt64Array.from(imageKeys, BigInt), dims: [imageKeys.length] },
+      head_mask: { data: opts.headMask ?? new Float32Array(numLayers * numHeads).fill(1), dims: [numLayers, numHeads] },
     };
     if (this.plan.imageTokenId !== undefined) {
       const expected = ids.filter((t) => t === this.plan.imageTokenId).length;
@@ -207,24 +250,85 @@ export class LoadedModel {
       }
       feeds["image_features"] = features;
     }
-    for (let i = 0; i < this.plan.decoder.numLayers; i++) {
+    for (let i = 0; i < numLayers; i++) {
       feeds[`past_key.${i}`] = cache.keys[i];
       feeds[`past_value.${i}`] = cache.values[i];
     }
     const out = await this.decoder.run(feeds);
-    const next: KvCache = {
-      keys: cache.keys.map((_, i) => out[`present_key.${i}`]),
-      values: cache.values.map((_, i) => out[`present_value.${i}`]),
-      length: cache.length + ids.length,
-    };
     return {
       hiddenStates: out["hidden_states"].data as Float32Array,
       logits: out["logits"].data as Float32Array,
-      lensTopIds: out["lens_topk_ids"].data as BigInt64Array,
-      lensTopProbs: out["lens_topk_probs"].data as Float32Array,
+      attentionMass: out["attention_mass"].data as Float32Array,
+      imageAttention: out["image_attention"].data as Float32Array,
       positions: [...positions],
+      cache: {
+        keys: cache.keys.map((_, i) => out[`present_key.${i}`]),
+        values: cache.values.map((_, i) => out[`present_value.${i}`]),
+        length: total,
+      },
+    };
+  }
+
+  /**
+   * The logit lens over hidden states [L+1, K, H] (transformers' convention): top-k, entropy,
+   * KL to the final layer, cosine to the final state, and probability and rank of targets
+   * ([K, T]; -1 = the final top-1) and tracked ids. Runs in position chunks so the in-graph
+   * [rows, vocab] buffers stay bounded for large vocabularies.
+   */
+  async lens(hiddenStates: Float32Array, opts: { topK: number; targets?: readonly (readonly number[])[]; tracked?: readonly number[] }): Promise<LensStats> {
+    const { numLayers, hiddenSize: H, vocabSize: V } = this.plan.decoder;
+    const layers = numLayers + 1;
+    const K = hiddenStates.length / (layers * H);
+    const topK = Math.min(opts.topK, V);
+    const T = opts.targets?.[0]?.length ?? 1;
+    const tracked = opts.tracked ?? [];
+    // ~48 bytes per (row, vocab) cell live inside the graph at once; keep a chunk under ~512 MiB.
+    const chunk = Math.max(1, Math.floor((512 * 2 ** 20) / (layers * V * 48)));
+    const parts: Record<string, HostTensor>[] = [];
+    for (let start = 0; start < K; start += chunk) {
+      const n = Math.min(chunk, K - start);
+      const states = new Float32Array(layers * n * H);
+      for (let l = 0; l < layers; l++) states.set(hiddenStates.subarray((l * K + start) * H, (l * K + start + n) * H), l * n * H);
+      const targets = new BigInt64Array(n * T);
+      for (let p = 0; p < n; p++) for (let t = 0; t < T; t++) targets[p * T + t] = BigInt(opts.targets?.[start + p]?.[t] ?? -1);
+      parts.push(
+        await this.lensSession.run({
+          hidden_states: { data: states, dims: [layers, n, H] },
+          top_k: { data: BigInt64Array.of(BigInt(topK)), dims: [1] },
+          target_ids: { data: targets, dims: [n, T] },
+          tracked_ids: { data: BigInt64Array.from(tracked, BigInt), dims: [tracked.length] },
+        }),
+      );
+    }
+    const join = <A extends Float32Array | BigInt64Array>(name: string, perRow: number, byLayer: boolean): A => {
+      const first = parts[0][name].data as A;
+      const out = new (first.constructor as new (n: number) => A)(byLayer ? layers * K * perRow : K * perRow);
+      if (perRow === 0) return out;
+      let offset = 0;
+      for (const part of parts) {
+        const data = part[name].data as A;
+        const n = byLayer ? data.length / (layers * perRow) : data.length / perRow;
+        if (byLayer) {
+          for (let l = 0; l < layers; l++) out.set(data.subarray(l * n * perRow, (l + 1) * n * perRow) as never, (l * K + offset) * perRow);
+        } else {
+          out.set(data as never, offset * perRow);
+        }
+        offset += n;
+      }
+      return out;
+    };
+    return {
       topK,
-      cache: next,
+      topkIds: join("topk_ids", topK, true),
+      topkProbs: join("topk_probs", topK, true),
+      entropy: join("entropy", 1, true),
+      kl: join("kl", 1, true),
+      cosine: join("cosine", 1, true),
+      targets: join("targets", T, false),
+      targetProb: join("target_prob", T, true),
+      targetRank: join("target_rank", T, true),
+      trackedProb: join("tracked_prob", tracked.length, true),
+      trackedRank: join("tracked_rank", tracked.length, true),
     };
   }
 
@@ -253,6 +357,7 @@ export class LoadedModel {
 
   async dispose(): Promise<void> {
     await this.decoder.release();
+    await this.lensSession.release();
     await this.vision?.release();
   }
 }
