@@ -3,6 +3,7 @@
  * sessions created, and the steps of one run (prepare -> vision -> decoder prefill -> greedy
  * decode with the KV cache).
  */
+import { createHash } from "node:crypto";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { findArchitecture } from "../arch";
@@ -91,9 +92,14 @@ export interface ModelInfo {
   dtype: string;
   provider: string;
   numLayers: number;
+  numHeads: number;
   hiddenSize: number;
   vocabSize: number;
   weightBytes: number;
+  /** SHA-256 of config.json. */
+  configHash: string;
+  /** Image-token grid of one image (rows, cols), and whether its first token is CLS. */
+  imageGrid?: { rows: number; cols: number; leadingCls: boolean };
 }
 
 export class LoadedModel {
@@ -174,9 +180,16 @@ export class LoadedModel {
       dtype: dominantDtype(weights.index),
       provider: decoder.provider,
       numLayers: plan.decoder.numLayers,
+      numHeads: plan.decoder.numHeads,
       hiddenSize: plan.decoder.hiddenSize,
       vocabSize: plan.decoder.vocabSize,
       weightBytes: weights.index.totalBytes(),
+      configHash: createHash("sha256").update(await fs.readFile(configFile)).digest("hex"),
+      imageGrid: plan.vision && {
+        rows: plan.vision.imageSize / plan.vision.patchSize,
+        cols: plan.vision.imageSize / plan.vision.patchSize,
+        leadingCls: plan.vision.tokensPerImage === (plan.vision.imageSize / plan.vision.patchSize) ** 2 + 1,
+      },
     };
     return new LoadedModel(info, text, plan, decoder, lensSession, vision, imageConfig, imageTokensPerImage, imageToken, eos, { compileMs: t1 - t0, sessionMs: t2 - t1 });
   }

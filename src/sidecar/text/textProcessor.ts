@@ -74,6 +74,25 @@ export class TextProcessor {
     return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
   }
 
+  /**
+   * Ids of `text` as it would continue a sequence, without special tokens. SentencePiece-style
+   * tokenizers prepend "▁" themselves, so a leading space in `text` would become a second,
+   * lone "▁" piece; for them the text is encoded without its leading spaces (" red" and
+   * "red" both give "▁red"). Byte-level BPE tokenizers ("Ġred") take the text as it is.
+   */
+  encodeContinuation(text: string): number[] {
+    return this.encode(this.prependsSpace ? text.trimStart() : text, false);
+  }
+
+  private prependsSpaceCache: boolean | undefined;
+  private get prependsSpace(): boolean {
+    if (this.prependsSpaceCache === undefined) {
+      const first = this.encode("a", false)[0];
+      this.prependsSpaceCache = first !== undefined && (this.idToToken(first) ?? "").startsWith("\u2581");
+    }
+    return this.prependsSpaceCache;
+  }
+
   decode(ids: number[], skipSpecialTokens = false): string {
     return this.tokenizer.decode(ids, { skip_special_tokens: skipSpecialTokens });
   }
