@@ -69,6 +69,8 @@ export interface LensRecord {
     settings: LensSettings;
   };
   tokens: LensToken[];
+  /** How every token id that appears anywhere in the record reads (top-k, tracked, targets, generated). */
+  tokenTexts: Record<string, string>;
   /** "embeddings", then "block 1".."block L". */
   layerLabels: string[];
   /** Positions the lens ran on, in order; index i in the blocks below refers to positions[i]. */

@@ -3,21 +3,55 @@
  * problems print one line (`error: <file>: <what to do>`) and exit 1; --verbose adds the stack.
  */
 import * as path from "node:path";
+import type { LensRecord, LensSettings } from "../shared/lensRecord";
+import { recordToCsv, recordToJson } from "../shared/exportCsv";
 import { isLensInputError, LensInputError } from "./errors";
+import { type HeadMaskSpec, runLens } from "./lens/runLens";
 import { LoadedModel } from "./model/loadedModel";
 import { parseDevice } from "./runtime/ort";
+import { writeFileAtomic } from "./util/atomicWrite";
 
-const USAGE = `usage: logit-lens run --model DIR [--image FILE] --prompt TEXT [--json] [--top-k N] [--device auto|cpu|cuda|webgpu] [--threads N] [--verbose]
+const USAGE = `usage: logit-lens run --model DIR [--image FILE] --prompt TEXT [options]
 
-Runs the model on the image and prompt and prints, for the last prompt position, what each
-layer predicts (logit lens: the layer's residual through the final norm and the unembedding).`;
+Runs the model on the image and prompt, generates greedily, and reports what every layer
+predicts (logit lens: the layer's residual through the final norm and the unembedding).
+
+output
+  --format table|json|csv   table (default): each layer's top tokens at the last prompt position;
+                            json: the whole LensRecord; csv: one row per (position, layer)
+  --json                    same as --format json
+  --out FILE                write to FILE (atomically) instead of stdout
+lens
+  --top-k N                 top tokens per layer (default 10; the table shows 5)
+  --positions P             afterImage (default), image or all
+  --target WORD             the expected answer: its probability and rank at every layer
+  --answer-prob             also the probability of the whole target answer
+  --track TOKEN             also track this token's rank (repeatable)
+  --max-new-tokens N        greedy tokens to generate (default 8; 0 = none)
+  --image-attention         keep each position's attention over the image tokens
+  --patch-lens              top-1 token of every image token's residual, per layer
+head masking
+  --mask "L:H,H;L:H"        zero these heads (0-based layer:heads), e.g. "1:0,2;2:1"
+  --mask-random N[:SEED]    zero N random heads (seed default 0)
+  --mask-top-image N        zero the N heads that attend most to the image
+runtime
+  --device auto|cpu|cuda|webgpu   --threads N   --verbose`;
 
 interface RunArgs {
   model: string;
   image?: string;
   prompt: string;
-  json: boolean;
+  format: "table" | "json" | "csv";
+  out?: string;
   topK: number;
+  positions: LensSettings["positions"];
+  target?: string;
+  answerProb: boolean;
+  track: string[];
+  maxNewTokens: number;
+  imageAttention: boolean;
+  patchLens: boolean;
+  headMask?: HeadMaskSpec;
   device: string;
   threads: number;
   verbose: boolean;
@@ -25,44 +59,85 @@ interface RunArgs {
 
 class UsageError extends Error {}
 
-function parseArgs(argv: string[]): { command: string; args: RunArgs } {
+function parseArgs(argv: string[]): RunArgs {
   const [command, ...rest] = argv;
-  const args: Partial<RunArgs> & { json: boolean; verbose: boolean } = { json: false, verbose: false };
+  if (command !== "run") throw new UsageError(command ? `unknown command ${command}` : "no command given");
+  const args: Partial<RunArgs> = {};
   const value = (i: number, flag: string): string => {
     const v = rest[i + 1];
     if (v === undefined || v.startsWith("--")) throw new UsageError(`${flag} needs a value`);
     return v;
   };
+  const track: string[] = [];
   for (let i = 0; i < rest.length; i++) {
     const flag = rest[i];
     switch (flag) {
       case "--model": args.model = value(i++, flag); break;
       case "--image": args.image = value(i++, flag); break;
       case "--prompt": args.prompt = value(i++, flag); break;
-      case "--top-k": args.topK = positiveInt(value(i++, flag), flag); break;
+      case "--format": args.format = oneOf(value(i++, flag), ["table", "json", "csv"] as const, flag); break;
+      case "--json": args.format = "json"; break;
+      case "--out": args.out = value(i++, flag); break;
+      case "--top-k": args.topK = intAtLeast(value(i++, flag), flag, 1); break;
+      case "--positions": args.positions = oneOf(value(i++, flag), ["afterImage", "image", "all"] as const, flag); break;
+      case "--target": args.target = value(i++, flag); break;
+      case "--answer-prob": args.answerProb = true; break;
+      case "--track": track.push(value(i++, flag)); break;
+      case "--max-new-tokens": args.maxNewTokens = intAtLeast(value(i++, flag), flag, 0); break;
+      case "--image-attention": args.imageAttention = true; break;
+      case "--patch-lens": args.patchLens = true; break;
+      case "--mask": args.headMask = { heads: parseMask(value(i++, flag)) }; break;
+      case "--mask-random": {
+        const [n, seed] = value(i++, flag).split(":");
+        args.headMask = { strategy: "random", count: intAtLeast(n, flag, 1), seed: seed === undefined ? 0 : intAtLeast(seed, flag, 0) };
+        break;
+      }
+      case "--mask-top-image": args.headMask = { strategy: "topImage", count: intAtLeast(value(i++, flag), flag, 1) }; break;
       case "--device": args.device = value(i++, flag); break;
-      case "--threads": args.threads = positiveInt(value(i++, flag), flag); break;
-      case "--json": args.json = true; break;
+      case "--threads": args.threads = intAtLeast(value(i++, flag), flag, 1); break;
       case "--verbose": args.verbose = true; break;
       default: throw new UsageError(`unknown option ${flag}`);
     }
   }
-  if (command !== "run") throw new UsageError(command ? `unknown command ${command}` : "no command given");
   if (!args.model) throw new UsageError("--model is required");
   if (args.prompt === undefined) throw new UsageError("--prompt is required");
-  return { command, args: { topK: 5, device: "auto", threads: 0, ...args } as RunArgs };
+  if (args.answerProb && !args.target) throw new UsageError("--answer-prob needs --target");
+  return {
+    format: "table",
+    topK: 10,
+    positions: "afterImage",
+    answerProb: false,
+    maxNewTokens: 8,
+    imageAttention: false,
+    patchLens: false,
+    device: "auto",
+    threads: 0,
+    verbose: false,
+    ...args,
+    track,
+  } as RunArgs;
 }
 
-function positiveInt(v: string, flag: string): number {
+function oneOf<T extends string>(v: string, options: readonly T[], flag: string): T {
+  if ((options as readonly string[]).includes(v)) return v as T;
+  throw new UsageError(`${flag} must be one of ${options.join(", ")}, got ${v}`);
+}
+
+function intAtLeast(v: string, flag: string, min: number): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag} must be a positive integer, got ${v}`);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`${flag} must be an integer >= ${min}, got ${v}`);
   return n;
 }
 
-export interface LayerPrediction {
-  layer: number;
-  label: string;
-  top: { id: number; token: string; prob: number }[];
+/** "1:0,2;2:1" -> {1: [0, 2], 2: [1]} */
+function parseMask(spec: string): Record<string, number[]> {
+  const heads: Record<string, number[]> = {};
+  for (const part of spec.split(";").filter((p) => p.trim())) {
+    const m = /^\s*(\d+)\s*:\s*(\d+(?:\s*,\s*\d+)*)\s*$/.exec(part);
+    if (!m) throw new UsageError(`--mask: cannot read "${part}"; write layer:head,head;layer:head, e.g. "1:0,2;2:1"`);
+    heads[m[1]] = m[2].split(",").map((h) => Number(h.trim()));
+  }
+  return heads;
 }
 
 async function run(args: RunArgs): Promise<void> {
@@ -73,51 +148,60 @@ async function run(args: RunArgs): Promise<void> {
   const t0 = performance.now();
   const model = await LoadedModel.open(args.model, { device, threads: args.threads, onProgress: (s) => progress(`${s}…`) });
   try {
-    progress("preparing input…");
-    const prepared = await model.prepare({ prompt: args.prompt, image: args.image ? path.resolve(args.image) : undefined });
-    progress(`running ${prepared.inputIds.length} tokens on ${model.info.provider}…`);
-    const features = await model.imageFeaturesFor(prepared);
-    const forward = await model.forward(prepared.inputIds, { imageFeatures: features });
-    const result = await model.lens(forward.hiddenStates, { topK: args.topK });
+    progress(`running on ${model.info.provider}…`);
+    const record = await runLens(model, {
+      prompt: args.prompt,
+      image: args.image ? path.resolve(args.image) : undefined,
+      settings: {
+        positions: args.positions,
+        topK: args.topK,
+        maxNewTokens: args.maxNewTokens,
+        ...(args.target ? { target: args.target, answerProb: args.answerProb } : {}),
+        ...(args.track.length ? { trackTokens: args.track } : {}),
+        ...(args.imageAttention ? { imageAttention: true } : {}),
+        ...(args.patchLens ? { patchLens: true } : {}),
+      },
+      headMask: args.headMask,
+    });
     clearProgress();
     process.stderr.write(`done in ${((performance.now() - t0) / 1000).toFixed(2)} s (${model.info.provider})\n`);
-
-    const L = model.info.numLayers;
-    const layers: LayerPrediction[] = [];
-    for (let layer = 0; layer <= L; layer++) {
-      const top = [];
-      for (let j = 0; j < result.topK; j++) {
-        const id = Number(result.topkIds[layer * result.topK + j]);
-        top.push({ id, token: model.text.tokenLabel(id), prob: result.topkProbs[layer * result.topK + j] });
-      }
-      layers.push({ layer, label: layer === 0 ? "embeddings" : `block ${layer}`, top });
-    }
-    const position = prepared.inputIds.length - 1;
-    if (args.json) {
-      process.stdout.write(
-        JSON.stringify(
-          {
-            model: { ...model.info },
-            input: { prompt: args.prompt, image: args.image ?? null, renderedPrompt: prepared.renderedPrompt, tokens: prepared.inputIds.length },
-            position,
-            layers,
-          },
-          null,
-          2,
-        ) + "\n",
-      );
+    const text = args.format === "json" ? recordToJson(record) : args.format === "csv" ? recordToCsv(record) : formatTable(record);
+    if (args.out) {
+      await writeFileAtomic(args.out, text);
+      process.stderr.write(`wrote ${path.resolve(args.out)}\n`);
     } else {
-      process.stdout.write(`${model.info.architecture} · ${model.info.dtype} · ${model.info.provider} · ${prepared.inputIds.length} tokens\n`);
-      process.stdout.write(`logit lens at the last prompt position (${position}, ${JSON.stringify(model.text.tokenLabel(prepared.inputIds[position]))})\n\n`);
-      process.stdout.write(`${"layer".padEnd(12)} ${"top-1".padEnd(16)} ${"p".padStart(7)}   next\n`);
-      for (const l of layers) {
-        const rest = l.top.slice(1).map((t) => `${JSON.stringify(t.token)} ${t.prob.toFixed(3)}`).join("  ");
-        process.stdout.write(`${l.label.padEnd(12)} ${JSON.stringify(l.top[0].token).padEnd(16)} ${l.top[0].prob.toFixed(4).padStart(7)}   ${rest}\n`);
-      }
+      process.stdout.write(text);
     }
   } finally {
     await model.dispose();
   }
+}
+
+/** Each layer's top tokens at the last prompt position, the target's rank, and the generated text. */
+export function formatTable(r: LensRecord): string {
+  const promptLength = r.tokens.length - r.generation.ids.length;
+  const j = r.positions.indexOf(promptLength - 1);
+  const P = r.positions.length;
+  const k = r.lens.topK;
+  const show = Math.min(k, 5);
+  const lines: string[] = [];
+  lines.push(`${r.model.architecture} · ${r.model.dtype} · ${r.model.executionProvider} · ${promptLength} prompt tokens${r.headMask ? ` · masked heads ${JSON.stringify(r.headMask)}` : ""}`);
+  if (r.generation.ids.length) {
+    lines.push(`generated (${r.generation.stoppedBy}): ${JSON.stringify(r.tokens.slice(promptLength).map((t) => t.text).join(""))}`);
+  }
+  const target = r.lens.targetIds[j];
+  lines.push(`logit lens at the last prompt position ${promptLength - 1} (${JSON.stringify(r.tokens[promptLength - 1].text)}); target ${r.lens.targetText ? `"${r.lens.targetText.text}" ` : ""}= token ${target}`);
+  lines.push("");
+  lines.push(`${"layer".padEnd(12)} ${"top-1".padEnd(16)} ${"p".padStart(7)} ${"target p".padStart(9)} ${"rank".padStart(6)} ${"entropy".padStart(8)}   next`);
+  for (let l = 0; l < r.layerLabels.length; l++) {
+    const at = (block: { data: number[] }, i = 0, width = 1) => block.data[(l * P + j) * width + i];
+    const idText = (i: number) => JSON.stringify(r.tokenTexts[String(at(r.lens.topkIds, i, k))]);
+    const rest = Array.from({ length: show - 1 }, (_, i) => `${idText(i + 1)} ${at(r.lens.topkProbs, i + 1, k).toFixed(3)}`).join("  ");
+    lines.push(
+      `${r.layerLabels[l].padEnd(12)} ${idText(0).padEnd(16)} ${at(r.lens.topkProbs, 0, k).toFixed(4).padStart(7)} ${at(r.lens.targetProb).toFixed(4).padStart(9)} ${String(at(r.lens.targetRank)).padStart(6)} ${at(r.lens.entropy).toFixed(3).padStart(8)}   ${rest}`,
+    );
+  }
+  return lines.join("\n") + "\n";
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -127,8 +211,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(USAGE + "\n");
       return 0;
     }
-    const { args } = parseArgs(argv);
-    await run(args);
+    await run(parseArgs(argv));
     return 0;
   } catch (e) {
     if (process.stderr.isTTY) process.stderr.write("\r\x1b[K");

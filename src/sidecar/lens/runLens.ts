@@ -176,6 +176,9 @@ export async function runLens(model: LoadedModel, request: LensRunRequest): Prom
   const matches = new Array<number>((L + 1) * generated.length).fill(0);
   for (let l = 0; l <= L; l++) generated.forEach((g, t) => (matches[l * generated.length + t] = Number(stats.topkIds[(l * P + predictingPositions[t]) * stats.topK]) === g ? 1 : 0));
 
+  const tokenTexts: Record<string, string> = {};
+  for (const id of [...ids, ...generated, ...stats.tracked, ...targetIds, ...(patchLens?.topIds.data ?? [])]) tokenTexts[String(id)] ??= text.tokenLabel(id);
+
   const imageInput = request.image === undefined ? null : await describeImage(request.image, prepared, info.imageGrid);
   return {
     version: LENS_RECORD_VERSION,
@@ -192,6 +195,7 @@ export async function runLens(model: LoadedModel, request: LensRunRequest): Prom
     },
     input: { prompt: request.prompt, renderedPrompt: prepared.renderedPrompt, image: imageInput, settings },
     tokens: [...tokens, ...generated.map((id) => ({ id, text: text.tokenLabel(id), segment: "generated" as const }))],
+    tokenTexts,
     layerLabels: Array.from({ length: L + 1 }, (_, l) => (l === 0 ? "embeddings" : `block ${l}`)),
     positions,
     lens: {

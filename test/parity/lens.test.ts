@@ -1,0 +1,191 @@
+/**
+ * Lens parity with transformers: tools/reference/make_lens_fixtures.py records, from
+ * transformers' own hidden states and attentions, the lens statistics of every layer at every
+ * position of prompt + generated tokens. The whole runLens path (prefill, KV-cache decode,
+ * lens graph) must reproduce them: top-k ids, targets and ranks identical (near ties aside),
+ * probabilities, entropy, KL and cosine within 1e-4, attention segment masses within 1e-5,
+ * and logits under a head mask within 1e-4.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { SEGMENTS, type LensRecord } from "../../src/shared/lensRecord";
+import { assertLensRecord } from "../../src/shared/validateRecord";
+import { runLens } from "../../src/sidecar/lens/runLens";
+import { LoadedModel } from "../../src/sidecar/model/loadedModel";
+import { relativeError } from "../helpers/fixtures";
+
+const LENS = path.resolve(__dirname, "../fixtures/lens");
+interface Blob {
+  file: string;
+  dtype: "float32" | "int32";
+  shape: number[];
+}
+interface LensCase {
+  model: string;
+  case: string;
+  model_dir: string;
+  source_case: string;
+  num_layers: number;
+  num_heads: number;
+  prompt_length: number;
+  greedy_tokens: number[];
+  ids: number[];
+  top_k: number;
+  target_ids: number[];
+  tracked_ids: number[];
+  head_mask: Record<string, number[]>;
+  [blob: string]: unknown;
+}
+
+const index = JSON.parse(fs.readFileSync(path.join(LENS, "index.json"), "utf8")) as { cases: string[] };
+const cases = index.cases.map((f) => ({ file: path.join(LENS, f), c: JSON.parse(fs.readFileSync(path.join(LENS, f), "utf8")) as LensCase }));
+
+function blob(file: string, b: Blob): Float32Array | Int32Array {
+  const buf = fs.readFileSync(path.join(path.dirname(file), b.file));
+  const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
+  return b.dtype === "int32" ? new Int32Array(ab) : new Float32Array(ab);
+}
+
+const models = new Map<string, Promise<LoadedModel>>();
+const open = (dir: string) => {
+  if (!models.has(dir)) models.set(dir, LoadedModel.open(dir, { device: "cpu" }));
+  return models.get(dir)!;
+};
+afterAll(async () => {
+  for (const m of models.values()) await (await m).dispose();
+});
+
+const PROB = 1e-4;
+const ATTENTION = 1e-5;
+const RANK_MARGIN = 1e-5;
+const TIE = 2e-6;
+
+const maxAbs = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+};
+
+describe.each(cases.map(({ file, c }) => [`${c.model}/${c.case}`, file, c] as [string, string, LensCase]))("%s", (_name, file, c) => {
+  const modelDir = path.resolve(path.dirname(file), c.model_dir);
+  const source = JSON.parse(fs.readFileSync(path.resolve(path.dirname(file), c.source_case), "utf8")) as { prompt: string; image: string | null };
+  const image = source.image ? path.resolve(path.dirname(path.resolve(path.dirname(file), c.source_case)), source.image) : undefined;
+  const L = c.num_layers;
+  const N = c.ids.length;
+  let record: Promise<LensRecord> | undefined;
+  const getRecord = () =>
+    (record ??= open(modelDir).then((m) =>
+      runLens(m, { prompt: source.prompt, image, settings: { positions: "all", topK: c.top_k, maxNewTokens: c.greedy_tokens.length } }),
+    ));
+
+  it("runs prompt + greedy generation over the same positions and tokens, and the record validates", async () => {
+    const r = await getRecord();
+    assertLensRecord(r);
+    expect(r.tokens.map((t) => t.id)).toEqual([...c.ids, c.greedy_tokens[c.greedy_tokens.length - 1]]);
+    expect(r.generation.ids).toEqual(c.greedy_tokens);
+    expect(r.positions).toEqual(c.ids.map((_, i) => i));
+  });
+
+  it("top-k ids (near ties aside) and probabilities match", async () => {
+    const r = await getRecord();
+    const refIds = blob(file, c["topk_ids"] as Blob);
+    const refProbs = blob(file, c["topk_probs"] as Blob);
+    const K = c.top_k;
+    expect(maxAbs(r.lens.topkProbs.data, refProbs)).toBeLessThanOrEqual(PROB);
+    let tolerated = 0;
+    for (let row = 0; row < (L + 1) * N; row++)
+      for (let k = 0; k < K; k++) {
+        const i = row * K + k;
+        if (r.lens.topkIds.data[i] === refIds[i]) continue;
+        // A swap is only acceptable where the reference itself has two (near-)equal probabilities.
+        const tiedBefore = k > 0 && Math.abs(refProbs[i] - refProbs[i - 1]) <= TIE;
+        const tiedAfter = k < K - 1 ? Math.abs(refProbs[i] - refProbs[i + 1]) <= TIE : Math.abs(r.lens.topkProbs.data[i] - refProbs[i]) <= TIE;
+        expect(tiedBefore || tiedAfter, `layer ${Math.floor(row / N)} position ${row % N} k ${k}`).toBe(true);
+        tolerated++;
+      }
+    expect(tolerated).toBeLessThanOrEqual(4);
+  });
+
+  it("entropy, KL to the final layer and cosine to the final state match", async () => {
+    const r = await getRecord();
+    const errors = {
+      topkProb: maxAbs(r.lens.topkProbs.data, blob(file, c["topk_probs"] as Blob)),
+      entropy: maxAbs(r.lens.entropy.data, blob(file, c["entropy"] as Blob)),
+      kl: maxAbs(r.lens.kl.data, blob(file, c["kl"] as Blob)),
+      cosine: maxAbs(r.lens.cosine.data, blob(file, c["cosine"] as Blob)),
+    };
+    console.log(`${c.model}/${c.case} lens max abs error: ${Object.entries(errors).map(([k, v]) => `${k} ${v.toExponential(2)}`).join(", ")}`);
+    for (const e of Object.values(errors)) expect(e).toBeLessThanOrEqual(PROB);
+  });
+
+  it("targets (the final top-1) with their probability and rank at every layer", async () => {
+    const r = await getRecord();
+    expect(r.lens.targetIds).toEqual(c.target_ids);
+    expect(maxAbs(r.lens.targetProb.data, blob(file, c["target_prob"] as Blob))).toBeLessThanOrEqual(PROB);
+    const ranks = blob(file, c["target_rank"] as Blob);
+    const margins = blob(file, c["target_rank_margin"] as Blob);
+    r.lens.targetRank.data.forEach((rank, i) => expect(Math.abs(rank - ranks[i])).toBeLessThanOrEqual(margins[i] <= RANK_MARGIN ? 1 : 0));
+  });
+
+  it("marks the layers whose top-1 equals each generated token", async () => {
+    const r = await getRecord();
+    const refIds = blob(file, c["topk_ids"] as Blob);
+    const G = c.greedy_tokens.length;
+    for (let l = 0; l <= L; l++)
+      c.greedy_tokens.forEach((g, t) => {
+        const predicting = c.prompt_length - 1 + t;
+        expect(r.generation.matches.data[l * G + t]).toBe(refIds[(l * N + predicting) * c.top_k] === g ? 1 : 0);
+      });
+  });
+
+  it("ranks of arbitrary tracked tokens", async () => {
+    const m = await open(modelDir);
+    const prepared = await m.prepare({ prompt: source.prompt, image });
+    const fwd = await m.forward(c.ids, { imageFeatures: await m.imageFeaturesFor(prepared), positions: c.ids.map((_, i) => i) });
+    const stats = await m.lens(fwd.hiddenStates, { topK: c.top_k, tracked: c.tracked_ids });
+    expect(maxAbs(stats.trackedProb, blob(file, c["tracked_prob"] as Blob))).toBeLessThanOrEqual(PROB);
+    const ranks = blob(file, c["tracked_rank"] as Blob);
+    const margins = blob(file, c["tracked_rank_margin"] as Blob);
+    Array.from(stats.trackedRank, Number).forEach((rank, i) => expect(Math.abs(rank - ranks[i])).toBeLessThanOrEqual(margins[i] <= RANK_MARGIN ? 1 : 0));
+  });
+
+  it(`attention mass per layer, head, query and segment matches transformers' attentions (<= ${ATTENTION})`, async () => {
+    const r = await getRecord();
+    const att = blob(file, c["attentions"] as Blob);
+    const S = c.prompt_length;
+    const nH = c.num_heads;
+    const G = SEGMENTS.length;
+    const P = r.positions.length;
+    const seg = r.tokens.map((t) => SEGMENTS.indexOf(t.segment));
+    let worst = 0;
+    for (let l = 0; l < L; l++)
+      for (let h = 0; h < nH; h++)
+        for (let q = 0; q < S; q++) {
+          const expected = new Array<number>(G).fill(0);
+          for (let k = 0; k < S; k++) expected[seg[k]] += att[((l * nH + h) * S + q) * S + k];
+          for (let g = 0; g < G; g++) worst = Math.max(worst, Math.abs(r.attention.mass.data[((l * nH + h) * P + q) * G + g] - expected[g]));
+        }
+    console.log(`${c.model}/${c.case} attention segment mass max abs error: ${worst.toExponential(2)}`);
+    expect(worst).toBeLessThanOrEqual(ATTENTION);
+  });
+
+  it("logits and hidden states with heads masked match transformers' o_proj hook", async () => {
+    const m = await open(modelDir);
+    const prepared = await m.prepare({ prompt: source.prompt, image });
+    const S = c.prompt_length;
+    const mask = new Float32Array(L * c.num_heads).fill(1);
+    for (const [layer, heads] of Object.entries(c.head_mask)) for (const h of heads) mask[Number(layer) * c.num_heads + h] = 0;
+    const fwd = await m.forward(prepared.inputIds, { imageFeatures: await m.imageFeaturesFor(prepared), positions: prepared.inputIds.map((_, i) => i), headMask: mask });
+    expect(prepared.inputIds).toEqual(c.ids.slice(0, S));
+    const logitsError = relativeError(fwd.logits, blob(file, c["masked_logits"] as Blob));
+    const hiddenError = relativeError(fwd.hiddenStates, blob(file, c["masked_hidden_states"] as Blob));
+    console.log(`${c.model}/${c.case} masked: logits rel. error ${logitsError.toExponential(2)}, hidden states ${hiddenError.toExponential(2)}`);
+    expect(logitsError).toBeLessThanOrEqual(PROB);
+    expect(hiddenError).toBeLessThanOrEqual(PROB);
+    // And the mask really changed something.
+    const unmasked = await m.forward(prepared.inputIds, { imageFeatures: await m.imageFeaturesFor(prepared), positions: [S - 1] });
+    expect(maxAbs(unmasked.logits, fwd.logits.subarray((S - 1) * m.info.vocabSize))).toBeGreaterThan(0.1);
+  });
+});
