@@ -11,7 +11,7 @@ const nodeNative = ["onnxruntime-node", "sharp"];
 
 const builds = [
   { ...common, entryPoints: { extension: "src/extension/extension.ts" }, outdir: "dist", platform: "node", format: "cjs", target: "node20", external: ["vscode"] },
-  { ...common, entryPoints: { sidecar: "src/sidecar/main.ts", "bench/runtime": "bench/runtime.ts" }, outdir: "dist", platform: "node", format: "cjs", target: "node20", external: nodeNative },
+  { ...common, entryPoints: { sidecar: "src/sidecar/main.ts", "bench/runtime": "bench/runtime.ts", "bench/lens": "bench/lens.ts" }, outdir: "dist", platform: "node", format: "cjs", target: "node20", external: nodeNative },
   { ...common, entryPoints: { webview: "src/webview/main.ts" }, outdir: "dist", platform: "browser", format: "iife", target: "es2022" },
 ];
 

@@ -13,118 +13,14 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { LoadedModel } from "../src/sidecar/model/loadedModel";
+import { BENCH_IMAGE, BENCH_PROMPT, benchCheckpoint, median, ROOT, WORK } from "./checkpoint";
 
 const args = process.argv.slice(2);
 const flag = (name: string) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
 };
-const ROOT = path.resolve(__dirname, "../..");
-const WORK = path.join(ROOT, "bench/.work");
 const runs = Number(flag("--runs") ?? 5);
-
-/** Seeded normal-ish values (sum of uniforms), scaled; deterministic. */
-function randomTensor(n: number, scale: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    let acc = 0;
-    for (let k = 0; k < 3; k++) {
-      s ^= s << 13;
-      s ^= s >>> 17;
-      s ^= s << 5;
-      acc += (s >>> 0) / 4294967296;
-    }
-    out[i] = (acc - 1.5) * 2 * scale;
-  }
-  return out;
-}
-
-function writeSafetensors(file: string, tensors: [string, number[], number][]): void {
-  let offset = 0;
-  const header: Record<string, unknown> = {};
-  for (const [name, shape] of tensors) {
-    const bytes = shape.reduce((a, b) => a * b, 1) * 4;
-    header[name] = { dtype: "F32", shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
-  let json = JSON.stringify(header);
-  json += " ".repeat((8 - (json.length % 8)) % 8);
-  const fd = fs.openSync(file, "w");
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(json.length));
-  fs.writeSync(fd, len);
-  fs.writeSync(fd, Buffer.from(json));
-  let seed = 1;
-  for (const [name, shape, scale] of tensors) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const data = name.endsWith("norm.weight") || /layer_?norm\d?\.weight$|pre_layrnorm\.weight$/.test(name) ? new Float32Array(n).fill(1) : randomTensor(n, scale, seed++);
-    fs.writeSync(fd, new Uint8Array(data.buffer));
-  }
-  fs.closeSync(fd);
-}
-
-/** A LLaVA-shaped checkpoint of ~100M parameters: CLIP 224/14 (6 x 512) + LLaMA (8 x 768, GQA 12/4). */
-function buildCheckpoint(dir: string): void {
-  const template = path.join(ROOT, "test/fixtures/models/llava-gqa-f32/model");
-  fs.mkdirSync(dir, { recursive: true });
-  for (const f of ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json", "special_tokens_map.json"]) {
-    if (fs.existsSync(path.join(template, f))) fs.copyFileSync(path.join(template, f), path.join(dir, f));
-  }
-  const tokenizer = JSON.parse(fs.readFileSync(path.join(dir, "tokenizer.json"), "utf8"));
-  const imageTokenId = (tokenizer.added_tokens as { id: number; content: string }[]).find((t) => t.content === "<image>")!.id;
-  const V = { hidden: 512, layers: 6, heads: 8, inter: 2048, image: 224, patch: 14 };
-  const T = { hidden: 768, layers: 8, heads: 12, kv: 4, inter: 2048, vocab: 32000 };
-  const headDim = T.hidden / T.heads;
-  const config = {
-    architectures: ["LlavaForConditionalGeneration"],
-    model_type: "llava",
-    image_token_id: imageTokenId,
-    vision_feature_layer: -2,
-    vision_feature_select_strategy: "default",
-    projector_hidden_act: "gelu",
-    tie_word_embeddings: false,
-    text_config: { model_type: "llama", vocab_size: T.vocab, hidden_size: T.hidden, intermediate_size: T.inter, num_hidden_layers: T.layers, num_attention_heads: T.heads, num_key_value_heads: T.kv, rms_norm_eps: 1e-5, tie_word_embeddings: false },
-    vision_config: { model_type: "clip_vision_model", hidden_size: V.hidden, intermediate_size: V.inter, num_hidden_layers: V.layers, num_attention_heads: V.heads, image_size: V.image, patch_size: V.patch, hidden_act: "quick_gelu", projection_dim: 512 },
-  };
-  fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify(config, null, 2));
-  const mean = [0.48145466, 0.4578275, 0.40821073];
-  const std = [0.26862954, 0.26130258, 0.27577711];
-  fs.writeFileSync(path.join(dir, "preprocessor_config.json"), JSON.stringify({ image_processor_type: "CLIPImageProcessor", do_resize: true, size: { shortest_edge: V.image }, resample: 3, do_center_crop: true, crop_size: { height: V.image, width: V.image }, do_rescale: true, rescale_factor: 1 / 255, do_normalize: true, image_mean: mean, image_std: std, do_convert_rgb: true }, null, 2));
-  fs.writeFileSync(path.join(dir, "processor_config.json"), JSON.stringify({ processor_class: "LlavaProcessor", patch_size: V.patch, vision_feature_select_strategy: "default", num_additional_image_tokens: 1, image_token: "<image>" }, null, 2));
-
-  const t: [string, number[], number][] = [];
-  const vp = "vision_tower.vision_model.";
-  t.push([`${vp}embeddings.class_embedding`, [V.hidden], 0.02], [`${vp}embeddings.patch_embedding.weight`, [V.hidden, 3, V.patch, V.patch], 0.02]);
-  t.push([`${vp}embeddings.position_embedding.weight`, [(V.image / V.patch) ** 2 + 1, V.hidden], 0.02]);
-  t.push([`${vp}pre_layrnorm.weight`, [V.hidden], 1], [`${vp}pre_layrnorm.bias`, [V.hidden], 0.01]);
-  for (let i = 0; i < V.layers; i++) {
-    const p = `${vp}encoder.layers.${i}.`;
-    for (const n of ["q_proj", "k_proj", "v_proj", "out_proj"]) t.push([`${p}self_attn.${n}.weight`, [V.hidden, V.hidden], 0.04], [`${p}self_attn.${n}.bias`, [V.hidden], 0.01]);
-    t.push([`${p}layer_norm1.weight`, [V.hidden], 1], [`${p}layer_norm1.bias`, [V.hidden], 0.01], [`${p}layer_norm2.weight`, [V.hidden], 1], [`${p}layer_norm2.bias`, [V.hidden], 0.01]);
-    t.push([`${p}mlp.fc1.weight`, [V.inter, V.hidden], 0.04], [`${p}mlp.fc1.bias`, [V.inter], 0.01], [`${p}mlp.fc2.weight`, [V.hidden, V.inter], 0.02], [`${p}mlp.fc2.bias`, [V.hidden], 0.01]);
-  }
-  t.push(["multi_modal_projector.linear_1.weight", [T.hidden, V.hidden], 0.04], ["multi_modal_projector.linear_1.bias", [T.hidden], 0.01]);
-  t.push(["multi_modal_projector.linear_2.weight", [T.hidden, T.hidden], 0.04], ["multi_modal_projector.linear_2.bias", [T.hidden], 0.01]);
-  const lp = "language_model.model.";
-  t.push([`${lp}embed_tokens.weight`, [T.vocab, T.hidden], 0.02]);
-  for (let i = 0; i < T.layers; i++) {
-    const p = `${lp}layers.${i}.`;
-    t.push([`${p}self_attn.q_proj.weight`, [T.heads * headDim, T.hidden], 0.03], [`${p}self_attn.k_proj.weight`, [T.kv * headDim, T.hidden], 0.03]);
-    t.push([`${p}self_attn.v_proj.weight`, [T.kv * headDim, T.hidden], 0.03], [`${p}self_attn.o_proj.weight`, [T.hidden, T.heads * headDim], 0.03]);
-    t.push([`${p}mlp.gate_proj.weight`, [T.inter, T.hidden], 0.03], [`${p}mlp.up_proj.weight`, [T.inter, T.hidden], 0.03], [`${p}mlp.down_proj.weight`, [T.hidden, T.inter], 0.02]);
-    t.push([`${p}input_layernorm.weight`, [T.hidden], 1], [`${p}post_attention_layernorm.weight`, [T.hidden], 1]);
-  }
-  t.push([`${lp}norm.weight`, [T.hidden], 1], ["language_model.lm_head.weight", [T.vocab, T.hidden], 0.02]);
-  writeSafetensors(path.join(dir, "model.safetensors"), t);
-  const params = t.reduce((a, [, s]) => a + s.reduce((x, y) => x * y, 1), 0);
-  console.error(`built ${dir}: ${(params / 1e6).toFixed(1)}M parameters`);
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 function readAllWeights(dir: string): number {
   const t0 = performance.now();
@@ -138,10 +34,9 @@ function readAllWeights(dir: string): number {
 }
 
 async function main(): Promise<void> {
-  const modelDir = flag("--model") ?? path.join(WORK, "llava-100m");
-  if (!flag("--model") && !fs.existsSync(path.join(modelDir, "model.safetensors"))) buildCheckpoint(modelDir);
-  const image = path.join(ROOT, "test/fixtures/models/images/landscape.png");
-  const prompt = "Describe the picture in a few words and name the colour of the largest shape.";
+  const modelDir = flag("--model") ?? benchCheckpoint();
+  const image = BENCH_IMAGE;
+  const prompt = BENCH_PROMPT;
 
   readAllWeights(modelDir); // warm the page cache so both sides read from memory
   const readMs = median([0, 1, 2].map(() => readAllWeights(modelDir)));

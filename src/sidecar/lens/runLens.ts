@@ -74,7 +74,7 @@ export async function runLens(model: LoadedModel, request: LensRunRequest): Prom
 
   const keySegments = ids.map((_, i) => segmentIndex(i));
   const prefill = await time("prefill", () =>
-    model.forward(ids, { imageFeatures: features, positions: prefillPositions, keySegments, segmentCount: SEGMENTS.length, imageKeys, headMask: maskArray }),
+    model.forward(ids, { imageFeatures: features, positions: prefillPositions, keySegments, segmentCount: SEGMENTS.length, imageKeys, headMask: maskArray, topK: settings.topK }),
   );
   const rowOf = new Map(prefillPositions.map((p, i) => [p, i]));
 
@@ -85,6 +85,14 @@ export async function runLens(model: LoadedModel, request: LensRunRequest): Prom
   const stepHidden: Float32Array[] = [];
   const stepAttention: Float32Array[] = [];
   const stepImageAttention: Float32Array[] = [];
+  // Every id that is some layer's top-k at an analysed position: the tokens to track.
+  const tracked = new Set<number>();
+  const addTopIds = (topIds: BigInt64Array, rowsOf: number, keep: (row: number) => boolean) => {
+    const k = topIds.length / ((L + 1) * rowsOf);
+    for (let i = 0; i < topIds.length; i++) if (keep(Math.floor(i / k) % rowsOf)) tracked.add(Number(topIds[i]));
+  };
+  const promptRows = new Set(promptPositions.map((p) => prefillPositions.indexOf(p)));
+  addTopIds(prefill.lensTopIds, prefillPositions.length, (row) => promptRows.has(row));
   let stoppedBy: LensRecord["generation"]["stoppedBy"] = settings.maxNewTokens === 0 ? "none" : "maxNewTokens";
   await time("decode", async () => {
     const lastRow = rowOf.get(S - 1)!;
@@ -99,7 +107,8 @@ export async function runLens(model: LoadedModel, request: LensRunRequest): Prom
         break;
       }
       if (n === settings.maxNewTokens - 1) break;
-      const step = await model.forward([token], { cache, positions: [0], keySegments, segmentCount: SEGMENTS.length, imageKeys, headMask: maskArray });
+      const step = await model.forward([token], { cache, positions: [0], keySegments, segmentCount: SEGMENTS.length, imageKeys, headMask: maskArray, topK: settings.topK });
+      addTopIds(step.lensTopIds, 1, () => true);
       stepHidden.push(step.hiddenStates);
       stepAttention.push(step.attentionMass);
       stepImageAttention.push(step.imageAttention);
@@ -121,12 +130,14 @@ export async function runLens(model: LoadedModel, request: LensRunRequest): Prom
 
   const target = settings.target ? targetVariants(model, settings.target) : undefined;
   const trackedExtra = (settings.trackTokens ?? []).map((t) => firstTokenOf(model, t));
-  const stats = await time("lens", async () => {
-    const first = await model.lens(hidden, { topK: settings.topK, targets: target && positions.map(() => target.ids) });
-    const tracked = [...new Set([...Array.from(first.topkIds, Number), ...Array.from(first.targets, Number), ...trackedExtra])].sort((a, b) => a - b);
-    const second = await model.lens(hidden, { topK: settings.topK, targets: target && positions.map(() => target.ids), tracked });
-    return { ...second, tracked };
-  });
+  // One lens pass: the tracked set is known from the decoder's own top-k (which includes each
+  // position's final top-1, the default target) plus the word target's and the user's tokens.
+  for (const id of [...(target?.ids ?? []), ...trackedExtra]) tracked.add(id);
+  const trackedIds = [...tracked].sort((a, b) => a - b);
+  const stats = await time("lens", async () => ({
+    ...(await model.lens(hidden, { topK: settings.topK, targets: target && positions.map(() => target.ids), tracked: trackedIds })),
+    tracked: trackedIds,
+  }));
 
   // A word target covers several tokenizations; per position keep the variant the final layer likes best.
   const T = target?.ids.length ?? 1;

@@ -53,6 +53,8 @@ export interface ForwardResult {
   attentionMass: Float32Array;
   /** Head-averaged attention of each requested query on the given image keys: [L, K, NI]. */
   imageAttention: Float32Array;
+  /** Each layer's top-k token ids at the requested positions (by logit): [L+1, K, k]. */
+  lensTopIds: BigInt64Array;
   positions: number[];
   cache: KvCache;
 }
@@ -69,6 +71,8 @@ export interface ForwardOptions {
   imageKeys?: readonly number[];
   /** [layers][heads]: 1 keeps a head, 0 zeroes its output. Default: all kept. */
   headMask?: Float32Array;
+  /** k of `lensTopIds` (default 1). */
+  topK?: number;
 }
 
 export interface LensStats {
@@ -167,7 +171,8 @@ export class LoadedModel {
     const sessionOptions = { weightsFolder: dir, device, threads: opts.threads, prepackWeights: opts.prepackWeights };
     const [decoder, lensSession, vision] = await Promise.all([
       openGraphSession(decoderBytes, sessionOptions),
-      openGraphSession(lensBytes, sessionOptions),
+      // The lens graph's buffers are large and short-lived: give them back after each run.
+      openGraphSession(lensBytes, { ...sessionOptions, memoryArena: false }),
       visionBytes ? openGraphSession(visionBytes, sessionOptions) : undefined,
     ]);
     const t2 = performance.now();
@@ -254,6 +259,7 @@ export class LoadedModel {
       key_segments: { data: segments, dims: [total, segmentCount] },
       image_key_positions: { data: BigInt64Array.from(imageKeys, BigInt), dims: [imageKeys.length] },
       head_mask: { data: opts.headMask ?? new Float32Array(numLayers * numHeads).fill(1), dims: [numLayers, numHeads] },
+      lens_top_k: { data: BigInt64Array.of(BigInt(Math.min(opts.topK ?? 1, this.plan.decoder.vocabSize))), dims: [1] },
     };
     if (this.plan.imageTokenId !== undefined) {
       const expected = ids.filter((t) => t === this.plan.imageTokenId).length;
@@ -273,6 +279,7 @@ export class LoadedModel {
       logits: out["logits"].data as Float32Array,
       attentionMass: out["attention_mass"].data as Float32Array,
       imageAttention: out["image_attention"].data as Float32Array,
+      lensTopIds: out["lens_topk_ids"].data as BigInt64Array,
       positions: [...positions],
       cache: {
         keys: cache.keys.map((_, i) => out[`present_key.${i}`]),
@@ -295,8 +302,8 @@ export class LoadedModel {
     const topK = Math.min(opts.topK, V);
     const T = opts.targets?.[0]?.length ?? 1;
     const tracked = opts.tracked ?? [];
-    // ~48 bytes per (row, vocab) cell live inside the graph at once; keep a chunk under ~512 MiB.
-    const chunk = Math.max(1, Math.floor((512 * 2 ** 20) / (layers * V * 48)));
+    // ~48 bytes per (row, vocab) cell live inside the graph at once; keep a chunk under ~192 MiB.
+    const chunk = Math.max(1, Math.floor((192 * 2 ** 20) / (layers * V * 48)));
     const parts: Record<string, HostTensor>[] = [];
     for (let start = 0; start < K; start += chunk) {
       const n = Math.min(chunk, K - start);

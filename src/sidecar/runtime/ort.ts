@@ -69,6 +69,8 @@ export interface SessionOptions {
    * matrix and dominates session creation; see bench/runtime.ts for what it buys per forward.
    */
   prepackWeights?: boolean;
+  /** Keep freed buffers in onnxruntime's arena for reuse (default true). */
+  memoryArena?: boolean;
 }
 
 export async function openGraphSession(graph: Uint8Array, opts: SessionOptions): Promise<GraphSession> {
@@ -80,6 +82,7 @@ export async function openGraphSession(graph: Uint8Array, opts: SessionOptions):
         executionProviders: [provider],
         graphOptimizationLevel: "all",
         intraOpNumThreads: opts.threads ?? 0,
+        enableCpuMemArena: opts.memoryArena ?? true,
         // Initializers point into the model's own .safetensors files: nothing is converted or copied.
         extra: {
           session: {

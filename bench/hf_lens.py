@@ -1,0 +1,80 @@
+"""The seed studies' way of computing a logit lens, in PyTorch, on bench/lens.ts's checkpoint.
+
+usage: python3 bench/hf_lens.py MODEL_DIR IMAGE PROMPT RUNS -> one JSON line on stdout.
+Each method runs in its own subprocess so that its peak RSS is its own.
+"""
+import json, os, resource, statistics, subprocess, sys, time
+
+def lens(model, hidden_states, positions):
+    # lm_head over every layer (final norm first, except the last state which is already normed),
+    # softmax, top-10 and entropy: what the seeds computed per layer.
+    lm = model.language_model if hasattr(model, "language_model") else model.model.language_model
+    norm = lm.norm
+    L = len(hidden_states) - 1
+    out = []
+    for l, h in enumerate(hidden_states):
+        x = h[0, positions]
+        logits = model.lm_head(x if l == L else norm(x))
+        p = logits.softmax(-1)
+        top = p.topk(10, -1)
+        ent = -(p * p.clamp_min(1e-30).log()).sum(-1)
+        out.append((top, ent))
+    return out
+
+def run_method(method, model_dir, image, prompt, runs):
+    import torch
+    from PIL import Image
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+    processor = AutoProcessor.from_pretrained(model_dir, backend="pil")
+    model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager").eval()
+    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    text = processor.apply_chat_template(conversation, add_generation_prompt=True)
+    inputs = processor(images=Image.open(image).convert("RGB"), text=text, return_tensors="pt")
+    ids, pixels = inputs["input_ids"], inputs["pixel_values"]
+    last_image = int((ids[0] == model.config.image_token_id).nonzero().max())
+    tail = list(range(last_image + 1, ids.shape[1]))
+
+    def seeds():
+        cur = ids
+        new = []
+        for _ in range(8):
+            out = model(input_ids=cur, pixel_values=pixels, output_hidden_states=True, output_attentions=True)
+            lens(model, out.hidden_states, list(range(cur.shape[1])))
+            tok = int(out.logits[0, -1].argmax())
+            new.append(tok)
+            cur = torch.cat([cur, torch.tensor([[tok]])], 1)
+        return new
+
+    def generate():
+        out = model.generate(input_ids=ids, pixel_values=pixels, max_new_tokens=8, min_new_tokens=8, do_sample=False,
+                             output_hidden_states=True, output_attentions=True, return_dict_in_generate=True)
+        prefill = out.hidden_states[0]
+        lens(model, prefill, tail)
+        for step in out.hidden_states[1:]:
+            lens(model, step, [0])
+        return out.sequences[0, ids.shape[1]:].tolist()
+
+    f = seeds if method == "seeds" else generate
+    with torch.inference_mode():
+        f()
+        times, tokens = [], None
+        for _ in range(runs):
+            t = time.perf_counter()
+            tokens = f()
+            times.append((time.perf_counter() - t) * 1000)
+    return {"ms": statistics.median(times), "peakRssMiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "tokens": tokens}
+
+if __name__ == "__main__":
+    if sys.argv[1] == "--method":
+        print(json.dumps(run_method(sys.argv[2], *sys.argv[3:6], int(sys.argv[6]))))
+        sys.exit(0)
+    model_dir, image, prompt, runs = sys.argv[1:5]
+    result = {}
+    for method in ("seeds", "generate"):
+        p = subprocess.run([sys.executable, __file__, "--method", method, model_dir, image, prompt, runs], capture_output=True, text=True)
+        if p.returncode != 0:
+            sys.stderr.write(p.stderr)
+            sys.exit(1)
+        result[method] = json.loads(p.stdout.strip().splitlines()[-1])
+    result["same_tokens_as_each_other"] = result["seeds"]["tokens"] == result["generate"]["tokens"]
+    print(json.dumps(result))
