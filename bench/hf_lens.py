@@ -21,6 +21,26 @@ def lens(model, hidden_states, positions):
         out.append((top, ent))
     return out
 
+def full_lens(model, hidden_states, positions):
+    """What our LensRecord holds, in PyTorch: top-k, entropy, KL to the final layer, cosine to
+    the final state, and exact ranks (stable sort) of every token that is top-k anywhere."""
+    import torch
+    lm = model.language_model if hasattr(model, "language_model") else model.model.language_model
+    L = len(hidden_states) - 1
+    hs = torch.stack([h[0, positions] for h in hidden_states])  # [L+1, P, H]
+    normed = torch.cat([lm.norm(hs[:L]), hs[L:]])
+    logits = model.lm_head(normed)
+    logp = logits.log_softmax(-1)
+    p = logp.exp()
+    top = p.topk(10, -1)
+    entropy = -(p * logp).sum(-1)
+    kl = (p[L:] * (logp[L:] - logp)).sum(-1)
+    cosine = torch.nn.functional.cosine_similarity(hs, hs[L:], dim=-1)
+    tracked = top.indices.unique()
+    order = torch.sort(logits, dim=-1, descending=True, stable=True).indices
+    rank_of = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[-1]).expand_as(order)) + 1
+    return top, entropy, kl, cosine, rank_of[..., tracked]
+
 def run_method(method, model_dir, image, prompt, runs):
     import torch
     from PIL import Image
@@ -54,7 +74,14 @@ def run_method(method, model_dir, image, prompt, runs):
             lens(model, step, [0])
         return out.sequences[0, ids.shape[1]:].tolist()
 
-    f = seeds if method == "seeds" else generate
+    def generate_full():
+        out = model.generate(input_ids=ids, pixel_values=pixels, max_new_tokens=8, min_new_tokens=8, do_sample=False,
+                             output_hidden_states=True, output_attentions=True, return_dict_in_generate=True)
+        states = [torch.cat([out.hidden_states[0][l][:, tail]] + [s[l] for s in out.hidden_states[1:]], 1) for l in range(len(out.hidden_states[0]))]
+        full_lens(model, states, list(range(states[0].shape[1])))
+        return out.sequences[0, ids.shape[1]:].tolist()
+
+    f = {"seeds": seeds, "generate": generate, "generate_full": generate_full}[method]
     with torch.inference_mode():
         f()
         times, tokens = [], None
@@ -70,7 +97,7 @@ if __name__ == "__main__":
         sys.exit(0)
     model_dir, image, prompt, runs = sys.argv[1:5]
     result = {}
-    for method in ("seeds", "generate"):
+    for method in ("seeds", "generate", "generate_full"):
         p = subprocess.run([sys.executable, __file__, "--method", method, model_dir, image, prompt, runs], capture_output=True, text=True)
         if p.returncode != 0:
             sys.stderr.write(p.stderr)
