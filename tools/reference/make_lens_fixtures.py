@@ -46,6 +46,8 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from common import log, set_determinism, write_json  # noqa: E402
 import transformers  # noqa: E402
 from transformers import LlamaForCausalLM, LlavaForConditionalGeneration  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
@@ -76,22 +78,6 @@ CASES = [
 
 
 # --------------------------------------------------------------------------- utils
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def set_determinism() -> None:
-    random.seed(0)
-    np.random.seed(0)
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-
-
-def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def write_blob(folder: Path, name: str, array) -> dict:
