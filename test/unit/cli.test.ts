@@ -1,8 +1,11 @@
 /** The CLI end to end through the built bundle: the happy path and one-line errors with exit codes. */
 import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
+import { assertLensRecord } from "../../src/shared/validateRecord";
+import { parseCsv } from "../helpers/csv";
 import { FIXTURES } from "../helpers/fixtures";
 
 const BIN = path.resolve(__dirname, "../../bin/logit-lens.js");
@@ -24,17 +27,46 @@ describe("logit-lens CLI", () => {
     expect(rows.map((l) => l.split(/\s+/)[0] + (l.startsWith("block") ? ` ${l.split(/\s+/)[1]}` : ""))).toEqual(["embeddings", "block 1", "block 2", "block 3"]);
   });
 
-  it("--json gives every layer's top-k with probabilities that sort and sum below 1", () => {
-    const r = cli("run", "--model", LLAVA, "--image", IMAGE, "--prompt", "What color is the circle?", "--json", "--top-k", "3", "--device", "cpu");
+  it("--json prints a LensRecord that validates, with every layer's top-k sorted", () => {
+    const r = cli("run", "--model", LLAVA, "--image", IMAGE, "--prompt", "What color is the circle?", "--json", "--top-k", "3", "--max-new-tokens", "2", "--device", "cpu");
     expect(r.code).toBe(0);
-    const out = JSON.parse(r.stdout) as { model: { architecture: string }; layers: { top: { prob: number; token: string }[] }[] };
-    expect(out.model.architecture).toBe("LlavaForConditionalGeneration");
-    expect(out.layers).toHaveLength(4);
-    for (const l of out.layers) {
-      expect(l.top).toHaveLength(3);
-      expect(l.top[0].prob).toBeGreaterThanOrEqual(l.top[1].prob);
-      expect(l.top.reduce((a, t) => a + t.prob, 0)).toBeLessThanOrEqual(1 + 1e-6);
+    const record = assertLensRecord(JSON.parse(r.stdout));
+    expect(record.model.architecture).toBe("LlavaForConditionalGeneration");
+    expect(record.layerLabels).toEqual(["embeddings", "block 1", "block 2", "block 3"]);
+    expect(record.generation.ids).toHaveLength(2);
+    const probs = record.lens.topkProbs.data;
+    for (let i = 0; i < probs.length; i += 3) {
+      expect(probs[i]).toBeGreaterThanOrEqual(probs[i + 1]);
+      expect(probs[i] + probs[i + 1] + probs[i + 2]).toBeLessThanOrEqual(1 + 1e-6);
     }
+  });
+
+  it("--format csv --out writes one row per (position, layer) atomically", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lens-cli-"));
+    const out = path.join(dir, "lens.csv");
+    const r = cli("run", "--model", LLAVA, "--image", IMAGE, "--prompt", "What color is the circle?", "--format", "csv", "--out", out, "--top-k", "2", "--max-new-tokens", "3", "--device", "cpu");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe("");
+    expect(fs.readdirSync(dir)).toEqual(["lens.csv"]);
+    const rows = parseCsv(fs.readFileSync(out, "utf8"));
+    expect(rows[0].join(",")).toBe("position,token,next_token,segment,layer,layer_label,top1_token,top1_prob,top2_token,top2_prob,entropy,kl,cosine,target_token,target_prob,target_rank");
+    // The 10 positions after the image, plus the two predicting the 2nd and 3rd generated tokens, times 4 layers.
+    expect(rows).toHaveLength(1 + 12 * 4);
+    for (const row of rows) expect(row).toHaveLength(rows[0].length);
+    // The prompt's "\n" token survives quoting.
+    expect(rows.some((row) => row[1] === "\n")).toBe(true);
+  });
+
+  it("--mask zeroes the named heads and the table says so", () => {
+    const r = cli("run", "--model", LLAVA, "--image", IMAGE, "--prompt", "What color is the circle?", "--mask", "1:0,2;2:1", "--max-new-tokens", "0", "--device", "cpu");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('masked heads {"1":[0,2],"2":[1]}');
+  });
+
+  it("a malformed --mask is a usage error", () => {
+    const r = cli("run", "--model", LLAVA, "--prompt", "hi", "--mask", "one:two");
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--mask: cannot read "one:two"/);
   });
 
   it("an input error is one line on stderr, exit 1, no stack trace", () => {
