@@ -4,7 +4,10 @@
  */
 import * as path from "node:path";
 import type { LensRecord, LensSettings } from "../shared/lensRecord";
-import { recordToCsv, recordToJson } from "../shared/exportCsv";
+import * as fs from "node:fs/promises";
+import { csvField, recordToCsv, recordToJson } from "../shared/exportCsv";
+import { diffRecords } from "../shared/recordDiff";
+import { validateLensRecord } from "../shared/validateRecord";
 import { isLensInputError, LensInputError } from "./errors";
 import { type HeadMaskSpec, runLens } from "./lens/runLens";
 import { LoadedModel } from "./model/loadedModel";
@@ -12,6 +15,7 @@ import { parseDevice } from "./runtime/ort";
 import { writeFileAtomic } from "./util/atomicWrite";
 
 const USAGE = `usage: logit-lens run --model DIR [--image FILE] --prompt TEXT [options]
+       logit-lens diff BASE.json OTHER.json [--format table|csv] [--out FILE]
 
 Runs the model on the image and prompt, generates greedily, and reports what every layer
 predicts (logit lens: the layer's residual through the final norm and the unembedding).
@@ -35,7 +39,10 @@ head masking
   --mask-random N[:SEED]    zero N random heads (seed default 0)
   --mask-top-image N        zero the N heads that attend most to the image
 runtime
-  --device auto|cpu|cuda|webgpu   --threads N   --verbose`;
+  --device auto|cpu|cuda|webgpu   --threads N   --verbose
+
+diff compares two records of the same model and input (e.g. heads masked vs not), layer by
+layer: the change in target probability, target rank and entropy, averaged over positions.`;
 
 interface RunArgs {
   model: string;
@@ -61,7 +68,7 @@ class UsageError extends Error {}
 
 function parseArgs(argv: string[]): RunArgs {
   const [command, ...rest] = argv;
-  if (command !== "run") throw new UsageError(command ? `unknown command ${command}` : "no command given");
+  if (command !== "run") throw new UsageError(command ? `unknown command ${command} (commands: run, diff)` : "no command given");
   const args: Partial<RunArgs> = {};
   const value = (i: number, flag: string): string => {
     const v = rest[i + 1];
@@ -177,6 +184,54 @@ async function run(args: RunArgs): Promise<void> {
   }
 }
 
+async function diff(argv: string[]): Promise<void> {
+  const files: string[] = [];
+  let format: "table" | "csv" = "table";
+  let out: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === "--format") format = oneOf(argv[++i] ?? "", ["table", "csv"] as const, "--format");
+    else if (argv[i] === "--out") out = argv[++i];
+    else if (argv[i] === "--verbose") continue;
+    else if (argv[i].startsWith("--")) throw new UsageError(`unknown option ${argv[i]}`);
+    else files.push(argv[i]);
+  }
+  if (files.length !== 2) throw new UsageError("diff needs two record files (from run --json --out)");
+  const [base, other] = await Promise.all(files.map(readRecord));
+  let d;
+  try {
+    d = diffRecords(base, other);
+  } catch (e) {
+    throw new LensInputError(files[1], `${(e as Error).message}`);
+  }
+  const lines: string[] = [];
+  if (format === "csv") {
+    lines.push("layer,layer_label,mean_target_prob_delta,mean_target_rank_delta,mean_entropy_delta");
+    d.layers.forEach((label, l) => lines.push([l, csvField(label), d.meanTargetProbDelta[l], d.meanTargetRankDelta[l], d.meanEntropyDelta[l]].map((v) => csvField(v)).join(",")));
+  } else {
+    lines.push(`base heads masked: ${JSON.stringify(d.baseHeadMask)}; other: ${JSON.stringify(d.otherHeadMask)}; ${d.positions.length} positions (${d.sameToken.filter((x) => !x).length} with different tokens)`);
+    lines.push(`${"layer".padEnd(12)} ${"Δ target p".padStart(11)} ${"Δ rank".padStart(9)} ${"Δ entropy".padStart(10)}`);
+    d.layers.forEach((label, l) =>
+      lines.push(`${label.padEnd(12)} ${d.meanTargetProbDelta[l].toFixed(4).padStart(11)} ${d.meanTargetRankDelta[l].toFixed(1).padStart(9)} ${d.meanEntropyDelta[l].toFixed(3).padStart(10)}`),
+    );
+  }
+  const text = lines.join("\n") + "\n";
+  if (out) await writeFileAtomic(out, text);
+  else process.stdout.write(text);
+}
+
+async function readRecord(file: string): Promise<LensRecord> {
+  let json: unknown;
+  try {
+    json = JSON.parse(await fs.readFile(file, "utf8"));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new LensInputError(path.resolve(file), code === "ENOENT" ? "record file not found: write one with run --json --out FILE" : `not a JSON record (${(e as Error).message.split("\n")[0]})`);
+  }
+  const v = validateLensRecord(json);
+  if (!v.ok) throw new LensInputError(path.resolve(file), `not a valid LensRecord (${v.errors[0]}${v.errors.length > 1 ? `, and ${v.errors.length - 1} more` : ""}): write it with run --json`);
+  return v.record;
+}
+
 /** Each layer's top tokens at the last prompt position, the target's rank, and the generated text. */
 export function formatTable(r: LensRecord): string {
   const promptLength = r.tokens.length - r.generation.ids.length;
@@ -211,7 +266,8 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(USAGE + "\n");
       return 0;
     }
-    await run(parseArgs(argv));
+    if (argv[0] === "diff") await diff(argv.slice(1));
+    else await run(parseArgs(argv));
     return 0;
   } catch (e) {
     if (process.stderr.isTTY) process.stderr.write("\r\x1b[K");

@@ -63,6 +63,26 @@ describe("logit-lens CLI", () => {
     expect(r.stdout).toContain('masked heads {"1":[0,2],"2":[1]}');
   });
 
+  it("diff compares a masked run with an unmasked one, layer by layer", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lens-diff-"));
+    const [a, b] = [path.join(dir, "a.json"), path.join(dir, "b.json")];
+    const common = ["run", "--model", LLAVA, "--image", IMAGE, "--prompt", "What color is the circle?", "--target", "red", "--max-new-tokens", "0", "--json", "--device", "cpu"];
+    expect(cli(...common, "--out", a).code).toBe(0);
+    expect(cli(...common, "--mask-random", "4:3", "--out", b).code).toBe(0);
+    const r = cli("diff", a, b, "--format", "csv");
+    expect(r.code).toBe(0);
+    const rows = parseCsv(r.stdout);
+    expect(rows[0]).toEqual(["layer", "layer_label", "mean_target_prob_delta", "mean_target_rank_delta", "mean_entropy_delta"]);
+    expect(rows.slice(1).map((row) => row[1])).toEqual(["embeddings", "block 1", "block 2", "block 3"]);
+    expect(Number(rows[1][2])).toBe(0); // nothing upstream of the first block changes
+    expect(rows.slice(2).some((row) => Number(row[4]) !== 0)).toBe(true);
+    // A file that is not a record is a one-line input error.
+    fs.writeFileSync(path.join(dir, "c.json"), "{}");
+    const bad = cli("diff", a, path.join(dir, "c.json"));
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/c\.json: not a valid LensRecord/);
+  });
+
   it("a malformed --mask is a usage error", () => {
     const r = cli("run", "--model", LLAVA, "--prompt", "hi", "--mask", "one:two");
     expect(r.code).toBe(2);
