@@ -7,9 +7,9 @@ import { LensInputError } from "../../src/sidecar/errors";
 import { LoadedModel } from "../../src/sidecar/model/loadedModel";
 import { copyFixtureModel, editJson, writeSafetensors } from "../helpers/tempModel";
 
-async function openError(dir: string): Promise<LensInputError> {
+async function openError(dir: string, device: "cpu" | "cuda" = "cpu"): Promise<LensInputError> {
   try {
-    const m = await LoadedModel.open(dir, { device: "cpu" });
+    const m = await LoadedModel.open(dir, { device });
     await m.dispose();
   } catch (e) {
     expect(e).toBeInstanceOf(LensInputError);
@@ -93,12 +93,36 @@ describe("model folder errors", () => {
     expect((await openError(dir)).message).toMatch(/no lm_head\.weight and tie_word_embeddings is false/);
   });
 
+  it("device cuda without onnxruntime's CUDA libraries says how to get them", async () => {
+    const e = await openError(copyFixtureModel("llama-f32"), "cuda");
+    expect(e.message).toMatch(/without its CUDA libraries: reinstall with --onnxruntime-node-install=cuda12, or choose auto or cpu/);
+  });
+
   it("an image given to a text-only model", async () => {
     const m = await LoadedModel.open(copyFixtureModel("llama-f32"), { device: "cpu" });
     try {
       await expect(m.prepare({ prompt: "hi", image: "x.png" })).rejects.toThrow(/text-only model and cannot take an image/);
     } finally {
       await m.dispose();
+    }
+  });
+});
+
+describe("chat template locations", () => {
+  it("a template kept in tokenizer_config.json renders the same prompt as chat_template.json", async () => {
+    const reference = await LoadedModel.open(copyFixtureModel("llava-gqa-f32"), { device: "cpu" });
+    const dir = copyFixtureModel("llava-gqa-f32");
+    const template = (JSON.parse(fs.readFileSync(path.join(dir, "chat_template.json"), "utf8")) as { chat_template: string }).chat_template;
+    fs.rmSync(path.join(dir, "chat_template.json"));
+    editJson(path.join(dir, "tokenizer_config.json"), (c) => (c.chat_template = template));
+    const moved = await LoadedModel.open(dir, { device: "cpu" });
+    try {
+      expect(moved.text.chatTemplate?.file).toBe(path.join(dir, "tokenizer_config.json"));
+      const image = path.join(__dirname, "../fixtures/models/images/square.png");
+      const [a, b] = await Promise.all([reference.prepare({ prompt: "What is it?", image }), moved.prepare({ prompt: "What is it?", image })]);
+      expect(b.inputIds).toEqual(a.inputIds);
+    } finally {
+      await Promise.all([reference.dispose(), moved.dispose()]);
     }
   });
 });
