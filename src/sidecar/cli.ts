@@ -11,11 +11,13 @@ import { validateLensRecord } from "../shared/validateRecord";
 import { isLensInputError, LensInputError } from "./errors";
 import { type HeadMaskSpec, runLens } from "./lens/runLens";
 import { LoadedModel } from "./model/loadedModel";
+import { serve } from "./server";
 import { parseDevice } from "./runtime/ort";
 import { writeFileAtomic } from "./util/atomicWrite";
 
 const USAGE = `usage: logit-lens run --model DIR [--image FILE] --prompt TEXT [options]
        logit-lens diff BASE.json OTHER.json [--format table|csv] [--out FILE]
+       logit-lens serve     (the sidecar: JSON-RPC on stdin/stdout, for the VS Code extension)
 
 Runs the model on the image and prompt, generates greedily, and reports what every layer
 predicts (logit lens: the layer's residual through the final norm and the unembedding).
@@ -266,7 +268,8 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(USAGE + "\n");
       return 0;
     }
-    if (argv[0] === "diff") await diff(argv.slice(1));
+    if (argv[0] === "serve") await serve();
+    else if (argv[0] === "diff") await diff(argv.slice(1));
     else await run(parseArgs(argv));
     return 0;
   } catch (e) {

@@ -25,16 +25,37 @@ export interface LensRunRequest {
   headMask?: HeadMaskSpec;
 }
 
+/** Thrown when a run is cancelled between stages or decode steps. */
+export class LensCancelledError extends Error {
+  override readonly name = "LensCancelledError";
+  constructor() {
+    super("the run was cancelled");
+  }
+}
+
+export interface LensRunHooks {
+  /** Polled between stages and decode steps; true stops the run with LensCancelledError. */
+  isCancelled?: () => boolean;
+  onStage?: (stage: string) => void;
+  /** Receives the analysed positions' hidden states [L+1, P, H], e.g. to track more tokens later. */
+  keepHidden?: (hidden: Float32Array, positions: number[]) => void;
+}
+
 export const DEFAULT_SETTINGS: LensSettings = { positions: "afterImage", topK: 10, maxNewTokens: 8 };
 
 const block = (shape: number[], data: ArrayLike<number | bigint>): NumericBlock => ({ shape, data: Array.from(data as ArrayLike<number>, Number) });
 
-export async function runLens(model: LoadedModel, request: LensRunRequest): Promise<LensRecord> {
+export async function runLens(model: LoadedModel, request: LensRunRequest, hooks: LensRunHooks = {}): Promise<LensRecord> {
   const settings: LensSettings = { ...DEFAULT_SETTINGS, ...request.settings };
   if (!Number.isInteger(settings.topK) || settings.topK < 1) throw new LensInputError(undefined, `topK must be a positive integer, got ${settings.topK}`);
   if (!Number.isInteger(settings.maxNewTokens) || settings.maxNewTokens < 0) throw new LensInputError(undefined, `maxNewTokens must be 0 or more, got ${settings.maxNewTokens}`);
   const timings: Record<string, number> = {};
+  const checkCancelled = () => {
+    if (hooks.isCancelled?.()) throw new LensCancelledError();
+  };
   const time = async <T>(stage: string, f: () => Promise<T>): Promise<T> => {
+    checkCancelled();
+    hooks.onStage?.(stage);
     const t0 = performance.now();
     try {
       return await f();
@@ -99,6 +120,7 @@ export async function runLens(model: LoadedModel, request: LensRunRequest): Prom
     let logits = prefill.logits.subarray(lastRow * V, (lastRow + 1) * V);
     let cache = prefill.cache;
     for (let n = 0; n < settings.maxNewTokens; n++) {
+      checkCancelled();
       const token = argmax(logits);
       generated.push(token);
       keySegments.push(SEGMENTS.indexOf("generated"));
@@ -127,6 +149,8 @@ export async function runLens(model: LoadedModel, request: LensRunRequest): Prom
     promptPositions.forEach((p, j) => hidden.set(prefill.hiddenStates.subarray((l * Kf + rowOf.get(p)!) * H, (l * Kf + rowOf.get(p)! + 1) * H), (l * P + j) * H));
     stepHidden.forEach((h, t) => hidden.set(h.subarray(l * H, (l + 1) * H), (l * P + Kp + t) * H));
   }
+
+  hooks.keepHidden?.(hidden, positions);
 
   const target = settings.target ? targetVariants(model, settings.target) : undefined;
   const trackedExtra = (settings.trackTokens ?? []).map((t) => firstTokenOf(model, t));
@@ -255,7 +279,7 @@ export function targetVariants(model: LoadedModel, word: string): { ids: number[
   return { ids: [...new Set(kept.map((v) => v.ids[0]))], variants: kept };
 }
 
-function firstTokenOf(model: LoadedModel, s: string): number {
+export function firstTokenOf(model: LoadedModel, s: string): number {
   const ids = model.text.encodeContinuation(s);
   if (!ids.length) throw new LensInputError(undefined, `the token string ${JSON.stringify(s)} tokenizes to nothing: give a non-empty string`);
   return ids[0];

@@ -1,0 +1,96 @@
+/**
+ * The sidecar protocol: JSON-RPC 2.0 over the sidecar's stdio (vscode-jsonrpc framing).
+ * Every method is under `lens/`; each constant says who sends it and when. The first request
+ * must be `lens/initialize` with a matching protocol version.
+ *
+ * Errors: input problems (a missing file, a bad model folder, a head outside the model) come
+ * back as ResponseError code `INPUT_ERROR` with a one-line message naming the file and the fix,
+ * and the sidecar keeps running. A cancelled request answers with code -32800.
+ */
+import { NotificationType, RequestType, RequestType0 } from "vscode-jsonrpc";
+import type { LensRecord, LensSettings, NumericBlock } from "./lensRecord";
+
+export const PROTOCOL_VERSION = 1;
+
+/** ResponseError codes of the sidecar (JSON-RPC reserves -32768..-32000 for itself). */
+export const ErrorCode = {
+  INPUT_ERROR: 1001,
+  NOT_INITIALIZED: 1002,
+  NO_MODEL: 1003,
+  NO_RUN: 1004,
+  VERSION_MISMATCH: 1005,
+} as const;
+
+export interface InitializeParams {
+  protocolVersion: number;
+  clientName: string;
+}
+export interface InitializeResult {
+  protocolVersion: number;
+  serverVersion: string;
+  /** Execution providers this onnxruntime-node build carries. */
+  providers: { name: string; bundled: boolean }[];
+}
+/** Extension -> sidecar, once, right after spawning it. */
+export const InitializeRequest = new RequestType<InitializeParams, InitializeResult, void>("lens/initialize");
+
+export interface OpenModelParams {
+  folder: string;
+  device?: "auto" | "cpu" | "cuda" | "webgpu";
+  threads?: number;
+}
+export interface ModelSummary {
+  folder: string;
+  architecture: string;
+  dtype: string;
+  provider: string;
+  numLayers: number;
+  numHeads: number;
+  vocabSize: number;
+  hasVision: boolean;
+  openMs: number;
+}
+/** Extension -> sidecar, when the configured model changes; replaces the open model. */
+export const OpenModelRequest = new RequestType<OpenModelParams, ModelSummary, void>("lens/openModel");
+
+export type HeadMaskParams = { heads: Record<string, number[]> } | { strategy: "random"; count: number; seed: number } | { strategy: "topImage"; count: number };
+export interface RunParams {
+  prompt: string;
+  /** Path of an image file on the sidecar's machine. */
+  image?: string;
+  settings?: Partial<LensSettings>;
+  headMask?: HeadMaskParams;
+}
+/** Extension -> sidecar, for each run of the lens; cancellable. */
+export const RunRequest = new RequestType<RunParams, LensRecord, void>("lens/run");
+
+export interface TrackTokensParams {
+  /** Token strings; each is tracked by its first token (as it would continue the text). */
+  tokens: string[];
+}
+export interface TrackTokensResult {
+  ids: number[];
+  texts: string[];
+  /** [L+1, P, tokens] over the last run's analysed positions. */
+  rank: NumericBlock;
+  prob: NumericBlock;
+}
+/** Extension -> sidecar, when the user asks for the ranks of a token the last run did not track. */
+export const TrackTokensRequest = new RequestType<TrackTokensParams, TrackTokensResult, void>("lens/trackTokens");
+
+/** Extension -> sidecar, before it ends the process; the sidecar releases its sessions. */
+export const ShutdownRequest = new RequestType0<void, void>("lens/shutdown");
+
+export interface LogParams {
+  level: "info" | "warn" | "error";
+  message: string;
+}
+/** Sidecar -> extension, for the Output channel (stdout belongs to JSON-RPC, so no console output). */
+export const LogNotification = new NotificationType<LogParams>("lens/log");
+
+export interface ProgressParams {
+  /** The request id this progress belongs to, when known. */
+  stage: string;
+}
+/** Sidecar -> extension, as a run moves through its stages (prepare, vision, prefill, decode, lens). */
+export const ProgressNotification = new NotificationType<ProgressParams>("lens/progress");
