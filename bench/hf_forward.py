@@ -1,6 +1,6 @@
 """Times transformers' eager forward on the inputs bench/runtime.ts prepared (same ids, same pixels).
 
-usage: python3 bench/hf_forward.py MODEL_DIR INPUTS_DIR RUNS  -> one JSON line on stdout
+usage: python3 bench/hf_forward.py MODEL_DIR INPUTS_DIR RUNS [THREADS]  -> one JSON line on stdout
 """
 import json, sys, time, statistics
 import numpy as np
@@ -8,6 +8,8 @@ import torch
 from transformers import LlavaForConditionalGeneration
 
 model_dir, inputs_dir, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if len(sys.argv) > 4 and int(sys.argv[4]) > 0:
+    torch.set_num_threads(int(sys.argv[4]))
 t0 = time.perf_counter()
 model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager").eval()
 load_ms = (time.perf_counter() - t0) * 1000

@@ -1,6 +1,6 @@
 """The seed studies' way of computing a logit lens, in PyTorch, on bench/lens.ts's checkpoint.
 
-usage: python3 bench/hf_lens.py MODEL_DIR IMAGE PROMPT RUNS -> one JSON line on stdout.
+usage: python3 bench/hf_lens.py MODEL_DIR IMAGE PROMPT RUNS [THREADS] -> one JSON line on stdout.
 Each method runs in its own subprocess so that its peak RSS is its own.
 """
 import json, os, resource, statistics, subprocess, sys, time
@@ -41,8 +41,10 @@ def full_lens(model, hidden_states, positions):
     rank_of = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[-1]).expand_as(order)) + 1
     return top, entropy, kl, cosine, rank_of[..., tracked]
 
-def run_method(method, model_dir, image, prompt, runs):
+def run_method(method, model_dir, image, prompt, runs, threads=0):
     import torch
+    if threads > 0:
+        torch.set_num_threads(threads)
     from PIL import Image
     from transformers import AutoProcessor, LlavaForConditionalGeneration
     processor = AutoProcessor.from_pretrained(model_dir, backend="pil")
@@ -93,12 +95,13 @@ def run_method(method, model_dir, image, prompt, runs):
 
 if __name__ == "__main__":
     if sys.argv[1] == "--method":
-        print(json.dumps(run_method(sys.argv[2], *sys.argv[3:6], int(sys.argv[6]))))
+        print(json.dumps(run_method(sys.argv[2], *sys.argv[3:6], int(sys.argv[6]), int(sys.argv[7]))))
         sys.exit(0)
     model_dir, image, prompt, runs = sys.argv[1:5]
+    threads = sys.argv[5] if len(sys.argv) > 5 else "0"
     result = {}
     for method in ("seeds", "generate", "generate_full"):
-        p = subprocess.run([sys.executable, __file__, "--method", method, model_dir, image, prompt, runs], capture_output=True, text=True)
+        p = subprocess.run([sys.executable, __file__, "--method", method, model_dir, image, prompt, runs, threads], capture_output=True, text=True)
         if p.returncode != 0:
             sys.stderr.write(p.stderr)
             sys.exit(1)

@@ -22,6 +22,8 @@ import { BENCH_IMAGE, BENCH_PROMPT, benchCheckpoint, median, ROOT } from "./chec
 
 const args = process.argv.slice(2);
 const runs = 3;
+// Threads for both sides (onnxruntime intra-op and torch); 0 = each library's default.
+const threads = Number(args.includes("--threads") ? args[args.indexOf("--threads") + 1] : 0);
 
 interface SideResult {
   ms: number;
@@ -29,8 +31,8 @@ interface SideResult {
   tokens: number[];
 }
 
-async function child(modelDir: string): Promise<void> {
-  const model = await LoadedModel.open(modelDir, { device: "cpu" });
+async function child(modelDir: string, threadCount: number): Promise<void> {
+  const model = await LoadedModel.open(modelDir, { device: "cpu", threads: threadCount });
   const once = async () => {
     const t0 = performance.now();
     const r = await runLens(model, { prompt: BENCH_PROMPT, image: BENCH_IMAGE, settings: { positions: "afterImage", topK: 10, maxNewTokens: 8 } });
@@ -45,14 +47,14 @@ async function child(modelDir: string): Promise<void> {
 }
 
 function main(): void {
-  const modelDir = args[args.indexOf("--model") + 1] && args.includes("--model") ? args[args.indexOf("--model") + 1] : benchCheckpoint();
-  const ours = spawnSync(process.execPath, [__filename, "--child", modelDir], { encoding: "utf8" });
+  const modelDir = args.includes("--model") ? args[args.indexOf("--model") + 1] : benchCheckpoint();
+  const ours = spawnSync(process.execPath, [__filename, "--child", modelDir, String(threads)], { encoding: "utf8" });
   if (ours.status !== 0) throw new Error(`our side failed: ${ours.stderr}`);
   const o = JSON.parse(ours.stdout.trim().split("\n").pop()!) as SideResult;
   console.log(`model: ${modelDir}; 8 new tokens, lens at every layer for the prompt tail and each generated token`);
   console.log(`ours (full LensRecord)          ${o.ms.toFixed(0).padStart(7)} ms   peak RSS ${o.peakRssMiB.toFixed(0)} MiB`);
 
-  const py = spawnSync("python3", [path.join(ROOT, "bench/hf_lens.py"), modelDir, BENCH_IMAGE, BENCH_PROMPT, String(runs)], { encoding: "utf8" });
+  const py = spawnSync("python3", [path.join(ROOT, "bench/hf_lens.py"), modelDir, BENCH_IMAGE, BENCH_PROMPT, String(runs), String(threads)], { encoding: "utf8" });
   if (py.status !== 0) {
     console.log(`PyTorch baselines: not measured (${(py.stderr || "python3 failed").trim().split("\n").pop()})`);
     return;
@@ -71,7 +73,7 @@ function main(): void {
 }
 
 if (args[0] === "--child") {
-  child(args[1]).catch((e: unknown) => {
+  child(args[1], Number(args[2] ?? 0)).catch((e: unknown) => {
     console.error(e);
     process.exitCode = 1;
   });

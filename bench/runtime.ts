@@ -8,6 +8,7 @@
  *    against transformers' eager PyTorch on the very same input ids and pixel values when
  *    Python with transformers is available (run in a child process on the same machine).
  * Prints ratios; the targets are forward <= 1.0x PyTorch eager and open <= 1.5x the read time.
+ * --threads N runs both sides with N threads (on a shared machine, pin with taskset).
  */
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -21,6 +22,8 @@ const flag = (name: string) => {
   return i >= 0 ? args[i + 1] : undefined;
 };
 const runs = Number(flag("--runs") ?? 5);
+// Threads for both sides (onnxruntime intra-op and torch); 0 = each library's default.
+const threads = Number(flag("--threads") ?? 0);
 
 function readAllWeights(dir: string): number {
   const t0 = performance.now();
@@ -47,7 +50,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < 3; i++) {
       await model?.dispose();
       const t0 = performance.now();
-      model = await LoadedModel.open(modelDir, { device: "cpu", prepackWeights });
+      model = await LoadedModel.open(modelDir, { device: "cpu", prepackWeights, threads });
       openMs.push(performance.now() - t0);
     }
     const m = model!;
@@ -75,7 +78,7 @@ async function main(): Promise<void> {
   fs.mkdirSync(inputs, { recursive: true });
   fs.writeFileSync(path.join(inputs, "input_ids.json"), JSON.stringify(prepared.inputIds));
   fs.writeFileSync(path.join(inputs, "pixel_values.f32"), new Uint8Array(prepared.pixelValues!.data.buffer));
-  const py = spawnSync("python3", [path.join(ROOT, "bench/hf_forward.py"), modelDir, inputs, String(runs)], { encoding: "utf8" });
+  const py = spawnSync("python3", [path.join(ROOT, "bench/hf_forward.py"), modelDir, inputs, String(runs), String(threads)], { encoding: "utf8" });
   if (py.status !== 0) {
     console.log(`transformers eager: not measured (${(py.stderr || py.error?.message || "python3 failed").trim().split("\n").pop()})`);
   } else {
