@@ -99,8 +99,8 @@ export interface LensRecord {
   /** Ranks and probabilities of every token that is in some top-k, at every layer and position: [L+1, P, M]. */
   tracked: { ids: number[]; rank: NumericBlock; prob: NumericBlock };
   /**
-   * Attention mass per layer, head and analysed query position on each key segment (in
-   * `SEGMENTS` order): [L, heads, P, 5]. Rows sum to 1.
+   * Attention mass per decoder block (index l = block l + 1 in layerLabels), head and analysed
+   * query position on each key segment (in `SEGMENTS` order): [L, heads, P, 5]. Rows sum to 1.
    */
   attention: {
     segments: Segment[];
@@ -110,7 +110,10 @@ export interface LensRecord {
   };
   /** Per layer top-1 of each image token's residual on the patch grid: [L+1, imageTokens], on request. */
   patchLens?: { topIds: NumericBlock; topProbs: NumericBlock };
-  /** Heads whose outputs were zeroed for this run: layer -> heads (0-based). */
+  /**
+   * Heads whose outputs were zeroed for this run: decoder block (0-based) -> heads (0-based).
+   * Block b's output is lens layer b + 1, so masking block b first shows at layer b + 1.
+   */
   headMask: Record<string, number[]> | null;
   generation: {
     /** Generated token ids in order (also present in `tokens` with segment "generated"). */

@@ -5,7 +5,7 @@
 import * as path from "node:path";
 import type { LensRecord, LensSettings } from "../shared/lensRecord";
 import * as fs from "node:fs/promises";
-import { csvField, recordToCsv, recordToJson } from "../shared/exportCsv";
+import { diffToCsv, recordToCsv, recordToJson } from "../shared/exportCsv";
 import { diffRecords } from "../shared/recordDiff";
 import { validateLensRecord } from "../shared/validateRecord";
 import { isLensInputError, LensInputError } from "./errors";
@@ -205,18 +205,19 @@ async function diff(argv: string[]): Promise<void> {
   } catch (e) {
     throw new LensInputError(files[1], `${(e as Error).message}`);
   }
-  const lines: string[] = [];
+  let text: string;
   if (format === "csv") {
-    lines.push("layer,layer_label,mean_target_prob_delta,mean_target_rank_delta,mean_entropy_delta");
-    d.layers.forEach((label, l) => lines.push([l, csvField(label), d.meanTargetProbDelta[l], d.meanTargetRankDelta[l], d.meanEntropyDelta[l]].map((v) => csvField(v)).join(",")));
+    text = diffToCsv(d, "means");
   } else {
-    lines.push(`base heads masked: ${JSON.stringify(d.baseHeadMask)}; other: ${JSON.stringify(d.otherHeadMask)}; ${d.positions.length} positions (${d.sameToken.filter((x) => !x).length} with different tokens)`);
+    const lines: string[] = [];
+    const diverged = d.sameContext.filter((same) => !same).length;
+    lines.push(`base heads masked: ${JSON.stringify(d.baseHeadMask)}; other: ${JSON.stringify(d.otherHeadMask)}; ${d.positions.length} positions (${diverged} after the runs' tokens diverge)`);
     lines.push(`${"layer".padEnd(12)} ${"Δ target p".padStart(11)} ${"Δ rank".padStart(9)} ${"Δ entropy".padStart(10)}`);
     d.layers.forEach((label, l) =>
       lines.push(`${label.padEnd(12)} ${d.meanTargetProbDelta[l].toFixed(4).padStart(11)} ${d.meanTargetRankDelta[l].toFixed(1).padStart(9)} ${d.meanEntropyDelta[l].toFixed(3).padStart(10)}`),
     );
+    text = lines.join("\n") + "\n";
   }
-  const text = lines.join("\n") + "\n";
   if (out) await writeFileAtomic(out, text);
   else process.stdout.write(text);
 }

@@ -7,6 +7,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SEGMENTS } from "../../src/shared/lensRecord";
+import { assertLensRecord } from "../../src/shared/validateRecord";
 import { LensInputError } from "../../src/sidecar/errors";
 import { runLens, targetVariants } from "../../src/sidecar/lens/runLens";
 import { LoadedModel } from "../../src/sidecar/model/loadedModel";
@@ -108,6 +109,15 @@ describe("head masks", () => {
   it("a head or layer outside the model is refused with the valid range", async () => {
     await expect(runLens(model, { prompt: PROMPT, image: IMAGE, headMask: { heads: { "9": [0] } } })).rejects.toThrow(/layers 0\.\.2/);
     await expect(runLens(model, { prompt: PROMPT, image: IMAGE, headMask: { heads: { "1": [4] } } })).rejects.toThrow(/heads 0\.\.3/);
+  });
+});
+
+describe("settings", () => {
+  it("drops keys it does not know, so the record still validates, and refuses a bad positions value", async () => {
+    const settings = { topK: 2, maxNewTokens: 0, bogus: true } as unknown as Record<string, unknown>;
+    const r = assertLensRecord(await runLens(model, { prompt: PROMPT, image: IMAGE, settings }));
+    expect(r.input.settings).toEqual({ positions: "afterImage", topK: 2, maxNewTokens: 0 });
+    await expect(runLens(model, { prompt: PROMPT, image: IMAGE, settings: { positions: "middle" as never } })).rejects.toThrow(/positions must be afterImage, image or all/);
   });
 });
 

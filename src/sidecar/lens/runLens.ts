@@ -46,7 +46,7 @@ export const DEFAULT_SETTINGS: LensSettings = { positions: "afterImage", topK: 1
 const block = (shape: number[], data: ArrayLike<number | bigint>): NumericBlock => ({ shape, data: Array.from(data as ArrayLike<number>, Number) });
 
 export async function runLens(model: LoadedModel, request: LensRunRequest, hooks: LensRunHooks = {}): Promise<LensRecord> {
-  const settings: LensSettings = { ...DEFAULT_SETTINGS, ...request.settings };
+  const settings = knownSettings(request.settings);
   if (!Number.isInteger(settings.topK) || settings.topK < 1) throw new LensInputError(undefined, `topK must be a positive integer, got ${settings.topK}`);
   if (!Number.isInteger(settings.maxNewTokens) || settings.maxNewTokens < 0) throw new LensInputError(undefined, `maxNewTokens must be 0 or more, got ${settings.maxNewTokens}`);
   const timings: Record<string, number> = {};
@@ -253,6 +253,16 @@ export async function runLens(model: LoadedModel, request: LensRunRequest, hooks
     generation: { ids: generated, stoppedBy, predictingPositions, matches: block([L + 1, generated.length], matches) },
     timings,
   };
+}
+
+const SETTING_KEYS: readonly (keyof LensSettings)[] = ["positions", "topK", "maxNewTokens", "target", "answerProb", "trackTokens", "imageAttention", "patchLens"];
+
+/** Defaults plus the caller's known settings; anything else (from a JSON-RPC client, say) is dropped, not recorded. */
+function knownSettings(given: Partial<LensSettings> | undefined): LensSettings {
+  const settings: LensSettings = { ...DEFAULT_SETTINGS };
+  for (const key of SETTING_KEYS) if (given?.[key] !== undefined) (settings as unknown as Record<string, unknown>)[key] = given[key];
+  if (!["afterImage", "image", "all"].includes(settings.positions)) throw new LensInputError(undefined, `positions must be afterImage, image or all, got ${JSON.stringify(settings.positions)}`);
+  return settings;
 }
 
 /** The first token of every way the model could write `word`: with or without a leading space, in several cases. */
