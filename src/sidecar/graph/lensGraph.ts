@@ -56,14 +56,16 @@ export function buildLensGraph(ctx: GraphCtx, spec: LensHeadSpec): void {
   const cosine = b.op("Div", [dot, b.op("Max", [b.op("Mul", [norm(states), norm(last)]), b.f32(1e-8)])]);
   b.output(cosine, "cosine", "float32", [L + 1, "positions"]);
 
-  const [topP, topI] = b.opMulti("TopK", [probs, topK], 2, { axis: -1, largest: 1, sorted: 1 }, "topk");
-  const kShape = b.op("Concat", [b.i64(L + 1, -1), topK], { axis: 0 });
-  b.output(b.op("Reshape", [topP, kShape]), "topk_probs", "float32", [L + 1, "positions", "k"]);
-  b.output(b.op("Reshape", [topI, kShape]), "topk_ids", "int64", [L + 1, "positions", "k"]);
-
   // rankOf[r, id] = 1 + position of id in row r's stable descending order.
   const vocab = b.op("Slice", [b.op("Shape", [logits]), b.i64(1), b.i64(2)]);
   const [, order] = b.opMulti("TopK", [logits, vocab], 2, { axis: -1, largest: 1, sorted: 1 }, "sort");
+
+  // The top-k is the head of that same order, so top-k and ranks always agree, ties included.
+  const topI = b.op("Slice", [order, b.i64(0), topK, b.i64(1)], {}, "head_of_order");
+  const topP = b.op("GatherElements", [probs, topI], { axis: 1 }, "head_probs");
+  const kShape = b.op("Concat", [b.i64(L + 1, -1), topK], { axis: 0 });
+  b.output(b.op("Reshape", [topP, kShape]), "topk_probs", "float32", [L + 1, "positions", "k"]);
+  b.output(b.op("Reshape", [topI, kShape]), "topk_ids", "int64", [L + 1, "positions", "k"]);
   const ladder = b.op("Expand", [b.op("Unsqueeze", [b.op("Range", [b.i64Scalar(0), b.i64Scalar(V), b.i64Scalar(1)]), b.i64(0)]), b.op("Shape", [logits])]);
   const rankOf = b.op("Add", [b.op("ScatterElements", [ladder, order, ladder], { axis: 1 }), b.i64Scalar(1)], {}, "rank_of");
 

@@ -68,6 +68,7 @@ export class GraphBuilder {
   /** Declares `value` as a graph output called `name` (an Identity is inserted when they differ). */
   output(value: string, name: string, type: ElemType, dims: Dim[]): string {
     if (value !== name) {
+      if (this.usedNames.has(name)) throw new Error(`graph ${this.name}: output name ${name} is already a value name; rename the node hint`);
       this.usedNames.add(name);
       this.nodes.push({ opType: "Identity", input: [value], output: [name], name: `${name}/identity` });
     }
