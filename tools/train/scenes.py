@@ -1,0 +1,451 @@
+#!/usr/bin/env python3
+"""Seeded CLEVR-like scenes and OCR tiles with one-word questions, drawn with PIL.
+
+Every sample is a pure function of (seed, index): `make_sample(seed, i)` always returns the same
+image, question and answer, so training data, held-out data and the bundled samples reproduce
+without storing a data set. Images are IMAGE_SIZE x IMAGE_SIZE RGB, drawn at 4x and downsampled
+(antialiased edges), which is also the model's input size, so the image processor's resize is
+the identity.
+
+Usage (from the repository root):
+
+    python3 tools/train/scenes.py --out /tmp/scenes --count 24 --seed 7   # write a few PNGs + jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+IMAGE_SIZE = 64
+SUPERSAMPLE = 4
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 35, 35),
+    "green": (35, 165, 55),
+    "blue": (35, 75, 225),
+    "yellow": (240, 215, 30),
+    "purple": (140, 50, 190),
+    "orange": (250, 135, 15),
+    "white": (248, 248, 248),
+    "black": (18, 18, 18),
+}
+SHAPES = ["circle", "square", "triangle", "star", "diamond"]
+NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five"]
+MAX_OBJECTS = 5
+# digits and capital letters; O, I and Q are left out (too close to 0, 1 and O at 64 px)
+CHARACTERS = list("0123456789") + [c for c in "ABCDEFGHJKLMNPRSTUVWXYZ"]
+
+# question types, with their prompts; "{x}" is filled per sample
+PROMPTS: dict[str, list[str]] = {
+    "color_main": [
+        "Color of the main object:",
+        "What color is the object? Answer with one word.",
+    ],
+    "shape_main": [
+        "Shape of the main object:",
+        "What shape is the object? Answer with one word.",
+    ],
+    "color_of_shape": [
+        "What color is the {shape}? Answer with one word.",
+        "Color of the {shape}:",
+    ],
+    "shape_of_color": [
+        "What shape is the {color} object? Answer with one word.",
+        "Shape of the {color} object:",
+    ],
+    "count": [
+        "How many objects are there? Answer with one word.",
+        "Number of objects:",
+    ],
+    "left_right": [
+        "Which is on the {side}, the {a} or the {b}? Answer with one word.",
+    ],
+    "ocr": [
+        "What is written here? Answer with one word.",
+        "What character is shown? Answer with one word.",
+    ],
+    "caption": [
+        "Describe the image in a few words.",
+    ],
+}
+QUESTION_TYPES = list(PROMPTS)
+ONE_WORD_TYPES = [t for t in QUESTION_TYPES if t != "caption"]
+
+
+@dataclass
+class SceneObject:
+    shape: str
+    color: str
+    size: str  # "small" or "large"
+    x: float  # centre, in output pixels
+    y: float
+    r: float  # bounding-circle radius, in output pixels
+
+
+@dataclass
+class Sample:
+    qtype: str
+    question: str
+    answer: str
+    image: Image.Image
+    objects: list[SceneObject] = field(default_factory=list)
+    text: str | None = None  # the character of an OCR tile
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def _jitter(rgb: tuple[int, int, int], rng: random.Random, amount: int) -> tuple[int, int, int]:
+    return tuple(max(0, min(255, c + rng.randint(-amount, amount))) for c in rgb)  # type: ignore[return-value]
+
+
+def _background(rng: random.Random, nrng: np.random.Generator) -> Image.Image:
+    """Muted grey-ish tone (white and black objects both stay visible), plain, noisy or a gradient."""
+    base = rng.randint(95, 185)
+    tint = [base + rng.randint(-22, 22) for _ in range(3)]
+    kind = rng.random()
+    arr = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float64)
+    arr[:] = tint
+    if kind < 0.4:
+        pass  # plain
+    elif kind < 0.8:
+        arr += nrng.normal(0.0, rng.uniform(6, 22), size=arr.shape)
+    else:
+        ramp = np.linspace(-1, 1, IMAGE_SIZE)
+        grad = ramp[None, :, None] if rng.random() < 0.5 else ramp[:, None, None]
+        arr += grad * rng.uniform(10, 30) + nrng.normal(0.0, 4, size=arr.shape)
+    return Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8), mode="RGB")
+
+
+def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]] | None:
+    if shape == "square":
+        h = r * 0.82
+        return [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
+    if shape == "triangle":
+        pts = []
+        for k in range(3):
+            a = -math.pi / 2 + k * 2 * math.pi / 3
+            pts.append((cx + r * math.cos(a), cy + r * 1.05 * math.sin(a) + r * 0.12))
+        return pts
+    if shape == "star":
+        pts = []
+        for k in range(10):
+            a = -math.pi / 2 + k * math.pi / 5
+            rr = r if k % 2 == 0 else r * 0.45
+            pts.append((cx + rr * math.cos(a), cy + rr * math.sin(a)))
+        return pts
+    if shape == "diamond":
+        return [(cx, cy - r), (cx + r * 0.68, cy), (cx, cy + r), (cx - r * 0.68, cy)]
+    return None  # circle
+
+
+def _draw_objects(bg: Image.Image, objects: list[SceneObject], rng: random.Random) -> Image.Image:
+    s = SUPERSAMPLE
+    overlay = Image.new("RGBA", (IMAGE_SIZE * s, IMAGE_SIZE * s), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    for obj in objects:
+        fill = _jitter(COLORS[obj.color], rng, 12)
+        outline = None
+        width = 0
+        if rng.random() < 0.3:
+            # an outline in a darker shade (lighter for black) keeps the object's colour name
+            outline = tuple(int(c * 0.45) for c in fill) if obj.color != "black" else (120, 120, 120)
+            width = s * (2 if obj.size == "large" and rng.random() < 0.3 else 1)
+        cx, cy, r = obj.x * s, obj.y * s, obj.r * s
+        poly = _polygon(obj.shape, cx, cy, r)
+        if poly is None:
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill + (255,),
+                         outline=(outline + (255,)) if outline else None, width=width)
+        else:
+            draw.polygon(poly, fill=fill + (255,), outline=(outline + (255,)) if outline else None, width=width)
+    small = overlay.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+    out = bg.convert("RGBA")
+    out.alpha_composite(small)
+    return out.convert("RGB")
+
+
+def _place(n: int, rng: random.Random, sizes: list[str]) -> list[tuple[float, float, float, str]] | None:
+    """Centres and radii with no overlap of bounding circles (a 1 px gap)."""
+    placed: list[tuple[float, float, float, str]] = []
+    for size in sizes:
+        for _ in range(200):
+            r = rng.uniform(5.0, 7.0) if size == "small" else rng.uniform(9.0, 11.5)
+            x = rng.uniform(r + 1, IMAGE_SIZE - r - 1)
+            y = rng.uniform(r + 1, IMAGE_SIZE - r - 1)
+            if all(math.hypot(x - px, y - py) >= r + pr + 1.0 for px, py, pr, _ in placed):
+                placed.append((x, y, r, size))
+                break
+        else:
+            return None
+    return placed if len(placed) == n else None
+
+
+def make_scene(rng: random.Random, nrng: np.random.Generator, n: int, shapes: list[str], colors: list[str]) -> tuple[Image.Image, list[SceneObject]]:
+    while True:
+        sizes = [rng.choice(["small", "large"]) for _ in range(n)]
+        spots = _place(n, rng, sizes)
+        if spots is None:
+            # crowded: retry with more small objects
+            sizes = ["small" if rng.random() < 0.7 else "large" for _ in range(n)]
+            spots = _place(n, rng, sizes)
+        if spots is not None:
+            break
+    objects = [SceneObject(sh, co, size, x, y, r) for (x, y, r, size), sh, co in zip(spots, shapes, colors)]
+    image = _draw_objects(_background(rng, nrng), objects, rng)
+    return image, objects
+
+
+_FONTS: dict[int, ImageFont.FreeTypeFont] = {}
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    # Pillow's built-in default font (Aileron, embedded in Pillow), scalable
+    if size not in _FONTS:
+        _FONTS[size] = ImageFont.load_default(size=size)  # type: ignore[assignment]
+    return _FONTS[size]
+
+
+def make_ocr_tile(rng: random.Random, nrng: np.random.Generator, char: str) -> Image.Image:
+    s = SUPERSAMPLE
+    if rng.random() < 0.6:
+        paper = tuple(rng.randint(200, 255) for _ in range(3))
+        ink = tuple(rng.randint(0, 70) for _ in range(3))
+    else:
+        paper = tuple(rng.randint(0, 70) for _ in range(3))
+        ink = tuple(rng.randint(200, 255) for _ in range(3))
+    if rng.random() < 0.3:  # coloured ink
+        ink = _jitter(COLORS[rng.choice(["red", "green", "blue", "purple"] if sum(paper) > 380 else ["yellow", "orange", "white"])], rng, 10)
+    big = Image.new("RGB", (IMAGE_SIZE * s, IMAGE_SIZE * s), paper)  # type: ignore[arg-type]
+    draw = ImageDraw.Draw(big)
+    size = rng.randint(28, 44) * s
+    font = _font(size)
+    left, top, right, bottom = draw.textbbox((0, 0), char, font=font)
+    w, h = right - left, bottom - top
+    margin = 4 * s
+    x = rng.uniform(margin, max(margin, IMAGE_SIZE * s - margin - w)) - left
+    y = rng.uniform(margin, max(margin, IMAGE_SIZE * s - margin - h)) - top
+    stroke = rng.choice([0, 0, 1]) * s
+    draw.text((x, y), char, font=font, fill=ink, stroke_width=stroke, stroke_fill=ink)
+    if rng.random() < 0.4:  # a tile border
+        b = rng.randint(1, 3) * s
+        draw.rectangle([b, b, IMAGE_SIZE * s - 1 - b, IMAGE_SIZE * s - 1 - b], outline=ink, width=s)
+    img = big.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+    if rng.random() < 0.5:
+        arr = np.asarray(img, dtype=np.float64) + nrng.normal(0.0, rng.uniform(3, 15), size=(IMAGE_SIZE, IMAGE_SIZE, 3))
+        img = Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8), mode="RGB")
+    return img
+
+
+# --------------------------------------------------------------------------- questions
+
+MIN_DX = 6.0  # left/right questions only about objects at least this far apart horizontally
+
+
+@dataclass
+class Question:
+    qtype: str
+    question: str
+    answer: str
+
+
+def caption_of(objects: list[SceneObject]) -> str:
+    parts = [f"{'an' if o.color == 'orange' else 'a'} {o.color} {o.shape}" for o in sorted(objects, key=lambda o: o.x)]
+    if len(parts) == 1:
+        return parts[0]
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def scene_questions(objects: list[SceneObject], rng: random.Random) -> dict[str, list[Question]]:
+    """Every unambiguous question about a scene, by type (one random phrasing each)."""
+    out: dict[str, list[Question]] = {t: [] for t in QUESTION_TYPES}
+
+    def ask(qtype: str, answer: str, **fill: str) -> None:
+        out[qtype].append(Question(qtype, rng.choice(PROMPTS[qtype]).format(**fill), answer))
+
+    n = len(objects)
+    if n == 1:
+        ask("color_main", objects[0].color)
+        ask("shape_main", objects[0].shape)
+    ask("count", NUMBER_WORDS[n])
+    shapes = [o.shape for o in objects]
+    colors = [o.color for o in objects]
+    for o in objects:
+        if shapes.count(o.shape) == 1:
+            ask("color_of_shape", o.color, shape=o.shape)
+        if colors.count(o.color) == 1:
+            ask("shape_of_color", o.shape, color=o.color)
+    for key in ("shape", "color"):
+        values = [getattr(o, key) for o in objects]
+        named = [o for o in objects if values.count(getattr(o, key)) == 1]
+        for ia in range(len(named)):
+            for ib in range(ia + 1, len(named)):
+                a, b = named[ia], named[ib]
+                if abs(a.x - b.x) < MIN_DX:
+                    continue
+                side = rng.choice(["left", "right"])
+                winner = min((a, b), key=lambda o: o.x) if side == "left" else max((a, b), key=lambda o: o.x)
+                names = [getattr(a, key), getattr(b, key)]
+                rng.shuffle(names)
+                if key == "color":
+                    names = [f"{c} one" for c in names]
+                ask("left_right", getattr(winner, key), side=side, a=names[0], b=names[1])
+    if n <= 3:
+        ask("caption", caption_of(objects))
+    return out
+
+
+def random_scene(rng: random.Random, nrng: np.random.Generator, n: int) -> tuple[Image.Image, list[SceneObject]]:
+    shapes = [rng.choice(SHAPES) for _ in range(n)]
+    colors = [rng.choice(list(COLORS)) for _ in range(n)]
+    return make_scene(rng, nrng, n, shapes, colors)
+
+
+def _rngs(seed: int, index: int) -> tuple[random.Random, np.random.Generator]:
+    return random.Random(f"scenes/{seed}/{index}"), np.random.default_rng([seed, index, 7])
+
+
+def _ocr(rng: random.Random, nrng: np.random.Generator) -> tuple[Image.Image, str]:
+    char = rng.choice(CHARACTERS)
+    return make_ocr_tile(rng, nrng, char), char
+
+
+# objects per scene when a sample of a given type is asked for
+_COUNTS = {"color_main": (1, 1), "shape_main": (1, 1), "count": (1, MAX_OBJECTS), "caption": (1, 3),
+           "left_right": (2, 4), "color_of_shape": (2, MAX_OBJECTS), "shape_of_color": (2, MAX_OBJECTS)}
+
+
+def make_sample(seed: int, index: int, qtype: str) -> Sample:
+    """One image with one question of the given type; a pure function of (seed, index, qtype)."""
+    if qtype not in PROMPTS:
+        raise ValueError(f"unknown question type {qtype!r}; expected one of {QUESTION_TYPES}")
+    rng, nrng = _rngs(seed, index)
+    if qtype == "ocr":
+        image, char = _ocr(rng, nrng)
+        return Sample(qtype, rng.choice(PROMPTS["ocr"]), char, image, [], text=char)
+    lo, hi = _COUNTS[qtype]
+    while True:
+        image, objects = random_scene(rng, nrng, rng.randint(lo, hi))
+        candidates = scene_questions(objects, rng)[qtype]
+        if candidates:
+            q = rng.choice(candidates)
+            return Sample(qtype, q.question, q.answer, image, objects)
+
+
+@dataclass
+class TrainingItem:
+    image: Image.Image
+    questions: list[Question]
+    objects: list[SceneObject]
+    text: str | None = None  # the character of an OCR tile
+
+
+def make_training_item(
+    seed: int, index: int, k: int, weights: dict[str, float], p_ocr: float = 0.2, p_single: float = 0.2
+) -> TrainingItem:
+    """One image with up to k different questions about it, drawn by type weight."""
+    rng, nrng = _rngs(seed, index)
+    u = rng.random()
+    if u < p_ocr:
+        image, char = _ocr(rng, nrng)
+        qs = [Question("ocr", p, char) for p in PROMPTS["ocr"]]
+        return TrainingItem(image, rng.sample(qs, min(k, len(qs))) if weights.get("ocr", 0) > 0 else [], [], char)
+    n = 1 if u < p_ocr + p_single else rng.randint(2, MAX_OBJECTS)
+    image, objects = random_scene(rng, nrng, n)
+    candidates = scene_questions(objects, rng)
+    chosen: list[Question] = []
+    while len(chosen) < k:
+        types = [t for t, qs in candidates.items() if qs and weights.get(t, 0) > 0]
+        if not types:
+            break
+        t = rng.choices(types, weights=[weights[t] for t in types])[0]
+        chosen.append(candidates[t].pop(rng.randrange(len(candidates[t]))))
+    return TrainingItem(image, chosen, objects)
+
+
+def patch_labels(objects: list[SceneObject], patch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per patch (row-major): colour id and shape id of the object covering most of it
+    (len(COLORS) and len(SHAPES) when objects cover under a fifth of the patch: background), and
+    whether an object's centre lies in it. Used only by the training's auxiliary vision loss."""
+    g = IMAGE_SIZE // patch
+    mask = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
+    draw = ImageDraw.Draw(mask)
+    for i, o in enumerate(objects):
+        poly = _polygon(o.shape, o.x, o.y, o.r)
+        if poly is None:
+            draw.ellipse([o.x - o.r, o.y - o.r, o.x + o.r, o.y + o.r], fill=i + 1)
+        else:
+            draw.polygon(poly, fill=i + 1)
+    m = np.asarray(mask).reshape(g, patch, g, patch).transpose(0, 2, 1, 3).reshape(g * g, patch * patch)
+    color_id = np.full(g * g, len(COLORS), dtype=np.int64)
+    shape_id = np.full(g * g, len(SHAPES), dtype=np.int64)
+    colors = list(COLORS)
+    for p in range(g * g):
+        counts = np.bincount(m[p], minlength=len(objects) + 1)
+        counts[0] = 0
+        best = int(counts.argmax())
+        if counts[best] >= patch * patch // 5:
+            color_id[p] = colors.index(objects[best - 1].color)
+            shape_id[p] = SHAPES.index(objects[best - 1].shape)
+    centre = np.zeros(g * g, dtype=np.int64)
+    for o in objects:
+        centre[min(g - 1, int(o.y) // patch) * g + min(g - 1, int(o.x) // patch)] = 1
+    return color_id, shape_id, centre
+
+
+def corpus_lines() -> list[str]:
+    """Text for training the tokenizer, spelled as it appears between special tokens in a
+    rendered sample: a question right after "<image>\n" (no leading space), then
+    " ASSISTANT:" and " " + answer. Every filler of every prompt is included."""
+    lines: list[str] = []
+    colors = list(COLORS)
+    for prompts in PROMPTS.values():
+        for p in prompts:
+            if "{shape}" in p:
+                lines += [p.format(shape=s) for s in SHAPES]
+            elif "{color}" in p:
+                lines += [p.format(color=c) for c in colors]
+            elif "{side}" in p:
+                for side in ("left", "right"):
+                    lines += [p.format(side=side, a=a, b=b) for a in SHAPES for b in SHAPES if a != b]
+                    lines += [p.format(side=side, a=f"{a} one", b=f"{b} one") for a in colors for b in colors if a != b]
+            else:
+                lines += [p] * 4
+    lines = [line + " ASSISTANT:" for line in lines]
+    rng = random.Random("corpus")
+    answers = colors + SHAPES + NUMBER_WORDS[1:] + CHARACTERS
+    for _ in range(40):
+        lines.append(" " + " ".join(rng.sample(answers, len(answers))))
+    for _ in range(300):
+        k = rng.randint(1, 3)
+        objs = [SceneObject(rng.choice(SHAPES), rng.choice(colors), "small", rng.random(), 0, 0) for _ in range(k)]
+        lines.append(" " + caption_of(objs))
+    lines += [" USER:"] * 20
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--count", type=int, default=24)
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    with (args.out / "questions.jsonl").open("w", encoding="utf-8") as f:
+        for i in range(args.count):
+            s = make_sample(args.seed, i, QUESTION_TYPES[i % len(QUESTION_TYPES)])
+            name = f"{i:03d}_{s.qtype}.png"
+            s.image.save(args.out / name)
+            f.write(json.dumps({"image": name, "question": s.question, "answer": s.answer, "type": s.qtype}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
