@@ -22,7 +22,7 @@ import scenes  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_DIR = REPO_ROOT / "media" / "models" / "lens-scenes-tiny"
 
-PATCH_SIZE = 8
+PATCH_SIZE = 16
 NUM_IMAGE_TOKENS = (scenes.IMAGE_SIZE // PATCH_SIZE) ** 2  # "default" strategy: CLS dropped
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]

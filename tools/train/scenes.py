@@ -26,6 +26,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 IMAGE_SIZE = 64
 SUPERSAMPLE = 4
+CELL = 16  # the vision tower's patch size: objects are laid out one per cell
+GRID = IMAGE_SIZE // CELL
+RADIUS = {"small": (4.8, 5.6), "large": (6.5, 7.3)}  # bounding-circle radius, output pixels
+JITTER = 1.5  # largest offset of an object's centre from its cell's centre, output pixels
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 35, 35),
@@ -172,32 +176,23 @@ def _draw_objects(bg: Image.Image, objects: list[SceneObject], rng: random.Rando
     return out.convert("RGB")
 
 
-def _place(n: int, rng: random.Random, sizes: list[str]) -> list[tuple[float, float, float, str]] | None:
-    """Centres and radii with no overlap of bounding circles (a 1 px gap)."""
+def _place(n: int, rng: random.Random, sizes: list[str]) -> list[tuple[float, float, float, str]]:
+    """One object per cell of a GRID x GRID grid (the vision tower's patch grid), each inside its
+    cell with a random offset, so every object falls in exactly one patch."""
+    cells = rng.sample(range(GRID * GRID), n)
     placed: list[tuple[float, float, float, str]] = []
-    for size in sizes:
-        for _ in range(200):
-            r = rng.uniform(5.0, 7.0) if size == "small" else rng.uniform(9.0, 11.5)
-            x = rng.uniform(r + 1, IMAGE_SIZE - r - 1)
-            y = rng.uniform(r + 1, IMAGE_SIZE - r - 1)
-            if all(math.hypot(x - px, y - py) >= r + pr + 1.0 for px, py, pr, _ in placed):
-                placed.append((x, y, r, size))
-                break
-        else:
-            return None
-    return placed if len(placed) == n else None
+    for cell, size in zip(cells, sizes):
+        r = rng.uniform(*RADIUS[size])
+        slack = min(JITTER, CELL / 2 - r - 0.6)
+        x = (cell % GRID + 0.5) * CELL + rng.uniform(-slack, slack)
+        y = (cell // GRID + 0.5) * CELL + rng.uniform(-slack, slack)
+        placed.append((x, y, r, size))
+    return placed
 
 
 def make_scene(rng: random.Random, nrng: np.random.Generator, n: int, shapes: list[str], colors: list[str]) -> tuple[Image.Image, list[SceneObject]]:
-    while True:
-        sizes = [rng.choice(["small", "large"]) for _ in range(n)]
-        spots = _place(n, rng, sizes)
-        if spots is None:
-            # crowded: retry with more small objects
-            sizes = ["small" if rng.random() < 0.7 else "large" for _ in range(n)]
-            spots = _place(n, rng, sizes)
-        if spots is not None:
-            break
+    sizes = [rng.choice(["small", "large"]) for _ in range(n)]
+    spots = _place(n, rng, sizes)
     objects = [SceneObject(sh, co, size, x, y, r) for (x, y, r, size), sh, co in zip(spots, shapes, colors)]
     image = _draw_objects(_background(rng, nrng), objects, rng)
     return image, objects
@@ -225,13 +220,13 @@ def make_ocr_tile(rng: random.Random, nrng: np.random.Generator, char: str) -> I
         ink = _jitter(COLORS[rng.choice(["red", "green", "blue", "purple"] if sum(paper) > 380 else ["yellow", "orange", "white"])], rng, 10)
     big = Image.new("RGB", (IMAGE_SIZE * s, IMAGE_SIZE * s), paper)  # type: ignore[arg-type]
     draw = ImageDraw.Draw(big)
-    size = rng.randint(28, 44) * s
+    size = rng.randint(38, 44) * s
     font = _font(size)
     left, top, right, bottom = draw.textbbox((0, 0), char, font=font)
     w, h = right - left, bottom - top
-    margin = 4 * s
-    x = rng.uniform(margin, max(margin, IMAGE_SIZE * s - margin - w)) - left
-    y = rng.uniform(margin, max(margin, IMAGE_SIZE * s - margin - h)) - top
+    # roughly centred (a few pixels of jitter), so the character covers the middle patches
+    x = (IMAGE_SIZE * s - w) / 2 + rng.uniform(-2, 2) * s - left
+    y = (IMAGE_SIZE * s - h) / 2 + rng.uniform(-2, 2) * s - top
     stroke = rng.choice([0, 0, 1]) * s
     draw.text((x, y), char, font=font, fill=ink, stroke_width=stroke, stroke_fill=ink)
     if rng.random() < 0.4:  # a tile border
@@ -247,6 +242,7 @@ def make_ocr_tile(rng: random.Random, nrng: np.random.Generator, char: str) -> I
 # --------------------------------------------------------------------------- questions
 
 MIN_DX = 6.0  # left/right questions only about objects at least this far apart horizontally
+# (objects in neighbouring columns are at least 16 - 2 * 2.6 px apart)
 
 
 @dataclass
@@ -326,7 +322,9 @@ def make_sample(seed: int, index: int, qtype: str) -> Sample:
     """One image with one question of the given type; a pure function of (seed, index, qtype)."""
     if qtype not in PROMPTS:
         raise ValueError(f"unknown question type {qtype!r}; expected one of {QUESTION_TYPES}")
-    rng, nrng = _rngs(seed, index)
+    # the type is part of the seed, so different types at one index get different scenes
+    rng = random.Random(f"scenes/{seed}/{qtype}/{index}")
+    nrng = np.random.default_rng([seed, index, 7, QUESTION_TYPES.index(qtype)])
     if qtype == "ocr":
         image, char = _ocr(rng, nrng)
         return Sample(qtype, rng.choice(PROMPTS["ocr"]), char, image, [], text=char)
@@ -370,34 +368,19 @@ def make_training_item(
     return TrainingItem(image, chosen, objects)
 
 
-def patch_labels(objects: list[SceneObject], patch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per patch (row-major): colour id and shape id of the object covering most of it
-    (len(COLORS) and len(SHAPES) when objects cover under a fifth of the patch: background), and
-    whether an object's centre lies in it. Used only by the training's auxiliary vision loss."""
+def patch_labels(objects: list[SceneObject], patch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per patch (row-major): colour id and shape id of the object whose centre lies in it
+    (len(COLORS) and len(SHAPES) for background). Objects are laid out one per patch-sized
+    cell, so this is the object the patch shows. Used only by the training's auxiliary loss."""
     g = IMAGE_SIZE // patch
-    mask = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
-    draw = ImageDraw.Draw(mask)
-    for i, o in enumerate(objects):
-        poly = _polygon(o.shape, o.x, o.y, o.r)
-        if poly is None:
-            draw.ellipse([o.x - o.r, o.y - o.r, o.x + o.r, o.y + o.r], fill=i + 1)
-        else:
-            draw.polygon(poly, fill=i + 1)
-    m = np.asarray(mask).reshape(g, patch, g, patch).transpose(0, 2, 1, 3).reshape(g * g, patch * patch)
     color_id = np.full(g * g, len(COLORS), dtype=np.int64)
     shape_id = np.full(g * g, len(SHAPES), dtype=np.int64)
     colors = list(COLORS)
-    for p in range(g * g):
-        counts = np.bincount(m[p], minlength=len(objects) + 1)
-        counts[0] = 0
-        best = int(counts.argmax())
-        if counts[best] >= patch * patch // 5:
-            color_id[p] = colors.index(objects[best - 1].color)
-            shape_id[p] = SHAPES.index(objects[best - 1].shape)
-    centre = np.zeros(g * g, dtype=np.int64)
     for o in objects:
-        centre[min(g - 1, int(o.y) // patch) * g + min(g - 1, int(o.x) // patch)] = 1
-    return color_id, shape_id, centre
+        p = min(g - 1, int(o.y) // patch) * g + min(g - 1, int(o.x) // patch)
+        color_id[p] = colors.index(o.color)
+        shape_id[p] = SHAPES.index(o.shape)
+    return color_id, shape_id
 
 
 def corpus_lines() -> list[str]:

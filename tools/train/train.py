@@ -3,8 +3,14 @@
 
 A LlavaForConditionalGeneration: a small CLIP vision tower, a two-layer projector and a LLaMA
 decoder with grouped KV heads, with a LLaMA-style BPE tokenizer trained on the generated text
-and a LLaVA-1.5-style chat template. Data come from scenes.py, one fresh sample per step and
-batch slot, so nothing is stored and everything is a function of the seed.
+and a LLaVA-1.5-style chat template. Data come from scenes.py, fresh images every step, so
+nothing is stored and everything is a function of the seed.
+
+Two stages: (1) the vision tower alone learns per-patch colour and shape targets
+and the OCR character (on every patch) through training-only linear heads (standing in for the pretrained CLIP
+that LLaVA starts from); (2) everything trains on the answer tokens (plus EOS) of one-word
+questions and captions, with the auxiliary vision loss fading out. Each image carries several
+questions; the shared prefix (BOS, "USER:", image tokens, "\n") runs once per image.
 
 Usage (from the repository root):
 
@@ -126,42 +132,46 @@ def forward_loss(model, batch) -> torch.Tensor:
 
 
 class AuxHeads(torch.nn.Module):
-    """Training-only linear probes on the vision features that go into the projector: per patch
-    the colour and shape of the object covering it (or background) and whether an object's
-    centre is in it; per image the OCR character. They give the
-    tower a dense signal early on; they are not part of the saved model."""
+    """Training-only linear probes on the vision features that go into the projector, per patch:
+    the colour and shape of the object in it (or background) and, on OCR tiles, the character
+    (every patch of a tile must know it, so the tower's attention gathers the glyph). They give
+    the tower a dense signal early on; they are not part of the saved model."""
 
     def __init__(self, hidden: int):
         super().__init__()
         self.color = torch.nn.Linear(hidden, len(scenes.COLORS) + 1)
         self.shape = torch.nn.Linear(hidden, len(scenes.SHAPES) + 1)
-        self.centre = torch.nn.Linear(hidden, 2)
         self.char = torch.nn.Linear(hidden, len(scenes.CHARACTERS))
 
-    def forward(self, feats: torch.Tensor, labels: dict) -> torch.Tensor:
-        pooled = feats.mean(1)
-        loss = F.cross_entropy(self.color(feats).flatten(0, 1), labels["color"].flatten(), ignore_index=-100)
-        loss = loss + F.cross_entropy(self.shape(feats).flatten(0, 1), labels["shape"].flatten(), ignore_index=-100)
-        loss = loss + F.cross_entropy(self.centre(feats).flatten(0, 1), labels["centre"].flatten(), ignore_index=-100)
-        if bool((labels["char"] >= 0).any()):
-            loss = loss + 0.5 * F.cross_entropy(self.char(pooled), labels["char"], ignore_index=-100)
-        return loss
+    def forward(self, feats: torch.Tensor, labels: dict) -> tuple[torch.Tensor, dict]:
+        loss = feats.new_zeros(())
+        acc = {}
+        for name in ("color", "shape", "char"):
+            y = labels[name].flatten()
+            keep = y >= 0
+            if not bool(keep.any()):
+                continue
+            logits = getattr(self, name)(feats.flatten(0, 1)[keep])
+            loss = loss + F.cross_entropy(logits, y[keep])
+            # accuracy on object patches (background patches are easy and many)
+            obj = y[keep] < logits.shape[1] - 1 if name != "char" else torch.ones_like(y[keep], dtype=torch.bool)
+            if bool(obj.any()):
+                acc[name] = float((logits.argmax(1)[obj] == y[keep][obj]).float().mean())
+        return loss, acc
 
 
 def aux_labels(items) -> dict:
     n = common.NUM_IMAGE_TOKENS
-    color, shape, centre, char = [], [], [], []
+    color, shape, char = [], [], []
     for it in items:
-        if it.text is not None:  # OCR tile: only the character
+        if it.text is not None:  # OCR tile: only the character, on every patch
             color.append(torch.full((n,), -100)), shape.append(torch.full((n,), -100))
-            centre.append(torch.full((n,), -100))
-            char.append(scenes.CHARACTERS.index(it.text))
+            char.append(torch.full((n,), scenes.CHARACTERS.index(it.text)))
         else:
-            c, s, e = scenes.patch_labels(it.objects, common.PATCH_SIZE)
-            color.append(torch.from_numpy(c)), shape.append(torch.from_numpy(s)), centre.append(torch.from_numpy(e))
-            char.append(-100)
-    return {"color": torch.stack(color), "shape": torch.stack(shape), "centre": torch.stack(centre),
-            "char": torch.tensor(char)}
+            c, s = scenes.patch_labels(it.objects, common.PATCH_SIZE)
+            color.append(torch.from_numpy(c)), shape.append(torch.from_numpy(s))
+            char.append(torch.full((n,), -100))
+    return {"color": torch.stack(color), "shape": torch.stack(shape), "char": torch.stack(char)}
 
 
 def vision_features(model, pv: torch.Tensor) -> torch.Tensor:
@@ -194,6 +204,19 @@ def shared_prefix_loss(model, prefix: torch.Tensor, image_token_id: int, batch, 
              past_key_values=cache, cache_position=positions, use_cache=True)
     logits = model.lm_head(out.last_hidden_state[pos_r, pos_t])
     return F.cross_entropy(logits, labels)
+
+
+@torch.no_grad()
+def check_shared_prefix(model, enc: common.Encoder, prefix: list[int], pad_id: int, seed: int) -> None:
+    """shared_prefix_loss must equal the plain single-turn forward on the same questions."""
+    was_training = model.training
+    model.eval()
+    items = [scenes.make_training_item(seed, 3_000_000 + i, 4, TYPE_WEIGHTS) for i in range(6)]
+    shared = shared_prefix_loss(model, torch.tensor(prefix), enc.image_token_id, common.collate_shared(items, enc, prefix, pad_id))
+    samples = [scenes.Sample(q.qtype, q.question, q.answer, it.image) for it in items for q in it.questions]
+    plain = forward_loss(model, common.collate(samples, enc, pad_id))
+    assert abs(float(shared) - float(plain)) < 1e-5, (float(shared), float(plain))
+    model.train(was_training)
 
 
 @torch.no_grad()
@@ -259,6 +282,8 @@ def save_folder(model, processor, folder: Path) -> None:
     jinja = folder / "chat_template.jinja"
     write_json(folder / "chat_template.json", {"chat_template": jinja.read_text(encoding="utf-8")})
     jinja.unlink()
+    for f in folder.iterdir():
+        f.chmod(0o644)  # safetensors writes its file 0600
 
 
 def write_json(path: Path, obj) -> None:
@@ -298,10 +323,10 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=common.DEFAULT_MODEL_DIR)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--eval-seed", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--steps", type=int, default=4500)
     ap.add_argument("--images", type=int, default=16, help="images per step")
     ap.add_argument("--questions", type=int, default=4, help="questions per image (at most)")
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument("--curriculum", type=float, default=0.15)
@@ -310,16 +335,16 @@ def main() -> int:
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--intermediate", type=int, default=384)
-    ap.add_argument("--vision-hidden", type=int, default=96)
+    ap.add_argument("--vision-hidden", type=int, default=128)
     ap.add_argument("--vision-layers", type=int, default=3)
     ap.add_argument("--vision-heads", type=int, default=4)
-    ap.add_argument("--vision-steps", type=int, default=300, help="stage 1: vision tower on auxiliary targets")
+    ap.add_argument("--vision-steps", type=int, default=4000, help="stage 1: vision tower on auxiliary targets")
     ap.add_argument("--vision-lr", type=float, default=1e-3)
     ap.add_argument("--aux-weight", type=float, default=0.3, help="auxiliary vision loss weight in stage 2 ...")
-    ap.add_argument("--aux-until", type=float, default=0.5, help="... decaying linearly to 0 at this fraction")
+    ap.add_argument("--aux-until", type=float, default=0.7, help="... decaying linearly to 0 at this fraction")
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--eval-per-type", type=int, default=48)
-    ap.add_argument("--max-minutes", type=float, default=70.0, help="stop early and keep the best checkpoint")
+    ap.add_argument("--max-minutes", type=float, default=68.0, help="stop early and keep the best checkpoint")
     ap.add_argument("--bench", type=int, default=0, help="only time this many steps")
     args = ap.parse_args()
 
@@ -357,23 +382,27 @@ def main() -> int:
     # stage 1: the vision tower alone, on the auxiliary per-patch targets (a stand-in for the
     # pretrained CLIP that LLaVA starts from); the language model cannot learn to read an
     # untrained tower's features in the time we have (it stays at chance for 800+ steps)
-    if args.vision_steps:
+    if args.vision_steps and not args.bench:
         vparams = list(model.model.vision_tower.parameters()) + list(aux.parameters())
         vopt = adamw(vparams, args.vision_lr)
         vema = None
+        vacc: dict[str, float] = {}
         for step in range(args.vision_steps):
             for g in vopt.param_groups:
                 g["lr"] = args.vision_lr * min(1.0, (step + 1) / 50)
             items = [scenes.make_training_item(args.seed + 1000, step * 32 + j, 0, {}) for j in range(32)]
             pv = torch.from_numpy(np.stack([common.pixels(it.image) for it in items]))
-            loss = aux(vision_features(model, pv), aux_labels(items))
+            loss, acc = aux(vision_features(model, pv), aux_labels(items))
+            for k, v in acc.items():
+                vacc[k] = v if k not in vacc else 0.95 * vacc[k] + 0.05 * v
             vopt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(vparams, 1.0)
             vopt.step()
             vema = loss.item() if vema is None else 0.95 * vema + 0.05 * loss.item()
             if step % 100 == 0 or step == args.vision_steps - 1:
-                log(f"vision step {step:5d}  aux loss {vema:.4f}  {(time.time() - t0) / 60:6.1f} min")
+                accs = "  ".join(f"{k} {v:.3f}" for k, v in sorted(vacc.items()))
+                log(f"vision step {step:5d}  aux loss {vema:.4f}  accuracy {accs}  {(time.time() - t0) / 60:6.1f} min")
 
     opt = adamw(list(model.parameters()) + list(aux.parameters()), args.lr)
 
@@ -385,6 +414,7 @@ def main() -> int:
 
     prefix = common.prefix_ids(enc)
     prefix_t = torch.tensor(prefix)
+    check_shared_prefix(model, enc, prefix, pad_id, args.seed)
     best: tuple[float, dict | None, dict] = (-1.0, None, {})
     history = []
     ema = None
@@ -405,7 +435,7 @@ def main() -> int:
         loss = lm_loss
         aux_w = args.aux_weight * max(0.0, 1.0 - step / (args.aux_until * args.steps))
         if aux_w > 0:
-            loss = loss + aux_w * aux(raw_feats, aux_labels(items))
+            loss = loss + aux_w * aux(raw_feats, aux_labels(items))[0]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(aux.parameters()), 1.0)
