@@ -6,7 +6,9 @@ import * as esbuild from "esbuild";
 const watch = process.argv.includes("--watch");
 const production = process.argv.includes("--production");
 
-const common = { bundle: true, sourcemap: !production, minify: production, logLevel: "info" };
+// jsonc-parser's "main" is a UMD build whose dynamic requires esbuild cannot follow: use its ESM build.
+const alias = { "jsonc-parser": "jsonc-parser/lib/esm/main.js" };
+const common = { bundle: true, sourcemap: !production, minify: production, logLevel: "info", alias };
 const nodeNative = ["onnxruntime-node", "sharp"];
 
 const builds = [

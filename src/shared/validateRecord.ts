@@ -8,6 +8,7 @@
  * Every error is "<JSON pointer>: <what is wrong>", e.g. "/lens/entropy/shape: must have 2 items".
  */
 import Ajv, { type ErrorObject, type ValidateFunction } from "ajv";
+import { describeSchemaErrors } from "./schemaErrors";
 import { type LensRecord, type NumericBlock, SEGMENTS } from "./lensRecord";
 import lensRecordSchema from "./lensRecord.schema.json";
 
@@ -35,7 +36,7 @@ function validateSchema(value: unknown): ErrorObject[] {
 
 export function validateLensRecord(value: unknown): RecordValidation {
   const schemaErrors = validateSchema(value);
-  const errors = schemaErrors.length ? describeSchemaErrors(schemaErrors) : checkSemantics(value as LensRecord);
+  const errors = schemaErrors.length ? describeSchemaErrors(schemaErrors, "keys are token ids or layers written as decimal integers") : checkSemantics(value as LensRecord);
   if (errors.length === 0) return { ok: true, record: value as LensRecord };
   const unique = [...new Set(errors)];
   return {
@@ -49,74 +50,6 @@ export function assertLensRecord(value: unknown): LensRecord {
   const v = validateLensRecord(value);
   if (!v.ok) throw new InvalidLensRecordError(v.errors);
   return v.record;
-}
-
-// --- Schema errors, in words -------------------------------------------------------------
-
-function describeSchemaErrors(errors: ErrorObject[]): string[] {
-  // "propertyNames" wraps the error of the key itself, which says more.
-  return errors.filter((e) => e.keyword !== "propertyNames").map(describeSchemaError);
-}
-
-function describeSchemaError(e: ErrorObject): string {
-  const here = e.instancePath || "/";
-  const params = e.params as Record<string, unknown>;
-  const limits = e.parentSchema as { minItems?: number; maxItems?: number; properties?: Record<string, unknown> } | undefined;
-  if (e.propertyName !== undefined) {
-    return `${child(e.instancePath, e.propertyName)}: is not a valid key here (keys are token ids or layers written as decimal integers)`;
-  }
-  switch (e.keyword) {
-    case "required":
-      return `${child(e.instancePath, String(params.missingProperty))}: is required but missing`;
-    case "additionalProperties":
-      return `${child(e.instancePath, String(params.additionalProperty))}: is not a field of this object (fields: ${Object.keys(limits?.properties ?? {}).join(", ")})`;
-    case "const":
-      return `${here}: must be ${JSON.stringify(params.allowedValue)}, got ${preview(e.data)}`;
-    case "enum":
-      return `${here}: must be one of ${(params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(", ")}; got ${preview(e.data)}`;
-    case "type": {
-      const types = String(params.type).split(",");
-      return `${here}: must be ${types.map(withArticle).join(" or ")}, got ${kindOf(e.data)}`;
-    }
-    case "minItems":
-    case "maxItems":
-    case "additionalItems": {
-      const count = Array.isArray(e.data) ? `, got ${e.data.length}` : "";
-      if (limits?.minItems !== undefined && limits.minItems === limits.maxItems) return `${here}: must have ${limits.minItems} items${count}`;
-      if (e.keyword === "minItems") return `${here}: must have at least ${String(params.limit)} items${count}`;
-      return `${here}: must have at most ${String(params.limit ?? limits?.maxItems)} items${count}`;
-    }
-    case "minimum":
-    case "maximum":
-      return `${here}: must be ${String(params.comparison)} ${String(params.limit)}, got ${preview(e.data)}`;
-    case "pattern":
-      return `${here}: must match ${String(params.pattern)}, got ${preview(e.data)}`;
-    case "uniqueItems":
-      return `${here}: must not repeat a value (items ${Math.min(Number(params.i), Number(params.j))} and ${Math.max(Number(params.i), Number(params.j))} are equal)`;
-    default:
-      return `${here}: ${e.message ?? "is invalid"}`;
-  }
-}
-
-function child(pointer: string, key: string): string {
-  return `${pointer}/${key.replace(/~/g, "~0").replace(/\//g, "~1")}`;
-}
-
-function withArticle(type: string): string {
-  return type === "null" ? "null" : `${/^[aeiou]/.test(type) ? "an" : "a"} ${type}`;
-}
-
-function kindOf(v: unknown): string {
-  if (v === null) return "null";
-  if (Array.isArray(v)) return "an array";
-  if (typeof v === "number") return Number.isInteger(v) ? `the integer ${v}` : `the number ${v}`;
-  if (typeof v === "string") return `the string ${preview(v)}`;
-  return withArticle(typeof v);
-}
-
-function preview(v: unknown): string {
-  const s = JSON.stringify(v) ?? String(v);
-  return s.length > 40 ? `${s.slice(0, 37)}...` : s;
 }
 
 // --- What the schema cannot say ----------------------------------------------------------

@@ -14,13 +14,24 @@ import { LoadedModel } from "./model/loadedModel";
 import { serve } from "./server";
 import { parseDevice } from "./runtime/ort";
 import { writeFileAtomic } from "./util/atomicWrite";
+import { readFileSync } from "node:fs";
+import { InvalidExperimentError, parseExperiment } from "../shared/experiment";
+import type { SweepAggregates } from "../shared/sweep";
+import { defaultModelFolder, samplesFolder } from "./defaults";
+import { outputFolder, runSweep } from "./experiment/sweep";
 
-const USAGE = `usage: logit-lens run --model DIR [--image FILE] --prompt TEXT [options]
+const USAGE = `usage: logit-lens [run] [--model DIR] [--image FILE --prompt TEXT] [options]
+       logit-lens run EXPERIMENT.lens.json [--model DIR] [--out DIR] [--fresh]
        logit-lens diff BASE.json OTHER.json [--format table|csv] [--out FILE]
        logit-lens serve     (the sidecar: JSON-RPC on stdin/stdout, for the VS Code extension)
 
 Runs the model on the image and prompt, generates greedily, and reports what every layer
 predicts (logit lens: the layer's residual through the final norm and the unembedding).
+Without --model: $LOGIT_LENS_MODEL, else the bundled model. Without --image and --prompt: the
+first bundled sample scene and its question.
+
+An experiment file (.lens.json) runs every input x prompt x variant it names, streaming
+results to its output folder; rerun, it continues where it stopped.
 
 output
   --format table|json|csv   table (default): each layer's top tokens at the last prompt position;
@@ -42,14 +53,23 @@ head masking
   --mask-top-image N        zero the N heads that attend most to the image
 runtime
   --device auto|cpu|cuda|webgpu   --threads N   --verbose
+experiments
+  --out DIR                 results folder (default: the file's output.folder, or NAME.results)
+  --fresh                   delete earlier results in the folder and start over
 
 diff compares two records of the same model and input (e.g. heads masked vs not), layer by
 layer: the change in target probability, target rank and entropy, averaged over positions.`;
 
 interface RunArgs {
   model: string;
+  /** Set when the model came from neither --model nor the environment. */
+  bundledModel: boolean;
   image?: string;
   prompt: string;
+  /** The sample the run falls back to without --image and --prompt. */
+  sample?: { image: string; question: string; answer: string };
+  experiment?: string;
+  fresh: boolean;
   format: "table" | "json" | "csv";
   out?: string;
   topK: number;
@@ -69,8 +89,12 @@ interface RunArgs {
 class UsageError extends Error {}
 
 function parseArgs(argv: string[]): RunArgs {
-  const [command, ...rest] = argv;
-  if (command !== "run") throw new UsageError(command ? `unknown command ${command} (commands: run, diff)` : "no command given");
+  // "run" may be left out: `logit-lens` alone runs the bundled sample
+  const [command, ...afterCommand] = argv;
+  const rest = command === "run" ? afterCommand : argv;
+  if (command !== undefined && command !== "run" && !command.startsWith("--")) {
+    if (!command.endsWith(".json")) throw new UsageError(`unknown command ${command} (commands: run, diff, serve)`);
+  }
   const args: Partial<RunArgs> = {};
   const value = (i: number, flag: string): string => {
     const v = rest[i + 1];
@@ -105,11 +129,27 @@ function parseArgs(argv: string[]): RunArgs {
       case "--device": args.device = value(i++, flag); break;
       case "--threads": args.threads = intAtLeast(value(i++, flag), flag, 1); break;
       case "--verbose": args.verbose = true; break;
-      default: throw new UsageError(`unknown option ${flag}`);
+      case "--fresh": args.fresh = true; break;
+      default:
+        if (!flag.startsWith("--") && /\.json$/i.test(flag) && args.experiment === undefined) {
+          args.experiment = flag;
+          break;
+        }
+        throw new UsageError(`unknown option ${flag}`);
     }
   }
-  if (!args.model) throw new UsageError("--model is required");
-  if (args.prompt === undefined) throw new UsageError("--prompt is required");
+  const modelGiven = args.model !== undefined || !!process.env["LOGIT_LENS_MODEL"];
+  args.model ??= defaultModelFolder();
+  args.bundledModel = !modelGiven;
+  if (args.experiment !== undefined) {
+    if (args.image !== undefined || args.prompt !== undefined) throw new UsageError("an experiment file names its own images and prompts: leave out --image and --prompt");
+    args.prompt = "";
+  } else if (args.image === undefined && args.prompt === undefined) {
+    args.sample = firstSample();
+    args.image = args.sample.image;
+    args.prompt = args.sample.question;
+  }
+  if (args.prompt === undefined) throw new UsageError("--prompt is required with --image");
   if (args.answerProb && !args.target) throw new UsageError("--answer-prob needs --target");
   return {
     format: "table",
@@ -122,6 +162,7 @@ function parseArgs(argv: string[]): RunArgs {
     device: "auto",
     threads: 0,
     verbose: false,
+    fresh: false,
     ...args,
     track,
   } as RunArgs;
@@ -149,13 +190,43 @@ function parseMask(spec: string): Record<string, number[]> {
   return heads;
 }
 
+/** The first bundled sample scene and its question (media/samples/questions.jsonl). */
+function firstSample(): { image: string; question: string; answer: string } {
+  const dir = samplesFolder();
+  const manifest = path.join(dir, "questions.jsonl");
+  let first: { image?: string; question?: string; answer?: string };
+  try {
+    first = JSON.parse(readFileSync(manifest, "utf8").split("\n")[0]) as typeof first;
+  } catch {
+    throw new LensInputError(manifest, "the bundled samples are missing: reinstall, or pass --image FILE --prompt TEXT");
+  }
+  if (!first.image || !first.question) throw new LensInputError(manifest, "the first sample has no image or question: reinstall, or pass --image FILE --prompt TEXT");
+  return { image: path.join(dir, first.image), question: first.question, answer: first.answer ?? "" };
+}
+
+async function openModel(args: RunArgs, progress: (s: string) => void): Promise<LoadedModel> {
+  const device = parseDevice(args.device);
+  try {
+    return await LoadedModel.open(args.model, { device, threads: args.threads, onProgress: (s) => progress(`${s}…`) });
+  } catch (e) {
+    if (args.bundledModel && isLensInputError(e)) {
+      throw new LensInputError(args.model, "the bundled model is missing from this install: reinstall, or pass --model DIR (a Hugging Face model folder)");
+    }
+    throw e;
+  }
+}
+
 async function run(args: RunArgs): Promise<void> {
   // One updating line on a terminal; plain lines in logs and pipes.
   const progress = (s: string) => process.stderr.write(process.stderr.isTTY ? `\r\x1b[K${s}` : `${s}\n`);
   const clearProgress = () => process.stderr.isTTY && process.stderr.write("\r\x1b[K");
-  const device = parseDevice(args.device);
+  if (args.experiment !== undefined) return runExperiment(args, progress, clearProgress);
   const t0 = performance.now();
-  const model = await LoadedModel.open(args.model, { device, threads: args.threads, onProgress: (s) => progress(`${s}…`) });
+  const model = await openModel(args, progress);
+  if (args.sample) {
+    progress(`no --image and --prompt: running the sample ${path.basename(args.sample.image)}, "${args.sample.question}" (expected answer: ${args.sample.answer})`);
+    if (!process.stderr.isTTY) progress("");
+  }
   try {
     progress(`running on ${model.info.provider}…`);
     const record = await runLens(model, {
@@ -184,6 +255,72 @@ async function run(args: RunArgs): Promise<void> {
   } finally {
     await model.dispose();
   }
+}
+
+async function runExperiment(args: RunArgs, progress: (s: string) => void, clearProgress: () => void): Promise<void> {
+  const file = path.resolve(args.experiment!);
+  let text: string;
+  try {
+    text = await fs.readFile(file, "utf8");
+  } catch {
+    throw new LensInputError(file, "experiment file not found: check the path");
+  }
+  let experiment;
+  try {
+    experiment = parseExperiment(text, file);
+  } catch (e) {
+    if (e instanceof InvalidExperimentError) throw new LensInputError(file, `${e.errors.join("; ")}: fix the file (the schema is lensExperiment.schema.json)`);
+    throw e;
+  }
+  if (experiment.model !== "default" && !modelFlagGiven(args)) args.model = path.resolve(path.dirname(file), experiment.model);
+  const outDir = args.out ? path.resolve(args.out) : outputFolder(experiment, file);
+  const model = await openModel(args, progress);
+  let stop = false;
+  const onSignal = () => {
+    if (stop) process.exit(130);
+    stop = true;
+    progress("stopping after the current item (Ctrl+C again to quit now)…");
+  };
+  process.on("SIGINT", onSignal);
+  try {
+    const result = await runSweep(model, experiment, file, {
+      outDir,
+      fresh: args.fresh,
+      isCancelled: () => stop,
+      onProgress: (p) => progress(`${p.done}/${p.total} items  ${p.rate.toFixed(1)} items/s  ${formatSeconds(p.etaSeconds)} left`),
+    });
+    clearProgress();
+    process.stderr.write(`${result.cancelled ? "stopped" : "done"}: ${result.ran} run, ${result.resumed} already done, ${result.total} in the plan, ${result.seconds.toFixed(1)} s (${(result.ran / Math.max(result.seconds, 1e-9)).toFixed(1)} items/s); results in ${result.outDir}\n`);
+    process.stdout.write(formatAggregates(result.aggregates));
+  } finally {
+    process.off("SIGINT", onSignal);
+    await model.dispose();
+  }
+}
+
+function modelFlagGiven(args: RunArgs): boolean {
+  return !args.bundledModel && !process.env["LOGIT_LENS_MODEL"];
+}
+
+function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return "?";
+  return s >= 60 ? `${Math.floor(s / 60)} min ${Math.round(s % 60)} s` : `${Math.round(s)} s`;
+}
+
+/** Accuracy and the median convergence layer per variant and group, then the mean curves of "all". */
+export function formatAggregates(a: SweepAggregates): string {
+  const lines = [`${"variant".padEnd(14)} ${"group".padEnd(28)} ${"n".padStart(5)} ${"accuracy".padStart(9)} ${"converges at".padStart(13)}`];
+  for (const g of a.groups) {
+    const acc = g.accuracy === null ? "-" : `${(100 * g.accuracy).toFixed(1)}%`;
+    lines.push(`${g.variant.padEnd(14)} ${(g.key === "all" ? "all" : `${g.key}=${g.value}`).padEnd(28)} ${String(g.n).padStart(5)} ${acc.padStart(9)} ${String(g.medianConvergenceLayer).padStart(13)}`);
+  }
+  for (const g of a.groups.filter((x) => x.key === "all")) {
+    lines.push("", `${g.variant}: mean per layer (0 = embeddings)`, `${"layer".padEnd(6)} ${"entropy".padStart(8)} ${"target p".padStart(9)} ${"rank".padStart(8)} ${"image share".padStart(12)}`);
+    for (let l = 0; l < a.layers; l++) {
+      lines.push(`${String(l).padEnd(6)} ${g.meanEntropy[l].toFixed(3).padStart(8)} ${g.meanTargetProb[l].toFixed(4).padStart(9)} ${g.meanTargetRank[l].toFixed(1).padStart(8)} ${(l === 0 ? "" : g.meanImageShare[l - 1].toFixed(3)).padStart(12)}`);
+    }
+  }
+  return `${lines.join("\n")}\n`;
 }
 
 async function diff(argv: string[]): Promise<void> {
@@ -265,7 +402,7 @@ export function formatTable(r: LensRecord): string {
 export async function main(argv: string[]): Promise<number> {
   const verbose = argv.includes("--verbose");
   try {
-    if (argv.length === 0 || argv[0] === "--help" || argv[0] === "-h" || argv[0] === "help") {
+    if (argv[0] === "--help" || argv[0] === "-h" || argv[0] === "help") {
       process.stdout.write(USAGE + "\n");
       return 0;
     }

@@ -346,6 +346,7 @@ def main() -> int:
     ap.add_argument("--eval-per-type", type=int, default=48)
     ap.add_argument("--max-minutes", type=float, default=68.0, help="stop early and keep the best checkpoint")
     ap.add_argument("--bench", type=int, default=0, help="only time this many steps")
+    ap.add_argument("--init", type=Path, help="continue training from this saved model folder (skips stage 1)")
     args = ap.parse_args()
 
     common.set_determinism(args.seed)
@@ -362,6 +363,14 @@ def main() -> int:
     config = build_config(tok, args)
     torch.manual_seed(args.seed)
     model = LlavaForConditionalGeneration(config)
+    if args.init:
+        # continue from a saved model: same tokenizer (it is rebuilt deterministically) and shapes
+        saved = LlavaForConditionalGeneration.from_pretrained(str(args.init), dtype=torch.float32)
+        missing, unexpected = model.load_state_dict(saved.state_dict(), strict=True), None
+        del saved, missing, unexpected
+        args.vision_steps = 0
+        args.aux_weight = 0.0  # the probes would start untrained
+        log(f"continuing from {args.init} (stage 1 skipped)")
     model.set_attn_implementation("sdpa")
     model.train()
     n_params = sum(p.numel() for p in model.parameters())

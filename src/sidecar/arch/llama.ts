@@ -226,7 +226,10 @@ function embed(ctx: GraphCtx, cfg: LlamaTextConfig, names: DecoderNames, inputId
   if (opts.imageTokenId === undefined) return lookup(inputIds);
 
   const features = b.input("image_features", "float32", ["image_tokens", cfg.hiddenSize]);
-  const isImage = b.op("Equal", [inputIds, b.i64Scalar(opts.imageTokenId)], {}, "is_image");
+  // Without features (a decode step), an image token the model generated is an ordinary token,
+  // embedded from the table, as in transformers.
+  const hasFeatures = b.op("Greater", [b.op("Gather", [b.op("Shape", [features]), b.i64Scalar(0)], { axis: 0 }), b.i64Scalar(0)]);
+  const isImage = b.op("And", [b.op("Equal", [inputIds, b.i64Scalar(opts.imageTokenId)]), hasFeatures], {}, "is_image");
   const textIds = b.op("Where", [isImage, b.i64Scalar(0), inputIds]);
   const isImageI64 = b.op("Cast", [isImage], { to: 7 });
   const featureRow = b.op("Mul", [b.op("CumSum", [isImageI64, b.i64Scalar(0)]), isImageI64]);

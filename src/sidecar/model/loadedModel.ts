@@ -265,7 +265,9 @@ export class LoadedModel {
     if (this.plan.imageTokenId !== undefined) {
       const expected = ids.filter((t) => t === this.plan.imageTokenId).length;
       const features = opts.imageFeatures ?? { data: new Float32Array(0), dims: [0, this.plan.decoder.hiddenSize] };
-      if (features.dims[0] !== expected) {
+      // A decode step without features embeds a generated image token as text (the graph does).
+      const decoding = cache.length > 0 && opts.imageFeatures === undefined;
+      if (!decoding && features.dims[0] !== expected) {
         throw new LensInputError(undefined, `the prompt holds ${expected} image tokens but the image gives ${features.dims[0]} features: use the model's chat template, with one image`);
       }
       feeds["image_features"] = features;
