@@ -9,6 +9,7 @@
  */
 import { NotificationType, RequestType, RequestType0 } from "vscode-jsonrpc";
 import type { LensRecord, LensSettings, NumericBlock } from "./lensRecord";
+import type { SweepAggregates } from "./sweep";
 
 export const PROTOCOL_VERSION = 1;
 
@@ -94,3 +95,56 @@ export interface ProgressParams {
 }
 /** Sidecar -> extension, as a run moves through its stages (prepare, vision, prefill, decode, lens). */
 export const ProgressNotification = new NotificationType<ProgressParams>("lens/progress");
+
+export interface RunExperimentParams {
+  /** Path of the .lens.json file on the sidecar's machine. */
+  file: string;
+  /** Results folder; default: the file's output.folder, or "<name>.results" beside it. */
+  outDir?: string;
+  /** Delete earlier results in the folder first. */
+  fresh?: boolean;
+}
+export interface RunExperimentResult {
+  outDir: string;
+  total: number;
+  ran: number;
+  resumed: number;
+  cancelled: boolean;
+  seconds: number;
+  /** aggregates.json's figures (see src/shared/sweep.ts). */
+  aggregates: SweepAggregates;
+}
+/**
+ * Extension -> sidecar: run every item of an experiment, streaming results to its folder;
+ * cancellable (finished items are kept, and a rerun continues). If the file names a model other
+ * than the open one, that model is opened first.
+ */
+export const RunExperimentRequest = new RequestType<RunExperimentParams, RunExperimentResult, void>("lens/runExperiment");
+
+export interface ExperimentProgressParams {
+  file: string;
+  done: number;
+  total: number;
+  resumed: number;
+  /** Items per second over this run, and the estimated seconds left. */
+  rate: number;
+  etaSeconds: number;
+}
+/** Sidecar -> extension, after each finished item of lens/runExperiment. */
+export const ExperimentProgressNotification = new NotificationType<ExperimentProgressParams>("lens/experimentProgress");
+
+export interface PreviewExperimentParams {
+  file: string;
+  /** The file's current text (an unsaved editor); default: read the file. */
+  text?: string;
+  /** Which planned item to show (default 0, the first). */
+  item?: number;
+}
+export interface PreviewExperimentResult {
+  record: LensRecord;
+  item: { index: number; total: number; image: string; prompt: string; variant: string; expected: string | null };
+  /** Whether the record came from the cache (same model, image bytes, prompt, settings and mask). */
+  cached: boolean;
+}
+/** Extension -> sidecar, on each valid edit of a previewed .lens.json (debounced); cancellable. */
+export const PreviewExperimentRequest = new RequestType<PreviewExperimentParams, PreviewExperimentResult, void>("lens/previewExperiment");

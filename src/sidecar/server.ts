@@ -7,22 +7,33 @@ import { CancellationToken, createMessageConnection, ResponseError, StreamMessag
 import type { LensRecord } from "../shared/lensRecord";
 import {
   ErrorCode,
+  ExperimentProgressNotification,
   InitializeRequest,
   LogNotification,
   OpenModelRequest,
+  PreviewExperimentRequest,
   ProgressNotification,
   PROTOCOL_VERSION,
+  RunExperimentRequest,
   RunRequest,
   ShutdownRequest,
   TrackTokensRequest,
 } from "../shared/protocol";
-import { isLensInputError } from "./errors";
+import { createHash } from "node:crypto";
+import * as fs from "node:fs/promises";
+import * as path from "node:path";
+import { InvalidExperimentError, type LensExperiment, parseExperiment } from "../shared/experiment";
+import { defaultModelFolder } from "./defaults";
+import { isLensInputError, LensInputError } from "./errors";
+import { itemRequest, outputFolder, planExperiment, runSweep } from "./experiment/sweep";
 import { firstTokenOf, LensCancelledError, runLens } from "./lens/runLens";
 import { LoadedModel } from "./model/loadedModel";
 import { availableProviders, parseDevice } from "./runtime/ort";
 
 const SERVER_VERSION = "0.1.0";
 const REQUEST_CANCELLED = -32800;
+/** Preview records kept, by (model, image bytes, prompt, settings, mask). */
+const PREVIEW_CACHE_SIZE = 64;
 
 export async function serve(input: NodeJS.ReadableStream = process.stdin, output: NodeJS.WritableStream = process.stdout): Promise<void> {
   const connection = createMessageConnection(new StreamMessageReader(input), new StreamMessageWriter(output));
@@ -37,6 +48,40 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
     return next;
   };
   const log = (level: "info" | "warn" | "error", message: string) => void connection.sendNotification(LogNotification, { level, message });
+  const previews = new Map<string, LensRecord>();
+
+  const open = async (folder: string, device?: string, threads?: number): Promise<LoadedModel> => {
+    const next = await LoadedModel.open(folder, { device: parseDevice(device ?? "auto"), threads, onProgress: (stage) => void connection.sendNotification(ProgressNotification, { stage }) });
+    await model?.dispose();
+    model = next;
+    lastRun = undefined;
+    log("info", `opened ${next.info.folder} (${next.info.architecture}, ${next.info.dtype}) on ${next.info.provider}`);
+    return next;
+  };
+
+  /** The model an experiment names: "default" is the open model (or the default one); a path is opened unless it is open already. */
+  const modelFor = async (experiment: LensExperiment, file: string): Promise<LoadedModel> => {
+    if (experiment.model === "default") return model ?? open(defaultModelFolder());
+    const folder = path.resolve(path.dirname(file), experiment.model);
+    return model && path.resolve(model.info.folder) === folder ? model : open(folder);
+  };
+
+  const readExperiment = async (file: string, text?: string): Promise<LensExperiment> => {
+    let source = text;
+    if (source === undefined) {
+      try {
+        source = await fs.readFile(file, "utf8");
+      } catch {
+        throw new LensInputError(file, "experiment file not found: check the path");
+      }
+    }
+    try {
+      return parseExperiment(source, file);
+    } catch (e) {
+      if (e instanceof InvalidExperimentError) throw new ResponseError(ErrorCode.INPUT_ERROR, e.message, { file, errors: e.errors });
+      throw e;
+    }
+  };
 
   /** Maps what a handler throws to a response: input errors and cancellations are expected; the server carries on. */
   const guarded = async <T>(name: string, f: () => Promise<T>): Promise<T> => {
@@ -71,12 +116,9 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
     guarded("openModel", () =>
       serial(async () => {
         const t0 = performance.now();
-        const next = await LoadedModel.open(params.folder, { device: parseDevice(params.device ?? "auto"), threads: params.threads, onProgress: (stage) => void connection.sendNotification(ProgressNotification, { stage }) });
-        await model?.dispose();
-        model = next;
-        lastRun = undefined;
+        // An empty folder is the default: $LOGIT_LENS_MODEL, else the bundled model.
+        const next = await open(params.folder || defaultModelFolder(), params.device, params.threads);
         const { info } = next;
-        log("info", `opened ${info.folder} (${info.architecture}, ${info.dtype}) on ${info.provider}`);
         return {
           folder: info.folder,
           architecture: info.architecture,
@@ -117,6 +159,59 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
         const stats = await m.lens(lastRun.hidden, { topK: 1, tracked: ids });
         const shape = [lastRun.record.layerLabels.length, lastRun.record.positions.length, ids.length];
         return { ids, texts: ids.map((id) => m.text.tokenLabel(id)), rank: { shape, data: Array.from(stats.trackedRank, Number) }, prob: { shape, data: Array.from(stats.trackedProb) } };
+      }),
+    ),
+  );
+
+  connection.onRequest(RunExperimentRequest, (params, token: CancellationToken) =>
+    guarded("runExperiment", () =>
+      serial(async () => {
+        const file = path.resolve(params.file);
+        const experiment = await readExperiment(file);
+        const m = await modelFor(experiment, file);
+        const result = await runSweep(m, experiment, file, {
+          outDir: params.outDir ? path.resolve(params.outDir) : outputFolder(experiment, file),
+          fresh: params.fresh,
+          isCancelled: () => token.isCancellationRequested,
+          onProgress: (p) => void connection.sendNotification(ExperimentProgressNotification, { file, done: p.done, total: p.total, resumed: p.resumed, rate: p.rate, etaSeconds: p.etaSeconds }),
+        });
+        log("info", `experiment ${file}: ${result.ran} run, ${result.resumed} already done, ${result.total} planned${result.cancelled ? " (cancelled)" : ""}`);
+        const { rows: _rows, ...summary } = result;
+        return summary;
+      }),
+    ),
+  );
+
+  connection.onRequest(PreviewExperimentRequest, (params, token: CancellationToken) =>
+    guarded("previewExperiment", () =>
+      serial(async () => {
+        const file = path.resolve(params.file);
+        const experiment = await readExperiment(file, params.text);
+        const items = await planExperiment(experiment, file);
+        const index = params.item ?? 0;
+        const item = items[index];
+        if (!item) throw new LensInputError(file, `the experiment plans ${items.length} items, so there is no item ${index}: pick one below ${items.length}`);
+        const m = await modelFor(experiment, file);
+        let bytes: Uint8Array;
+        try {
+          bytes = await fs.readFile(item.image);
+        } catch {
+          throw new LensInputError(item.image, "image not found: fix the experiment's inputs");
+        }
+        const request = itemRequest(item);
+        const key = createHash("sha256").update(JSON.stringify([m.info.configHash, request.prompt, request.settings, request.headMask ?? null])).update(bytes).digest("hex");
+        const summary = { index, total: items.length, image: item.imageRel, prompt: item.prompt, variant: item.variant.name, expected: item.expected };
+        const hit = previews.get(key);
+        if (hit) {
+          previews.delete(key); // most recently used goes last
+          previews.set(key, hit);
+          return { record: hit, item: summary, cached: true };
+        }
+        const record = await runLens(m, { ...request, image: bytes }, { isCancelled: () => token.isCancellationRequested });
+        if (record.input.image) record.input.image.path = item.image;
+        previews.set(key, record);
+        if (previews.size > PREVIEW_CACHE_SIZE) previews.delete(previews.keys().next().value as string);
+        return { record, item: summary, cached: false };
       }),
     ),
   );
