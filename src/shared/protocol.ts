@@ -9,7 +9,7 @@
  */
 import { NotificationType, RequestType, RequestType0 } from "vscode-jsonrpc";
 import type { LensRecord, LensSettings, NumericBlock } from "./lensRecord";
-import type { SweepAggregates } from "./sweep";
+import type { SweepSummary } from "./sweep";
 
 export const PROTOCOL_VERSION = 1;
 
@@ -104,16 +104,8 @@ export interface RunExperimentParams {
   /** Delete earlier results in the folder first. */
   fresh?: boolean;
 }
-export interface RunExperimentResult {
-  outDir: string;
-  total: number;
-  ran: number;
-  resumed: number;
-  cancelled: boolean;
-  seconds: number;
-  /** aggregates.json's figures (see src/shared/sweep.ts). */
-  aggregates: SweepAggregates;
-}
+/** What a finished (or cancelled) sweep did, with aggregates.json's figures. */
+export type RunExperimentResult = SweepSummary;
 /**
  * Extension -> sidecar: run every item of an experiment, streaming results to its folder;
  * cancellable (finished items are kept, and a rerun continues). If the file names a model other

@@ -161,6 +161,17 @@ export interface SweepAggregates {
   groups: GroupAggregate[];
 }
 
+/** What a sweep did: where its results are, how many items it ran and found done, its aggregates. */
+export interface SweepSummary {
+  outDir: string;
+  total: number;
+  ran: number;
+  resumed: number;
+  cancelled: boolean;
+  seconds: number;
+  aggregates: SweepAggregates;
+}
+
 /** Aggregates per variant: over all rows, and per value of every groupBy key. */
 export function aggregateRows(rows: readonly SweepRow[], groupBy: readonly string[]): SweepAggregates {
   const layers = rows[0]?.entropy.length ?? 0;

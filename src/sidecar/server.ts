@@ -176,8 +176,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
           onProgress: (p) => void connection.sendNotification(ExperimentProgressNotification, { file, done: p.done, total: p.total, resumed: p.resumed, rate: p.rate, etaSeconds: p.etaSeconds }),
         });
         log("info", `experiment ${file}: ${result.ran} run, ${result.resumed} already done, ${result.total} planned${result.cancelled ? " (cancelled)" : ""}`);
-        const { rows: _rows, ...summary } = result;
-        return summary;
+        return { outDir: result.outDir, total: result.total, ran: result.ran, resumed: result.resumed, cancelled: result.cancelled, seconds: result.seconds, aggregates: result.aggregates };
       }),
     ),
   );

@@ -20,7 +20,7 @@ import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { type ExperimentVariant, fillTemplate, type LensExperiment } from "../../shared/experiment";
 import type { LensSettings } from "../../shared/lensRecord";
-import { aggregateRows, aggregatesToCsv, rowsToCsv, type SweepAggregates, type SweepRow, summarizeRecord } from "../../shared/sweep";
+import { aggregateRows, aggregatesToCsv, rowsToCsv, type SweepRow, type SweepSummary, summarizeRecord } from "../../shared/sweep";
 import { LensInputError } from "../errors";
 import { type HeadMaskSpec, type LensRunRequest, runLens } from "../lens/runLens";
 import type { LoadedModel } from "../model/loadedModel";
@@ -82,8 +82,7 @@ export async function planExperiment(experiment: LensExperiment, file: string): 
 
 /** A row's columns that can group results: all but the question and answer texts. */
 function groupColumns(columns: Record<string, string>): Record<string, string> {
-  const { question: _q, answer: _a, ...rest } = columns;
-  return rest;
+  return Object.fromEntries(Object.entries(columns).filter(([k]) => k !== "question" && k !== "answer"));
 }
 
 function maskSpec(v: ExperimentVariant): HeadMaskSpec | undefined {
@@ -132,15 +131,8 @@ export interface SweepOptions {
   checkpointMs?: number;
 }
 
-export interface SweepResult {
-  outDir: string;
-  total: number;
-  ran: number;
-  resumed: number;
-  cancelled: boolean;
-  seconds: number;
+export interface SweepResult extends SweepSummary {
   rows: SweepRow[];
-  aggregates: SweepAggregates;
 }
 
 const RUN_FORMAT = 1;
