@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Callable
@@ -83,9 +82,10 @@ def write_manifest(folder: Path, rows: list[dict]) -> None:
 
 
 def fresh(folder: Path) -> None:
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    """Remove the images and manifest written before (other files, e.g. experiments, stay)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in list(folder.glob("*.png")) + [folder / "questions.jsonl"]:
+        f.unlink(missing_ok=True)
 
 
 def make_samples(out: Path) -> None:

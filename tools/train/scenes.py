@@ -48,33 +48,35 @@ MAX_OBJECTS = 5
 CHARACTERS = list("0123456789") + [c for c in "ABCDEFGHJKLMNPRSTUVWXYZ"]
 
 # question types, with their prompts; "{x}" is filled per sample
+# In the seeds' style: short completions ("Color of the main object:") or the instruction first
+# ("Answer with one word. ..."), so the question's key words sit just before the answer.
 PROMPTS: dict[str, list[str]] = {
     "color_main": [
         "Color of the main object:",
-        "What color is the object? Answer with one word.",
+        "Answer with one word. What color is the object?",
     ],
     "shape_main": [
         "Shape of the main object:",
-        "What shape is the object? Answer with one word.",
+        "Answer with one word. What shape is the object?",
     ],
     "color_of_shape": [
-        "What color is the {shape}? Answer with one word.",
+        "Answer with one word. What color is the {shape}?",
         "Color of the {shape}:",
     ],
     "shape_of_color": [
-        "What shape is the {color} object? Answer with one word.",
+        "Answer with one word. What shape is the {color} object?",
         "Shape of the {color} object:",
     ],
     "count": [
-        "How many objects are there? Answer with one word.",
+        "Answer with one word. How many objects are there?",
         "Number of objects:",
     ],
     "left_right": [
-        "Which is on the {side}, the {a} or the {b}? Answer with one word.",
+        "Answer with one word. Which is on the {side}, the {a} or the {b}?",
     ],
     "ocr": [
-        "What is written here? Answer with one word.",
-        "What character is shown? Answer with one word.",
+        "Answer with one word. What is written here?",
+        "Character shown:",
     ],
     "caption": [
         "Describe the image in a few words.",

@@ -111,13 +111,17 @@ def build_config(tok, args) -> LlavaConfig:
     )
 
 
-def type_weights(step: int, total: int, curriculum: float) -> dict[str, float]:
-    """Question-type weights at a step: during the first `curriculum` fraction of training the
-    questions that bind two attributes or compare positions come less often."""
-    weights = dict(TYPE_WEIGHTS)
+BINDING_TYPES = ("color_of_shape", "shape_of_color", "left_right")
+
+
+def type_weights(step: int, total: int, curriculum: float, binding: float = 1.0) -> dict[str, float]:
+    """Question-type weights at a step: the questions that bind two attributes or compare
+    positions come `binding` times as often, except during the first `curriculum` fraction of
+    training, when they come less often."""
+    weights = {t: w * (binding if t in BINDING_TYPES else 1.0) for t, w in TYPE_WEIGHTS.items()}
     if step < curriculum * total:
-        for t in ("color_of_shape", "shape_of_color", "left_right"):
-            weights[t] *= 0.3
+        for t in BINDING_TYPES:
+            weights[t] = TYPE_WEIGHTS[t] * 0.3
     return weights
 
 
@@ -137,16 +141,21 @@ class AuxHeads(torch.nn.Module):
     (every patch of a tile must know it, so the tower's attention gathers the glyph). They give
     the tower a dense signal early on; they are not part of the saved model."""
 
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, position: bool = False):
         super().__init__()
         self.color = torch.nn.Linear(hidden, len(scenes.COLORS) + 1)
         self.shape = torch.nn.Linear(hidden, len(scenes.SHAPES) + 1)
         self.char = torch.nn.Linear(hidden, len(scenes.CHARACTERS))
+        # optionally: each patch's own column and row, so the features say where they are
+        self.names = ("color", "shape", "char", "col", "row") if position else ("color", "shape", "char")
+        if position:
+            self.col = torch.nn.Linear(hidden, scenes.GRID)
+            self.row = torch.nn.Linear(hidden, scenes.GRID)
 
     def forward(self, feats: torch.Tensor, labels: dict) -> tuple[torch.Tensor, dict]:
         loss = feats.new_zeros(())
         acc = {}
-        for name in ("color", "shape", "char"):
+        for name in self.names:
             y = labels[name].flatten()
             keep = y >= 0
             if not bool(keep.any()):
@@ -154,7 +163,7 @@ class AuxHeads(torch.nn.Module):
             logits = getattr(self, name)(feats.flatten(0, 1)[keep])
             loss = loss + F.cross_entropy(logits, y[keep])
             # accuracy on object patches (background patches are easy and many)
-            obj = y[keep] < logits.shape[1] - 1 if name != "char" else torch.ones_like(y[keep], dtype=torch.bool)
+            obj = y[keep] < logits.shape[1] - 1 if name in ("color", "shape") else torch.ones_like(y[keep], dtype=torch.bool)
             if bool(obj.any()):
                 acc[name] = float((logits.argmax(1)[obj] == y[keep][obj]).float().mean())
         return loss, acc
@@ -171,7 +180,10 @@ def aux_labels(items) -> dict:
             c, s = scenes.patch_labels(it.objects, common.PATCH_SIZE)
             color.append(torch.from_numpy(c)), shape.append(torch.from_numpy(s))
             char.append(torch.full((n,), -100))
-    return {"color": torch.stack(color), "shape": torch.stack(shape), "char": torch.stack(char)}
+    g = scenes.GRID
+    cells = torch.arange(n)
+    return {"color": torch.stack(color), "shape": torch.stack(shape), "char": torch.stack(char),
+            "col": (cells % g).expand(len(items), n), "row": (cells // g).expand(len(items), n)}
 
 
 def vision_features(model, pv: torch.Tensor) -> torch.Tensor:
@@ -346,6 +358,8 @@ def main() -> int:
     ap.add_argument("--eval-per-type", type=int, default=48)
     ap.add_argument("--max-minutes", type=float, default=68.0, help="stop early and keep the best checkpoint")
     ap.add_argument("--bench", type=int, default=0, help="only time this many steps")
+    ap.add_argument("--binding-weight", type=float, default=1.0, help="binding / left-right questions this many times as often")
+    ap.add_argument("--aux-position", action="store_true", help="auxiliary per-patch column and row targets")
     ap.add_argument("--init", type=Path, help="continue training from this saved model folder (skips stage 1)")
     args = ap.parse_args()
 
@@ -377,7 +391,7 @@ def main() -> int:
     log(f"tokenizer: {len(tok)} ids; model: {n_params / 1e6:.3f} M parameters; "
         f"transformers {transformers.__version__}, torch {torch.__version__}")
 
-    aux = AuxHeads(args.vision_hidden)
+    aux = AuxHeads(args.vision_hidden, position=args.aux_position)
 
     def adamw(params, lr):
         decay = [p for p in params if p.dim() >= 2]
@@ -430,7 +444,7 @@ def main() -> int:
     rows_seen = 0
     steps = args.bench or args.steps
     for step in range(steps):
-        weights = type_weights(step, args.steps, args.curriculum)
+        weights = type_weights(step, args.steps, args.curriculum, args.binding_weight)
         items = [
             scenes.make_training_item(args.seed, step * args.images + j, args.questions, weights)
             for j in range(args.images)
