@@ -12,6 +12,7 @@ import { type ParseError, parse as parseJsonc, printParseErrorCode } from "jsonc
 import type { LensSettings } from "./lensRecord";
 import experimentSchema from "./lensExperiment.schema.json";
 import { describeSchemaErrors } from "./schemaErrors";
+import { locatePointer, splitProblem } from "./jsonLocation";
 
 export const EXPERIMENT_VERSION = 1;
 
@@ -214,4 +215,35 @@ interface RawExperiment {
   variants?: { name: string; mask?: Record<string, number[]>; random?: { count: number; seed?: number }; topImage?: { count: number } }[];
   groupBy?: string[];
   output?: { folder?: string; csv?: boolean; records?: boolean };
+}
+
+export interface ExperimentProblem {
+  /** JSON pointer of the value the problem is about ("/" for the whole file or a syntax error). */
+  pointer: string;
+  message: string;
+  /** Where to underline it in the text. */
+  offset: number;
+  length: number;
+}
+
+/**
+ * Every problem of an experiment's text, placed in the text (syntax errors at their offset,
+ * validation problems at the value their pointer names), and the experiment when there are none.
+ * For editors: the Problems panel and the live preview.
+ */
+export function checkExperimentText(text: string): { experiment?: LensExperiment; problems: ExperimentProblem[] } {
+  const syntax: ParseError[] = [];
+  const value: unknown = parseJsonc(text, syntax, { allowTrailingComma: false, disallowComments: true });
+  if (syntax.length) {
+    return { problems: syntax.map((e) => ({ pointer: "/", message: `JSON syntax: ${printParseErrorCode(e.error)}`, offset: e.offset, length: Math.max(1, e.length) })) };
+  }
+  const v = validateExperiment(value);
+  if (v.ok) return { experiment: v.experiment, problems: [] };
+  return {
+    problems: v.errors.map((problem) => {
+      const { pointer, message } = splitProblem(problem);
+      const aboutKey = /^is not (a field of this object|a valid key here)/.test(message);
+      return { pointer, message, ...locatePointer(text, pointer, aboutKey) };
+    }),
+  };
 }

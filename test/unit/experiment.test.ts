@@ -3,7 +3,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { fillTemplate, InvalidExperimentError, parseExperiment, templateFields, validateExperiment } from "../../src/shared/experiment";
+import { checkExperimentText, fillTemplate, InvalidExperimentError, parseExperiment, templateFields, validateExperiment } from "../../src/shared/experiment";
+import { lineColumn, locatePointer, pointerSegments } from "../../src/shared/jsonLocation";
 import { globFiles, globToRegExp, parseCsv, resolveInputs } from "../../src/sidecar/experiment/inputs";
 import { planExperiment } from "../../src/sidecar/experiment/sweep";
 import { LensInputError } from "../../src/sidecar/errors";
@@ -170,5 +171,42 @@ describe("inputs", () => {
     // A changed setting gives new ids, so resumed results never mix settings.
     const c = await planExperiment({ ...exp, lens: { ...exp.lens, topK: 5 } }, file);
     expect(c[0].id).not.toBe(a[0].id);
+  });
+});
+
+describe("problems placed in the text", () => {
+  const text = `{
+  "inputs": ["a.png"],
+  "prompts": ["x"],
+  "lens": { "topK": 0, "colour": true },
+  "variants": [{ "name": "a" }, { "name": "a" }]
+}`;
+  const at = (offset: number, length: number) => text.slice(offset, offset + length);
+
+  it("underlines the bad value, the unknown member and the repeated name", () => {
+    const { experiment, problems } = checkExperimentText(text);
+    expect(experiment).toBeUndefined();
+    const byPointer = Object.fromEntries(problems.map((p) => [p.pointer, at(p.offset, p.length)]));
+    expect(byPointer["/lens/topK"]).toBe("0");
+    expect(byPointer["/lens/colour"]).toBe('"colour": true');
+    expect(problems.map((p) => p.pointer).sort()).toEqual(["/lens/colour", "/lens/topK"]);
+    // Semantic checks run once the structure is valid.
+    const fixed = text.replace('"topK": 0, "colour": true', '"topK": 3');
+    const second = checkExperimentText(fixed).problems;
+    expect(second.map((p) => [p.pointer, fixed.slice(p.offset, p.offset + p.length)])).toEqual([["/variants/1/name", '"a"']]);
+  });
+
+  it("a missing member points at its object, a syntax error at its place", () => {
+    const missing = checkExperimentText('{ "prompts": ["x"] }').problems;
+    expect(missing).toMatchObject([{ pointer: "/inputs", message: "is required but missing", offset: 0, length: 1 }]);
+    const broken = '{ "inputs": ["a.png"], "prompts": ["x",] }';
+    const syntax = checkExperimentText(broken).problems;
+    expect(syntax[0].message).toMatch(/^JSON syntax: /);
+    expect(lineColumn(broken, syntax[0].offset)).toEqual({ line: 0, column: broken.indexOf("]", 30) });
+  });
+
+  it("pointer segments unescape ~1 and ~0 and read indices as numbers", () => {
+    expect(pointerSegments("/a/0/b~1c~0d")).toEqual(["a", 0, "b/c~d"]);
+    expect(locatePointer('{"a/b": [1, 2]}', "/a~1b/1")).toEqual({ offset: 12, length: 1 });
   });
 });
