@@ -225,7 +225,6 @@ async function run(args: RunArgs): Promise<void> {
   const model = await openModel(args, progress);
   if (args.sample) {
     progress(`no --image and --prompt: running the sample ${path.basename(args.sample.image)}, "${args.sample.question}" (expected answer: ${args.sample.answer})`);
-    if (!process.stderr.isTTY) progress("");
   }
   try {
     progress(`running on ${model.info.provider}…`);

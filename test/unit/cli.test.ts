@@ -106,10 +106,25 @@ describe("logit-lens CLI", () => {
   });
 
   it("usage errors exit 2 with the usage text", () => {
-    const r = cli("run", "--prompt", "hi");
+    const r = cli("run", "--image", IMAGE);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/--model is required/);
-    expect(r.stderr).toMatch(/usage: logit-lens run/);
+    expect(r.stderr).toMatch(/--prompt is required with --image/);
+    expect(r.stderr).toMatch(/usage: logit-lens \[run\]/);
+    expect(cli("run", "--top-k", "0").code).toBe(2);
+    expect(cli("frobnicate").stderr).toMatch(/unknown command frobnicate/);
+  });
+
+  it("with no arguments runs the bundled model on the first bundled sample", () => {
+    const r = cli();
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/running the sample color-main-1\.png/);
+    expect(r.stdout).toMatch(/^LlavaForConditionalGeneration · F32 · cpu/m);
+    const rows = r.stdout.split("\n").filter((l) => /^(embeddings|block \d+) /.test(l));
+    expect(rows).toHaveLength(9); // the bundled model's embeddings and 8 blocks
+    // It answers the sample, and the lens shows the answer arriving in a middle block.
+    expect(r.stdout).toMatch(/generated \(eos\): "red/);
+    expect(rows[0]).not.toMatch(/^embeddings\s+"red"/);
+    expect(rows[8]).toMatch(/^block 8\s+"red"/);
   });
 
   it("an unknown device names the valid ones", () => {

@@ -65,10 +65,13 @@ def set_determinism(seed: int) -> None:
 # --------------------------------------------------------------------------- tokenizer
 
 
-def build_tokenizer(vocab_size: int = 640) -> LlamaTokenizerFast:
+def build_tokenizer(vocab_size: int = 640, from_file: Path | None = None) -> LlamaTokenizerFast:
     """LLaMA-style SentencePiece-BPE: <unk>=0 <s>=1 </s>=2, 256 byte pieces, learned pieces,
     then <image> and <pad>. Merges are learned within words (split at "▁" and punctuation), so
-    every colour, shape, number word and character of the data is one piece with its leading "▁"."""
+    every colour, shape, number word and character of the data is one piece with its leading "▁".
+    With `from_file`, the tokenizer.json of a saved model instead (to continue training it)."""
+    if from_file is not None:
+        return _wrap(Tokenizer.from_file(str(from_file)))
     corpus = scenes.corpus_lines()
     trainer_tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     # corpus lines carry their own leading spaces; punctuation is isolated while learning so
@@ -101,6 +104,10 @@ def build_tokenizer(vocab_size: int = 640) -> LlamaTokenizerFast:
     )
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ["<unk>", "<s>", "</s>"]])
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ["<image>", "<pad>"]])
+    return _wrap(tok)
+
+
+def _wrap(tok: Tokenizer) -> LlamaTokenizerFast:
     hf_tok = LlamaTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
         add_bos_token=True, add_eos_token=False, legacy=True,

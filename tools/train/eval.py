@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (sets the offline environment before transformers loads)
+import make_samples  # noqa: E402
 import scenes  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoProcessor, LlavaForConditionalGeneration  # noqa: E402
@@ -126,6 +127,7 @@ def main() -> int:
     args = ap.parse_args()
     common.set_determinism(0)
     torch.use_deterministic_algorithms(True)
+    make_samples.apply_model_settings(args.model)  # ask questions as the model was trained
 
     t0 = time.time()
     res = evaluate(args.model, args.seed, args.per_type, args.captions)

@@ -122,12 +122,25 @@ def make_heldout(out: Path, per_type: int) -> None:
     print(f"{out}: {len(rows)} questions, {per_type} per type")
 
 
+def apply_model_settings(model: Path) -> None:
+    """Ask questions as the model's training did (its training_log.json records the settings)."""
+    log_file = model / "training_log.json"
+    if not log_file.exists():
+        return
+    args = json.loads(log_file.read_text(encoding="utf-8"))["args"]
+    scenes.set_binding_max(args.get("binding_max_objects", scenes.MAX_OBJECTS))
+    scenes.set_left_right_max(args.get("left_right_objects"))
+    scenes.set_left_right_wording(args.get("left_right_wording", "side-first"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=REPO_ROOT / "media" / "models" / "lens-scenes-tiny", help="ask questions as this model was trained to answer")
     ap.add_argument("--heldout-out", type=Path, default=HELDOUT)
     ap.add_argument("--per-type", type=int, default=8, help="held-out questions per type (7 types)")
     ap.add_argument("--no-samples", action="store_true", help="only write the held-out set")
     args = ap.parse_args()
+    apply_model_settings(args.model)
     if not args.no_samples:
         make_samples(SAMPLES)
     make_heldout(args.heldout_out, args.per_type)

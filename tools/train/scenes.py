@@ -44,6 +44,10 @@ COLORS: dict[str, tuple[int, int, int]] = {
 SHAPES = ["circle", "square", "triangle", "star", "diamond"]
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five"]
 MAX_OBJECTS = 5
+# Questions that bind two attributes or compare positions are asked about scenes of at most
+# this many objects (set_binding_max); larger scenes are asked for their count.
+BINDING_MAX = MAX_OBJECTS
+BINDING_TYPES = ("color_of_shape", "shape_of_color", "left_right")
 # digits and capital letters; O, I and Q are left out (too close to 0, 1 and O at 64 px)
 CHARACTERS = list("0123456789") + [c for c in "ABCDEFGHJKLMNPRSTUVWXYZ"]
 
@@ -72,7 +76,8 @@ PROMPTS: dict[str, list[str]] = {
         "Number of objects:",
     ],
     "left_right": [
-        "Answer with one word. Which is on the {side}, the {a} or the {b}?",
+        "Answer with one word. Which of the {a} and the {b} is on the {side}?",
+        "Of the {a} and the {b}, which is on the {side}?",
     ],
     "ocr": [
         "Answer with one word. What is written here?",
@@ -82,6 +87,16 @@ PROMPTS: dict[str, list[str]] = {
         "Describe the image in a few words.",
     ],
 }
+# The first wording of the left/right question, with the side far from the answer; the bundled
+# model's first training run used it (set_left_right_wording("side-first")).
+LEFT_RIGHT_SIDE_FIRST = ["Answer with one word. Which is on the {side}, the {a} or the {b}?"]
+LEFT_RIGHT_SIDE_LAST = list(PROMPTS["left_right"])
+
+
+def set_left_right_wording(wording: str) -> None:
+    PROMPTS["left_right"] = list(LEFT_RIGHT_SIDE_FIRST if wording == "side-first" else LEFT_RIGHT_SIDE_LAST)
+
+
 QUESTION_TYPES = list(PROMPTS)
 ONE_WORD_TYPES = [t for t in QUESTION_TYPES if t != "caption"]
 
@@ -273,6 +288,8 @@ def scene_questions(objects: list[SceneObject], rng: random.Random) -> dict[str,
         ask("color_main", objects[0].color)
         ask("shape_main", objects[0].shape)
     ask("count", NUMBER_WORDS[n])
+    if n > BINDING_MAX:
+        return out
     shapes = [o.shape for o in objects]
     colors = [o.color for o in objects]
     for o in objects:
@@ -280,7 +297,7 @@ def scene_questions(objects: list[SceneObject], rng: random.Random) -> dict[str,
             ask("color_of_shape", o.color, shape=o.shape)
         if colors.count(o.color) == 1:
             ask("shape_of_color", o.shape, color=o.color)
-    for key in ("shape", "color"):
+    for key in ("shape", "color") if LEFT_RIGHT_MAX is None or n <= LEFT_RIGHT_MAX else ():
         values = [getattr(o, key) for o in objects]
         named = [o for o in objects if values.count(getattr(o, key)) == 1]
         for ia in range(len(named)):
@@ -320,6 +337,25 @@ _COUNTS = {"color_main": (1, 1), "shape_main": (1, 1), "count": (1, MAX_OBJECTS)
            "left_right": (2, 4), "color_of_shape": (2, MAX_OBJECTS), "shape_of_color": (2, MAX_OBJECTS)}
 
 
+LEFT_RIGHT_MAX: int | None = None  # None: left/right questions about scenes of any size
+
+
+def set_left_right_max(k: int | None) -> None:
+    """Ask left/right questions only about scenes of at most k objects (2: the two named ones)."""
+    global LEFT_RIGHT_MAX
+    LEFT_RIGHT_MAX = k
+    if k is not None:
+        _COUNTS["left_right"] = (2, k)
+
+
+def set_binding_max(k: int) -> None:
+    """Ask binding and left/right questions only about scenes of at most k objects."""
+    global BINDING_MAX
+    BINDING_MAX = k
+    for t in BINDING_TYPES:
+        _COUNTS[t] = (2, min(_COUNTS[t][1], k) if t == "left_right" else k)
+
+
 def make_sample(seed: int, index: int, qtype: str) -> Sample:
     """One image with one question of the given type; a pure function of (seed, index, qtype)."""
     if qtype not in PROMPTS:
@@ -357,7 +393,13 @@ def make_training_item(
         image, char = _ocr(rng, nrng)
         qs = [Question("ocr", p, char) for p in PROMPTS["ocr"]]
         return TrainingItem(image, rng.sample(qs, min(k, len(qs))) if weights.get("ocr", 0) > 0 else [], [], char)
-    n = 1 if u < p_ocr + p_single else rng.randint(2, MAX_OBJECTS)
+    if u < p_ocr + p_single:
+        n = 1
+    elif BINDING_MAX < MAX_OBJECTS:
+        # mostly scenes small enough for binding questions, some larger ones for counting
+        n = rng.randint(2, BINDING_MAX) if rng.random() < 0.7 else rng.randint(BINDING_MAX + 1, MAX_OBJECTS)
+    else:
+        n = rng.randint(2, MAX_OBJECTS)
     image, objects = random_scene(rng, nrng, n)
     candidates = scene_questions(objects, rng)
     chosen: list[Question] = []

@@ -111,7 +111,7 @@ def build_config(tok, args) -> LlavaConfig:
     )
 
 
-BINDING_TYPES = ("color_of_shape", "shape_of_color", "left_right")
+BINDING_TYPES = scenes.BINDING_TYPES
 
 
 def type_weights(step: int, total: int, curriculum: float, binding: float = 1.0) -> dict[str, float]:
@@ -360,11 +360,23 @@ def main() -> int:
     ap.add_argument("--bench", type=int, default=0, help="only time this many steps")
     ap.add_argument("--binding-weight", type=float, default=1.0, help="binding / left-right questions this many times as often")
     ap.add_argument("--aux-position", action="store_true", help="auxiliary per-patch column and row targets")
+    ap.add_argument("--binding-max-objects", type=int, default=scenes.MAX_OBJECTS, help="binding and left/right questions only about scenes of at most this many objects")
+    ap.add_argument("--left-right-wording", choices=["side-last", "side-first"], default="side-last", help="where the side word stands in left/right questions")
+    ap.add_argument("--left-right-objects", type=int, help="left/right questions only about scenes of at most this many objects")
+    ap.add_argument("--weight", action="append", default=[], metavar="TYPE=W", help="override a question type's weight (repeatable)")
     ap.add_argument("--init", type=Path, help="continue training from this saved model folder (skips stage 1)")
     args = ap.parse_args()
 
     common.set_determinism(args.seed)
-    tok = common.build_tokenizer()
+    scenes.set_binding_max(args.binding_max_objects)
+    scenes.set_left_right_max(args.left_right_objects)
+    scenes.set_left_right_wording(args.left_right_wording)
+    for spec in args.weight:
+        qtype, w = spec.split("=")
+        if qtype not in TYPE_WEIGHTS:
+            ap.error(f"--weight: unknown question type {qtype} (types: {', '.join(TYPE_WEIGHTS)})")
+        TYPE_WEIGHTS[qtype] = float(w)
+    tok = common.build_tokenizer(from_file=args.init / "tokenizer.json" if args.init else None)
     processor = common.make_processor(tok)
     raw = Tokenizer.from_str(tok.backend_tokenizer.to_str())
     enc = common.Encoder(raw, tok.convert_tokens_to_ids("<image>"), tok.eos_token_id)
