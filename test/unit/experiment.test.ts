@@ -210,3 +210,20 @@ describe("problems placed in the text", () => {
     expect(locatePointer('{"a/b": [1, 2]}', "/a~1b/1")).toEqual({ offset: 12, length: 1 });
   });
 });
+
+describe("the schema in VS Code", () => {
+  it("is contributed for *.lens.json from the file the validator uses, and ships in the VSIX", () => {
+    const root = path.resolve(__dirname, "../..");
+    const manifest = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")) as { contributes: { jsonValidation: { fileMatch: string; url: string }[] } };
+    const entry = manifest.contributes.jsonValidation.find((j) => j.fileMatch === "*.lens.json");
+    expect(entry?.url).toBe("./src/shared/lensExperiment.schema.json");
+    const schema = JSON.parse(fs.readFileSync(path.join(root, entry!.url), "utf8")) as { title: string };
+    expect(schema.title).toBe("Logit Lens experiment (.lens.json)");
+    expect(fs.readFileSync(path.join(root, ".vscodeignore"), "utf8").split("\n")).toContain("!src/shared/lensExperiment.schema.json");
+    // The sample experiments point their $schema at it too.
+    for (const f of fs.readdirSync(SAMPLES).filter((x) => x.endsWith(".lens.json"))) {
+      const { $schema } = JSON.parse(fs.readFileSync(path.join(SAMPLES, f), "utf8")) as { $schema: string };
+      expect(path.resolve(SAMPLES, $schema)).toBe(path.join(root, entry!.url.slice(2)));
+    }
+  });
+});
