@@ -1,11 +1,14 @@
 /**
- * The VS Code extension host side. For now it registers the runtime-info command; the sidecar
- * lifecycle, panels and the .lens.json preview build on this entry point.
+ * The VS Code extension host side. For now it registers the runtime-info command and the
+ * Problems-panel checks of .lens.json files; the sidecar lifecycle, panels and the .lens.json
+ * preview build on this entry point.
  */
 import * as vscode from "vscode";
+import { registerExperimentDiagnostics } from "./experimentDiagnostics";
 
 export function activate(context: vscode.ExtensionContext): void {
   const output = vscode.window.createOutputChannel("Logit Lens", { log: true });
+  registerExperimentDiagnostics(context);
   context.subscriptions.push(
     output,
     vscode.commands.registerCommand("logitLens.showRuntimeInfo", () => {

@@ -93,8 +93,13 @@ LEFT_RIGHT_SIDE_FIRST = ["Answer with one word. Which is on the {side}, the {a} 
 LEFT_RIGHT_SIDE_LAST = list(PROMPTS["left_right"])
 
 
+# Asked of two-object scenes: the colour or shape of the object on one side ({what} is "color"
+# or "shape"; the answer is that attribute of the object on {side}).
+LEFT_RIGHT_ATTRIBUTE = ["Answer with one word. What {what} is the object on the {side}?", "{What} of the object on the {side}:"]
+
+
 def set_left_right_wording(wording: str) -> None:
-    PROMPTS["left_right"] = list(LEFT_RIGHT_SIDE_FIRST if wording == "side-first" else LEFT_RIGHT_SIDE_LAST)
+    PROMPTS["left_right"] = list({"side-first": LEFT_RIGHT_SIDE_FIRST, "attribute": LEFT_RIGHT_ATTRIBUTE}.get(wording, LEFT_RIGHT_SIDE_LAST))
 
 
 QUESTION_TYPES = list(PROMPTS)
@@ -311,7 +316,7 @@ def scene_questions(objects: list[SceneObject], rng: random.Random) -> dict[str,
                 rng.shuffle(names)
                 if key == "color":
                     names = [f"{c} one" for c in names]
-                ask("left_right", getattr(winner, key), side=side, a=names[0], b=names[1])
+                ask("left_right", getattr(winner, key), side=side, a=names[0], b=names[1], what=key, What=key.capitalize())
     if n <= 3:
         ask("caption", caption_of(objects))
     return out

@@ -352,7 +352,7 @@ def main() -> int:
     ap.add_argument("--vision-heads", type=int, default=4)
     ap.add_argument("--vision-steps", type=int, default=4000, help="stage 1: vision tower on auxiliary targets")
     ap.add_argument("--vision-lr", type=float, default=1e-3)
-    ap.add_argument("--aux-weight", type=float, default=0.3, help="auxiliary vision loss weight in stage 2 ...")
+    ap.add_argument("--aux-weight", type=float, default=None, help="auxiliary vision loss weight in stage 2 ...")
     ap.add_argument("--aux-until", type=float, default=0.7, help="... decaying linearly to 0 at this fraction")
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--eval-per-type", type=int, default=48)
@@ -361,11 +361,13 @@ def main() -> int:
     ap.add_argument("--binding-weight", type=float, default=1.0, help="binding / left-right questions this many times as often")
     ap.add_argument("--aux-position", action="store_true", help="auxiliary per-patch column and row targets")
     ap.add_argument("--binding-max-objects", type=int, default=scenes.MAX_OBJECTS, help="binding and left/right questions only about scenes of at most this many objects")
-    ap.add_argument("--left-right-wording", choices=["side-last", "side-first"], default="side-last", help="where the side word stands in left/right questions")
+    ap.add_argument("--left-right-wording", choices=["side-last", "side-first", "attribute"], default="side-last", help="where the side word stands in left/right questions")
     ap.add_argument("--left-right-objects", type=int, help="left/right questions only about scenes of at most this many objects")
     ap.add_argument("--weight", action="append", default=[], metavar="TYPE=W", help="override a question type's weight (repeatable)")
     ap.add_argument("--init", type=Path, help="continue training from this saved model folder (skips stage 1)")
     args = ap.parse_args()
+    if args.aux_weight is None and not args.init:
+        args.aux_weight = 0.3
 
     common.set_determinism(args.seed)
     scenes.set_binding_max(args.binding_max_objects)
@@ -395,7 +397,8 @@ def main() -> int:
         missing, unexpected = model.load_state_dict(saved.state_dict(), strict=True), None
         del saved, missing, unexpected
         args.vision_steps = 0
-        args.aux_weight = 0.0  # the probes would start untrained
+        if args.aux_weight is None:
+            args.aux_weight = 0.0  # the probes would start untrained
         log(f"continuing from {args.init} (stage 1 skipped)")
     model.set_attn_implementation("sdpa")
     model.train()
