@@ -363,6 +363,7 @@ def main() -> int:
     ap.add_argument("--binding-max-objects", type=int, default=scenes.MAX_OBJECTS, help="binding and left/right questions only about scenes of at most this many objects")
     ap.add_argument("--left-right-wording", choices=["side-last", "side-first", "attribute"], default="side-last", help="where the side word stands in left/right questions")
     ap.add_argument("--left-right-objects", type=int, help="left/right questions only about scenes of at most this many objects")
+    ap.add_argument("--projected-position", type=float, default=0.0, help="weight of column/row probes on the projector's output (stage 2)")
     ap.add_argument("--weight", action="append", default=[], metavar="TYPE=W", help="override a question type's weight (repeatable)")
     ap.add_argument("--init", type=Path, help="continue training from this saved model folder (skips stage 1)")
     args = ap.parse_args()
@@ -407,6 +408,9 @@ def main() -> int:
         f"transformers {transformers.__version__}, torch {torch.__version__}")
 
     aux = AuxHeads(args.vision_hidden, position=args.aux_position)
+    # optionally: column and row probes on the projector's output (the language model's input),
+    # weighted throughout stage 2, so the projector keeps where each patch is
+    proj_pos = torch.nn.ModuleDict({"col": torch.nn.Linear(args.hidden, scenes.GRID), "row": torch.nn.Linear(args.hidden, scenes.GRID)})
 
     def adamw(params, lr):
         decay = [p for p in params if p.dim() >= 2]
@@ -442,7 +446,7 @@ def main() -> int:
                 accs = "  ".join(f"{k} {v:.3f}" for k, v in sorted(vacc.items()))
                 log(f"vision step {step:5d}  aux loss {vema:.4f}  accuracy {accs}  {(time.time() - t0) / 60:6.1f} min")
 
-    opt = adamw(list(model.parameters()) + list(aux.parameters()), args.lr)
+    opt = adamw(list(model.parameters()) + list(aux.parameters()) + list(proj_pos.parameters()), args.lr)
 
     def lr_at(step: int) -> float:
         if step < args.warmup:
@@ -474,6 +478,11 @@ def main() -> int:
         aux_w = args.aux_weight * max(0.0, 1.0 - step / (args.aux_until * args.steps))
         if aux_w > 0:
             loss = loss + aux_w * aux(raw_feats, aux_labels(items))[0]
+        if args.projected_position > 0:
+            proj = model.model.multi_modal_projector(raw_feats).flatten(0, 1)
+            cells = torch.arange(common.NUM_IMAGE_TOKENS).repeat(len(items))
+            loss = loss + args.projected_position * (F.cross_entropy(proj_pos["col"](proj), cells % scenes.GRID)
+                                                     + F.cross_entropy(proj_pos["row"](proj), cells // scenes.GRID))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(aux.parameters()), 1.0)
