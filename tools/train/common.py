@@ -188,6 +188,11 @@ class Encoder:
         return self.raw.encode(answer, add_special_tokens=False).ids + [self.eos_id]
 
 
+def on_device(t: torch.Tensor) -> torch.Tensor:
+    """torch.from_numpy ignores torch.set_default_device (train.py --device): move it there."""
+    return t.to(torch.get_default_device())
+
+
 def collate(samples, enc: Encoder, pad_id: int):
     """Right-padded batch; targets are the answer tokens and EOS only."""
     seqs, targets = [], []
@@ -207,7 +212,7 @@ def collate(samples, enc: Encoder, pad_id: int):
             pos_b.append(b)
             pos_t.append(start - 1 + k)  # the position that predicts answer token k
             labels.append(t)
-    pv = torch.from_numpy(np.stack([pixels(s.image) for s in samples]))
+    pv = on_device(torch.from_numpy(np.stack([pixels(s.image) for s in samples])))
     return ids, mask, pv, torch.tensor(pos_b), torch.tensor(pos_t), torch.tensor(labels)
 
 
@@ -246,5 +251,5 @@ def collate_shared(items, enc: Encoder, prefix: list[int], pad_id: int):
     for r, x in enumerate(rows):
         ids[r, : len(x)] = torch.tensor(x)
         mask[r, : len(x)] = 1
-    pv = torch.from_numpy(np.stack([pixels(item.image) for item in items]))
+    pv = on_device(torch.from_numpy(np.stack([pixels(item.image) for item in items])))
     return pv, ids, mask, torch.tensor(row_img), torch.tensor(pos_r), torch.tensor(pos_t), torch.tensor(labels)

@@ -178,7 +178,7 @@ def aux_labels(items) -> dict:
             char.append(torch.full((n,), scenes.CHARACTERS.index(it.text)))
         else:
             c, s = scenes.patch_labels(it.objects, common.PATCH_SIZE)
-            color.append(torch.from_numpy(c)), shape.append(torch.from_numpy(s))
+            color.append(common.on_device(torch.from_numpy(c))), shape.append(common.on_device(torch.from_numpy(s)))
             char.append(torch.full((n,), -100))
     g = scenes.GRID
     cells = torch.arange(n)
@@ -366,6 +366,7 @@ def main() -> int:
     ap.add_argument("--projected-position", type=float, default=0.0, help="weight of column/row probes on the projector's output (stage 2)")
     ap.add_argument("--weight", action="append", default=[], metavar="TYPE=W", help="override a question type's weight (repeatable)")
     ap.add_argument("--init", type=Path, help="continue training from this saved model folder (skips stage 1)")
+    ap.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda); the saved model is always on the CPU")
     args = ap.parse_args()
     if args.aux_weight is None and not args.init:
         args.aux_weight = 0.3
@@ -390,6 +391,8 @@ def main() -> int:
         assert r == common.render_prompt(q), r
 
     config = build_config(tok, args)
+    if args.device != "cpu":
+        torch.set_default_device(args.device)  # every tensor the loop makes, parameters included
     torch.manual_seed(args.seed)
     model = LlavaForConditionalGeneration(config)
     if args.init:
@@ -433,7 +436,7 @@ def main() -> int:
             for g in vopt.param_groups:
                 g["lr"] = args.vision_lr * min(1.0, (step + 1) / 50)
             items = [scenes.make_training_item(args.seed + 1000, step * 32 + j, 0, {}) for j in range(32)]
-            pv = torch.from_numpy(np.stack([common.pixels(it.image) for it in items]))
+            pv = common.on_device(torch.from_numpy(np.stack([common.pixels(it.image) for it in items])))
             loss, acc = aux(vision_features(model, pv), aux_labels(items))
             for k, v in acc.items():
                 vacc[k] = v if k not in vacc else 0.95 * vacc[k] + 0.05 * v
@@ -509,6 +512,9 @@ def main() -> int:
     if args.bench:
         return 0
 
+    if args.device != "cpu":
+        torch.set_default_device("cpu")
+        model.to("cpu")
     model.load_state_dict(best[1])
     model.eval()
     save_folder(model, processor, args.out)
