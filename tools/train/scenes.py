@@ -438,9 +438,13 @@ def corpus_lines() -> list[str]:
     " ASSISTANT:" and " " + answer. Every filler of every prompt is included."""
     lines: list[str] = []
     colors = list(COLORS)
-    for prompts in PROMPTS.values():
+    # every left/right wording, whichever one PROMPTS holds, so the tokenizer does not depend on it
+    wordings = [p for w in (LEFT_RIGHT_SIDE_LAST, LEFT_RIGHT_SIDE_FIRST, LEFT_RIGHT_ATTRIBUTE) for p in w]
+    for prompts in [v for k, v in PROMPTS.items() if k != "left_right"] + [wordings]:
         for p in prompts:
-            if "{shape}" in p:
+            if "{what}" in p.lower():
+                lines += [p.format(side=side, what=w, What=w.capitalize()) for side in ("left", "right") for w in ("color", "shape")] * 4
+            elif "{shape}" in p:
                 lines += [p.format(shape=s) for s in SHAPES]
             elif "{color}" in p:
                 lines += [p.format(color=c) for c in colors]

@@ -1,0 +1,92 @@
+/**
+ * Messages between the extension host and a Logit Lens webview panel. Data reaches the webview
+ * only through postMessage (the panel's CSP forbids every fetch); the webview never talks to the
+ * sidecar itself.
+ */
+import type { LensRecord, NumericBlock } from "./lensRecord";
+import type { SweepAggregates } from "./sweep";
+
+export const WEBVIEW_PROTOCOL_VERSION = 1;
+
+/** What a panel shows: one record (a run, or the previewed item of an experiment). */
+export interface ShowRecordMessage {
+  type: "show";
+  record: LensRecord;
+  /** A webview URI of the analysed image (asWebviewUri), or null for a text-only run. */
+  imageUri: string | null;
+  /** Panel heading, e.g. the image's file name and the prompt. */
+  title: string;
+  /** For a live preview: which planned item this is, and whether it came from the cache. */
+  preview?: { file: string; index: number; total: number; variant: string; expected: string | null; cached: boolean };
+}
+
+/** The panel is busy (a run or preview in flight), idle, or the last update failed. */
+export interface StatusMessage {
+  type: "status";
+  state: "running" | "idle" | "error";
+  message?: string;
+}
+
+/**
+ * A live preview's source is invalid: the errors are shown in the panel, and the last good
+ * record stays on screen.
+ */
+export interface ProblemsMessage {
+  type: "problems";
+  file: string;
+  problems: { path: string; message: string; line?: number; column?: number }[];
+}
+
+/** The answer to a TrackMessage: ranks and probabilities [L+1, P, tokens] over record.positions. */
+export interface TrackedMessage {
+  type: "tracked";
+  ids: number[];
+  texts: string[];
+  rank: NumericBlock;
+  prob: NumericBlock;
+}
+
+/** A finished sweep's aggregates, for the comparison view (groups x mask variants). */
+export interface ComparisonMessage {
+  type: "comparison";
+  title: string;
+  aggregates: SweepAggregates;
+  /** Layer labels of the model that ran the sweep ("embeddings", "block 1", ...). */
+  layerLabels: string[];
+}
+
+export type HostToWebview = ShowRecordMessage | StatusMessage | ProblemsMessage | TrackedMessage | ComparisonMessage;
+
+/** The webview has loaded and wants its data (sent again after a reload). */
+export interface ReadyMessage {
+  type: "ready";
+}
+
+/** Track a token string that the record does not hold (the host asks the sidecar). */
+export interface TrackMessage {
+  type: "track";
+  text: string;
+}
+
+/**
+ * Save something the panel made. For "csv" and "json" the host writes the record (the webview
+ * sends no data); for "svg" and "png" the webview sends the chart (SVG text, or a PNG data URL).
+ */
+export interface ExportMessage {
+  type: "export";
+  format: "csv" | "json" | "svg" | "png";
+  /** A suggested file name without folder, e.g. "heatmap.svg". */
+  name: string;
+  data?: string;
+}
+
+export type WebviewToHost = ReadyMessage | TrackMessage | ExportMessage;
+
+/** What the webview keeps with vscode.setState, so a panel comes back after a reload. */
+export interface PanelState {
+  kind: "run" | "preview" | "comparison";
+  /** The last message that drew the panel (show or comparison). */
+  last?: ShowRecordMessage | ComparisonMessage;
+  /** UI choices: colour metric, selected position, chosen layer for overlays, tracked texts. */
+  ui?: Record<string, unknown>;
+}
