@@ -1,23 +1,130 @@
 /**
- * The VS Code extension host side. For now it registers the runtime-info command and the
- * Problems-panel checks of .lens.json files; the sidecar lifecycle, panels and the .lens.json
- * preview build on this entry point.
+ * The VS Code extension host side: commands, the sidecar's lifecycle, panels, the status bar,
+ * the .lens.json preview, runs and Problems-panel checks. Activation is lazy (commands,
+ * workspaces with experiments, restored panels); the sidecar starts on first use.
  */
+import * as path from "node:path";
 import * as vscode from "vscode";
+import { runLogitLens, selectModel } from "./commands";
 import { registerExperimentDiagnostics } from "./experimentDiagnostics";
+import { Experiments } from "./experiments";
+import { LensPanels } from "./lensPanel";
+import { openModelParams, readConfig, recordsFolder, SECTION } from "./settings";
+import { SidecarClient, type SidecarState } from "./sidecarClient";
 
-export function activate(context: vscode.ExtensionContext): void {
+let client: SidecarClient | undefined;
+
+export interface LogitLensApi {
+  /** For tests: the sidecar client and the open panels. */
+  client: SidecarClient;
+  panels: LensPanels;
+}
+
+export function activate(context: vscode.ExtensionContext): LogitLensApi {
   const output = vscode.window.createOutputChannel("Logit Lens", { log: true });
+  const sidecar = new SidecarClient({
+    script: vscode.Uri.joinPath(context.extensionUri, "dist", "sidecar.js").fsPath,
+    model: () => openModelParams(),
+    log: output,
+    clientName: `vscode ${vscode.version}`,
+  });
+  client = sidecar;
+  const panels = new LensPanels(context, sidecar, output, () => recordsFolder(context));
+  const experiments = new Experiments(sidecar, panels, output);
+  const status = vscode.window.createStatusBarItem("logitLens.status", vscode.StatusBarAlignment.Right, 100);
+  status.name = "Logit Lens";
+  status.command = "logitLens.selectModel";
+  const showStatus = (s: SidecarState) => renderStatus(status, s);
+  showStatus(sidecar.state);
+  status.show();
+
+  let warnedFailure = false;
   registerExperimentDiagnostics(context);
   context.subscriptions.push(
     output,
-    vscode.commands.registerCommand("logitLens.showRuntimeInfo", () => {
-      const sidecar = vscode.Uri.joinPath(context.extensionUri, "dist", "sidecar.js").fsPath;
-      output.info(`sidecar: ${sidecar}`);
-      output.info(`node: ${process.version} (${process.platform}-${process.arch})`);
+    status,
+    panels,
+    experiments,
+    sidecar.onState((s) => {
+      showStatus(s);
+      if (s.kind === "failed" && !warnedFailure) {
+        warnedFailure = true;
+        const open = "Open Output";
+        const retry = "Restart";
+        void vscode.window.showErrorMessage(`Logit Lens: the sidecar stopped: ${s.message}`, open, retry).then((a) => {
+          if (a === open) output.show(true);
+          if (a === retry) {
+            warnedFailure = false;
+            sidecar.reset();
+          }
+        });
+      }
+      if (s.kind !== "failed") warnedFailure = false;
+    }),
+    vscode.commands.registerCommand("logitLens.runLogitLens", (uri?: vscode.Uri, prompt?: string) => runLogitLens(context, sidecar, panels, uri instanceof vscode.Uri ? uri : undefined, typeof prompt === "string" ? prompt : undefined)),
+    vscode.commands.registerCommand("logitLens.selectModel", () => selectModel(sidecar)),
+    vscode.commands.registerCommand("logitLens.openPreviewToSide", (uri?: vscode.Uri) => experiments.openPreview(uri instanceof vscode.Uri ? uri : undefined)),
+    vscode.commands.registerCommand("logitLens.runExperiment", (uri?: vscode.Uri) => experiments.run(uri instanceof vscode.Uri ? uri : undefined)),
+    vscode.commands.registerCommand("logitLens.showOutput", () => output.show(true)),
+    vscode.commands.registerCommand("logitLens.restartSidecar", async () => {
+      await sidecar.stop();
+      sidecar.reset();
+      output.info("sidecar stopped; it starts again on the next run");
+    }),
+    vscode.commands.registerCommand("logitLens.showRuntimeInfo", async () => {
+      output.info(`sidecar: ${vscode.Uri.joinPath(context.extensionUri, "dist", "sidecar.js").fsPath}`);
+      output.info(`node: ${process.version} (${process.platform}-${process.arch}), extension host ${vscode.env.remoteName ?? "local"}`);
+      try {
+        const server = await sidecar.server();
+        output.info(`sidecar ${server.serverVersion}, providers: ${server.providers.map((p) => `${p.name}${p.bundled ? "" : " (not bundled)"}`).join(", ")}`);
+        output.info(`architectures: ${server.architectures.join(", ")}; bundled model: ${server.defaultModel}`);
+      } catch (e) {
+        output.error(String(e));
+      }
       output.show(true);
     }),
+    vscode.workspace.onDidChangeConfiguration((e) => {
+      if (e.affectsConfiguration(`${SECTION}.model`) || e.affectsConfiguration(`${SECTION}.device`) || e.affectsConfiguration(`${SECTION}.threads`)) {
+        // the next request reopens with the new settings; forget crashes of the old model
+        sidecar.reset();
+        const cfg = readConfig();
+        output.info(`model setting: ${cfg.model || "(bundled)"} on ${cfg.device}; it opens on the next run`);
+      }
+    }),
   );
+  return { client: sidecar, panels };
 }
 
-export function deactivate(): void {}
+function renderStatus(item: vscode.StatusBarItem, s: SidecarState): void {
+  const modelName = (folder: string | undefined) => (folder ? path.basename(folder) : "no model");
+  switch (s.kind) {
+    case "stopped":
+      item.text = "$(telescope) Logit Lens";
+      item.tooltip = `Logit Lens: ${readConfig().model || "bundled model"} (starts on first run). Click to select a model.`;
+      item.backgroundColor = undefined;
+      break;
+    case "starting":
+      item.text = "$(loading~spin) Logit Lens: starting";
+      item.tooltip = "Starting the sidecar";
+      break;
+    case "ready":
+      item.text = `$(telescope) ${modelName(s.model?.folder)}${s.model ? ` · ${s.model.provider}` : ""}`;
+      item.tooltip = s.model ? `Logit Lens: ${s.model.folder}\n${s.model.architecture}, ${s.model.dtype}, ${s.model.numLayers} layers, on ${s.model.provider}` : "Logit Lens: ready";
+      item.backgroundColor = undefined;
+      break;
+    case "busy":
+      item.text = `$(loading~spin) ${modelName(s.model?.folder)}: ${s.what}`;
+      item.tooltip = `Logit Lens: ${s.what}`;
+      break;
+    case "failed":
+      item.text = "$(error) Logit Lens";
+      item.tooltip = `Logit Lens: ${s.message}`;
+      item.backgroundColor = new vscode.ThemeColor("statusBarItem.errorBackground");
+      break;
+  }
+}
+
+export async function deactivate(): Promise<void> {
+  await client?.dispose();
+  client = undefined;
+}

@@ -142,6 +142,11 @@ export class SidecarClient {
     }
   }
 
+  /** The sidecar's handshake answer (supported architectures, providers), starting it when needed. */
+  async server(): Promise<InitializeResult> {
+    return (await this.ensureStarted()).server;
+  }
+
   /** The summary of the open model, opening it (and starting the sidecar) when needed. */
   async model(): Promise<ModelSummary> {
     const running = await this.ensureModel();

@@ -31,6 +31,10 @@ export interface InitializeResult {
   serverVersion: string;
   /** Execution providers this onnxruntime-node build carries. */
   providers: { name: string; bundled: boolean }[];
+  /** Model classes (config.json "architectures") this sidecar can run. */
+  architectures: string[];
+  /** The folder opened when lens/openModel gets an empty folder (the bundled model). */
+  defaultModel: string;
 }
 /** Extension -> sidecar, once, right after spawning it. */
 export const InitializeRequest = new RequestType<InitializeParams, InitializeResult, void>("lens/initialize");

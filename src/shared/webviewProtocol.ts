@@ -55,7 +55,21 @@ export interface ComparisonMessage {
   layerLabels: string[];
 }
 
-export type HostToWebview = ShowRecordMessage | StatusMessage | ProblemsMessage | TrackedMessage | ComparisonMessage;
+/** Where the host keeps the panel's record, so that a panel restored after a reload can read it back. */
+export interface HostState {
+  recordFile?: string;
+  imagePath?: string;
+  title?: string;
+  kind?: PanelState["kind"];
+}
+
+/** The page stores this in its state (PanelState.host) for the host's serializer. */
+export interface HostStateMessage {
+  type: "hostState";
+  state: HostState;
+}
+
+export type HostToWebview = ShowRecordMessage | StatusMessage | ProblemsMessage | TrackedMessage | ComparisonMessage | HostStateMessage;
 
 /** The webview has loaded and wants its data (sent again after a reload). */
 export interface ReadyMessage {
@@ -89,4 +103,6 @@ export interface PanelState {
   last?: ShowRecordMessage | ComparisonMessage;
   /** UI choices: colour metric, selected position, chosen layer for overlays, tracked texts. */
   ui?: Record<string, unknown>;
+  /** The last HostStateMessage's state, kept for the host's panel serializer. */
+  host?: HostState;
 }

@@ -18,7 +18,8 @@ import { readFileSync } from "node:fs";
 import { InvalidExperimentError, parseExperiment } from "../shared/experiment";
 import type { SweepAggregates } from "../shared/sweep";
 import { defaultModelFolder, samplesFolder } from "./defaults";
-import { outputFolder, runSweep } from "./experiment/sweep";
+import { outputFolder } from "./experiment/paths";
+import { runSweep } from "./experiment/sweep";
 
 const USAGE = `usage: logit-lens [run] [--model DIR] [--image FILE --prompt TEXT] [options]
        logit-lens run EXPERIMENT.lens.json [--model DIR] [--out DIR] [--fresh]

@@ -23,9 +23,11 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { InvalidExperimentError, type LensExperiment, parseExperiment } from "../shared/experiment";
+import { SUPPORTED_ARCHITECTURES } from "./arch";
 import { defaultModelFolder } from "./defaults";
 import { isLensInputError, LensInputError } from "./errors";
-import { itemRequest, outputFolder, planExperiment, runSweep } from "./experiment/sweep";
+import { outputFolder } from "./experiment/paths";
+import { itemRequest, planExperiment, runSweep } from "./experiment/sweep";
 import { firstTokenOf, LensCancelledError, runLens } from "./lens/runLens";
 import { LoadedModel } from "./model/loadedModel";
 import { availableProviders, parseDevice } from "./runtime/ort";
@@ -108,7 +110,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
       }
       initialized = true;
       log("info", `initialized by ${params.clientName}`);
-      return { protocolVersion: PROTOCOL_VERSION, serverVersion: SERVER_VERSION, providers: availableProviders() };
+      return { protocolVersion: PROTOCOL_VERSION, serverVersion: SERVER_VERSION, providers: availableProviders(), architectures: [...SUPPORTED_ARCHITECTURES], defaultModel: defaultModelFolder() };
     }),
   );
 

@@ -123,7 +123,7 @@ describe("SidecarClient", () => {
       expect((e as Error).message).toContain("code 3");
     }
     expect(c.state.kind).toBe("failed");
-    const last = await c.model().catch((x: unknown) => x as Error);
+    const last = (await c.model().catch((x: unknown) => x)) as Error;
     expect(last.message).toMatch(/gave up after 3 restarts/);
     expect(log.lines.filter((l) => l.startsWith("info starting the sidecar"))).toHaveLength(4);
     c.reset();

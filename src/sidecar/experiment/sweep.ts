@@ -104,12 +104,6 @@ export function itemRequest(item: PlannedItem): LensRunRequest {
 }
 
 /** The results folder of an experiment file: output.folder, or "<name>.results" beside it. */
-export function outputFolder(experiment: LensExperiment, file: string): string {
-  const dir = path.dirname(path.resolve(file));
-  if (experiment.output.folder) return path.resolve(dir, experiment.output.folder);
-  return path.join(dir, `${path.basename(file).replace(/\.lens\.json$/i, "").replace(/\.json$/i, "")}.results`);
-}
-
 export interface SweepProgress {
   done: number;
   total: number;

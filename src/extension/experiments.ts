@@ -1,0 +1,218 @@
+/**
+ * .lens.json experiments in the editor: the live preview that follows the experiment being
+ * edited (as Markdown's preview follows its source), and "Run Experiment" with progress, cancel
+ * and a comparison view of the results.
+ *
+ * Before anything runs from an experiment file, paths it names outside the workspace (model,
+ * inputs, output folder) need the user's confirmation, and so does any run in an untrusted
+ * workspace. The answer is remembered per file and set of paths for the session.
+ */
+import * as path from "node:path";
+import * as vscode from "vscode";
+import { checkExperimentText, type LensExperiment } from "../shared/experiment";
+import { PreviewExperimentRequest, RunExperimentRequest } from "../shared/protocol";
+import type { ComparisonMessage } from "../shared/webviewProtocol";
+import { experimentPaths, pathsOutside } from "./experimentPaths";
+import { isExperimentDocument } from "./experimentDiagnostics";
+import type { LensPanels, PreviewPanel } from "./lensPanel";
+import type { SidecarClient } from "./sidecarClient";
+
+const PREVIEW_DEBOUNCE_MS = 400;
+
+export class Experiments implements vscode.Disposable {
+  private preview: { panel: PreviewPanel; doc: vscode.TextDocument; timer?: ReturnType<typeof setTimeout>; cts?: vscode.CancellationTokenSource; version: number } | null = null;
+  private readonly confirmed = new Set<string>();
+  private readonly disposables: vscode.Disposable[] = [];
+
+  constructor(
+    private readonly client: SidecarClient,
+    private readonly panels: LensPanels,
+    private readonly log: vscode.LogOutputChannel,
+  ) {
+    this.disposables.push(
+      vscode.workspace.onDidChangeTextDocument((e) => {
+        if (this.preview && e.document === this.preview.doc) this.schedule();
+      }),
+      vscode.window.onDidChangeActiveTextEditor((editor) => {
+        // follow the active experiment, like Markdown's preview
+        if (this.preview && editor && isExperimentDocument(editor.document) && editor.document !== this.preview.doc) {
+          this.preview.doc = editor.document;
+          this.schedule(0);
+        }
+      }),
+    );
+  }
+
+  /** "Logit Lens: Open Preview to the Side". */
+  async openPreview(uri?: vscode.Uri): Promise<void> {
+    const doc = await experimentDocument(uri);
+    if (!doc) return;
+    if (this.preview) {
+      this.preview.doc = doc;
+      this.preview.panel.panel.reveal(vscode.ViewColumn.Beside, true);
+    } else {
+      const panel = this.panels.createPreview(doc.uri.fsPath);
+      this.preview = { panel, doc, version: 0 };
+      panel.panel.onDidDispose(() => {
+        this.preview?.cts?.cancel();
+        if (this.preview?.timer) clearTimeout(this.preview.timer);
+        this.preview = null;
+      });
+    }
+    this.schedule(0);
+  }
+
+  /** "Logit Lens: Run Experiment": every item, with progress and cancel, then the comparison view. */
+  async run(uri?: vscode.Uri): Promise<void> {
+    const doc = await experimentDocument(uri);
+    if (!doc) return;
+    if (doc.isDirty) await doc.save();
+    const file = doc.uri.fsPath;
+    const { experiment, problems } = checkExperimentText(doc.getText());
+    if (!experiment) {
+      void vscode.window.showErrorMessage(`${path.basename(file)}: ${problems[0]?.pointer ?? "/"}: ${problems[0]?.message ?? "invalid experiment"} (see the Problems panel)`);
+      return;
+    }
+    if (!(await this.allowed(file, experiment))) return;
+    const name = path.basename(file);
+    const summary = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title: `Logit Lens: ${name}`, cancellable: true },
+      async (progress, token) => {
+        let last = 0;
+        const sub = this.client.onExperimentProgress((p) => {
+          if (path.resolve(p.file) !== path.resolve(file) || p.total === 0) return;
+          const pct = (100 * p.done) / p.total;
+          const eta = p.etaSeconds > 0 ? `, ${formatSeconds(p.etaSeconds)} left` : "";
+          progress.report({ increment: pct - last, message: `${p.done} of ${p.total} (${p.rate.toFixed(1)}/s${eta})${p.resumed ? `, ${p.resumed} done before` : ""}` });
+          last = pct;
+        });
+        try {
+          return await this.client.request(RunExperimentRequest, { file }, tokenOf(token), `running ${name}`);
+        } finally {
+          sub.dispose();
+        }
+      },
+    ).then(
+      (s) => s,
+      (e: unknown) => {
+        void vscode.window.showErrorMessage(`Logit Lens: ${errorText(e)}`);
+        return null;
+      },
+    );
+    if (!summary) return;
+    this.log.info(`${name}: ran ${summary.ran}, resumed ${summary.resumed}, of ${summary.total} in ${summary.seconds.toFixed(1)} s${summary.cancelled ? " (cancelled)" : ""} -> ${summary.outDir}`);
+    const message: ComparisonMessage = {
+      type: "comparison",
+      title: `Compare ${experiment.name}`,
+      aggregates: summary.aggregates,
+      layerLabels: ["embeddings", ...Array.from({ length: Math.max(0, summary.aggregates.layers - 1) }, (_, i) => `block ${i + 1}`)],
+    };
+    this.panels.showComparison(message);
+    const open = "Open Results Folder";
+    const done = summary.cancelled ? `cancelled after ${summary.ran} new items (rerun to continue)` : `${summary.total} items done (${summary.ran} run now)`;
+    void vscode.window.showInformationMessage(`Logit Lens: ${name}: ${done}.`, open).then((a) => {
+      if (a === open) void vscode.commands.executeCommand("revealFileInOS", vscode.Uri.file(summary.outDir));
+    });
+  }
+
+  dispose(): void {
+    this.preview?.cts?.cancel();
+    this.disposables.forEach((d) => d.dispose());
+  }
+
+  private schedule(ms = PREVIEW_DEBOUNCE_MS): void {
+    const p = this.preview;
+    if (!p) return;
+    if (p.timer) clearTimeout(p.timer);
+    p.timer = setTimeout(() => void this.update(), ms);
+  }
+
+  private async update(): Promise<void> {
+    const p = this.preview;
+    if (!p) return;
+    const version = ++p.version;
+    const doc = p.doc;
+    const file = doc.uri.fsPath;
+    const text = doc.getText();
+    const { experiment, problems } = checkExperimentText(text);
+    if (!experiment) {
+      p.panel.post({
+        type: "problems",
+        file,
+        problems: problems.map((q) => {
+          const pos = doc.positionAt(q.offset);
+          return { path: q.pointer, message: q.message, line: pos.line + 1, column: pos.character + 1 };
+        }),
+      });
+      return;
+    }
+    if (!(await this.allowed(file, experiment))) {
+      p.panel.post({ type: "status", state: "error", message: "The preview needs your confirmation to read paths outside the workspace." });
+      return;
+    }
+    p.cts?.cancel();
+    const cts = new vscode.CancellationTokenSource();
+    p.cts = cts;
+    p.panel.post({ type: "status", state: "running", message: `previewing ${path.basename(file)}` });
+    try {
+      const r = await this.client.request(PreviewExperimentRequest, { file, text }, tokenOf(cts.token), "preview");
+      if (version !== p.version || this.preview !== p) return; // a newer edit won
+      const title = `Preview ${path.basename(file)}`;
+      await p.panel.show(r.record, title, { file, index: r.item.index, total: r.item.total, variant: r.item.variant, expected: r.item.expected, cached: r.cached }, r.item.image || undefined);
+      p.panel.post({ type: "status", state: "idle" });
+    } catch (e) {
+      if ((e as { code?: number }).code === -32800) return; // superseded by a newer edit
+      const data = (e as { data?: { errors?: string[] } }).data;
+      if (data?.errors?.length) {
+        p.panel.post({ type: "problems", file, problems: data.errors.map((m) => ({ path: "/", message: m })) });
+      } else {
+        p.panel.post({ type: "status", state: "error", message: errorText(e) });
+      }
+    }
+  }
+
+  /** The user's consent for untrusted workspaces and for paths outside the workspace. */
+  private async allowed(file: string, experiment: LensExperiment): Promise<boolean> {
+    const folders = (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath);
+    const outside = pathsOutside(experimentPaths(experiment, file), folders);
+    const untrusted = !vscode.workspace.isTrusted;
+    if (!outside.length && !untrusted) return true;
+    const key = `${file}\n${untrusted}\n${outside.map((o) => o.path).join("\n")}`;
+    if (this.confirmed.has(key)) return true;
+    const lines = outside.map((o) => `${o.role}: ${o.path}`);
+    const detail = [
+      untrusted ? "This workspace is not trusted; the experiment file decides which model runs and which files are read and written." : "",
+      lines.length ? `It names paths outside the workspace:\n${lines.join("\n")}` : "",
+    ]
+      .filter(Boolean)
+      .join("\n\n");
+    const allow = "Allow";
+    const answer = await vscode.window.showWarningMessage(`Run ${path.basename(file)}?`, { modal: true, detail }, allow);
+    if (answer !== allow) return false;
+    this.confirmed.add(key);
+    return true;
+  }
+}
+
+async function experimentDocument(uri?: vscode.Uri): Promise<vscode.TextDocument | undefined> {
+  if (uri) return vscode.workspace.openTextDocument(uri);
+  const doc = vscode.window.activeTextEditor?.document;
+  if (doc && isExperimentDocument(doc)) return doc;
+  const picked = await vscode.window.showOpenDialog({ canSelectMany: false, filters: { "Lens experiments": ["lens.json", "json"] }, title: "Choose a .lens.json experiment" });
+  return picked?.[0] ? vscode.workspace.openTextDocument(picked[0]) : undefined;
+}
+
+/** vscode's CancellationToken and vscode-jsonrpc's have the same shape. */
+function tokenOf(token: vscode.CancellationToken) {
+  return token as unknown as import("vscode-jsonrpc").CancellationToken;
+}
+
+export function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : typeof e === "object" && e && "message" in e ? String((e as { message: unknown }).message) : String(e);
+}
+
+function formatSeconds(s: number): string {
+  if (s < 90) return `${Math.round(s)} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}

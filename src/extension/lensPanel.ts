@@ -1,0 +1,271 @@
+/**
+ * Logit Lens panels: one webview per run (and one live preview per .lens.json, and comparison
+ * views of finished sweeps). Each panel's data reaches it only by postMessage; the record is
+ * also kept in the records folder so that a panel restored after a reload (the serializer below)
+ * reads it back instead of rerunning.
+ *
+ * Security: CSP default-src 'none' with a nonce per page (src/webview/html.ts), scripts only
+ * from the extension's dist folder, localResourceRoots limited to dist, media and the analysed
+ * image's folder.
+ */
+import { randomBytes } from "node:crypto";
+import * as fs from "node:fs/promises";
+import * as path from "node:path";
+import * as vscode from "vscode";
+import { recordToCsv, recordToJson } from "../shared/exportCsv";
+import type { LensRecord } from "../shared/lensRecord";
+import { type RunParams, RunRequest, TrackTokensRequest } from "../shared/protocol";
+import type { ComparisonMessage, HostState, HostToWebview, PanelState, ShowRecordMessage, WebviewToHost } from "../shared/webviewProtocol";
+import { writeFileAtomic } from "../sidecar/util/atomicWrite";
+import { panelHtml } from "../webview/html";
+import type { SidecarClient } from "./sidecarClient";
+
+export const PANEL_VIEW_TYPE = "logitLens.panel";
+
+/** What the host keeps per panel; `recordFile` also lives in the webview state for restores. */
+interface PanelEntry {
+  panel: vscode.WebviewPanel;
+  kind: PanelState["kind"];
+  last?: ShowRecordMessage | ComparisonMessage;
+  record?: LensRecord;
+  imagePath?: string;
+  /** The request that made the record, to rerun it when the sidecar's last run is another one. */
+  request?: RunParams;
+  ready: boolean;
+}
+
+
+export class LensPanels implements vscode.Disposable {
+  private readonly entries = new Set<PanelEntry>();
+  /** The panel whose request was the sidecar's last lens/run (lens/trackTokens answers for it). */
+  private lastRun: PanelEntry | null = null;
+  private readonly disposables: vscode.Disposable[] = [];
+
+  constructor(
+    private readonly context: vscode.ExtensionContext,
+    private readonly client: SidecarClient,
+    private readonly log: vscode.LogOutputChannel,
+    private readonly recordsFolder: () => string,
+  ) {
+    this.disposables.push(vscode.window.registerWebviewPanelSerializer(PANEL_VIEW_TYPE, { deserializeWebviewPanel: (p, s) => this.restore(p, s) }));
+  }
+
+  /** Opens a panel for a finished run. */
+  async showRun(record: LensRecord, request: RunParams, imagePath: string | undefined): Promise<vscode.WebviewPanel> {
+    const title = panelTitle(record, imagePath);
+    const entry = this.create("run", title, imagePath, vscode.ViewColumn.Beside);
+    entry.request = request;
+    this.lastRun = entry;
+    await this.setRecord(entry, record, title, undefined);
+    return entry.panel;
+  }
+
+  /** A panel that follows a .lens.json file (experimentPreview.ts drives it). */
+  createPreview(file: string): PreviewPanel {
+    const entry = this.create("preview", `Preview ${path.basename(file)}`, undefined, vscode.ViewColumn.Beside, true);
+    return new PreviewPanel(this, entry);
+  }
+
+  /** A comparison view of a finished sweep's aggregates. */
+  showComparison(message: ComparisonMessage): vscode.WebviewPanel {
+    const entry = this.create("comparison", message.title, undefined, vscode.ViewColumn.Active);
+    entry.last = message;
+    this.post(entry, message);
+    return entry.panel;
+  }
+
+  /** The record a panel shows (for tests and the export command). */
+  get panels(): readonly { panel: vscode.WebviewPanel; record?: LensRecord }[] {
+    return [...this.entries];
+  }
+
+  dispose(): void {
+    for (const e of this.entries) e.panel.dispose();
+    this.disposables.forEach((d) => d.dispose());
+  }
+
+  /** @internal for PreviewPanel */
+  async setRecord(entry: PanelEntry, record: LensRecord, title: string, preview: ShowRecordMessage["preview"], imagePath?: string): Promise<void> {
+    if (imagePath !== undefined && imagePath !== entry.imagePath) {
+      entry.imagePath = imagePath;
+      entry.panel.webview.options = this.webviewOptions(imagePath);
+    }
+    entry.record = record;
+    entry.panel.title = title;
+    const message: ShowRecordMessage = {
+      type: "show",
+      record,
+      imageUri: entry.imagePath ? entry.panel.webview.asWebviewUri(vscode.Uri.file(entry.imagePath)).toString() : null,
+      title,
+      ...(preview ? { preview } : {}),
+    };
+    entry.last = message;
+    this.post(entry, message);
+    if (entry.kind === "run") await this.keepRecord(entry, record, title);
+  }
+
+  /** @internal */
+  post(entry: PanelEntry, message: HostToWebview): void {
+    if (entry.ready) void entry.panel.webview.postMessage(message);
+  }
+
+  private create(kind: PanelState["kind"], title: string, imagePath: string | undefined, column: vscode.ViewColumn, preserveFocus = false): PanelEntry {
+    const panel = vscode.window.createWebviewPanel(PANEL_VIEW_TYPE, title, { viewColumn: column, preserveFocus }, this.webviewOptions(imagePath));
+    return this.attach(panel, kind, imagePath);
+  }
+
+  private attach(panel: vscode.WebviewPanel, kind: PanelState["kind"], imagePath: string | undefined): PanelEntry {
+    const entry: PanelEntry = { panel, kind, imagePath, ready: false };
+    panel.iconPath = vscode.Uri.joinPath(this.context.extensionUri, "media", "icon.svg");
+    panel.webview.options = this.webviewOptions(imagePath);
+    panel.webview.html = this.html(panel.webview);
+    this.entries.add(entry);
+    panel.webview.onDidReceiveMessage((m: WebviewToHost) => this.onMessage(entry, m), undefined, this.disposables);
+    panel.onDidDispose(() => {
+      this.entries.delete(entry);
+      if (this.lastRun === entry) this.lastRun = null;
+    });
+    return entry;
+  }
+
+  private webviewOptions(imagePath: string | undefined): vscode.WebviewOptions {
+    const roots = [vscode.Uri.joinPath(this.context.extensionUri, "dist"), vscode.Uri.joinPath(this.context.extensionUri, "media")];
+    if (imagePath) roots.push(vscode.Uri.file(path.dirname(imagePath)));
+    return { enableScripts: true, localResourceRoots: roots };
+  }
+
+  private html(webview: vscode.Webview): string {
+    const uri = (...p: string[]) => webview.asWebviewUri(vscode.Uri.joinPath(this.context.extensionUri, ...p)).toString();
+    return panelHtml({
+      scriptUri: uri("dist", "webview.js"),
+      styleUri: uri("media", "webview.css"),
+      cspSource: webview.cspSource,
+      nonce: randomBytes(18).toString("base64url"),
+    });
+  }
+
+  private async onMessage(entry: PanelEntry, m: WebviewToHost): Promise<void> {
+    try {
+      if (m.type === "ready") {
+        entry.ready = true;
+        if (entry.last) this.post(entry, entry.last);
+      } else if (m.type === "track") {
+        await this.track(entry, m.text);
+      } else if (m.type === "export") {
+        await this.export(entry, m.format, m.name, m.data);
+      }
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      this.log.error(`panel ${m.type}: ${message}`);
+      this.post(entry, { type: "status", state: "error", message });
+      if (m.type === "export") void vscode.window.showErrorMessage(`Logit Lens: export failed: ${message}`);
+    }
+  }
+
+  private async track(entry: PanelEntry, text: string): Promise<void> {
+    if (!entry.record) return;
+    if (this.lastRun !== entry) {
+      // lens/trackTokens answers over the sidecar's last run: make this panel's run the last again
+      const request = entry.request ?? requestOf(entry.record, entry.imagePath);
+      this.post(entry, { type: "status", state: "running", message: `tracking "${text}"` });
+      await this.client.request(RunRequest, request, undefined, "running the lens");
+      this.lastRun = entry;
+    }
+    const r = await this.client.request(TrackTokensRequest, { tokens: [text] }, undefined, "tracking a token");
+    this.post(entry, { type: "tracked", ids: r.ids, texts: r.texts, rank: r.rank, prob: r.prob });
+    this.post(entry, { type: "status", state: "idle" });
+  }
+
+  private async export(entry: PanelEntry, format: "csv" | "json" | "svg" | "png", name: string, data?: string): Promise<void> {
+    let bytes: Uint8Array;
+    if (format === "csv" || format === "json") {
+      if (!entry.record) throw new Error("this panel has no record to export");
+      bytes = Buffer.from(format === "csv" ? recordToCsv(entry.record) : recordToJson(entry.record), "utf8");
+    } else if (format === "svg") {
+      if (!data?.startsWith("<svg")) throw new Error("the panel sent no SVG");
+      bytes = Buffer.from(data, "utf8");
+    } else {
+      const match = /^data:image\/png;base64,(.+)$/su.exec(data ?? "");
+      if (!match) throw new Error("the panel sent no PNG");
+      bytes = Buffer.from(match[1], "base64");
+    }
+    const base = entry.imagePath ? path.dirname(entry.imagePath) : vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
+    const suggested = safeName(name, format);
+    const target = await vscode.window.showSaveDialog({
+      defaultUri: base ? vscode.Uri.file(path.join(base, suggested)) : undefined,
+      filters: { [format.toUpperCase()]: [format] },
+      title: `Export ${format.toUpperCase()}`,
+    });
+    if (!target) return;
+    await writeFileAtomic(target.fsPath, bytes);
+    this.log.info(`exported ${format} to ${target.fsPath}`);
+    void vscode.window.setStatusBarMessage(`Logit Lens: saved ${path.basename(target.fsPath)}`, 4000);
+  }
+
+  /** Writes the record where a restored panel will find it, and tells the page to remember where. */
+  private async keepRecord(entry: PanelEntry, record: LensRecord, title: string): Promise<void> {
+    const folder = this.recordsFolder();
+    const file = path.join(folder, `${new Date().toISOString().replace(/[:.]/gu, "-")}-${randomBytes(3).toString("hex")}.json`);
+    try {
+      await fs.mkdir(folder, { recursive: true });
+      await writeFileAtomic(file, JSON.stringify(record));
+      const state: HostState = { recordFile: file, imagePath: entry.imagePath, title, kind: entry.kind };
+      this.post(entry, { type: "hostState", state });
+    } catch (e) {
+      this.log.warn(`could not keep the record for restoring the panel: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
+  private async restore(panel: vscode.WebviewPanel, state: unknown): Promise<void> {
+    const s = (state ?? {}) as PanelState;
+    const host = s.host ?? {};
+    const entry = this.attach(panel, host.kind ?? s.kind ?? "run", host.imagePath);
+    if (host.recordFile) {
+      try {
+        const record = JSON.parse(await fs.readFile(host.recordFile, "utf8")) as LensRecord;
+        await this.setRecord(entry, record, host.title ?? panel.title, undefined);
+        return;
+      } catch (e) {
+        this.log.warn(`could not restore a panel from ${host.recordFile}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+    if (s.last) {
+      entry.last = s.last;
+      if (s.last.type === "show") entry.record = s.last.record;
+    }
+  }
+}
+
+/** The live preview's handle on its panel. */
+export class PreviewPanel {
+  constructor(
+    private readonly panels: LensPanels,
+    private readonly entry: PanelEntry,
+  ) {}
+
+  get panel(): vscode.WebviewPanel {
+    return this.entry.panel;
+  }
+
+  show(record: LensRecord, title: string, preview: NonNullable<ShowRecordMessage["preview"]>, imagePath: string | undefined): Promise<void> {
+    return this.panels.setRecord(this.entry, record, title, preview, imagePath);
+  }
+
+  post(message: HostToWebview): void {
+    this.panels.post(this.entry, message);
+  }
+}
+
+function panelTitle(record: LensRecord, imagePath: string | undefined): string {
+  const prompt = record.input.prompt.length > 40 ? `${record.input.prompt.slice(0, 39)}…` : record.input.prompt;
+  return `${imagePath ? path.basename(imagePath) : "text"}: ${prompt}`;
+}
+
+function requestOf(record: LensRecord, imagePath: string | undefined): RunParams {
+  return { prompt: record.input.prompt, ...(imagePath ? { image: imagePath } : {}), settings: record.input.settings, ...(record.headMask ? { headMask: { heads: record.headMask } } : {}) };
+}
+
+function safeName(name: string, format: string): string {
+  const base = name.replace(/[^A-Za-z0-9._ -]+/gu, "_").replace(/^\.+/u, "") || "logit-lens";
+  return base.toLowerCase().endsWith(`.${format}`) ? base : `${base}.${format}`;
+}

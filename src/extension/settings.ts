@@ -1,0 +1,53 @@
+/**
+ * The extension's settings (package.json "contributes.configuration"). In an untrusted
+ * workspace VS Code ignores workspace values of the restricted ones (model, device, cache
+ * folder: package.json "capabilities.untrustedWorkspaces"), so a cloned repository cannot point
+ * the sidecar at a folder of its choosing.
+ */
+import * as os from "node:os";
+import * as path from "node:path";
+import * as vscode from "vscode";
+import type { OpenModelParams } from "../shared/protocol";
+
+export const SECTION = "logitLens";
+
+export type Device = "auto" | "cpu" | "cuda" | "webgpu";
+
+export interface LensConfig {
+  /** A Hugging Face model folder; "" = the bundled model. */
+  model: string;
+  device: Device;
+  threads: number;
+  topK: number;
+  maxNewTokens: number;
+  /** Where run records are kept (for panels restored after a reload); "" = extension storage. */
+  cacheFolder: string;
+}
+
+export function readConfig(): LensConfig {
+  const c = vscode.workspace.getConfiguration(SECTION);
+  return {
+    model: expandHome(c.get<string>("model", "").trim()),
+    device: c.get<Device>("device", "auto"),
+    threads: Math.max(0, Math.floor(c.get<number>("threads", 0))),
+    topK: clampInt(c.get<number>("topK", 10), 1, 100),
+    maxNewTokens: clampInt(c.get<number>("maxNewTokens", 8), 0, 512),
+    cacheFolder: expandHome(c.get<string>("cacheFolder", "").trim()),
+  };
+}
+
+export function openModelParams(config: LensConfig = readConfig()): OpenModelParams {
+  return { folder: config.model, device: config.device, ...(config.threads > 0 ? { threads: config.threads } : {}) };
+}
+
+export function recordsFolder(context: vscode.ExtensionContext, config: LensConfig = readConfig()): string {
+  return config.cacheFolder ? path.join(config.cacheFolder, "records") : path.join(context.globalStorageUri.fsPath, "records");
+}
+
+function expandHome(p: string): string {
+  return p === "~" || p.startsWith("~/") ? path.join(os.homedir(), p.slice(1)) : p;
+}
+
+function clampInt(v: number, lo: number, hi: number): number {
+  return Math.min(hi, Math.max(lo, Math.floor(Number.isFinite(v) ? v : lo)));
+}
