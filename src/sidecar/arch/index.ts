@@ -2,9 +2,10 @@
 import { LensInputError } from "../errors";
 import { llamaForCausalLM } from "./llamaForCausalLM";
 import { llava } from "./llava";
+import { qwen2vl } from "./qwen2vl";
 import type { ArchitectureModule } from "./types";
 
-const MODULES: readonly ArchitectureModule[] = [llava, llamaForCausalLM];
+const MODULES: readonly ArchitectureModule[] = [llava, qwen2vl, llamaForCausalLM];
 
 export const SUPPORTED_ARCHITECTURES: readonly string[] = MODULES.flatMap((m) => m.architectures);
 

@@ -2,7 +2,7 @@
  * The LLaMA decoder (LlamaForCausalLM, and the language model inside LLaVA).
  *
  * Graph contract (one sequence, batch dimension dropped):
- *   inputs   input_ids [S] int64, position_ids [S] int64, output_positions [K] int64,
+ *   inputs   input_ids [S] int64, position_ids [S] int64 ([3, S] with M-RoPE), output_positions [K] int64,
  *            past_key.{i} / past_value.{i} [kvHeads, P, headDim] (P = 0 on the first call),
  *            image_features [N, hidden] when the model has a vision tower
  *   outputs  hidden_states [L+1, K, hidden] in transformers' convention (entry 0 = embeddings,
@@ -17,7 +17,7 @@
  * decode step asks for one row and a parity run for all of them.
  */
 import { LensInputError } from "../errors";
-import { type GraphCtx, activation, applyRotary, attentionCore, linear, mergeHeads, param, rawParam, rmsNorm, rotaryTables, splitHeads } from "../graph/blocks";
+import { type GraphCtx, activation, applyRotary, attentionCore, linear, mergeHeads, multiAxisRotaryTables, param, rawParam, rmsNorm, rotaryTables, splitHeads } from "../graph/blocks";
 import type { LensHeadSpec } from "../graph/lensGraph";
 import { cfgBool, cfgNumber, cfgString, type JsonObject } from "./configUtil";
 
@@ -103,6 +103,14 @@ export function resolveDecoderNames(ctx: GraphCtx, cfg: LlamaTextConfig, bodyPre
 export interface DecoderGraphOptions {
   /** When set, positions holding this token id take their embedding from `image_features`. */
   imageTokenId?: number;
+  /** Bias on q/k/v and on o_proj; each defaults to the config's attention_bias (Qwen2 has the first, not the second). */
+  qkvBias?: boolean;
+  outputBias?: boolean;
+  /**
+   * M-RoPE (Qwen2-VL): `position_ids` becomes `[axes, S]` and the first `mropeSection[0]` rotary
+   * frequencies take axis 0's position, the next `mropeSection[1]` axis 1's, and so on.
+   */
+  mropeSection?: readonly number[];
 }
 
 export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: DecoderNames, opts: DecoderGraphOptions, configFile: string): void {
@@ -110,7 +118,8 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
   const { hiddenSize: H, numHeads, numKvHeads, headDim: D, numLayers: L } = cfg;
 
   const inputIds = b.input("input_ids", "int64", ["seq"]);
-  const positionIds = b.input("position_ids", "int64", ["seq"]);
+  const mrope = opts.mropeSection;
+  const positionIds = b.input("position_ids", "int64", mrope ? [mrope.length, "seq"] : ["seq"]);
   const outputPositions = b.input("output_positions", "int64", ["outputs"]);
   const past = Array.from({ length: L }, (_, i) => ({
     key: b.input(`past_key.${i}`, "float32", [numKvHeads, "past", D]),
@@ -128,7 +137,13 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
     const kPos = b.op("Range", [b.i64Scalar(0), total, b.i64Scalar(1)]);
     return b.op("LessOrEqual", [b.op("Unsqueeze", [kPos, b.i64(0)]), b.op("Unsqueeze", [qPos, b.i64(1)])], {}, "allowed");
   });
-  const { cos, sin } = b.scoped("rope", () => rotaryTables(ctx, positionIds, defaultInvFreq(D, cfg.ropeTheta)));
+  const { cos, sin } = b.scoped("rope", () =>
+    mrope
+      ? multiAxisRotaryTables(ctx, positionIds, defaultInvFreq(D, cfg.ropeTheta), mrope.flatMap((n, axis) => Array<number>(n).fill(axis)))
+      : rotaryTables(ctx, positionIds, defaultInvFreq(D, cfg.ropeTheta)),
+  );
+  const qkvBias = opts.qkvBias ?? cfg.attentionBias;
+  const outputBias = opts.outputBias ?? cfg.attentionBias;
 
   // Attention read-outs for the analysed queries: mass per key segment ([T, G] one-hot from
   // the caller) per head, and the head-averaged row over the image keys the caller lists.
@@ -151,9 +166,9 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
     const p = `${names.body}layers.${i}.`;
     h = b.scoped(`layers.${i}`, () => {
       const x = rmsNorm(ctx, h, `${p}input_layernorm.weight`, H, cfg.rmsNormEps);
-      const q = splitHeads(ctx, linear(ctx, x, `${p}self_attn.q_proj`, H, numHeads * D, cfg.attentionBias), numHeads, D);
-      const k = splitHeads(ctx, linear(ctx, x, `${p}self_attn.k_proj`, H, numKvHeads * D, cfg.attentionBias), numKvHeads, D);
-      const v = splitHeads(ctx, linear(ctx, x, `${p}self_attn.v_proj`, H, numKvHeads * D, cfg.attentionBias), numKvHeads, D);
+      const q = splitHeads(ctx, linear(ctx, x, `${p}self_attn.q_proj`, H, numHeads * D, qkvBias), numHeads, D);
+      const k = splitHeads(ctx, linear(ctx, x, `${p}self_attn.k_proj`, H, numKvHeads * D, qkvBias), numKvHeads, D);
+      const v = splitHeads(ctx, linear(ctx, x, `${p}self_attn.v_proj`, H, numKvHeads * D, qkvBias), numKvHeads, D);
       const keys = b.op("Concat", [past[i].key, applyRotary(ctx, k, cos, sin, D)], { axis: 1 });
       const values = b.op("Concat", [past[i].value, v], { axis: 1 });
       b.output(keys, `present_key.${i}`, "float32", [numKvHeads, "total", D]);
@@ -169,7 +184,7 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
       // Head masking scales each head's output before o_proj (1 = keep, 0 = zero it out).
       const scale = b.op("Reshape", [b.op("Gather", [headMask, b.i64Scalar(i)], { axis: 0 }), b.i64(numHeads, 1, 1)]);
       const masked = b.op("Mul", [context, scale], {}, "head_mask");
-      const attnOut = linear(ctx, mergeHeads(ctx, masked, numHeads, D), `${p}self_attn.o_proj`, numHeads * D, H, cfg.attentionBias);
+      const attnOut = linear(ctx, mergeHeads(ctx, masked, numHeads, D), `${p}self_attn.o_proj`, numHeads * D, H, outputBias);
       const afterAttn = b.op("Add", [h, attnOut], {}, "residual_attn");
       const y = rmsNorm(ctx, afterAttn, `${p}post_attention_layernorm.weight`, H, cfg.rmsNormEps);
       const gate = activation(ctx, linear(ctx, y, `${p}mlp.gate_proj`, H, cfg.intermediateSize, cfg.mlpBias), cfg.hiddenAct, configFile);

@@ -1,6 +1,9 @@
 /** What an architecture module gives the runtime: graph builders plus the facts needed to drive them. */
 import type { GraphCtx } from "../graph/blocks";
 import type { LensHeadSpec } from "../graph/lensGraph";
+import type { RgbImage } from "../image/decode";
+import type { HostTensor } from "../runtime/ort";
+import type { TextProcessor } from "../text/textProcessor";
 import type { JsonObject } from "./configUtil";
 
 export interface DecoderShape {
@@ -21,6 +24,52 @@ export interface VisionShape {
   tokensPerImage: number;
 }
 
+/** One image's image tokens in the decoder, laid out as a grid (frames x rows x cols, row-major). */
+export interface ImageTokenGrid {
+  frames: number;
+  rows: number;
+  cols: number;
+}
+
+/** One image, preprocessed for the vision graph. */
+export interface PreparedImage {
+  /** The vision graph's inputs. */
+  feeds: Record<string, HostTensor>;
+  /** transformers' pixel_values for this image, for parity checks. */
+  pixelValues: { data: Float32Array; shape: number[] };
+  /** Size after resizing and cropping, in pixels. */
+  processedSize: { width: number; height: number };
+  /** Image tokens the placeholder expands to. */
+  tokenCount: number;
+  /** Their grid, after a leading CLS token when `leadingCls`. */
+  grid: ImageTokenGrid & { leadingCls: boolean };
+}
+
+/** The model folder's files an image pipeline may read. */
+export interface ImagePipelineSource {
+  folder: string;
+  /** preprocessor_config.json, or processor_config.json's nested image_processor, with its file. */
+  imageProcessor: { json: JsonObject; file: string };
+  processorConfig: JsonObject | undefined;
+  text: TextProcessor;
+}
+
+/** How an image becomes vision-graph inputs and image tokens. */
+export interface ImagePipeline {
+  /** The placeholder the chat template writes, expanded to `tokenCount` copies. */
+  imageToken: string;
+  preprocess(image: RgbImage): PreparedImage;
+}
+
+/**
+ * Position ids on several rotary axes (Qwen2-VL's M-RoPE). The prompt's come from the token ids
+ * and the image grids; each later token's is its index plus `delta` on every axis.
+ */
+export interface MultiAxisPositions {
+  axes: number;
+  prefill(ids: readonly number[], grids: readonly ImageTokenGrid[]): { positions: number[][]; delta: number };
+}
+
 export interface ArchitecturePlan {
   architecture: string;
   decoder: DecoderShape;
@@ -31,8 +80,12 @@ export interface ArchitecturePlan {
   lens: LensHeadSpec;
   /** Builds the decoder graph (contract in arch/llama.ts). */
   buildDecoder(ctx: GraphCtx): void;
-  /** Builds the vision graph: pixel_values [1, C, H, W] -> image_features [tokens, hidden]. */
+  /** Builds the vision graph: pixel_values [1, C, H, W] (or the pipeline's feeds) -> image_features [tokens, hidden]. */
   buildVision?(ctx: GraphCtx): void;
+  /** The model's own image preprocessing; without it the runtime uses LLaVA's CLIP pipeline. */
+  imagePipeline?(source: ImagePipelineSource): ImagePipeline;
+  /** Multi-axis position ids; without it position_ids is [S] = cache length + index. */
+  positions?: MultiAxisPositions;
 }
 
 export interface ArchitectureModule {

@@ -153,3 +153,18 @@ export function rotaryTables(ctx: GraphCtx, positions: string, invFreq: Float32A
   const emb = b.op("Concat", [freqs, freqs], { axis: -1 });
   return { cos: b.op("Cos", [emb], {}, "cos"), sin: b.op("Sin", [emb], {}, "sin") };
 }
+
+/**
+ * cos/sin `[S, D]` for positions on several axes `[A, S]` (Qwen2-VL's M-RoPE: temporal, height,
+ * width), where frequency j rotates by the position on axis `axisOfFreq[j]`. Picking each
+ * frequency's axis before multiplying gives the same floats as transformers, which computes
+ * every axis and then keeps one slice per mrope_section.
+ */
+export function multiAxisRotaryTables(ctx: GraphCtx, positions: string, invFreq: Float32Array, axisOfFreq: readonly number[]): { cos: string; sin: string } {
+  const { b } = ctx;
+  if (axisOfFreq.length !== invFreq.length) throw new Error(`multiAxisRotaryTables: ${axisOfFreq.length} axes for ${invFreq.length} frequencies`);
+  const perFreq = b.op("Transpose", [b.op("Gather", [positions, b.i64(...axisOfFreq)], { axis: 0 })], { perm: [1, 0] });
+  const freqs = b.op("Mul", [b.op("Cast", [perFreq], { to: 1 }), b.constant("float32", invFreq, [1, invFreq.length])]);
+  const emb = b.op("Concat", [freqs, freqs], { axis: -1 });
+  return { cos: b.op("Cos", [emb], {}, "cos"), sin: b.op("Sin", [emb], {}, "sin") };
+}

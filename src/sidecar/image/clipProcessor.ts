@@ -200,7 +200,7 @@ function centerCrop(img: RgbImage, crop: { height: number; width: number }): Rgb
  * each: `x.astype(float64) * rescale_factor` then `.astype(float32)`; then, in float32,
  * `(x - mean) / std` with mean and std cast to float32.
  */
-function valueTables(cfg: ClipProcessorConfig): Float32Array[] {
+export function valueTables(cfg: Pick<ClipProcessorConfig, "doRescale" | "rescaleFactor" | "doNormalize" | "imageMean" | "imageStd">): Float32Array[] {
   return [0, 1, 2].map((c) => {
     const table = new Float32Array(256);
     const mean = Math.fround(cfg.imageMean[c]);

@@ -75,7 +75,7 @@ export async function runLens(model: LoadedModel, request: LensRunRequest, hooks
     prompt: request.prompt,
     bosId: text.bosToken === undefined ? undefined : text.tokenToId(text.bosToken),
     imageTokenId: model.imageTokenId,
-    imageGrid: info.imageGrid,
+    imageGrid: prepared.vision?.grid ?? info.imageGrid,
     decode: (x) => text.decode(x),
     label: (id) => text.tokenLabel(id),
   });
@@ -214,7 +214,7 @@ export async function runLens(model: LoadedModel, request: LensRunRequest, hooks
   const tokenTexts: Record<string, string> = {};
   for (const id of [...ids, ...generated, ...stats.tracked, ...targetIds, ...(patchLens?.topIds.data ?? [])]) tokenTexts[String(id)] ??= text.tokenLabel(id);
 
-  const imageInput = request.image === undefined ? null : await describeImage(request.image, prepared, info.imageGrid);
+  const imageInput = request.image === undefined ? null : await describeImage(request.image, prepared);
   return {
     version: LENS_RECORD_VERSION,
     model: {
@@ -392,18 +392,14 @@ function mulberry32(seed: number): () => number {
   };
 }
 
-async function describeImage(
-  image: string | Uint8Array,
-  prepared: Awaited<ReturnType<LoadedModel["prepare"]>>,
-  grid: LoadedModel["info"]["imageGrid"],
-): Promise<NonNullable<LensRecord["input"]["image"]>> {
+async function describeImage(image: string | Uint8Array, prepared: Awaited<ReturnType<LoadedModel["prepare"]>>): Promise<NonNullable<LensRecord["input"]["image"]>> {
   const bytes = typeof image === "string" ? await fs.readFile(image) : image;
-  const shape = prepared.pixelValues!.shape;
+  const { processedSize, grid } = prepared.vision!;
   return {
     ...(typeof image === "string" ? { path: path.resolve(image) } : {}),
     sha256: createHash("sha256").update(bytes).digest("hex"),
     originalSize: [prepared.image!.width, prepared.image!.height],
-    processedSize: [shape[3], shape[2]],
-    grid: grid ? [grid.rows, grid.cols] : [0, 0],
+    processedSize: [processedSize.width, processedSize.height],
+    grid: [grid.rows, grid.cols],
   };
 }

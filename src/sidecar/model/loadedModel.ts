@@ -8,7 +8,7 @@ import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { findArchitecture } from "../arch";
 import { cfgNumber, isObject, type JsonObject } from "../arch/configUtil";
-import type { ArchitecturePlan } from "../arch/types";
+import type { ArchitecturePlan, ImagePipeline, ImageTokenGrid, PreparedImage } from "../arch/types";
 import { LensInputError } from "../errors";
 import type { GraphCtx } from "../graph/blocks";
 import { buildLensGraph } from "../graph/lensGraph";
@@ -33,15 +33,25 @@ export interface OpenOptions {
 export interface PreparedInput {
   renderedPrompt: string;
   inputIds: number[];
-  /** NCHW pixel values, when the input has an image. */
-  pixelValues?: { data: Float32Array; shape: [1, number, number, number] };
+  /** transformers' pixel_values, when the input has an image: NCHW for LLaVA, [patches, C*T*P*P] for Qwen2-VL. */
+  pixelValues?: { data: Float32Array; shape: number[] };
+  /** The original image's size. */
   image?: { width: number; height: number };
+  /** The preprocessed image: vision-graph inputs, size after resizing, image-token grid. */
+  vision?: PreparedImage;
+}
+
+/** Image features [tokens, hidden] and, per image in prompt order, the grid of its tokens. */
+export interface ImageFeatures extends HostTensor {
+  grids: readonly ImageTokenGrid[];
 }
 
 export interface KvCache {
   keys: HostTensor[];
   values: HostTensor[];
   length: number;
+  /** What a later token adds to its index to get its rotary position (M-RoPE's rope_deltas; 0 otherwise). */
+  positionDelta?: number;
 }
 
 export interface ForwardResult {
@@ -61,7 +71,7 @@ export interface ForwardResult {
 
 export interface ForwardOptions {
   cache?: KvCache;
-  imageFeatures?: HostTensor;
+  imageFeatures?: HostTensor | ImageFeatures;
   /** Indices into `ids` whose hidden states, logits and attention to report (default: the last). */
   positions?: readonly number[];
   /** Segment index (0..segmentCount-1) of every key: the cache's positions, then `ids`. Default: all 0. */
@@ -102,7 +112,7 @@ export interface ModelInfo {
   weightBytes: number;
   /** SHA-256 of config.json. */
   configHash: string;
-  /** Image-token grid of one image (rows, cols), and whether its first token is CLS. */
+  /** Image-token grid of one image (rows, cols), and whether its first token is CLS; absent when it depends on the image (Qwen2-VL). */
   imageGrid?: { rows: number; cols: number; leadingCls: boolean };
 }
 
@@ -114,9 +124,7 @@ export class LoadedModel {
     private readonly decoder: GraphSession,
     private readonly lensSession: GraphSession,
     private readonly vision: GraphSession | undefined,
-    private readonly imageConfig: ClipProcessorConfig | undefined,
-    private readonly imageTokensPerImage: number,
-    private readonly imageToken: string | undefined,
+    private readonly imagePipeline: ImagePipeline | undefined,
     readonly eosTokenIds: ReadonlySet<number>,
     readonly timings: { compileMs: number; sessionMs: number },
   ) {}
@@ -152,17 +160,17 @@ export class LoadedModel {
       visionBytes = visionCtx.b.toModelBytes();
     }
 
-    let imageConfig: ClipProcessorConfig | undefined;
-    let imageTokensPerImage = 0;
-    let imageToken: string | undefined;
-    if (plan.vision) {
+    let imagePipeline: ImagePipeline | undefined;
+    if (plan.vision || plan.imagePipeline) {
       // Hub folders keep preprocessor_config.json; transformers 5 nests it in processor_config.json.
       const preFile = path.join(dir, "preprocessor_config.json");
       const nested = processorConfig?.["image_processor"];
-      imageConfig = isObject(nested) && !(await exists(preFile))
-        ? parseClipProcessorConfig(nested, path.join(dir, "processor_config.json"))
-        : parseClipProcessorConfig(await readJsonObject(preFile, "preprocessor_config.json"), preFile);
-      ({ imageToken, imageTokensPerImage } = imageTokenLayout(plan, imageConfig, processorConfig, text, dir));
+      const imageProcessor = isObject(nested) && !(await exists(preFile))
+        ? { json: nested, file: path.join(dir, "processor_config.json") }
+        : { json: await readJsonObject(preFile, "preprocessor_config.json"), file: preFile };
+      imagePipeline = plan.imagePipeline
+        ? plan.imagePipeline({ folder: dir, imageProcessor, processorConfig, text })
+        : clipImagePipeline(plan, parseClipProcessorConfig(imageProcessor.json, imageProcessor.file), processorConfig, text, dir);
     }
     const t1 = performance.now();
 
@@ -197,7 +205,7 @@ export class LoadedModel {
         leadingCls: plan.vision.tokensPerImage === (plan.vision.imageSize / plan.vision.patchSize) ** 2 + 1,
       },
     };
-    return new LoadedModel(info, text, plan, decoder, lensSession, vision, imageConfig, imageTokensPerImage, imageToken, eos, { compileMs: t1 - t0, sessionMs: t2 - t1 });
+    return new LoadedModel(info, text, plan, decoder, lensSession, vision, imagePipeline, eos, { compileMs: t1 - t0, sessionMs: t2 - t1 });
   }
 
   get hasVision(): boolean {
@@ -210,29 +218,32 @@ export class LoadedModel {
       throw new LensInputError(this.info.folder, `${this.info.architecture} is a text-only model and cannot take an image: drop --image or pick a vision-language model`);
     }
     let rendered = this.text.renderPrompt(input.prompt, input.image !== undefined);
-    let pixelValues: PreparedInput["pixelValues"];
-    let image: PreparedInput["image"];
-    if (input.image !== undefined && this.imageConfig && this.imageToken) {
-      const rgb = isRgbImage(input.image) ? input.image : await decodeImage(input.image);
-      const { pixelValues: data, shape } = preprocessClip(rgb, this.imageConfig);
-      pixelValues = { data, shape };
-      image = { width: rgb.width, height: rgb.height };
-      rendered = rendered.split(this.imageToken).join(this.imageToken.repeat(this.imageTokensPerImage));
-    }
-    return { renderedPrompt: rendered, inputIds: this.text.encodePrompt(rendered), pixelValues, image };
+    if (input.image === undefined || !this.imagePipeline) return { renderedPrompt: rendered, inputIds: this.text.encodePrompt(rendered) };
+    const rgb = isRgbImage(input.image) ? input.image : await decodeImage(input.image);
+    const vision = this.imagePipeline.preprocess(rgb);
+    const token = this.imagePipeline.imageToken;
+    rendered = rendered.split(token).join(token.repeat(vision.tokenCount));
+    return {
+      renderedPrompt: rendered,
+      inputIds: this.text.encodePrompt(rendered),
+      pixelValues: vision.pixelValues,
+      image: { width: rgb.width, height: rgb.height },
+      vision,
+    };
   }
 
-  /** Projected image features [tokens, hidden] for preprocessed pixels. */
-  async encodeImage(pixelValues: NonNullable<PreparedInput["pixelValues"]>): Promise<HostTensor> {
+  /** Projected image features [tokens, hidden] for a preprocessed image. */
+  async encodeImage(image: PreparedImage): Promise<ImageFeatures> {
     if (!this.vision) throw new Error("encodeImage called on a model without a vision tower");
-    const out = await this.vision.run({ pixel_values: { data: pixelValues.data, dims: pixelValues.shape } }, ["image_features"]);
-    return out["image_features"];
+    const out = await this.vision.run(image.feeds, ["image_features"]);
+    const { frames, rows, cols } = image.grid;
+    return { ...out["image_features"], grids: [{ frames, rows, cols }] };
   }
 
   emptyCache(): KvCache {
     const { numLayers, numKvHeads, headDim } = this.plan.decoder;
     const empty = (): HostTensor => ({ data: new Float32Array(0), dims: [numKvHeads, 0, headDim] });
-    return { keys: Array.from({ length: numLayers }, empty), values: Array.from({ length: numLayers }, empty), length: 0 };
+    return { keys: Array.from({ length: numLayers }, empty), values: Array.from({ length: numLayers }, empty), length: 0, positionDelta: 0 };
   }
 
   get numHeads(): number {
@@ -255,7 +266,6 @@ export class LoadedModel {
     const imageKeys = opts.imageKeys ?? [];
     const feeds: Record<string, HostTensor> = {
       input_ids: { data: BigInt64Array.from(ids, BigInt), dims: [ids.length] },
-      position_ids: { data: BigInt64Array.from(ids, (_, i) => BigInt(cache.length + i)), dims: [ids.length] },
       output_positions: { data: BigInt64Array.from(positions, BigInt), dims: [positions.length] },
       key_segments: { data: segments, dims: [total, segmentCount] },
       image_key_positions: { data: BigInt64Array.from(imageKeys, BigInt), dims: [imageKeys.length] },
@@ -270,7 +280,19 @@ export class LoadedModel {
       if (!decoding && features.dims[0] !== expected) {
         throw new LensInputError(undefined, `the prompt holds ${expected} image tokens but the image gives ${features.dims[0]} features: use the model's chat template, with one image`);
       }
-      feeds["image_features"] = features;
+      feeds["image_features"] = { data: features.data, dims: features.dims };
+    }
+    let positionDelta = cache.positionDelta ?? 0;
+    const multi = this.plan.positions;
+    if (multi && cache.length === 0) {
+      const grids = opts.imageFeatures && "grids" in opts.imageFeatures ? opts.imageFeatures.grids : [];
+      const prefill = multi.prefill(ids, grids);
+      positionDelta = prefill.delta;
+      feeds["position_ids"] = { data: BigInt64Array.from(prefill.positions.flat(), BigInt), dims: [multi.axes, ids.length] };
+    } else {
+      const row = Array.from(ids, (_, i) => cache.length + i + positionDelta);
+      const axes = multi?.axes ?? 1;
+      feeds["position_ids"] = { data: BigInt64Array.from(Array<number[]>(axes).fill(row).flat(), BigInt), dims: multi ? [axes, ids.length] : [ids.length] };
     }
     for (let i = 0; i < numLayers; i++) {
       feeds[`past_key.${i}`] = cache.keys[i];
@@ -288,6 +310,7 @@ export class LoadedModel {
         keys: cache.keys.map((_, i) => out[`present_key.${i}`]),
         values: cache.values.map((_, i) => out[`present_value.${i}`]),
         length: total,
+        positionDelta,
       },
     };
   }
@@ -357,8 +380,8 @@ export class LoadedModel {
   }
 
   /** Image features for a prepared input (none for text-only input). */
-  async imageFeaturesFor(prepared: PreparedInput): Promise<HostTensor | undefined> {
-    return prepared.pixelValues ? this.encodeImage(prepared.pixelValues) : undefined;
+  async imageFeaturesFor(prepared: PreparedInput): Promise<ImageFeatures | undefined> {
+    return prepared.vision ? this.encodeImage(prepared.vision) : undefined;
   }
 
   /**
@@ -366,7 +389,7 @@ export class LoadedModel {
    * stopping after `maxNewTokens` or at an end-of-sequence token (which is kept, as
    * transformers' generate keeps it).
    */
-  async generate(prepared: PreparedInput, maxNewTokens: number, imageFeatures?: HostTensor): Promise<number[]> {
+  async generate(prepared: PreparedInput, maxNewTokens: number, imageFeatures?: HostTensor | ImageFeatures): Promise<number[]> {
     const features = imageFeatures ?? (await this.imageFeaturesFor(prepared));
     let step = await this.forward(prepared.inputIds, { imageFeatures: features });
     const tokens: number[] = [];
@@ -405,10 +428,35 @@ function isRgbImage(x: unknown): x is RgbImage {
 }
 
 /**
- * The image placeholder and how many tokens it expands to, as LlavaProcessor computes it:
- * (H // patch) * (W // patch) + num_additional_image_tokens, minus one for the "default"
- * strategy (which drops CLS). It must agree with what the vision graph yields.
+ * LLaVA's image pipeline: CLIP preprocessing to one NCHW image, and the placeholder expanded as
+ * LlavaProcessor computes it: (H // patch) * (W // patch) + num_additional_image_tokens, minus
+ * one for the "default" strategy (which drops CLS). It must agree with what the vision graph yields.
  */
+function clipImagePipeline(
+  plan: ArchitecturePlan,
+  imageConfig: ClipProcessorConfig,
+  processorConfig: JsonObject | undefined,
+  text: TextProcessor,
+  dir: string,
+): ImagePipeline {
+  const { imageToken, imageTokensPerImage } = imageTokenLayout(plan, imageConfig, processorConfig, text, dir);
+  const vision = plan.vision!;
+  const side = vision.imageSize / vision.patchSize;
+  return {
+    imageToken,
+    preprocess: (rgb) => {
+      const { pixelValues, shape } = preprocessClip(rgb, imageConfig);
+      return {
+        feeds: { pixel_values: { data: pixelValues, dims: shape } },
+        pixelValues: { data: pixelValues, shape },
+        processedSize: { width: shape[3], height: shape[2] },
+        tokenCount: imageTokensPerImage,
+        grid: { frames: 1, rows: side, cols: side, leadingCls: vision.tokensPerImage === side * side + 1 },
+      };
+    },
+  };
+}
+
 function imageTokenLayout(
   plan: ArchitecturePlan,
   imageConfig: ClipProcessorConfig,

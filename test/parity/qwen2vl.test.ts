@@ -1,0 +1,196 @@
+/**
+ * Qwen2-VL parity with Hugging Face transformers: tools/reference/make_qwen2vl_fixtures.py
+ * records transformers' own outputs on a tiny random Qwen2VLForConditionalGeneration. The
+ * TypeScript runtime must reproduce them: smart_resize sizes, token ids, patches (within 1e-6),
+ * image grid and M-RoPE position ids identical, image features, every hidden state and the
+ * logits within relative error 1e-4, greedy tokens (KV-cache decode with rope_deltas)
+ * identical, and a lens run whose record validates and whose statistics match transformers'.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import type { LensRecord } from "../../src/shared/lensRecord";
+import { assertLensRecord } from "../../src/shared/validateRecord";
+import { mropePositions } from "../../src/sidecar/arch/qwen2vl";
+import { pythonRound, smartResize } from "../../src/sidecar/image/qwen2vlProcessor";
+import { runLens } from "../../src/sidecar/lens/runLens";
+import { LoadedModel } from "../../src/sidecar/model/loadedModel";
+import { maxAbsDiff, relativeError } from "../helpers/fixtures";
+
+const ROOT = path.resolve(__dirname, "../fixtures/qwen2vl-tiny");
+const MODEL_DIR = path.join(ROOT, "model");
+const CASES_DIR = path.join(ROOT, "cases");
+
+interface TensorRef {
+  file: string;
+  shape: number[];
+}
+interface QwenCase {
+  case: string;
+  prompt: string;
+  image: string;
+  rendered_prompt: string;
+  input_ids: number[];
+  num_image_tokens: number;
+  image_grid_thw: [number, number, number];
+  position_ids: number[][];
+  rope_delta: number;
+  pixel_values: TensorRef;
+  image_features: TensorRef;
+  hidden_states: TensorRef;
+  logits: TensorRef;
+  greedy_tokens: number[];
+  greedy_min_top2_gap: number;
+  lens: { ids: number[]; top_k: number; topk_ids: TensorRef; topk_probs: TensorRef; entropy: TensorRef; kl: TensorRef; cosine: TensorRef };
+}
+
+const cases: QwenCase[] = fs
+  .readdirSync(CASES_DIR)
+  .filter((f) => f.endsWith(".json"))
+  .sort()
+  .map((f) => JSON.parse(fs.readFileSync(path.join(CASES_DIR, f), "utf8")) as QwenCase);
+
+function tensor(ref: TensorRef): Float32Array {
+  const buf = fs.readFileSync(path.join(CASES_DIR, ref.file));
+  const out = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+  expect(out.length).toBe(ref.shape.reduce((a, b) => a * b, 1));
+  return out;
+}
+
+let model: Promise<LoadedModel> | undefined;
+const open = () => (model ??= LoadedModel.open(MODEL_DIR, { device: "cpu" }));
+afterAll(async () => {
+  if (model) await (await model).dispose();
+});
+
+const BOUND = 1e-4;
+const IMAGE_PAD = "<|image_pad|>";
+const collapse = (s: string) => s.replace(/(<\|image_pad\|>)+/g, IMAGE_PAD);
+
+describe("smart_resize", () => {
+  const ref = JSON.parse(fs.readFileSync(path.join(ROOT, "smart_resize.json"), "utf8")) as {
+    factor: number;
+    min_pixels: number;
+    max_pixels: number;
+    cases: { height: number; width: number; resized: [number, number] }[];
+  };
+  it("rounds half to even, as Python's round", () => {
+    expect([0.5, 1.5, 2.5, 3.5, -0.5, 2.4999, 2.5001].map(pythonRound)).toEqual([0, 2, 2, 4, 0, 2, 3]);
+    // 70 px / 28 = 2.5: Python keeps 2 windows (56 px) where Math.round would give 3 (84 px).
+    expect(smartResize(70, 98, 28, 28 * 28, 28 * 28 * 100)).toEqual({ height: 56, width: 112 });
+  });
+  it("gives transformers' sizes", () => {
+    for (const c of ref.cases) {
+      const got = smartResize(c.height, c.width, ref.factor, ref.min_pixels, ref.max_pixels);
+      expect([got.height, got.width], `${c.height}x${c.width}`).toEqual(c.resized);
+    }
+  });
+});
+
+it("has Qwen2-VL reference cases", () => {
+  expect(cases.map((c) => c.case)).toEqual(["landscape", "portrait"]);
+});
+
+describe.each(cases.map((c) => [c.case, c] as [string, QwenCase]))("qwen2vl-tiny/%s", (_name, c) => {
+  const image = path.resolve(CASES_DIR, c.image);
+
+  it("renders, expands and tokenizes the prompt and patchifies the image as transformers does", async () => {
+    const m = await open();
+    const prepared = await m.prepare({ prompt: c.prompt, image });
+    expect(collapse(prepared.renderedPrompt)).toBe(c.rendered_prompt);
+    expect(prepared.inputIds).toEqual(c.input_ids);
+    expect(prepared.inputIds.filter((t) => t === m.imageTokenId).length).toBe(c.num_image_tokens);
+    const [, gh, gw] = c.image_grid_thw;
+    expect(prepared.vision?.grid).toEqual({ frames: c.image_grid_thw[0], rows: gh / 2, cols: gw / 2, leadingCls: false });
+    expect(prepared.vision?.processedSize).toEqual({ width: gw * 14, height: gh * 14 });
+    expect(prepared.pixelValues?.shape).toEqual(c.pixel_values.shape);
+    expect(maxAbsDiff(prepared.pixelValues!.data, tensor(c.pixel_values))).toBeLessThanOrEqual(1e-6);
+  });
+
+  it("computes transformers' M-RoPE position ids and rope delta", () => {
+    const [t, gh, gw] = c.image_grid_thw;
+    const imageTokenId = (JSON.parse(fs.readFileSync(path.join(MODEL_DIR, "config.json"), "utf8")) as { image_token_id: number }).image_token_id;
+    const { positions, delta } = mropePositions(c.input_ids, imageTokenId, [{ frames: t, rows: gh / 2, cols: gw / 2 }]);
+    expect(positions).toEqual(c.position_ids);
+    expect(delta).toBe(c.rope_delta);
+  });
+
+  it(`matches the merged image features, every hidden state and the logits (relative error <= ${BOUND})`, async () => {
+    const m = await open();
+    const prepared = await m.prepare({ prompt: c.prompt, image });
+    const features = await m.imageFeaturesFor(prepared);
+    const featureError = relativeError(features!.data as Float32Array, tensor(c.image_features));
+    const result = await m.forward(c.input_ids, { imageFeatures: features, positions: c.input_ids.map((_, i) => i) });
+    const [layers, seq, hidden] = c.hidden_states.shape;
+    expect(layers).toBe(m.info.numLayers + 1);
+    const expected = tensor(c.hidden_states);
+    expect(result.hiddenStates.length).toBe(expected.length);
+    const perLayer = Array.from({ length: layers }, (_, l) => relativeError(result.hiddenStates, expected, l * seq * hidden, seq * hidden));
+    const logitsError = relativeError(result.logits, tensor(c.logits));
+    console.log(
+      `qwen2vl-tiny/${c.case}: image features rel. error ${featureError.toExponential(2)}, hidden states max ${Math.max(...perLayer).toExponential(2)}, logits ${logitsError.toExponential(2)}`,
+    );
+    expect(featureError).toBeLessThanOrEqual(BOUND);
+    for (const e of perLayer) expect(e).toBeLessThanOrEqual(BOUND);
+    expect(logitsError).toBeLessThanOrEqual(BOUND);
+  });
+
+  it("generates the same greedy tokens (decode positions = index + rope delta)", async () => {
+    expect(c.greedy_min_top2_gap).toBeGreaterThan(1e-3);
+    const m = await open();
+    const prepared = await m.prepare({ prompt: c.prompt, image });
+    expect(await m.generate(prepared, c.greedy_tokens.length)).toEqual(c.greedy_tokens);
+  });
+
+  describe("lens run", () => {
+    let record: Promise<LensRecord> | undefined;
+    const getRecord = () =>
+      (record ??= open().then((m) => runLens(m, { prompt: c.prompt, image, settings: { positions: "all", topK: c.lens.top_k, maxNewTokens: c.greedy_tokens.length } })));
+
+    it("produces a valid LensRecord over prompt + generated tokens, image tokens on the merged grid", async () => {
+      const r = await getRecord();
+      assertLensRecord(r);
+      expect(r.model.architecture).toBe("Qwen2VLForConditionalGeneration");
+      expect(r.tokens.map((t) => t.id)).toEqual([...c.lens.ids, c.greedy_tokens[c.greedy_tokens.length - 1]]);
+      expect(r.generation.ids).toEqual(c.greedy_tokens);
+      expect(r.positions).toEqual(c.lens.ids.map((_, i) => i));
+      const [, gh, gw] = c.image_grid_thw;
+      const rows = gh / 2;
+      const cols = gw / 2;
+      expect(r.input.image?.grid).toEqual([rows, cols]);
+      expect(r.input.image?.processedSize).toEqual([gw * 14, gh * 14]);
+      const imageTokens = r.tokens.filter((t) => t.segment === "image");
+      expect(imageTokens.length).toBe(c.num_image_tokens);
+      expect(imageTokens.map((t) => t.image)).toEqual(Array.from({ length: rows * cols }, (_, i) => ({ index: 0, row: Math.floor(i / cols), col: i % cols })));
+      const first = r.tokens.findIndex((t) => t.segment === "image");
+      expect(r.tokens[first - 1].text).toBe("<|vision_start|>");
+      expect(r.tokens[first - 1].segment).toBe("template");
+      expect(r.tokens[first + c.num_image_tokens].text).toBe("<|vision_end|>");
+      expect(r.tokens[first + c.num_image_tokens].segment).toBe("template");
+      expect(r.tokens.some((t) => t.segment === "text")).toBe(true);
+    });
+
+    it("lens statistics match transformers' (probabilities, entropy, KL, cosine within 1e-4; top-k ids up to near ties)", async () => {
+      const r = await getRecord();
+      const errors = {
+        topkProb: maxAbsDiff(r.lens.topkProbs.data, tensor(c.lens.topk_probs)),
+        entropy: maxAbsDiff(r.lens.entropy.data, tensor(c.lens.entropy)),
+        kl: maxAbsDiff(r.lens.kl.data, tensor(c.lens.kl)),
+        cosine: maxAbsDiff(r.lens.cosine.data, tensor(c.lens.cosine)),
+      };
+      console.log(`qwen2vl-tiny/${c.case} lens max abs error: ${Object.entries(errors).map(([k, v]) => `${k} ${v.toExponential(2)}`).join(", ")}`);
+      for (const e of Object.values(errors)) expect(e).toBeLessThanOrEqual(BOUND);
+      const refIds = tensor(c.lens.topk_ids);
+      const refProbs = tensor(c.lens.topk_probs);
+      let swapped = 0;
+      r.lens.topkIds.data.forEach((id, i) => {
+        if (id === refIds[i]) return;
+        // Only where transformers' own probabilities tie (the order of equal values is arbitrary).
+        const tied = [i - 1, i + 1].some((j) => j >= 0 && j < refProbs.length && Math.floor(j / c.lens.top_k) === Math.floor(i / c.lens.top_k) && Math.abs(refProbs[j] - refProbs[i]) <= 2e-6);
+        expect(tied, `top-k entry ${i}`).toBe(true);
+        swapped++;
+      });
+      expect(swapped).toBeLessThanOrEqual(8);
+    });
+  });
+});
