@@ -7,6 +7,7 @@
  * identical, and a lens run whose record validates and whose statistics match transformers'.
  */
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import type { LensRecord } from "../../src/shared/lensRecord";
@@ -192,5 +193,79 @@ describe.each(cases.map((c) => [c.case, c] as [string, QwenCase]))("qwen2vl-tiny
       });
       expect(swapped).toBeLessThanOrEqual(8);
     });
+  });
+});
+
+/**
+ * The same checkpoint in the layouts other transformers versions write: 4.45-4.49 keep the text
+ * keys at the top of config.json with `rope_scaling: {type: "mrope"}` (Qwen/Qwen2-VL-2B-Instruct
+ * on the hub), 4.52-4.57 store tensors as `model.language_model.*` and `model.visual.*`.
+ */
+describe("other checkpoint layouts give the same logits", () => {
+  const c = cases[0];
+  const temp: string[] = [];
+  afterAll(() => {
+    for (const dir of temp) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  function variant(rewriteConfig: (config: Record<string, unknown>) => Record<string, unknown>, renameKey: (key: string) => string): string {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "qwen2vl-layout-"));
+    temp.push(dir);
+    for (const f of fs.readdirSync(MODEL_DIR)) fs.copyFileSync(path.join(MODEL_DIR, f), path.join(dir, f));
+    const config = JSON.parse(fs.readFileSync(path.join(MODEL_DIR, "config.json"), "utf8")) as Record<string, unknown>;
+    fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify(rewriteConfig(config), null, 2));
+    // Safetensors: 8-byte header length, JSON header, data; offsets are relative to the data, so
+    // renaming tensors only rewrites the header.
+    const buf = fs.readFileSync(path.join(MODEL_DIR, "model.safetensors"));
+    const n = Number(buf.readBigUInt64LE(0));
+    const header = JSON.parse(buf.subarray(8, 8 + n).toString("utf8")) as Record<string, unknown>;
+    const renamed = Object.fromEntries(Object.entries(header).map(([k, v]) => [k === "__metadata__" ? k : renameKey(k), v]));
+    let json = JSON.stringify(renamed);
+    json += " ".repeat((8 - (json.length % 8)) % 8);
+    const length = Buffer.alloc(8);
+    length.writeBigUInt64LE(BigInt(json.length));
+    fs.writeFileSync(path.join(dir, "model.safetensors"), Buffer.concat([length, Buffer.from(json, "utf8"), buf.subarray(8 + n)]));
+    return dir;
+  }
+
+  async function logitsError(dir: string): Promise<number> {
+    const m = await LoadedModel.open(dir, { device: "cpu" });
+    try {
+      const prepared = await m.prepare({ prompt: c.prompt, image: path.resolve(CASES_DIR, c.image) });
+      expect(prepared.inputIds).toEqual(c.input_ids);
+      const result = await m.forward(c.input_ids, { imageFeatures: await m.imageFeaturesFor(prepared), positions: c.input_ids.map((_, i) => i) });
+      return relativeError(result.logits, tensor(c.logits));
+    } finally {
+      await m.dispose();
+    }
+  }
+
+  it("flat 4.45 config with rope_scaling {type: mrope}", async () => {
+    const dir = variant(
+      (config) => {
+        const { text_config: text, vision_config: vision, ...rest } = config as { text_config: Record<string, unknown>; vision_config: Record<string, unknown> };
+        const { rope_parameters: rope, ...textRest } = text as { rope_parameters: { rope_theta: number; mrope_section: number[] } };
+        const visionRest = { ...vision };
+        delete visionRest["rope_parameters"];
+        return {
+          ...rest,
+          ...textRest,
+          model_type: "qwen2_vl",
+          rope_theta: rope.rope_theta,
+          rope_scaling: { type: "mrope", mrope_section: rope.mrope_section },
+          vision_config: { ...visionRest, model_type: "qwen2_vl" },
+        };
+      },
+      (key) => key,
+    );
+    expect(await logitsError(dir)).toBeLessThanOrEqual(BOUND);
+  });
+
+  it("4.52 tensor names (model.language_model.*, model.visual.*)", async () => {
+    const dir = variant(
+      (config) => config,
+      (key) => (key.startsWith("visual.") ? `model.${key}` : key.replace(/^model\./, "model.language_model.")),
+    );
+    expect(await logitsError(dir)).toBeLessThanOrEqual(BOUND);
   });
 });
