@@ -196,6 +196,23 @@ describe.each(cases.map((c) => [c.case, c] as [string, QwenCase]))("qwen2vl-tiny
   });
 });
 
+it("runs the lens with the default settings, image attention, patch lens, a target and a head mask", async () => {
+  const m = await open();
+  const c = cases[1];
+  const r = await runLens(
+    m,
+    { prompt: c.prompt, image: path.resolve(CASES_DIR, c.image), settings: { imageAttention: true, patchLens: true, target: "red", answerProb: true }, headMask: { strategy: "topImage", count: 2 } },
+  );
+  assertLensRecord(r);
+  const S = c.input_ids.length;
+  const lastImage = c.input_ids.lastIndexOf(m.imageTokenId!);
+  expect(r.positions.slice(0, S - 1 - lastImage)).toEqual(Array.from({ length: S - 1 - lastImage }, (_, i) => lastImage + 1 + i));
+  expect(r.attention.imageRows?.shape).toEqual([m.info.numLayers, r.positions.length, c.num_image_tokens]);
+  expect(r.patchLens?.topIds.shape).toEqual([m.info.numLayers + 1, c.num_image_tokens]);
+  expect(Object.values(r.headMask ?? {}).flat().length).toBe(2);
+  expect(r.lens.answerProb).toBeGreaterThan(0);
+});
+
 /**
  * The same checkpoint in the layouts other transformers versions write: 4.45-4.49 keep the text
  * keys at the top of config.json with `rope_scaling: {type: "mrope"}` (Qwen/Qwen2-VL-2B-Instruct

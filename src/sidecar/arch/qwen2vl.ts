@@ -114,7 +114,8 @@ export function mropePositions(ids: readonly number[], imageTokenId: number, gri
     next += Math.max(grid.rows, grid.cols);
     i = end;
   }
-  const max = ids.length ? Math.max(...positions.map((axis) => Math.max(...axis))) : -1;
+  let max = -1;
+  for (const axis of positions) for (const p of axis) if (p > max) max = p;
   return { positions, delta: max + 1 - ids.length };
 }
 
