@@ -10,7 +10,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import type { LensRecord } from "../../src/shared/lensRecord";
+import { SEGMENTS, type LensRecord } from "../../src/shared/lensRecord";
 import { assertLensRecord } from "../../src/shared/validateRecord";
 import { mropePositions } from "../../src/sidecar/arch/qwen2vl";
 import { pythonRound, smartResize } from "../../src/sidecar/image/qwen2vlProcessor";
@@ -42,6 +42,10 @@ interface QwenCase {
   logits: TensorRef;
   greedy_tokens: number[];
   greedy_min_top2_gap: number;
+  attention_image_mass: TensorRef;
+  head_mask: Record<string, number[]>;
+  masked_last_logits: TensorRef;
+  masked_last_hidden_states: TensorRef;
   lens: { ids: number[]; top_k: number; topk_ids: TensorRef; topk_probs: TensorRef; entropy: TensorRef; kl: TensorRef; cosine: TensorRef };
 }
 
@@ -143,6 +147,23 @@ describe.each(cases.map((c) => [c.case, c] as [string, QwenCase]))("qwen2vl-tiny
     expect(await m.generate(prepared, c.greedy_tokens.length)).toEqual(c.greedy_tokens);
   });
 
+  it("logits and hidden states with heads masked match transformers' o_proj hook", async () => {
+    const m = await open();
+    const prepared = await m.prepare({ prompt: c.prompt, image });
+    const L = m.info.numLayers;
+    const nH = m.info.numHeads;
+    const mask = new Float32Array(L * nH).fill(1);
+    for (const [layer, heads] of Object.entries(c.head_mask)) for (const h of heads) mask[Number(layer) * nH + h] = 0;
+    const features = await m.imageFeaturesFor(prepared);
+    const last = [c.input_ids.length - 1];
+    const fwd = await m.forward(c.input_ids, { imageFeatures: features, positions: last, headMask: mask });
+    const logitsError = relativeError(fwd.logits, tensor(c.masked_last_logits));
+    const hiddenError = relativeError(fwd.hiddenStates, tensor(c.masked_last_hidden_states));
+    console.log(`qwen2vl-tiny/${c.case} masked: logits rel. error ${logitsError.toExponential(2)}, hidden states ${hiddenError.toExponential(2)}`);
+    expect(logitsError).toBeLessThanOrEqual(BOUND);
+    expect(hiddenError).toBeLessThanOrEqual(BOUND);
+  });
+
   describe("lens run", () => {
     let record: Promise<LensRecord> | undefined;
     const getRecord = () =>
@@ -169,6 +190,21 @@ describe.each(cases.map((c) => [c.case, c] as [string, QwenCase]))("qwen2vl-tiny
       expect(r.tokens[first + c.num_image_tokens].text).toBe("<|vision_end|>");
       expect(r.tokens[first + c.num_image_tokens].segment).toBe("template");
       expect(r.tokens.some((t) => t.segment === "text")).toBe(true);
+    });
+
+    it("attention mass on the image tokens per layer, head and prompt query matches transformers' attentions (<= 1e-5)", async () => {
+      const r = await getRecord();
+      const ref = tensor(c.attention_image_mass);
+      const [L, nH, S] = c.attention_image_mass.shape;
+      const P = r.positions.length;
+      const G = SEGMENTS.length;
+      const image = SEGMENTS.indexOf("image");
+      let worst = 0;
+      for (let l = 0; l < L; l++)
+        for (let h = 0; h < nH; h++)
+          for (let q = 0; q < S; q++) worst = Math.max(worst, Math.abs(r.attention.mass.data[((l * nH + h) * P + q) * G + image] - ref[(l * nH + h) * S + q]));
+      console.log(`qwen2vl-tiny/${c.case} image attention mass max abs error: ${worst.toExponential(2)}`);
+      expect(worst).toBeLessThanOrEqual(1e-5);
     });
 
     it("lens statistics match transformers' (probabilities, entropy, KL, cosine within 1e-4; top-k ids up to near ties)", async () => {

@@ -127,6 +127,7 @@ SMART_RESIZE_SIZES = [
 ]
 
 TOP_K = 10
+HEAD_MASK = {0: [1], 1: [0, 3]}  # decoder layer -> heads zeroed before o_proj (0-based)
 VISION_SEED = 3003
 
 
@@ -298,10 +299,31 @@ def run_case(model, proc, raw_tok: Tokenizer, case: str, image_name: str, prompt
     )
     features = model.model.get_image_features(inputs["pixel_values"], grid).pooler_output[0]
 
-    out = model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
+    out = model(**inputs, output_hidden_states=True, output_attentions=True, use_cache=False, return_dict=True)
     hidden = torch.stack([h[0] for h in out.hidden_states], dim=0)
     logits = out.logits[0]
     assert torch.equal(model.lm_head(out.hidden_states[-1])[0], logits)
+    # Attention on the image tokens, per layer, head and query: [L, heads, S].
+    attentions = torch.stack([a[0] for a in out.attentions], dim=0)
+    image_mass = attentions[..., ids == cfg.image_token_id].sum(-1)
+
+    # Heads zeroed at o_proj's input; the last position's logits and hidden states.
+    head_dim = cfg.text_config.hidden_size // cfg.text_config.num_attention_heads
+    handles = []
+    for layer, heads in HEAD_MASK.items():
+        def pre_hook(module, args, _heads=tuple(heads)):
+            x = args[0].clone()
+            for h in _heads:
+                x[..., h * head_dim:(h + 1) * head_dim] = 0.0
+            return (x,) + tuple(args[1:])
+        handles.append(model.model.language_model.layers[layer].self_attn.o_proj.register_forward_pre_hook(pre_hook))
+    try:
+        masked = model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    masked_hidden = torch.stack([h[0, -1] for h in masked.hidden_states], dim=0)
+    assert (masked.logits[0, -1] - logits[-1]).abs().max() > 0.1, "the head mask changed nothing"
 
     gen = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, output_logits=True,
                          return_dict_in_generate=True)
@@ -349,6 +371,10 @@ def run_case(model, proc, raw_tok: Tokenizer, case: str, image_name: str, prompt
         "logits": write_f32(case_dir / f"{case}.logits.f32", logits),
         "greedy_tokens": greedy,
         "greedy_min_top2_gap": min(gaps),
+        "attention_image_mass": write_f32(case_dir / f"{case}.attention_image_mass.f32", image_mass),
+        "head_mask": {str(k): v for k, v in HEAD_MASK.items()},
+        "masked_last_logits": write_f32(case_dir / f"{case}.masked_last_logits.f32", masked.logits[0, -1]),
+        "masked_last_hidden_states": write_f32(case_dir / f"{case}.masked_last_hidden_states.f32", masked_hidden),
         "lens": {
             "ids": full_ids[0].tolist(),
             "top_k": TOP_K,
