@@ -29,7 +29,7 @@ export function panelCsp(cspSource: string, nonce: string): string {
 export function panelHtml(options: PanelHtmlOptions): string {
   const { scriptUri, styleUri, cspSource, nonce, elementsUri } = options;
   if (!/^[A-Za-z0-9+/=_-]{16,}$/u.test(nonce)) throw new Error(`panel nonce "${nonce}" must be at least 16 letters, digits or base64 characters: make it with crypto.randomBytes(16).toString("base64url")`);
-  if (/[;'"\r\n]/u.test(cspSource)) throw new Error(`cspSource "${cspSource}" would break the Content-Security-Policy: pass webview.cspSource`);
+  if (/[;"\r\n]/u.test(cspSource)) throw new Error(`cspSource "${cspSource}" would break the Content-Security-Policy: pass webview.cspSource`);
   const title = escapeHtml(options.title ?? "Logit Lens");
   const elements = elementsUri ? `\n    <script nonce="${nonce}" type="module" src="${escapeHtml(elementsUri)}"></script>` : "";
   return `<!DOCTYPE html>

@@ -5,7 +5,8 @@ import { panelCsp, panelHtml } from "../../src/webview/html";
 const options = {
   scriptUri: "https://file+.vscode-resource.vscode-cdn.net/ext/dist/webview.js",
   styleUri: "https://file+.vscode-resource.vscode-cdn.net/ext/media/webview.css",
-  cspSource: "https://*.vscode-cdn.net",
+  // what code-server 4.139 passes: quoted keywords are part of it
+  cspSource: "'self' https://*.vscode-cdn.net",
   nonce: "N0nceN0nceN0nce12",
 };
 
@@ -14,10 +15,10 @@ describe("panelHtml", () => {
     const html = panelHtml(options);
     const csp = /<meta http-equiv="Content-Security-Policy" content="([^"]*)"/u.exec(html)?.[1];
     expect(csp).toBe(
-      "default-src 'none'; img-src https://*.vscode-cdn.net data: blob:; style-src https://*.vscode-cdn.net 'nonce-N0nceN0nceN0nce12'; script-src 'nonce-N0nceN0nceN0nce12'; font-src https://*.vscode-cdn.net".replace(/'/gu, "&#39;"),
+      "default-src 'none'; img-src 'self' https://*.vscode-cdn.net data: blob:; style-src 'self' https://*.vscode-cdn.net 'nonce-N0nceN0nceN0nce12'; script-src 'nonce-N0nceN0nceN0nce12'; font-src 'self' https://*.vscode-cdn.net".replace(/'/gu, "&#39;"),
     );
     expect(panelCsp(options.cspSource, options.nonce)).toBe(
-      "default-src 'none'; img-src https://*.vscode-cdn.net data: blob:; style-src https://*.vscode-cdn.net 'nonce-N0nceN0nceN0nce12'; script-src 'nonce-N0nceN0nceN0nce12'; font-src https://*.vscode-cdn.net",
+      "default-src 'none'; img-src 'self' https://*.vscode-cdn.net data: blob:; style-src 'self' https://*.vscode-cdn.net 'nonce-N0nceN0nceN0nce12'; script-src 'nonce-N0nceN0nceN0nce12'; font-src 'self' https://*.vscode-cdn.net",
     );
   });
 
