@@ -15,10 +15,10 @@ import { serve } from "./server";
 import { parseDevice } from "./runtime/ort";
 import { writeFileAtomic } from "./util/atomicWrite";
 import { readFileSync } from "node:fs";
-import { InvalidExperimentError, parseExperiment } from "../shared/experiment";
+import { InvalidExperimentError } from "../shared/experiment";
 import type { SweepAggregates } from "../shared/sweep";
 import { defaultModelFolder, samplesFolder } from "./defaults";
-import { outputFolder } from "./experiment/paths";
+import { outputFolder, readExperimentFile } from "./experiment/paths";
 import { runSweep } from "./experiment/sweep";
 
 const USAGE = `usage: logit-lens [run] [--model DIR] [--image FILE --prompt TEXT] [options]
@@ -259,15 +259,9 @@ async function run(args: RunArgs): Promise<void> {
 
 async function runExperiment(args: RunArgs, progress: (s: string) => void, clearProgress: () => void): Promise<void> {
   const file = path.resolve(args.experiment!);
-  let text: string;
-  try {
-    text = await fs.readFile(file, "utf8");
-  } catch {
-    throw new LensInputError(file, "experiment file not found: check the path");
-  }
   let experiment;
   try {
-    experiment = parseExperiment(text, file);
+    experiment = await readExperimentFile(file);
   } catch (e) {
     if (e instanceof InvalidExperimentError) throw new LensInputError(file, `${e.errors.join("; ")}: fix the file (the schema is lensExperiment.schema.json)`);
     throw e;

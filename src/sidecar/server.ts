@@ -22,11 +22,11 @@ import {
 import { createHash } from "node:crypto";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
-import { InvalidExperimentError, type LensExperiment, parseExperiment } from "../shared/experiment";
+import { InvalidExperimentError, type LensExperiment } from "../shared/experiment";
 import { SUPPORTED_ARCHITECTURES } from "./arch";
 import { defaultModelFolder } from "./defaults";
 import { isLensInputError, LensInputError } from "./errors";
-import { outputFolder } from "./experiment/paths";
+import { outputFolder, readExperimentFile } from "./experiment/paths";
 import { itemRequest, planExperiment, runSweep } from "./experiment/sweep";
 import { firstTokenOf, LensCancelledError, runLens } from "./lens/runLens";
 import { LoadedModel } from "./model/loadedModel";
@@ -69,16 +69,8 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
   };
 
   const readExperiment = async (file: string, text?: string): Promise<LensExperiment> => {
-    let source = text;
-    if (source === undefined) {
-      try {
-        source = await fs.readFile(file, "utf8");
-      } catch {
-        throw new LensInputError(file, "experiment file not found: check the path");
-      }
-    }
     try {
-      return parseExperiment(source, file);
+      return await readExperimentFile(file, text);
     } catch (e) {
       if (e instanceof InvalidExperimentError) throw new ResponseError(ErrorCode.INPUT_ERROR, e.message, { file, errors: e.errors });
       throw e;
