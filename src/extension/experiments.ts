@@ -7,10 +7,12 @@
  * inputs, output folder) need the user's confirmation, and so does any run in an untrusted
  * workspace. The answer is remembered per file and set of paths for the session.
  */
+import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import * as vscode from "vscode";
 import { checkExperimentText, type LensExperiment } from "../shared/experiment";
 import { PreviewExperimentRequest, RunExperimentRequest } from "../shared/protocol";
+import type { SweepAggregates } from "../shared/sweep";
 import type { ComparisonMessage } from "../shared/webviewProtocol";
 import { experimentPaths, pathsOutside } from "./experimentPaths";
 import { isExperimentDocument } from "./experimentDiagnostics";
@@ -101,18 +103,32 @@ export class Experiments implements vscode.Disposable {
     );
     if (!summary) return;
     this.log.info(`${name}: ran ${summary.ran}, resumed ${summary.resumed}, of ${summary.total} in ${summary.seconds.toFixed(1)} s${summary.cancelled ? " (cancelled)" : ""} -> ${summary.outDir}`);
-    const message: ComparisonMessage = {
-      type: "comparison",
-      title: `Compare ${experiment.name}`,
-      aggregates: summary.aggregates,
-      layerLabels: ["embeddings", ...Array.from({ length: Math.max(0, summary.aggregates.layers - 1) }, (_, i) => `block ${i + 1}`)],
-    };
-    this.panels.showComparison(message);
+    this.panels.showComparison(comparisonMessage(`Compare ${experiment.name}`, summary.aggregates));
     const open = "Open Results Folder";
     const done = summary.cancelled ? `cancelled after ${summary.ran} new items (rerun to continue)` : `${summary.total} items done (${summary.ran} run now)`;
     void vscode.window.showInformationMessage(`Logit Lens: ${name}: ${done}.`, open).then((a) => {
       if (a === open) void vscode.commands.executeCommand("revealFileInOS", vscode.Uri.file(summary.outDir));
     });
+  }
+
+  /** "Logit Lens: Compare Results...": the comparison view of a results folder (its aggregates.json), e.g. of a sweep run by the CLI. */
+  async compare(uri?: vscode.Uri): Promise<void> {
+    let target = uri;
+    if (!target) {
+      const picked = await vscode.window.showOpenDialog({ canSelectFiles: true, canSelectFolders: true, canSelectMany: false, title: "A results folder (or its aggregates.json)" });
+      target = picked?.[0];
+    }
+    if (!target) return;
+    const file = target.fsPath.endsWith(".json") ? target.fsPath : path.join(target.fsPath, "aggregates.json");
+    let data: SweepAggregates & { experiment?: string };
+    try {
+      data = JSON.parse(await fs.readFile(file, "utf8")) as SweepAggregates & { experiment?: string };
+      if (!Array.isArray(data.groups) || typeof data.layers !== "number") throw new Error("it holds no groups");
+    } catch (e) {
+      void vscode.window.showErrorMessage(`Logit Lens: ${file}: not a sweep's aggregates (${errorText(e)}): pick the folder that \`logit-lens run FILE.lens.json\` wrote`);
+      return;
+    }
+    this.panels.showComparison(comparisonMessage(`Compare ${data.experiment ?? path.basename(path.dirname(file))}`, { layers: data.layers, groups: data.groups }));
   }
 
   dispose(): void {
@@ -192,6 +208,11 @@ export class Experiments implements vscode.Disposable {
     this.confirmed.add(key);
     return true;
   }
+}
+
+function comparisonMessage(title: string, aggregates: SweepAggregates): ComparisonMessage {
+  const layerLabels = ["embeddings", ...Array.from({ length: Math.max(0, aggregates.layers - 1) }, (_, i) => `block ${i + 1}`)];
+  return { type: "comparison", title, aggregates, layerLabels };
 }
 
 async function experimentDocument(uri?: vscode.Uri): Promise<vscode.TextDocument | undefined> {

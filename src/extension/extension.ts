@@ -65,6 +65,7 @@ export function activate(context: vscode.ExtensionContext): LogitLensApi {
     vscode.commands.registerCommand("logitLens.selectModel", () => selectModel(sidecar)),
     vscode.commands.registerCommand("logitLens.openPreviewToSide", (uri?: vscode.Uri) => experiments.openPreview(uri instanceof vscode.Uri ? uri : undefined)),
     vscode.commands.registerCommand("logitLens.runExperiment", (uri?: vscode.Uri) => experiments.run(uri instanceof vscode.Uri ? uri : undefined)),
+    vscode.commands.registerCommand("logitLens.compareResults", (uri?: vscode.Uri) => experiments.compare(uri instanceof vscode.Uri ? uri : undefined)),
     vscode.commands.registerCommand("logitLens.showOutput", () => output.show(true)),
     vscode.commands.registerCommand("logitLens.restartSidecar", async () => {
       await sidecar.stop();
