@@ -355,7 +355,7 @@ def run_case(model, proc, raw_tok: Tokenizer, case: str, image_name: str, prompt
         "torch_version": torch.__version__,
         "compute_dtype": "float32",
         "prompt": prompt,
-        "image": image_name if image_name == WIDE_IMAGE else f"../../images/{image_name}",
+        "image": f"../{image_name}" if image_name == WIDE_IMAGE else f"../../images/{image_name}",
         "image_size": list(img.size),
         "image_mode": img.mode,
         "rendered_prompt": rendered,
