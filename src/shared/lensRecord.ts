@@ -33,7 +33,10 @@ export interface LensToken {
   /** How the token reads on its own (its decoded text, or its piece for byte fragments). */
   text: string;
   segment: Segment;
-  /** For image tokens: which image, and the patch's row and column on that image's grid. */
+  /**
+   * For image tokens: which image, and the patch's row and column on that image's grid. When the
+   * image was cut into tiles (input.image.tiles), `index` is the tile and row/col are on the tile's grid.
+   */
   image?: { index: number; row: number; col: number };
 }
 
@@ -63,8 +66,14 @@ export interface LensRecord {
       /** Size of the decoded image, and of the tensor after preprocessing (width, height). */
       originalSize: [number, number];
       processedSize: [number, number];
-      /** The image-token grid (rows, cols) in the decoder's order. */
+      /** The image-token grid (rows, cols) in the decoder's order; of one tile when the image was tiled. */
       grid: [number, number];
+      /**
+       * How the image was cut into tiles (SmolVLM / Idefics3): `rows x cols` crops row-major, then
+       * the whole image downscaled (the global image), `count` in all; rows = cols = 0 when only the
+       * global image was used. Absent for models that see the image whole.
+       */
+      tiles?: { rows: number; cols: number; count: number };
     };
     settings: LensSettings;
   };

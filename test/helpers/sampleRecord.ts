@@ -208,7 +208,7 @@ export function sampleRecord(options: SampleOptions = {}): LensRecord {
     input: {
       prompt: 'say "hi",\nok',
       renderedPrompt: '<s>USER: <image><image>say "hi",\nok ASSISTANT:',
-      image: { path: "/data/images/circle.png", sha256: "ab".repeat(32), originalSize: [64, 48], processedSize: [28, 28], grid: [1, 2] },
+      image: { path: "/data/images/circle.png", sha256: "ab".repeat(32), originalSize: [64, 48], processedSize: [28, 28], grid: [1, 2], tiles: { rows: 0, cols: 0, count: 1 } },
       settings: { positions: "afterImage", topK: K, maxNewTokens: 4, target: "red", answerProb: true, trackTokens: [" blue"], imageAttention: true, patchLens: true },
     },
     tokens,

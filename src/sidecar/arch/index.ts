@@ -1,11 +1,12 @@
 /** The supported architectures. Adding one means adding a module here, never editing another. */
 import { LensInputError } from "../errors";
+import { idefics3 } from "./idefics3";
 import { llamaForCausalLM } from "./llamaForCausalLM";
 import { llava } from "./llava";
 import { qwen2vl } from "./qwen2vl";
 import type { ArchitectureModule } from "./types";
 
-const MODULES: readonly ArchitectureModule[] = [llava, qwen2vl, llamaForCausalLM];
+const MODULES: readonly ArchitectureModule[] = [llava, qwen2vl, idefics3, llamaForCausalLM];
 
 export const SUPPORTED_ARCHITECTURES: readonly string[] = MODULES.flatMap((m) => m.architectures);
 

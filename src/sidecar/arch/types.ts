@@ -41,8 +41,18 @@ export interface PreparedImage {
   processedSize: { width: number; height: number };
   /** Image tokens the placeholder expands to. */
   tokenCount: number;
-  /** Their grid, after a leading CLS token when `leadingCls`. */
+  /**
+   * Their grid, after a leading CLS token when `leadingCls`. With several frames (or tiles), the
+   * tokens run frame by frame, each frame `rows x cols` row-major.
+   */
   grid: ImageTokenGrid & { leadingCls: boolean };
+  /**
+   * What the placeholder expands to, when it is more than `tokenCount` copies of itself
+   * (Idefics3 wraps each tile's image tokens in marker tokens).
+   */
+  promptText?: string;
+  /** How the image was cut into tiles (Idefics3): grid.frames counts them, the global image last. */
+  tiles?: { rows: number; cols: number; count: number };
 }
 
 /** The model folder's files an image pipeline may read. */

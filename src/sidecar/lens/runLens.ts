@@ -394,12 +394,13 @@ function mulberry32(seed: number): () => number {
 
 async function describeImage(image: string | Uint8Array, prepared: Awaited<ReturnType<LoadedModel["prepare"]>>): Promise<NonNullable<LensRecord["input"]["image"]>> {
   const bytes = typeof image === "string" ? await fs.readFile(image) : image;
-  const { processedSize, grid } = prepared.vision!;
+  const { processedSize, grid, tiles } = prepared.vision!;
   return {
     ...(typeof image === "string" ? { path: path.resolve(image) } : {}),
     sha256: createHash("sha256").update(bytes).digest("hex"),
     originalSize: [prepared.image!.width, prepared.image!.height],
     processedSize: [processedSize.width, processedSize.height],
     grid: [grid.rows, grid.cols],
+    ...(tiles ? { tiles: { rows: tiles.rows, cols: tiles.cols, count: tiles.count } } : {}),
   };
 }

@@ -222,7 +222,7 @@ export class LoadedModel {
     const rgb = isRgbImage(input.image) ? input.image : await decodeImage(input.image);
     const vision = this.imagePipeline.preprocess(rgb);
     const token = this.imagePipeline.imageToken;
-    rendered = rendered.split(token).join(token.repeat(vision.tokenCount));
+    rendered = rendered.split(token).join(vision.promptText ?? token.repeat(vision.tokenCount));
     return {
       renderedPrompt: rendered,
       inputIds: this.text.encodePrompt(rendered),

@@ -15,7 +15,10 @@ export interface SegmentInput {
   prompt: string;
   bosId?: number;
   imageTokenId?: number;
-  /** Image token grid (rows, cols) and whether the first image token is a CLS token with no patch. */
+  /**
+   * Image token grid (rows, cols) and whether the first image token is a CLS token with no patch.
+   * Tokens beyond one grid belong to the next tile (Idefics3), whose index they carry.
+   */
   imageGrid?: { rows: number; cols: number; leadingCls: boolean };
   decode: (ids: number[]) => string;
   label: (id: number) => string;
@@ -41,7 +44,11 @@ export function segmentTokens(input: SegmentInput): LensToken[] {
       segment = "image";
       const grid = input.imageGrid;
       const patch = grid?.leadingCls ? imageIndex - 1 : imageIndex;
-      if (grid && patch >= 0) image = { index: 0, row: Math.floor(patch / grid.cols), col: patch % grid.cols };
+      if (grid && patch >= 0) {
+        const perTile = grid.rows * grid.cols;
+        const within = patch % perTile;
+        image = { index: Math.floor(patch / perTile), row: Math.floor(within / grid.cols), col: within % grid.cols };
+      }
       imageIndex++;
     } else if (promptStart >= 0 && start < promptEnd && ends[i] > promptStart) segment = "text";
     else segment = "template";
