@@ -7,6 +7,7 @@
  * whose image tokens carry their tile, row and column, and whose statistics match transformers'.
  */
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { SEGMENTS, type LensRecord } from "../../src/shared/lensRecord";
@@ -258,4 +259,46 @@ it("runs the lens with the default settings, image attention, patch lens, a targ
   expect(r.patchLens?.topIds.shape).toEqual([m.info.numLayers + 1, c.num_image_tokens]);
   expect(Object.values(r.headMask ?? {}).flat().length).toBe(2);
   expect(r.lens.answerProb).toBeGreaterThan(0);
+});
+
+/**
+ * The layout SmolVLM checkpoints on the hub use (transformers 4.46-4.57): rope_theta at the top
+ * of text_config with rope_scaling null, and the image processor in its own
+ * preprocessor_config.json beside a processor_config.json that only holds image_seq_len.
+ */
+describe("the hub's 4.x folder layout", () => {
+  const c = cases[0];
+  const temp: string[] = [];
+  afterAll(() => {
+    for (const dir of temp) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  function hubLayout(imageSeqLen: number): string {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "idefics3-layout-"));
+    temp.push(dir);
+    for (const f of fs.readdirSync(MODEL_DIR)) fs.copyFileSync(path.join(MODEL_DIR, f), path.join(dir, f));
+    const config = JSON.parse(fs.readFileSync(path.join(MODEL_DIR, "config.json"), "utf8")) as { text_config: Record<string, unknown> };
+    const { rope_parameters: rope, ...text } = config.text_config as { rope_parameters: { rope_theta: number } };
+    fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify({ ...config, text_config: { ...text, rope_theta: rope.rope_theta, rope_scaling: null } }, null, 2));
+    const processor = JSON.parse(fs.readFileSync(path.join(MODEL_DIR, "processor_config.json"), "utf8")) as { image_processor: Record<string, unknown> };
+    fs.writeFileSync(path.join(dir, "preprocessor_config.json"), JSON.stringify({ ...processor.image_processor, processor_class: "Idefics3Processor" }, null, 2));
+    fs.writeFileSync(path.join(dir, "processor_config.json"), JSON.stringify({ image_seq_len: imageSeqLen, processor_class: "Idefics3Processor" }, null, 2));
+    return dir;
+  }
+
+  it("gives the same ids and logits", async () => {
+    const m = await LoadedModel.open(hubLayout(c.image_seq_len), { device: "cpu" });
+    try {
+      const prepared = await m.prepare({ prompt: c.prompt, image: path.resolve(CASES_DIR, c.image) });
+      expect(prepared.inputIds).toEqual(c.input_ids);
+      const result = await m.forward(c.input_ids, { imageFeatures: await m.imageFeaturesFor(prepared), positions: c.input_ids.map((_, i) => i) });
+      expect(relativeError(result.logits, tensor(c.logits))).toBeLessThanOrEqual(BOUND);
+    } finally {
+      await m.dispose();
+    }
+  });
+
+  it("refuses an image_seq_len the vision tower does not yield, naming the file", async () => {
+    await expect(LoadedModel.open(hubLayout(c.image_seq_len + 1), { device: "cpu" })).rejects.toThrow(/processor_config\.json.*image_seq_len 10 differs from the 9 tokens per tile/);
+  });
 });
