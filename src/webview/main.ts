@@ -1,6 +1,25 @@
 /**
- * Browser side of the Logit Lens panels. It renders only from data the extension posts; the
- * panels themselves arrive with the extension work (issue 5).
+ * Browser side of a Logit Lens panel. It renders only from data the extension posts (see
+ * src/shared/webviewProtocol.ts) and says "ready" once it listens, after every (re)load.
  */
-const root = document.getElementById("root");
-if (root) root.textContent = "Logit Lens";
+import { App, type VsCodeApi } from "./app";
+import { watchTheme } from "./theme";
+import type { HostToWebview } from "../shared/webviewProtocol";
+
+declare function acquireVsCodeApi(): VsCodeApi;
+
+function start(): void {
+  const root = document.getElementById("root");
+  if (!root) throw new Error("the panel's HTML has no #root element: build it with panelHtml()");
+  const api = acquireVsCodeApi();
+  const app = new App(api, root);
+  window.addEventListener("message", (event: MessageEvent<HostToWebview>) => {
+    const message = event.data;
+    if (!message || typeof message !== "object" || typeof message.type !== "string") return;
+    app.handle(message);
+  });
+  watchTheme(() => app.themeChanged());
+  api.postMessage({ type: "ready" });
+}
+
+start();

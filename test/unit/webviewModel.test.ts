@@ -282,3 +282,19 @@ describe("comparison", () => {
     ]);
   });
 });
+
+describe("tiled images", () => {
+  it("overlays the global image, the last tile", () => {
+    const record = sampleRecord();
+    // Two "tiles" of one patch each: the first a crop, the second the global image.
+    record.tokens[2].image = { index: 0, row: 0, col: 0 };
+    record.tokens[3].image = { index: 1, row: 0, col: 0 };
+    const image = record.input.image as unknown as Record<string, unknown>;
+    image["grid"] = [1, 1];
+    image["tiles"] = { rows: 1, cols: 1, count: 2 };
+    const v = buildLensView(record);
+    // Block 1, position 1: imageRows row 1 is [0.25, 0.125]; the global tile is image token j = 1.
+    expect(Array.from(attentionOverlay(v, 1, 1)!.values)).toEqual([0.125]);
+    expect(patchLensOverlay(v, 1)!.labels).toEqual(["Red"]);
+  });
+});

@@ -1,0 +1,706 @@
+/**
+ * The panel: one App per webview. It draws only from HostToWebview messages, keeps what it shows
+ * and the user's choices in PanelState (vscode.setState), and redraws from that state after a
+ * reload before the host answers "ready" again.
+ *
+ * Selection and hover: the heatmap (and the token strip) report a hovered cell and a selected
+ * cell. The rank panel follows the hover, falling back to the selection; everything that depends
+ * on a position (line charts, attention, overlay) follows the selection only, so moving the
+ * pointer costs one rank-panel update.
+ */
+import { ChartCard } from "./chartCard";
+import { lineChart, matrixChart, stackedBars } from "./charts";
+import { ComparisonView } from "./comparison";
+import { button, el, formatNumber, select } from "./dom";
+import { serializeSvg, svgToPng } from "./exporting";
+import { HeatmapView } from "./heatmap";
+import { heatmapSvg } from "./heatmapSvg";
+import {
+  attentionBreakdown,
+  buildLensView,
+  convergenceLayers,
+  findTrackedIds,
+  headShare,
+  isMetric,
+  type LayerRanks,
+  layerSeries,
+  type LensView,
+  METRIC_LABELS,
+  METRICS,
+  metricScale,
+  type PositionChoice,
+  ranksAt,
+  SERIES,
+  SERIES_LABELS,
+  type StripChip,
+  tokenText,
+  topkAt,
+  trackedRanks,
+  visibleToken,
+} from "./model";
+import { ImageOverlay } from "./overlay";
+import { readUi, recordWeight, STATE_RECORD_LIMIT, type UiState } from "./panelState";
+import { RankPanel } from "./rankPanel";
+import { type Palette, readPalette } from "./theme";
+import { TokenStrip } from "./tokenStrip";
+import type { ComparisonMessage, HostState, HostToWebview, PanelState, ProblemsMessage, ShowRecordMessage, StatusMessage, TrackedMessage, WebviewToHost } from "../shared/webviewProtocol";
+
+/** What acquireVsCodeApi() returns, as far as the panel uses it. */
+export interface VsCodeApi {
+  postMessage(message: WebviewToHost): void;
+  getState(): unknown;
+  setState(state: PanelState): void;
+}
+
+const ZOOMS: readonly (readonly [string, string])[] = [
+  ["0", "Fit"],
+  ["6", "6 px"],
+  ["12", "12 px"],
+  ["24", "24 px"],
+  ["44", "44 px (text)"],
+  ["72", "72 px"],
+];
+
+const fileBase = (title: string): string => title.replace(/[^\w.-]+/gu, "-").replace(/^-+|-+$/gu, "").slice(0, 60) || "logit-lens";
+
+export class App {
+  private palette: Palette;
+  private ui: UiState;
+  private kind: PanelState["kind"] = "run";
+  private last: ShowRecordMessage | ComparisonMessage | undefined;
+  private host: HostState | undefined;
+  private view: LensView | undefined;
+  private showing: ShowRecordMessage | undefined;
+  private hover: { layer: number; p: number } | null = null;
+  private saveTimer: ReturnType<typeof setTimeout> | undefined;
+  private chartsFrame = 0;
+
+  private readonly titleEl: HTMLElement;
+  private readonly statusEl: HTMLElement;
+  private readonly previewEl: HTMLElement;
+  private readonly promptEl: HTMLElement;
+  private readonly problemsEl: HTMLElement;
+  private readonly recordEl: HTMLElement;
+  private readonly infoEl: HTMLElement;
+  private readonly placeholder: HTMLElement;
+  private readonly metricSelect: HTMLSelectElement;
+  private readonly zoomSelect: HTMLSelectElement;
+  private readonly scopeSelect: HTMLSelectElement;
+  private readonly trackInput: HTMLInputElement;
+  private readonly trackNote: HTMLElement;
+  private readonly legend: HTMLElement;
+  private readonly heatmap: HeatmapView;
+  private readonly rankPanel: RankPanel;
+  private readonly strip: TokenStrip;
+  private readonly overlay: ImageOverlay;
+  private readonly lineCards: Map<string, ChartCard>;
+  private readonly attentionCard: ChartCard;
+  private readonly headsCard: ChartCard;
+  private readonly trackedCard: ChartCard;
+  private readonly comparison: ComparisonView;
+
+  constructor(
+    private readonly api: VsCodeApi,
+    root: HTMLElement,
+  ) {
+    this.palette = readPalette();
+    const saved = api.getState() as PanelState | undefined;
+    this.ui = readUi(saved?.ui);
+    const onExport = (chart: string, format: "svg" | "png") => void this.exportChart(chart, format);
+
+    this.titleEl = el("h1", { id: "title", text: "Logit Lens" });
+    this.statusEl = el("span", { id: "status", class: "status idle", text: "Idle", attrs: { role: "status" } });
+    this.previewEl = el("p", { id: "preview-info", class: "note" });
+    this.promptEl = el("p", { id: "prompt", class: "prompt" });
+    this.problemsEl = el("section", { id: "problems", class: "problems", attrs: { role: "alert", "aria-label": "Problems" } });
+    this.problemsEl.hidden = true;
+    this.placeholder = el("p", { class: "placeholder", text: "Waiting for a lens run…" });
+
+    const metric = select("metric", "Colour", METRICS.map((m) => [m, METRIC_LABELS[m]] as const), this.ui.metric);
+    this.metricSelect = metric.select;
+    this.metricSelect.addEventListener("change", () => this.setMetric(this.metricSelect.value));
+    const zoom = select("zoom", "Cell width", ZOOMS, String(this.ui.zoom));
+    this.zoomSelect = zoom.select;
+    this.zoomSelect.addEventListener("change", () => {
+      this.ui.zoom = Number(this.zoomSelect.value) || 0;
+      this.heatmap.setZoom(this.ui.zoom);
+      this.save();
+    });
+    const scope = select(
+      "scope",
+      "Attention of",
+      [
+        ["position", "the selected position"],
+        ["mean", "the mean over positions"],
+      ],
+      this.ui.scope,
+    );
+    this.scopeSelect = scope.select;
+    this.scopeSelect.addEventListener("change", () => {
+      this.ui.scope = this.scopeSelect.value === "mean" ? "mean" : "position";
+      this.renderPositionCharts();
+      this.save();
+    });
+
+    this.trackInput = el("input", { id: "track-input", attrs: { type: "text", placeholder: "e.g.  red", "aria-label": "Token text to track", spellcheck: "false" } });
+    const trackButton = button("Track", { id: "track-button" });
+    const trackForm = el("form", { class: "control track-form", attrs: { role: "search", "aria-label": "Track a token" } }, el("label", { class: "control-label", text: "Track token", attrs: { for: "track-input" } }), this.trackInput, trackButton);
+    trackForm.addEventListener("submit", (e) => {
+      e.preventDefault();
+      this.track(this.trackInput.value);
+    });
+    trackButton.addEventListener("click", () => this.track(this.trackInput.value));
+    this.trackNote = el("p", { class: "note", attrs: { "aria-live": "polite" } });
+
+    const exportCsv = button("Export CSV", { attrs: { "data-export": "csv", "data-chart": "record" } });
+    const exportJson = button("Export JSON", { attrs: { "data-export": "json", "data-chart": "record" } });
+    exportCsv.addEventListener("click", () => this.post({ type: "export", format: "csv", name: `${this.baseName()}.csv` }));
+    exportJson.addEventListener("click", () => this.post({ type: "export", format: "json", name: `${this.baseName()}.lens.json` }));
+
+    this.heatmap = new HeatmapView(this.palette, {
+      onHover: (layer, p) => this.onHover(layer, p),
+      onSelect: (layer, p) => this.onSelect(layer, p),
+      onActivate: (layer) => this.setOverlayLayer(layer),
+    });
+    this.heatmap.setZoom(this.ui.zoom);
+    this.rankPanel = new RankPanel(this.palette, onExport, this.ui.rankToken, (t) => {
+      this.ui.rankToken = t;
+      this.refreshRanks();
+      this.save();
+    });
+    this.strip = new TokenStrip({
+      onHover: (token) => this.onTokenHover(token),
+      onActivate: (chip) => this.onChip(chip),
+      onToggleImages: () => {
+        this.ui.collapseImages = !this.ui.collapseImages;
+        this.renderStrip();
+        this.save();
+      },
+    });
+    this.overlay = new ImageOverlay(this.palette, {
+      onSource: (s) => {
+        this.ui.overlay = s;
+        this.renderOverlay();
+        this.save();
+      },
+      onLayer: (l) => this.setOverlayLayer(l),
+    });
+    this.legend = el("div", { class: "legend", attrs: { "aria-hidden": "true" } });
+    const heatmapExport = el(
+      "div",
+      { class: "export-buttons", attrs: { role: "group", "aria-label": "Export heatmap" } },
+      button("SVG", { class: "small", title: "Export the heatmap as SVG", attrs: { "data-export": "svg", "data-chart": "heatmap" } }),
+      button("PNG", { class: "small", title: "Export the heatmap as PNG", attrs: { "data-export": "png", "data-chart": "heatmap" } }),
+    );
+    heatmapExport.addEventListener("click", (e) => {
+      const format = (e.target as HTMLElement).closest("button")?.dataset["export"];
+      if (format === "svg" || format === "png") onExport("heatmap", format);
+    });
+    const heatmapCard = el(
+      "section",
+      { class: "card heatmap-card", attrs: { "aria-label": "Logit lens heatmap" } },
+      el("div", { class: "card-head" }, el("h2", { class: "panel-title", text: "Logit lens" }), metric.wrapper, zoom.wrapper, this.legend, heatmapExport),
+      this.heatmap.element,
+    );
+
+    this.lineCards = new Map(SERIES.map((s) => [s, new ChartCard(`layers-${s}`, `${SERIES_LABELS[s]} per layer`, onExport)]));
+    this.attentionCard = new ChartCard("attention", "Attention by segment per block", onExport);
+    this.headsCard = new ChartCard("heads", "Attention share on the image, block × head", onExport);
+    this.trackedCard = new ChartCard("tracked", "Tracked tokens: rank per layer", onExport);
+    this.trackedCard.element.hidden = true;
+    this.infoEl = el("p", { class: "note record-info" });
+
+    this.recordEl = el(
+      "section",
+      { id: "record-view", attrs: { "aria-label": "Lens record" } },
+      el("div", { class: "toolbar" }, scope.wrapper, trackForm, el("div", { class: "export-buttons" }, exportCsv, exportJson)),
+      this.trackNote,
+      this.promptEl,
+      this.infoEl,
+      this.strip.element,
+      el("div", { class: "main-grid" }, heatmapCard, this.rankPanel.element),
+      el("div", { class: "cards" }, this.overlay.element, this.trackedCard.element, ...[...this.lineCards.values()].map((c) => c.element), this.attentionCard.element, this.headsCard.element),
+    );
+    this.recordEl.hidden = true;
+    this.comparison = new ComparisonView(onExport, (key) => {
+      this.ui.groupKey = key;
+      if (this.last?.type === "comparison") this.comparison.render(this.last, key, this.palette);
+      this.save();
+    });
+    this.comparison.element.hidden = true;
+
+    root.replaceChildren(el("header", { class: "app-header" }, this.titleEl, this.statusEl), this.previewEl, this.problemsEl, this.placeholder, this.recordEl, this.comparison.element);
+    root.removeAttribute("aria-busy");
+
+    if (saved?.kind) this.kind = saved.kind;
+    this.host = saved?.host;
+    if (saved?.last) this.handle(saved.last, true);
+  }
+
+  /** Handles one message from the host. */
+  handle(message: HostToWebview, restoring = false): void {
+    switch (message.type) {
+      case "show":
+        this.onShow(message, restoring);
+        break;
+      case "status":
+        this.onStatus(message);
+        break;
+      case "problems":
+        this.onProblems(message);
+        break;
+      case "tracked":
+        this.onTracked(message);
+        break;
+      case "comparison":
+        this.onComparison(message);
+        break;
+      case "hostState":
+        this.host = message.state;
+        this.save();
+        break;
+      default: {
+        const unknown: never = message;
+        this.onStatus({ type: "status", state: "error", message: `unknown message ${JSON.stringify((unknown as { type?: unknown }).type)} from the extension: update the extension and the panel together` });
+      }
+    }
+  }
+
+  /** The theme changed: re-read colours and redraw what is on screen. */
+  themeChanged(): void {
+    this.palette = readPalette();
+    this.heatmap.setPalette(this.palette);
+    this.rankPanel.setPalette(this.palette);
+    this.overlay.setPalette(this.palette);
+    this.renderLegend();
+    this.renderPositionCharts();
+    if (this.last?.type === "comparison") this.comparison.render(this.last, this.ui.groupKey, this.palette);
+  }
+
+  // --- Messages ------------------------------------------------------------------------------
+
+  private onShow(message: ShowRecordMessage, restoring: boolean): void {
+    const start = performance.now();
+    const record = message.record;
+    this.kind = message.preview ? "preview" : "run";
+    this.last = message;
+    this.showing = message;
+    const t = performance.now();
+    const view = buildLensView(record);
+    performance.measure("logitLens:show:view", { start: t, end: performance.now() });
+    this.view = view;
+    if (!restoring) this.problemsEl.hidden = true;
+    this.placeholder.hidden = true;
+    this.comparison.element.hidden = true;
+    this.recordEl.hidden = false;
+    this.titleEl.textContent = message.title;
+    this.previewEl.textContent = message.preview
+      ? `${message.preview.file}: item ${message.preview.index + 1} of ${message.preview.total}, variant ${message.preview.variant}${message.preview.expected !== null ? `, expected “${message.preview.expected}”` : ""}${message.preview.cached ? " (cached)" : ""}`
+      : "";
+
+    // Keep the selection where it fits the new record (a preview edit usually keeps the shape).
+    const ui = this.ui;
+    if (ui.layer < 0 || ui.layer >= view.layers) ui.layer = view.layers - 1;
+    if (ui.p < 0 || ui.p >= view.positions) ui.p = Math.max(0, view.positions - 1);
+    if (ui.overlayLayer < 0 || ui.overlayLayer >= view.layers) ui.overlayLayer = view.layers - 1;
+    if (ui.tracked && (ui.tracked.rank.shape[0] !== view.layers || ui.tracked.rank.shape[1] !== view.positions)) ui.tracked = undefined;
+    this.hover = null;
+
+    this.promptEl.textContent = `Prompt: ${record.input.prompt}`;
+    const answer = record.generation.ids.map((id) => tokenText(record, id)).join("");
+    const mask = record.headMask ? Object.entries(record.headMask).map(([b, heads]) => `block ${Number(b) + 1}: ${heads.join(",")}`).join("; ") : "";
+    this.infoEl.textContent = `${record.model.id} (${record.model.architecture}, ${record.model.numLayers} blocks × ${record.model.numHeads} heads) · ${view.positions} analysed positions · answer “${visibleToken(answer)}” (${record.generation.stoppedBy})${mask ? ` · masked heads ${mask}` : ""}`;
+
+    this.metricSelect.value = ui.metric;
+    this.scopeSelect.value = ui.scope;
+    this.zoomSelect.value = String(ui.zoom);
+    // Each step is measured ("logitLens:show:<step>"), so a slow record says where the time goes.
+    const step = (name: string, run: () => void) => {
+      const t = performance.now();
+      run();
+      performance.measure(`logitLens:show:${name}`, { start: t, end: performance.now() });
+    };
+    step("heatmap", () => {
+      this.heatmap.setRecord(view, ui.metric, ui.layer, ui.p);
+      this.renderLegend();
+    });
+    step("ranks", () => {
+      this.rankPanel.setLayers(record.layerLabels);
+      this.refreshRanks();
+    });
+    step("strip", () => this.renderStrip());
+    step("lines", () => this.renderLineCharts());
+    step("attention", () => this.renderAttention());
+    step("heads", () => this.renderHeads());
+    step("overlay", () => {
+      this.overlay.setRecord(view, message.imageUri);
+      this.renderOverlay();
+    });
+    step("tracked", () => this.renderTracked());
+    performance.measure("logitLens:show", { start, end: performance.now() });
+    if (!restoring) this.save();
+  }
+
+  private onStatus(message: StatusMessage): void {
+    const text = message.state === "running" ? "Running…" : message.state === "error" ? "Error" : "Idle";
+    this.statusEl.className = `status ${message.state}`;
+    this.statusEl.textContent = message.message ? `${text}: ${message.message}` : text;
+    this.statusEl.title = message.message ?? "";
+    if (message.state === "running") this.statusEl.setAttribute("aria-busy", "true");
+    else this.statusEl.removeAttribute("aria-busy");
+  }
+
+  private onProblems(message: ProblemsMessage): void {
+    const n = message.problems.length;
+    this.problemsEl.hidden = n === 0;
+    this.problemsEl.replaceChildren(
+      el("h2", { class: "panel-title", text: `${message.file}: ${n} problem${n === 1 ? "" : "s"}${this.view ? " (showing the last good run)" : ""}` }),
+      el(
+        "ul",
+        {},
+        ...message.problems.map((p) => el("li", {}, el("span", { class: "where", text: `${p.line !== undefined ? `${p.line}:${p.column ?? 1} ` : ""}${p.path}` }), ` ${p.message}`)),
+      ),
+    );
+  }
+
+  private onTracked(message: TrackedMessage): void {
+    const view = this.view;
+    if (!view || message.rank.shape[0] !== view.layers || message.rank.shape[1] !== view.positions) {
+      this.trackNote.textContent = "The tracked ranks are for another run than the one shown: track the token again.";
+      return;
+    }
+    this.ui.tracked = message;
+    this.trackNote.textContent = message.ids.length ? `Tracking ${message.texts.map((t) => `“${visibleToken(t)}”`).join(", ")}.` : "The extension found no token for that text.";
+    this.renderTracked();
+    this.save();
+  }
+
+  private onComparison(message: ComparisonMessage): void {
+    this.kind = "comparison";
+    this.last = message;
+    this.problemsEl.hidden = true;
+    this.titleEl.textContent = message.title;
+    this.previewEl.textContent = "";
+    this.placeholder.hidden = true;
+    this.recordEl.hidden = true;
+    this.comparison.element.hidden = false;
+    this.comparison.render(message, this.ui.groupKey, this.palette);
+    this.save();
+  }
+
+  // --- Interaction ---------------------------------------------------------------------------
+
+  private setMetric(value: string): void {
+    if (!isMetric(value)) return;
+    this.ui.metric = value;
+    this.heatmap.setMetric(value);
+    this.renderLegend();
+    this.save();
+  }
+
+  private onHover(layer: number, p: number): void {
+    const start = performance.now();
+    this.hover = layer < 0 ? null : { layer, p };
+    this.refreshRanks();
+    performance.measure("logitLens:hover", { start, end: performance.now() });
+  }
+
+  private onSelect(layer: number, p: number): void {
+    const moved = p !== this.ui.p;
+    this.ui.layer = layer;
+    this.ui.p = p;
+    if (!this.hover) this.refreshRanks();
+    this.strip.markSelected(this.view?.record.positions[p] ?? -1);
+    this.schedulePositionCharts(moved);
+    this.save();
+  }
+
+  private setOverlayLayer(layer: number): void {
+    this.ui.overlayLayer = layer;
+    this.renderOverlay();
+    this.renderHeads();
+    this.save();
+  }
+
+  private onTokenHover(token: number): void {
+    const view = this.view;
+    if (!view) return;
+    if (token < 0) {
+      this.hover = null;
+      this.refreshRanks();
+      return;
+    }
+    const record = view.record;
+    const predicting = view.analysedIndex.get(token - 1);
+    const id = record.tokens[token]?.id;
+    const ranks = predicting !== undefined && id !== undefined ? ranksAt(view, id, predicting) : null;
+    if (predicting !== undefined && ranks) {
+      // How early the model saw this token coming: its rank where it was predicted.
+      this.hover = { layer: view.layers - 1, p: predicting };
+      this.showRanks(view.layers - 1, predicting, ranks, `${visibleToken(ranks.text)} (token ${token}) as predicted at position ${token - 1}`);
+      return;
+    }
+    const own = view.analysedIndex.get(token);
+    if (own !== undefined) {
+      this.hover = { layer: view.layers - 1, p: own };
+      this.refreshRanks();
+      return;
+    }
+    this.rankPanel.show({ caption: `token ${token} (${visibleToken(record.tokens[token]?.text ?? "")})`, ranks: null, missing: "The lens did not run at this token or the one before it.", layer: view.layers - 1, topk: [], top1: [], settles: -1 });
+  }
+
+  private onChip(chip: StripChip): void {
+    if (chip.end - chip.start > 1) {
+      this.ui.collapseImages = false;
+      this.renderStrip();
+      this.save();
+      return;
+    }
+    const view = this.view;
+    const p = view?.analysedIndex.get(chip.start);
+    if (!view || p === undefined) return;
+    this.heatmap.setSelection(this.ui.layer, p);
+    this.onSelect(this.ui.layer, p);
+  }
+
+  private track(text: string): void {
+    if (!text) {
+      this.trackNote.textContent = "Type the token's text (with its leading space, if it has one) to track it.";
+      return;
+    }
+    this.ui.trackedTexts = [...this.ui.trackedTexts.filter((t) => t !== text), text].slice(-8);
+    const local = this.view ? findTrackedIds(this.view.record, text) : [];
+    this.trackNote.textContent = local.length ? `“${visibleToken(text)}” is in the record; asking the extension for its exact tokenization too.` : `Asking the extension to track “${visibleToken(text)}”…`;
+    this.renderTracked();
+    this.post({ type: "track", text });
+    this.save();
+  }
+
+  // --- Rendering -----------------------------------------------------------------------------
+
+  /** The rank panel for the hovered cell, or the selected one. O(layers). */
+  private refreshRanks(): void {
+    const view = this.view;
+    if (!view) return;
+    const { layer, p } = this.hover ?? { layer: this.ui.layer, p: this.ui.p };
+    if (p < 0 || layer < 0) return;
+    const P = view.positions;
+    const L = view.layers - 1;
+    let ranks: LayerRanks | null;
+    if (this.ui.rankToken === "target") {
+      const id = view.record.lens.targetIds[p];
+      ranks = {
+        id,
+        text: tokenText(view.record, id),
+        rank: Array.from({ length: view.layers }, (_, l) => view.targetRank[l * P + p]),
+        prob: Array.from({ length: view.layers }, (_, l) => view.targetProb[l * P + p]),
+      };
+    } else {
+      const id = view.top1Ids[(this.ui.rankToken === "final" ? L : layer) * P + p];
+      ranks = ranksAt(view, id, p);
+    }
+    const token = view.record.positions[p];
+    this.showRanks(layer, p, ranks, `${ranks ? visibleToken(ranks.text) : "?"} at position ${token} (${visibleToken(view.record.tokens[token]?.text ?? "")})`);
+  }
+
+  private showRanks(layer: number, p: number, ranks: LayerRanks | null, caption: string): void {
+    const view = this.view;
+    if (!view) return;
+    const P = view.positions;
+    const top1 = new Array<string>(view.layers);
+    for (let l = 0; l < view.layers; l++) top1[l] = tokenText(view.record, view.top1Ids[l * P + p]);
+    this.rankPanel.show({ caption, ranks, missing: "The record does not track this token.", layer, topk: topkAt(view, layer, p), top1, settles: convergenceLayers(view)[p] });
+  }
+
+  private renderLegend(): void {
+    const view = this.view;
+    if (!view) return;
+    const s = metricScale(view, this.ui.metric);
+    const bar = el("span", { class: "legend-bar" });
+    bar.style.background = `linear-gradient(to right, ${this.palette.ramp[0]}, ${this.palette.ramp[128]}, ${this.palette.ramp[255]})`;
+    const lo = s.reversed ? formatNumber(s.max) : formatNumber(s.min);
+    const hi = s.reversed ? formatNumber(s.min) : formatNumber(s.max);
+    const dot = el("span", { class: "legend-dot" });
+    dot.style.background = this.palette.segments.generated;
+    this.legend.replaceChildren(el("span", { text: lo }), bar, el("span", { text: hi }), dot, el("span", { text: "top-1 is the generated token" }));
+  }
+
+  private renderStrip(): void {
+    const view = this.view;
+    if (!view) return;
+    this.strip.render(view, this.ui.collapseImages, view.record.positions[this.ui.p] ?? -1);
+  }
+
+  private scope(): PositionChoice {
+    return this.ui.scope === "mean" ? "mean" : this.ui.p;
+  }
+
+  private schedulePositionCharts(now: boolean): void {
+    if (!now) {
+      // Only the highlighted layer moved: the line charts' marker.
+      if (this.chartsFrame) return;
+      this.chartsFrame = requestAnimationFrame(() => {
+        this.chartsFrame = 0;
+        this.renderLineCharts();
+      });
+      return;
+    }
+    if (this.chartsFrame) cancelAnimationFrame(this.chartsFrame);
+    this.chartsFrame = requestAnimationFrame(() => {
+      this.chartsFrame = 0;
+      this.renderPositionCharts();
+    });
+  }
+
+  private renderPositionCharts(): void {
+    this.renderLineCharts();
+    this.renderAttention();
+    this.renderHeads();
+    this.renderOverlay();
+    this.renderTracked();
+  }
+
+  private renderLineCharts(): void {
+    const view = this.view;
+    if (!view) return;
+    const token = view.record.positions[this.ui.p];
+    for (const metric of SERIES) {
+      const card = this.lineCards.get(metric);
+      if (!card) continue;
+      card.set(
+        lineChart({
+          title: `${SERIES_LABELS[metric]} per layer`,
+          series: [
+            { label: `position ${token} (${visibleToken(view.record.tokens[token]?.text ?? "")})`, values: layerSeries(view, metric, this.ui.p), color: this.palette.series[0] },
+            { label: "mean over analysed positions", values: layerSeries(view, metric, "mean"), color: this.palette.series[1], dashed: true },
+          ],
+          xLabels: view.record.layerLabels,
+          palette: this.palette,
+          log: metric === "targetRank",
+          yDomain: metric === "targetProb" ? [0, 1] : undefined,
+          highlight: this.ui.layer,
+        }),
+      );
+    }
+  }
+
+  private renderAttention(): void {
+    const view = this.view;
+    if (!view) return;
+    const b = attentionBreakdown(view, this.scope());
+    this.attentionCard.setTitle(`Attention by segment per block (${this.ui.scope === "mean" ? "mean over positions" : `position ${view.record.positions[this.ui.p]}`})`);
+    this.attentionCard.set(
+      b.shares.length
+        ? stackedBars({ title: "Attention by key segment per decoder block", rows: b.shares, keys: b.segments, colors: b.segments.map((s) => this.palette.segments[s]), barLabels: view.record.layerLabels.slice(1), palette: this.palette })
+        : null,
+      b.shares.length ? undefined : "No attention in this record.",
+    );
+  }
+
+  private renderHeads(): void {
+    const view = this.view;
+    if (!view) return;
+    const m = headShare(view, this.scope());
+    this.headsCard.set(
+      m.blocks && m.heads
+        ? matrixChart({
+            title: "Attention share on the image, block × head",
+            values: m.values,
+            rows: m.blocks,
+            cols: m.heads,
+            rowTitle: "decoder block",
+            colTitle: "head",
+            rowLabel: (r) => String(r + 1),
+            colLabel: (c) => `head ${c}`,
+            palette: this.palette,
+            highlightRow: this.ui.overlayLayer - 1,
+          })
+        : null,
+    );
+  }
+
+  private renderOverlay(): void {
+    if (!this.view) return;
+    this.overlay.update(this.ui.overlay, this.ui.overlayLayer, this.scope());
+  }
+
+  private renderTracked(): void {
+    const view = this.view;
+    if (!view) return;
+    const lines: LayerRanks[] = [];
+    const seen = new Set<number>();
+    const msg = this.ui.tracked;
+    if (msg) msg.ids.forEach((id, j) => seen.has(id) || (seen.add(id), lines.push(trackedRanks(msg, j, this.ui.p))));
+    for (const text of this.ui.trackedTexts)
+      for (const id of findTrackedIds(view.record, text)) {
+        if (seen.has(id)) continue;
+        seen.add(id);
+        const r = ranksAt(view, id, this.ui.p);
+        if (r) lines.push(r);
+      }
+    this.trackedCard.element.hidden = lines.length === 0;
+    if (!lines.length) return;
+    const token = view.record.positions[this.ui.p];
+    this.trackedCard.set(
+      lineChart({
+        title: `Tracked tokens: rank per layer at position ${token}`,
+        series: lines.map((r, i) => ({ label: visibleToken(r.text), values: r.rank, color: this.palette.series[i % this.palette.series.length] })),
+        xLabels: view.record.layerLabels,
+        palette: this.palette,
+        log: true,
+        highlight: this.ui.layer,
+      }),
+    );
+  }
+
+  // --- Export and state ----------------------------------------------------------------------
+
+  private baseName(): string {
+    return fileBase(this.last?.title ?? "logit-lens");
+  }
+
+  private chartSvg(chart: string): string | null {
+    if (chart === "heatmap") {
+      const view = this.view;
+      if (!view) return null;
+      const p = this.palette;
+      return heatmapSvg(view, this.ui.metric, { ramp: p.ramp, rampText: p.rampText, foreground: p.foreground, background: p.background, match: p.segments.generated, fontFamily: p.fontFamily, title: this.last?.title });
+    }
+    const card = chart === "ranks" ? this.rankPanel.chartCard : chart === "attention" ? this.attentionCard : chart === "heads" ? this.headsCard : chart === "tracked" ? this.trackedCard : (this.lineCards.get(chart.replace(/^layers-/u, "")) ?? this.comparison.card(chart));
+    const svg = card?.chart;
+    return svg ? serializeSvg(svg, this.palette.background) : null;
+  }
+
+  private async exportChart(chart: string, format: "svg" | "png"): Promise<void> {
+    const svg = this.chartSvg(chart);
+    if (!svg) {
+      this.onStatus({ type: "status", state: "error", message: `there is no ${chart} chart to export yet` });
+      return;
+    }
+    const name = `${this.baseName()}-${chart}.${format}`;
+    try {
+      const data = format === "svg" ? svg : await svgToPng(svg, chart === "heatmap" ? 1 : 2);
+      this.post({ type: "export", format, name, data });
+    } catch (error) {
+      this.onStatus({ type: "status", state: "error", message: `could not export ${name}: ${error instanceof Error ? error.message : String(error)}` });
+    }
+  }
+
+  private post(message: WebviewToHost): void {
+    this.api.postMessage(message);
+  }
+
+  /**
+   * Saves PanelState. Debounced: the state holds the whole record, and VS Code serializes it on
+   * every call, so a burst of UI changes (arrow keys held down) saves once.
+   */
+  private save(): void {
+    if (this.saveTimer !== undefined) clearTimeout(this.saveTimer);
+    this.saveTimer = setTimeout(() => {
+      this.saveTimer = undefined;
+      const last = this.last;
+      const omit = last?.type === "show" && recordWeight(last.record) > STATE_RECORD_LIMIT;
+      this.api.setState({ kind: this.kind, ...(last && !omit ? { last } : {}), ui: { ...this.ui, ...(omit ? { recordOmitted: true } : {}) }, ...(this.host ? { host: this.host } : {}) });
+    }, 400);
+  }
+}

@@ -1,0 +1,232 @@
+/**
+ * The panel's small d3 charts. Each returns a fresh <svg> whose colours are concrete attribute
+ * values from the Palette (and `color` for d3-axis's currentColor), so the element can be
+ * serialized for export as it is. Sizes are the SVG's own; CSS scales them to their card.
+ */
+import { axisBottom, axisLeft } from "d3-axis";
+import { scaleBand, scaleLinear, scaleLog } from "d3-scale";
+import { select, type Selection } from "d3-selection";
+import { line } from "d3-shape";
+import { rampIndex } from "./color";
+import { formatNumber, SVG_NS } from "./dom";
+import type { Palette } from "./theme";
+
+type Svg = Selection<SVGSVGElement, unknown, null, undefined>;
+
+export interface LineSeries {
+  label: string;
+  values: readonly number[];
+  color: string;
+  dashed?: boolean;
+}
+
+export interface LineChartOptions {
+  title: string;
+  series: LineSeries[];
+  /** Label of each x index (layer labels), for point titles. */
+  xLabels: readonly string[];
+  palette: Palette;
+  xTitle?: string;
+  log?: boolean;
+  /** Fixed y domain; otherwise from the data (from 0 for linear charts with non-negative data). */
+  yDomain?: [number, number];
+  /** An x index to mark with a vertical rule (the selected layer). */
+  highlight?: number;
+  width?: number;
+  height?: number;
+  /** First x value (1 for per-block series). */
+  xStart?: number;
+  legend?: boolean;
+}
+
+function frame(title: string, width: number, height: number, palette: Palette): Svg {
+  const svg = select(document.createElementNS(SVG_NS, "svg") as SVGSVGElement)
+    .attr("width", width)
+    .attr("height", height)
+    .attr("viewBox", `0 0 ${width} ${height}`)
+    .attr("role", "img")
+    .attr("aria-label", title)
+    .attr("font-family", palette.fontFamily)
+    .attr("font-size", 10)
+    .attr("color", palette.foreground)
+    .attr("class", "chart");
+  svg.append("title").text(title);
+  return svg;
+}
+
+const finiteValues = (series: LineSeries[], log: boolean) => series.flatMap((s) => s.values.filter((v) => Number.isFinite(v) && (!log || v > 0)));
+
+export function lineChart(o: LineChartOptions): SVGSVGElement {
+  const width = o.width ?? 360;
+  const height = o.height ?? 190;
+  const legendRows = o.legend === false ? 0 : Math.min(o.series.length, 6);
+  const margin = { top: 8 + legendRows * 12, right: 12, bottom: 30, left: 46 };
+  const svg = frame(o.title, width, height, o.palette);
+  const n = Math.max(1, ...o.series.map((s) => s.values.length));
+  const x0 = o.xStart ?? 0;
+  const x = scaleLinear().domain([x0, x0 + Math.max(1, n - 1)]).range([margin.left, width - margin.right]);
+  const values = finiteValues(o.series, !!o.log);
+  let lo = values.length ? Math.min(...values) : 0;
+  let hi = values.length ? Math.max(...values) : 1;
+  if (o.yDomain) [lo, hi] = o.yDomain;
+  else if (!o.log && lo >= 0) lo = 0;
+  if (hi === lo) hi = lo + (o.log ? 1 : 1e-6 + Math.abs(lo) * 0.1 || 1);
+  const y = o.log
+    ? scaleLog().domain([Math.max(1e-9, lo), Math.max(hi, lo * 10)]).range([height - margin.bottom, margin.top]).clamp(true)
+    : scaleLinear().domain([lo, hi]).nice().range([height - margin.bottom, margin.top]);
+
+  const xAxis = axisBottom(x).ticks(Math.min(n, 8)).tickFormat((d) => String(d));
+  svg.append("g").attr("transform", `translate(0,${height - margin.bottom})`).call(xAxis);
+  const yAxis = o.log ? axisLeft(y).ticks(4, "~s") : axisLeft(y).ticks(4).tickFormat((d) => formatNumber(Number(d), 3));
+  svg.append("g").attr("transform", `translate(${margin.left},0)`).call(yAxis);
+  svg.append("text").attr("x", (margin.left + width - margin.right) / 2).attr("y", height - 3).attr("text-anchor", "middle").attr("fill", o.palette.muted).text(o.xTitle ?? "layer");
+
+  if (o.highlight !== undefined && o.highlight >= 0) {
+    svg.append("line").attr("x1", x(o.highlight + x0)).attr("x2", x(o.highlight + x0)).attr("y1", margin.top).attr("y2", height - margin.bottom).attr("stroke", o.palette.focus).attr("stroke-dasharray", "2,2");
+  }
+  const path = line<number>()
+    .defined((v) => Number.isFinite(v) && (!o.log || v > 0))
+    .x((_, i) => x(i + x0))
+    .y((v) => y(v));
+  o.series.forEach((s, k) => {
+    const g = svg.append("g").attr("class", "series");
+    g.append("path").attr("d", path(s.values as number[]) ?? "").attr("fill", "none").attr("stroke", s.color).attr("stroke-width", 1.6).attr("stroke-dasharray", s.dashed ? "4,3" : null);
+    // Points carry titles so a hover reads the value (also in the exported file).
+    if (s.values.length <= 80)
+      s.values.forEach((v, i) => {
+        if (!Number.isFinite(v) || (o.log && v <= 0)) return;
+        g.append("circle").attr("cx", x(i + x0)).attr("cy", y(v)).attr("r", 2).attr("fill", s.color).append("title").text(`${s.label}, ${o.xLabels[i] ?? i + x0}: ${formatNumber(v, 4)}`);
+      });
+    if (k < legendRows) {
+      const ly = 8 + k * 12;
+      g.append("line").attr("x1", margin.left).attr("x2", margin.left + 14).attr("y1", ly).attr("y2", ly).attr("stroke", s.color).attr("stroke-width", 2).attr("stroke-dasharray", s.dashed ? "4,3" : null);
+      g.append("text").attr("x", margin.left + 18).attr("y", ly + 3).attr("fill", o.palette.foreground).text(s.label.length > 60 ? `${s.label.slice(0, 59)}…` : s.label);
+    }
+  });
+  return svg.node() as SVGSVGElement;
+}
+
+export interface StackedBarsOptions {
+  title: string;
+  /** [bars][keys], each row summing to about 1. */
+  rows: readonly (readonly number[])[];
+  keys: readonly string[];
+  colors: readonly string[];
+  barLabels: readonly string[];
+  palette: Palette;
+  width?: number;
+  height?: number;
+}
+
+export function stackedBars(o: StackedBarsOptions): SVGSVGElement {
+  const width = o.width ?? 360;
+  const height = o.height ?? 200;
+  const margin = { top: 22, right: 10, bottom: 30, left: 36 };
+  const svg = frame(o.title, width, height, o.palette);
+  const x = scaleBand<number>().domain(o.rows.map((_, i) => i)).range([margin.left, width - margin.right]).padding(0.12);
+  const y = scaleLinear().domain([0, 1]).range([height - margin.bottom, margin.top]);
+  const every = Math.ceil(o.rows.length / 12);
+  svg.append("g").attr("transform", `translate(0,${height - margin.bottom})`).call(axisBottom(x).tickValues(o.rows.map((_, i) => i).filter((i) => i % every === 0)).tickFormat((i) => String(i + 1)));
+  svg.append("g").attr("transform", `translate(${margin.left},0)`).call(axisLeft(y).ticks(4, "%"));
+  svg.append("text").attr("x", (margin.left + width - margin.right) / 2).attr("y", height - 3).attr("text-anchor", "middle").attr("fill", o.palette.muted).text("decoder block");
+  o.rows.forEach((row, i) => {
+    let acc = 0;
+    row.forEach((v, k) => {
+      const g = svg.append("rect").attr("x", x(i) ?? 0).attr("width", x.bandwidth()).attr("y", y(Math.min(1, acc + v))).attr("height", Math.max(0, y(acc) - y(Math.min(1, acc + v)))).attr("fill", o.colors[k]);
+      g.append("title").text(`${o.barLabels[i]}: ${o.keys[k]} ${(100 * v).toFixed(1)}%`);
+      acc += v;
+    });
+  });
+  o.keys.forEach((key, k) => {
+    const lx = margin.left + k * ((width - margin.left) / o.keys.length);
+    svg.append("rect").attr("x", lx).attr("y", 5).attr("width", 9).attr("height", 9).attr("fill", o.colors[k]);
+    svg.append("text").attr("x", lx + 12).attr("y", 13).attr("fill", o.palette.foreground).text(key);
+  });
+  return svg.node() as SVGSVGElement;
+}
+
+export interface MatrixOptions {
+  title: string;
+  /** [rows, cols] in [0, max]. */
+  values: ArrayLike<number>;
+  rows: number;
+  cols: number;
+  rowTitle: string;
+  colTitle: string;
+  rowLabel: (r: number) => string;
+  colLabel: (c: number) => string;
+  palette: Palette;
+  width?: number;
+  height?: number;
+  /** Highlighted row (e.g. the overlay's block). */
+  highlightRow?: number;
+}
+
+export function matrixChart(o: MatrixOptions): SVGSVGElement {
+  const width = o.width ?? 360;
+  const height = o.height ?? Math.min(420, Math.max(160, 40 + o.rows * 12));
+  const margin = { top: 10, right: 10, bottom: 30, left: 44 };
+  const svg = frame(o.title, width, height, o.palette);
+  const cw = (width - margin.left - margin.right) / Math.max(1, o.cols);
+  const ch = (height - margin.top - margin.bottom) / Math.max(1, o.rows);
+  let max = 0;
+  for (let i = 0; i < o.rows * o.cols; i++) if (o.values[i] > max) max = o.values[i];
+  const g = svg.append("g");
+  for (let r = 0; r < o.rows; r++)
+    for (let c = 0; c < o.cols; c++) {
+      const v = o.values[r * o.cols + c];
+      const k = rampIndex(max > 0 ? v / max : 0, o.palette.ramp.length);
+      g.append("rect")
+        .attr("x", margin.left + c * cw)
+        .attr("y", margin.top + (o.rows - 1 - r) * ch)
+        .attr("width", Math.max(0.5, cw - 0.5))
+        .attr("height", Math.max(0.5, ch - 0.5))
+        .attr("fill", o.palette.ramp[k])
+        .append("title")
+        .text(`${o.rowLabel(r)}, ${o.colLabel(c)}: ${(100 * v).toFixed(1)}%`);
+    }
+  if (o.highlightRow !== undefined && o.highlightRow >= 0 && o.highlightRow < o.rows)
+    svg.append("rect").attr("x", margin.left - 1).attr("y", margin.top + (o.rows - 1 - o.highlightRow) * ch).attr("width", o.cols * cw + 1).attr("height", ch).attr("fill", "none").attr("stroke", o.palette.focus);
+  const rowEvery = Math.ceil(o.rows / 10);
+  for (let r = 0; r < o.rows; r += rowEvery)
+    svg.append("text").attr("x", margin.left - 4).attr("y", margin.top + (o.rows - 1 - r) * ch + ch / 2 + 3).attr("text-anchor", "end").attr("fill", o.palette.foreground).text(o.rowLabel(r));
+  const colEvery = Math.ceil(o.cols / 12);
+  for (let c = 0; c < o.cols; c += colEvery)
+    svg.append("text").attr("x", margin.left + c * cw + cw / 2).attr("y", height - margin.bottom + 11).attr("text-anchor", "middle").attr("fill", o.palette.foreground).text(String(c));
+  svg.append("text").attr("x", (margin.left + width - margin.right) / 2).attr("y", height - 3).attr("text-anchor", "middle").attr("fill", o.palette.muted).text(`${o.colTitle} (max ${(100 * max).toFixed(1)}%)`);
+  svg.append("text").attr("transform", `translate(10,${(margin.top + height - margin.bottom) / 2}) rotate(-90)`).attr("text-anchor", "middle").attr("fill", o.palette.muted).text(o.rowTitle);
+  return svg.node() as SVGSVGElement;
+}
+
+export interface BarChartOptions {
+  title: string;
+  bars: { label: string; value: number | null; note?: string; color: string }[];
+  palette: Palette;
+  width?: number;
+  /** Maximum of the value axis (1 for shares). */
+  max?: number;
+  format?: (v: number) => string;
+}
+
+/** Horizontal bars with their labels; a null value is drawn as "n/a". */
+export function barChart(o: BarChartOptions): SVGSVGElement {
+  const width = o.width ?? 360;
+  const rowHeight = 18;
+  const height = 20 + o.bars.length * rowHeight;
+  const svg = frame(o.title, width, height, o.palette);
+  const labelWidth = Math.min(180, width * 0.45);
+  const max = o.max ?? Math.max(1e-9, ...o.bars.map((b) => b.value ?? 0));
+  const x = scaleLinear().domain([0, max]).range([labelWidth + 6, width - 60]);
+  const format = o.format ?? ((v: number) => formatNumber(v));
+  o.bars.forEach((b, i) => {
+    const y = 10 + i * rowHeight;
+    svg.append("text").attr("x", labelWidth).attr("y", y + 12).attr("text-anchor", "end").attr("fill", o.palette.foreground).text(b.label.length > 34 ? `${b.label.slice(0, 33)}…` : b.label);
+    if (b.value === null) {
+      svg.append("text").attr("x", labelWidth + 8).attr("y", y + 12).attr("fill", o.palette.muted).text(`n/a${b.note ? ` (${b.note})` : ""}`);
+      return;
+    }
+    svg.append("rect").attr("x", x(0)).attr("y", y + 2).attr("width", Math.max(0, x(b.value) - x(0))).attr("height", rowHeight - 5).attr("fill", b.color).append("title").text(`${b.label}: ${format(b.value)}${b.note ? ` (${b.note})` : ""}`);
+    svg.append("text").attr("x", x(b.value) + 4).attr("y", y + 12).attr("fill", o.palette.foreground).text(`${format(b.value)}${b.note ? ` ${b.note}` : ""}`);
+  });
+  return svg.node() as SVGSVGElement;
+}

@@ -1,0 +1,56 @@
+/**
+ * Charts out of the panel: SVG text (the chart's own element, with concrete colours already in
+ * its attributes) and PNG data URLs (the SVG drawn onto a canvas through a blob: image, which
+ * the CSP allows). The host saves what is posted; the webview never touches files.
+ */
+import { SVG_NS } from "./dom";
+
+export function serializeSvg(svg: SVGSVGElement, background: string): string {
+  const copy = svg.cloneNode(true) as SVGSVGElement;
+  copy.setAttribute("xmlns", SVG_NS);
+  const width = svg.getAttribute("width") ?? String(svg.clientWidth || 400);
+  const height = svg.getAttribute("height") ?? String(svg.clientHeight || 300);
+  copy.setAttribute("width", width);
+  copy.setAttribute("height", height);
+  const fill = document.createElementNS(SVG_NS, "rect");
+  fill.setAttribute("width", "100%");
+  fill.setAttribute("height", "100%");
+  fill.setAttribute("fill", background);
+  copy.insertBefore(fill, copy.firstChild);
+  return new XMLSerializer().serializeToString(copy);
+}
+
+/** The size an SVG text declares (width/height attributes), or 800 x 600. */
+export function svgSize(svgText: string): { width: number; height: number } {
+  const w = /<svg[^>]*\swidth="([\d.]+)/u.exec(svgText);
+  const h = /<svg[^>]*\sheight="([\d.]+)/u.exec(svgText);
+  return { width: w ? Number(w[1]) : 800, height: h ? Number(h[1]) : 600 };
+}
+
+/** Largest canvas side we ask the browser for (Chromium's limit is 32767 and area ~268 M pixels). */
+const MAX_SIDE = 16384;
+
+export async function svgToPng(svgText: string, scale = 2): Promise<string> {
+  const { width, height } = svgSize(svgText);
+  const s = Math.max(0.1, Math.min(scale, MAX_SIDE / width, MAX_SIDE / height));
+  const url = URL.createObjectURL(new Blob([svgText], { type: "image/svg+xml" }));
+  try {
+    const image = new Image();
+    image.decoding = "async";
+    const loaded = new Promise<void>((resolve, reject) => {
+      image.onload = () => resolve();
+      image.onerror = () => reject(new Error("the chart's SVG could not be drawn as an image"));
+    });
+    image.src = url;
+    await loaded;
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.max(1, Math.round(width * s));
+    canvas.height = Math.max(1, Math.round(height * s));
+    const ctx = canvas.getContext("2d");
+    if (!ctx) throw new Error("no 2D canvas context to draw the PNG on");
+    ctx.drawImage(image, 0, 0, canvas.width, canvas.height);
+    return canvas.toDataURL("image/png");
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+}

@@ -1,0 +1,105 @@
+/**
+ * Colours from the VS Code theme. The webview's <html> carries the theme as --vscode-* custom
+ * properties; canvas drawing and exported SVG need concrete colours, so they are read once per
+ * render (and again when the theme changes) into a Palette. Fallbacks are VS Code's Dark+ values.
+ */
+import { colorRamp, flatten, parseCssColor, type Rgba, toHex } from "./color";
+import type { Segment } from "../shared/lensRecord";
+
+export interface Palette {
+  foreground: string;
+  background: string;
+  muted: string;
+  border: string;
+  focus: string;
+  selection: string;
+  error: string;
+  fontFamily: string;
+  monoFamily: string;
+  fontSize: number;
+  /** Heatmap ramp, 256 colours from the background to the theme's blue. */
+  ramp: string[];
+  /** Text colour to use over ramp entry i (dark or light). */
+  rampText: string[];
+  /** Overlay colour (the theme's orange) as RGB for alpha blending. */
+  overlay: Rgba;
+  segments: Record<Segment, string>;
+  /** Distinct colours for series, in order. */
+  series: string[];
+}
+
+const FALLBACK: Record<string, string> = {
+  "--vscode-foreground": "#cccccc",
+  "--vscode-editor-background": "#1e1e1e",
+  "--vscode-descriptionForeground": "#9d9d9d",
+  "--vscode-panel-border": "#80808059",
+  "--vscode-focusBorder": "#007fd4",
+  "--vscode-editor-selectionBackground": "#264f78",
+  "--vscode-errorForeground": "#f48771",
+  "--vscode-charts-blue": "#3794ff",
+  "--vscode-charts-red": "#f14c4c",
+  "--vscode-charts-green": "#89d185",
+  "--vscode-charts-yellow": "#cca700",
+  "--vscode-charts-orange": "#d18616",
+  "--vscode-charts-purple": "#b180d7",
+  "--vscode-charts-foreground": "#cccccc",
+  "--vscode-font-family": "system-ui, sans-serif",
+  "--vscode-editor-font-family": "monospace",
+  "--vscode-font-size": "13px",
+};
+
+export function readPalette(root: Element = document.documentElement): Palette {
+  const style = getComputedStyle(root);
+  const bodyStyle = document.body ? getComputedStyle(document.body) : style;
+  const raw = (name: string): string => style.getPropertyValue(name).trim() || bodyStyle.getPropertyValue(name).trim() || FALLBACK[name] || "";
+  const background = parseCssColor(raw("--vscode-editor-background")) ?? (parseCssColor(FALLBACK["--vscode-editor-background"]) as Rgba);
+  // Theme colours may carry alpha; canvas and export want them flat over the background.
+  const color = (name: string): string => {
+    const c = parseCssColor(raw(name)) ?? parseCssColor(FALLBACK[name] ?? "#888888");
+    return c ? toHex(flatten(c, background)) : "#888888";
+  };
+  const rgb = (name: string): Rgba => parseCssColor(color(name)) as Rgba;
+  const ramp = colorRamp(background, rgb("--vscode-charts-blue"), 256);
+  const rampText = ramp.map((c) => {
+    const v = parseCssColor(c) as Rgba;
+    return (0.2126 * v.r + 0.7152 * v.g + 0.0722 * v.b) / 255 > 0.55 ? "#000000" : "#ffffff";
+  });
+  return {
+    foreground: color("--vscode-foreground"),
+    background: toHex(background),
+    muted: color("--vscode-descriptionForeground"),
+    border: color("--vscode-panel-border"),
+    focus: color("--vscode-focusBorder"),
+    selection: color("--vscode-editor-selectionBackground"),
+    error: color("--vscode-errorForeground"),
+    fontFamily: raw("--vscode-font-family"),
+    monoFamily: raw("--vscode-editor-font-family"),
+    fontSize: parseFloat(raw("--vscode-font-size")) || 13,
+    ramp,
+    rampText,
+    overlay: rgb("--vscode-charts-orange"),
+    segments: {
+      bos: color("--vscode-charts-purple"),
+      template: color("--vscode-descriptionForeground"),
+      text: color("--vscode-charts-blue"),
+      image: color("--vscode-charts-green"),
+      generated: color("--vscode-charts-orange"),
+    },
+    series: ["--vscode-charts-blue", "--vscode-charts-orange", "--vscode-charts-green", "--vscode-charts-purple", "--vscode-charts-red", "--vscode-charts-yellow", "--vscode-charts-foreground"].map(color),
+  };
+}
+
+/** Calls `onChange` when VS Code switches theme (it rewrites <html>'s style and <body>'s class). */
+export function watchTheme(onChange: () => void): void {
+  let pending = false;
+  const observer = new MutationObserver(() => {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => {
+      pending = false;
+      onChange();
+    });
+  });
+  observer.observe(document.documentElement, { attributes: true, attributeFilter: ["style", "class"] });
+  if (document.body) observer.observe(document.body, { attributes: true, attributeFilter: ["class"] });
+}
