@@ -144,10 +144,17 @@ async function main(): Promise<void> {
         document.addEventListener("securitypolicyviolation", (e) => console.error("CSP violation: " + e.violatedDirective + " " + e.blockedURI));
         window.__posted = [];
         window.__state = undefined;
+        // State goes through JSON into sessionStorage, as VS Code serializes it, so a reload
+        // finds it again.
+        const kept = sessionStorage.getItem("panelState");
+        window.__state = kept ? JSON.parse(kept) : undefined;
         window.acquireVsCodeApi = () => ({
           postMessage: (m) => window.__posted.push(m),
           getState: () => window.__state,
-          setState: (s) => { window.__state = s; },
+          setState: (s) => {
+            window.__state = s;
+            try { sessionStorage.setItem("panelState", JSON.stringify(s)); } catch (e) { console.log("state not kept: " + e.message); }
+          },
         });
       })();
     `);
@@ -347,6 +354,29 @@ async function main(): Promise<void> {
     await page.waitForTimeout(500);
     const kind = (await page.evaluate("window.__state && window.__state.kind")) as string;
     check(kind === "comparison", `PanelState is saved with setState (kind ${kind})`);
+
+    // A TrackedMessage for the shown record draws the tracked-tokens chart.
+    await page.evaluate(`(() => {
+      const r = window.__record, L = r.layerLabels.length, P = r.positions.length;
+      const rank = Array.from({ length: L * P }, (_, i) => 1 + ((i * 7919) % 500));
+      const prob = rank.map((x) => 1 / (x + 1));
+      window.dispatchEvent(new MessageEvent("message", { data: { type: "show", record: r, imageUri: null, title: "again" } }));
+      window.dispatchEvent(new MessageEvent("message", { data: { type: "tracked", ids: [31000], texts: [" tracked"], rank: { shape: [L, P, 1], data: rank }, prob: { shape: [L, P, 1], data: prob } } }));
+    })()`);
+    const trackedShown = await page.isVisible('[data-card="tracked"] svg');
+    check(trackedShown, "a TrackedMessage draws the tracked tokens' ranks");
+
+    // Reload: the panel redraws from its saved state before the host sends anything.
+    await page.evaluate(`(() => {
+      const small = (${syntheticRecord.toString()})({ numLayers: 8, numHeads: 4, positions: 60, grid: [4, 4], generated: 4, pool: 40 });
+      window.dispatchEvent(new MessageEvent("message", { data: { type: "show", record: small, imageUri: null, title: "small run" } }));
+    })()`);
+    await page.selectOption("#metric", "kl");
+    await page.waitForTimeout(700);
+    await page.reload();
+    await page.waitForFunction("window.__posted.some((m) => m.type === 'ready')");
+    const restored = (await page.evaluate(`({ layers: document.getElementById("heatmap")?.dataset.layers, metric: document.getElementById("heatmap")?.dataset.metric, title: document.getElementById("title")?.textContent, visible: !document.getElementById("record-view")?.hidden })`)) as { layers?: string; metric?: string; title?: string; visible: boolean };
+    check(restored.visible && restored.layers === "9" && restored.metric === "kl" && restored.title === "small run", `after a reload the panel redraws from getState (${JSON.stringify(restored)})`);
 
     const errors = pageErrors.filter((e) => !/DevTools|Autofocus/u.test(e));
     check(errors.length === 0, `no console errors or CSP violations${errors.length ? `:\n    ${errors.join("\n    ")}` : ""}`);
