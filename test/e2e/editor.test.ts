@@ -29,7 +29,9 @@ if (missing.length) {
   process.stderr.write(`editor e2e suite skipped: ${missing.join(", ")} missing; run bash tools/e2e/install.sh (npm test does)\n`);
 }
 
-const PROMPT = "What color is the circle? Answer with one word.";
+// the sample's own question (media/samples/questions.jsonl), worded as the bundled model was trained
+const PROMPT = "Answer with one word. What color is the triangle?";
+const STUDY = (shape: string) => ({ version: 1, model: "default", inputs: [{ images: "scene.png" }], prompts: [`Answer with one word. What color is the ${shape}?`] });
 let server: ChildProcess | undefined;
 let browser: Browser | undefined;
 let page: Page;
@@ -102,6 +104,14 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
         "update.mode": "none",
         "files.simpleDialog.enable": true,
         "window.dialogStyle": "custom",
+        // the test types whole JSON documents into the editor: no auto-closing or re-indenting
+        "editor.autoClosingBrackets": "never",
+        "editor.autoClosingQuotes": "never",
+        "editor.autoSurround": "never",
+        "editor.autoIndent": "none",
+        "editor.formatOnType": false,
+        "editor.acceptSuggestionOnEnter": "off",
+        "editor.quickSuggestions": { other: false, comments: false, strings: false },
       }),
     );
     const cs = (args: string[]) => execFileSync(NODE24, [CODE_SERVER, "--user-data-dir", userData, "--extensions-dir", extensions, ...args], { stdio: "pipe" });
@@ -112,7 +122,7 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     fs.copyFileSync(path.join(ROOT, "media", "samples", "color-of-shape.png"), path.join(workspace, "scene.png"));
     fs.writeFileSync(
       path.join(workspace, "study.lens.json"),
-      `${JSON.stringify({ version: 1, model: "default", inputs: [{ images: "scene.png" }], prompts: ["What color is the circle? Answer with one word."] }, null, 2)}\n`,
+      `${JSON.stringify(STUDY("triangle"), null, 2)}\n`,
     );
 
     const port = await freePort();
@@ -178,17 +188,20 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     await expect.poll(() => heatmap.getAttribute("data-metric")).toBe("entropy");
     await shot("04-entropy");
 
-    // export CSV through the save dialog (code-server's own file dialog)
-    const target = path.join(workspace, "lens-export.csv");
+    // export CSV through the save dialog (code-server's own file dialog), accepting its proposal
+    const before = new Set(fs.readdirSync(workspace));
     await frame.locator('[data-export="csv"]').first().click();
     const dialogInput = page.locator(".quick-input-widget input.input");
     await dialogInput.waitFor({ state: "visible" });
-    await dialogInput.fill(target);
+    await expect.poll(() => dialogInput.inputValue()).toMatch(/\.csv$/u);
     await dialogInput.press("Enter");
-    await expect.poll(() => fs.existsSync(target), { timeout: 15_000 }).toBe(true);
-    const csv = fs.readFileSync(target, "utf8").trim().split("\n");
-    expect(csv[0]).toMatch(/^position,/u);
-    expect(csv.length).toBeGreaterThan(9);
+    const created = () => fs.readdirSync(workspace).filter((f) => f.endsWith(".csv") && !before.has(f));
+    await expect.poll(() => created().length, { timeout: 15_000 }).toBe(1);
+    const csv = fs.readFileSync(path.join(workspace, created()[0]), "utf8").trim().split("\n");
+    expect(csv[0]).toMatch(/^position,token,next_token,segment,layer,layer_label,top1_token,top1_prob,/u);
+    // one row per analysed position and layer (9 layers)
+    expect((csv.length - 1) % 9).toBe(0);
+    expect(csv.length - 1).toBeGreaterThanOrEqual(9 * 10);
     await shot("05-exported");
   }, 300_000);
 
@@ -204,19 +217,21 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     const frame = panelFrame();
     await frame.locator("#heatmap").waitFor({ state: "visible", timeout: 120_000 });
     const title = frame.locator("#prompt");
-    await expect.poll(() => title.textContent(), { timeout: 60_000 }).toContain("circle");
+    await expect.poll(() => title.textContent(), { timeout: 60_000 }).toContain("triangle");
     await shot("06-preview");
 
     // edit the prompt in the editor (unsaved): the preview reruns and shows the new prompt
-    const editor = page.locator(".monaco-editor textarea").first();
     await page.locator(".monaco-editor .view-lines", { hasText: "prompts" }).first().click();
-    await editor.press("Control+h");
-    const find = page.locator(".find-widget textarea").first();
-    await find.fill("circle");
-    const replace = page.locator(".find-widget .replace-input textarea").first();
-    await replace.fill("square");
-    await page.keyboard.press("Control+Alt+Enter");
+    await page.keyboard.press("Control+a");
+    await page.keyboard.press("Delete");
+    await page.keyboard.insertText(JSON.stringify(STUDY("square"), null, 2));
     await expect.poll(() => title.textContent(), { timeout: 60_000 }).toContain("square");
+    // an invalid edit shows its problem and keeps the last good record
+    await page.keyboard.press("Control+a");
+    await page.keyboard.press("Delete");
+    await page.keyboard.insertText(JSON.stringify({ ...STUDY("square"), inputs: [] }, null, 2));
+    await frame.locator("#problems").waitFor({ state: "visible", timeout: 30_000 });
+    expect(await title.textContent()).toContain("square");
     await shot("07-preview-after-edit");
   }, 300_000);
 });
