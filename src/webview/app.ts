@@ -11,7 +11,7 @@
 import { ChartCard } from "./chartCard";
 import { lineChart, matrixChart, stackedBars } from "./charts";
 import { ComparisonView } from "./comparison";
-import { button, el, formatNumber, select } from "./dom";
+import { button, el, formatNumber, type Select, select, type TextField, textField } from "./dom";
 import { serializeSvg, svgToPng } from "./exporting";
 import { HeatmapView } from "./heatmap";
 import { heatmapSvg } from "./heatmapSvg";
@@ -84,10 +84,10 @@ export class App {
   private readonly recordEl: HTMLElement;
   private readonly infoEl: HTMLElement;
   private readonly placeholder: HTMLElement;
-  private readonly metricSelect: HTMLSelectElement;
-  private readonly zoomSelect: HTMLSelectElement;
-  private readonly scopeSelect: HTMLSelectElement;
-  private readonly trackInput: HTMLInputElement;
+  private readonly metricSelect: Select;
+  private readonly zoomSelect: Select;
+  private readonly scopeSelect: Select;
+  private readonly trackInput: TextField;
   private readonly trackNote: HTMLElement;
   private readonly legend: HTMLElement;
   private readonly heatmap: HeatmapView;
@@ -143,7 +143,7 @@ export class App {
       this.save();
     });
 
-    this.trackInput = el("input", { id: "track-input", attrs: { type: "text", placeholder: "e.g.  red", "aria-label": "Token text to track", spellcheck: "false" } });
+    this.trackInput = textField("track-input", "Token text to track", "e.g.  red");
     const trackButton = button("Track", { id: "track-button" });
     const trackForm = el("form", { class: "control track-form", attrs: { role: "search", "aria-label": "Track a token" } }, el("label", { class: "control-label", text: "Track token", attrs: { for: "track-input" } }), this.trackInput, trackButton);
     trackForm.addEventListener("submit", (e) => {
@@ -151,6 +151,12 @@ export class App {
       this.track(this.trackInput.value);
     });
     trackButton.addEventListener("click", () => this.track(this.trackInput.value));
+    // a custom element does not submit its form on Enter as an <input> does
+    this.trackInput.addEventListener("keydown", (e) => {
+      if (e.key !== "Enter") return;
+      e.preventDefault();
+      this.track(this.trackInput.value);
+    });
     this.trackNote = el("p", { class: "note", attrs: { "aria-live": "polite" } });
 
     const exportCsv = button("Export CSV", { attrs: { "data-export": "csv", "data-chart": "record" } });

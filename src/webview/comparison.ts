@@ -6,7 +6,7 @@
  */
 import { ChartCard, type ChartExport } from "./chartCard";
 import { barChart, type LineSeries, lineChart } from "./charts";
-import { el, formatNumber, select } from "./dom";
+import { el, formatNumber, option, type Select, select } from "./dom";
 import { type ComparisonField, comparisonAccuracy, comparisonKeys, comparisonSeries } from "./model";
 import type { ComparisonMessage } from "../shared/webviewProtocol";
 import type { Palette } from "./theme";
@@ -23,7 +23,7 @@ const CHARTS: { name: string; title: string; field: ComparisonField; log?: boole
 export class ComparisonView {
   readonly element: HTMLElement;
   private readonly heading: HTMLElement;
-  private readonly keySelect: HTMLSelectElement;
+  private readonly keySelect: Select;
   private readonly keyWrapper: HTMLElement;
   private readonly cards: Map<string, ChartCard>;
   private readonly accuracy: ChartCard;
@@ -55,7 +55,7 @@ export class ComparisonView {
     this.heading.textContent = `${items} items over ${variantsCount} variant${variantsCount === 1 ? "" : "s"}; solid and dashed lines are the same group under different variants.`;
     const keys = comparisonKeys(aggregates);
     const chosen = keys.includes(key) ? key : (keys[0] ?? "all");
-    this.keySelect.replaceChildren(...keys.map((k) => el("option", { text: k, attrs: { value: k } })));
+    this.keySelect.replaceChildren(...keys.map((k) => option(k, k)));
     this.keySelect.value = chosen;
     this.keyWrapper.hidden = keys.length < 2;
 

@@ -1,4 +1,17 @@
-/** Small DOM helpers: elements built from JS (no innerHTML with data), SVG in its namespace. */
+/**
+ * Small DOM helpers: elements built from JS (no innerHTML with data), SVG in its namespace, and
+ * the panel's controls from @vscode-elements/elements (VS Code's own look, theme-aware, keyboard
+ * accessible; the maintained successor of @vscode/webview-ui-toolkit).
+ */
+import "@vscode-elements/elements/dist/vscode-button/index.js";
+import "@vscode-elements/elements/dist/vscode-option/index.js";
+import "@vscode-elements/elements/dist/vscode-single-select/index.js";
+import "@vscode-elements/elements/dist/vscode-textfield/index.js";
+import type { VscodeButton, VscodeSingleSelect, VscodeTextfield } from "@vscode-elements/elements";
+
+export type Select = VscodeSingleSelect;
+export type Button = VscodeButton;
+export type TextField = VscodeTextfield;
 
 export const SVG_NS = "http://www.w3.org/2000/svg";
 
@@ -36,17 +49,29 @@ export function svgEl<K extends keyof SVGElementTagNameMap>(tag: K, attrs?: Reco
   return node;
 }
 
-/** A <select> with options (value, label); `id` is the hook tests and labels use. */
-export function select(id: string, label: string, options: readonly (readonly [string, string])[], value: string): { wrapper: HTMLLabelElement; select: HTMLSelectElement } {
-  const s = el("select", { id });
-  for (const [v, text] of options) s.append(el("option", { text, attrs: { value: v } }));
+/** A drop-down (vscode-single-select) with options (value, label); `id` is the hook tests and labels use. */
+export function select(id: string, label: string, options: readonly (readonly [string, string])[], value: string): { wrapper: HTMLLabelElement; select: Select } {
+  const s = el("vscode-single-select", { id, attrs: { "aria-label": label } });
+  s.append(...options.map(([v, text]) => option(v, text)));
   s.value = value;
   const wrapper = el("label", { class: "control", attrs: { for: id } }, el("span", { class: "control-label", text: label }), s);
   return { wrapper, select: s };
 }
 
-export function button(text: string, props: ElementProps = {}): HTMLButtonElement {
-  return el("button", { ...props, text, attrs: { type: "button", ...props.attrs } });
+export function option(value: string, text: string): HTMLElement {
+  return el("vscode-option", { text, attrs: { value } });
+}
+
+/** A button (vscode-button); the class "small" makes it a secondary one. */
+export function button(text: string, props: ElementProps = {}): Button {
+  const b = el("vscode-button", { ...props, text });
+  if (props.class?.split(" ").includes("small")) b.secondary = true;
+  return b;
+}
+
+/** A text field (vscode-textfield). */
+export function textField(id: string, label: string, placeholder: string): TextField {
+  return el("vscode-textfield", { id, attrs: { placeholder, "aria-label": label, spellcheck: "false" } });
 }
 
 /** Moves focus among `items` with the arrow keys, Home and End (a roving tabindex). */

@@ -5,7 +5,7 @@
  * centred rectangle with the processed image's aspect ratio (all of it for a plain resize, the
  * centre square for CLIP's resize-and-crop).
  */
-import { el, formatNumber, select } from "./dom";
+import { el, formatNumber, type Select, select } from "./dom";
 import { attentionOverlay, type LensView, type OverlayGrid, overlayImageIndex, patchLensOverlay, type PositionChoice, visibleToken } from "./model";
 import type { OverlaySource } from "./panelState";
 import type { Palette } from "./theme";
@@ -31,7 +31,7 @@ export class ImageOverlay {
   private readonly canvas: HTMLCanvasElement;
   private readonly stage: HTMLElement;
   private readonly caption: HTMLElement;
-  private readonly source: HTMLSelectElement;
+  private readonly source: Select;
   private readonly layerInput: HTMLInputElement;
   private readonly layerName: HTMLOutputElement;
   private readonly note: HTMLElement;

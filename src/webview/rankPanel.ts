@@ -8,7 +8,7 @@ import { axisBottom, axisLeft } from "d3-axis";
 import { scaleLinear, scaleLog } from "d3-scale";
 import { select } from "d3-selection";
 import { ChartCard, type ChartExport } from "./chartCard";
-import { el, formatNumber, svgEl } from "./dom";
+import { el, formatNumber, option, type Select, svgEl } from "./dom";
 import { type LayerRanks, visibleToken } from "./model";
 import type { RankToken } from "./panelState";
 import type { Palette } from "./theme";
@@ -39,7 +39,7 @@ export class RankPanel {
   private readonly card: ChartCard;
   private items: { li: HTMLLIElement; rank: Text; prob: Text; top1: Text }[] = [];
   private labels: readonly string[] = [];
-  private readonly choice: HTMLSelectElement;
+  private readonly choice: Select;
   private last: RankInfo | undefined;
   private chart: RankChart | undefined;
   private topkKey = "";
@@ -52,13 +52,13 @@ export class RankPanel {
   ) {
     this.head = el("p", { class: "rank-caption", text: "Hover or select a cell." });
     this.sub = el("p", { class: "note" });
-    this.choice = el("select", { id: "rank-token" });
+    this.choice = el("vscode-single-select", { id: "rank-token", attrs: { "aria-label": "Rank of" } });
     for (const [v, t] of [
       ["cell", "the cell's top-1"],
       ["final", "the final top-1"],
       ["target", "the target"],
     ] as const)
-      this.choice.append(el("option", { text: t, attrs: { value: v } }));
+      this.choice.append(option(v, t));
     this.choice.value = rankToken;
     this.choice.addEventListener("change", () => onRankToken(this.choice.value as RankToken));
     this.card = new ChartCard("ranks", "Rank per layer", onExport);

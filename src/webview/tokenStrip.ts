@@ -3,7 +3,7 @@
  * stop (arrow keys move between them); hovering or focusing one shows its ranks, activating an
  * analysed one selects its column, activating the image chip expands or collapses the image run.
  */
-import { button, el, rovingFocus } from "./dom";
+import { type Button, button, el, rovingFocus } from "./dom";
 import { type LensView, type StripChip, tokenStrip } from "./model";
 
 export interface StripCallbacks {
@@ -17,7 +17,7 @@ export class TokenStrip {
   readonly element: HTMLElement;
   private readonly list: HTMLElement;
   private chips: HTMLButtonElement[] = [];
-  private readonly toggle: HTMLButtonElement;
+  private readonly toggle: Button;
 
   constructor(private readonly callbacks: StripCallbacks) {
     this.list = el("div", { class: "strip", attrs: { role: "toolbar", "aria-label": "Tokens (arrow keys to move, Enter to select)" } });

@@ -181,10 +181,11 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     expect(texts.every((t) => /\d/u.test(t))).toBe(true);
     await shot("03-hover-ranks");
 
-    // switch the colour metric
+    // switch the colour metric in its drop-down (a vscode-single-select: open it, pick the option)
     const metric = frame.locator("#metric");
-    await metric.selectOption("entropy");
-    await expect.poll(() => metric.inputValue()).toBe("entropy");
+    await metric.click();
+    await metric.locator('[role="option"]', { hasText: "Entropy" }).click();
+    await expect.poll(() => metric.evaluate((e) => (e as HTMLElement & { value: string }).value)).toBe("entropy");
     await expect.poll(() => heatmap.getAttribute("data-metric")).toBe("entropy");
     await shot("04-entropy");
 
