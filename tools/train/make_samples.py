@@ -131,6 +131,7 @@ def apply_model_settings(model: Path) -> None:
     scenes.set_binding_max(args.get("binding_max_objects", scenes.MAX_OBJECTS))
     scenes.set_left_right_max(args.get("left_right_objects"))
     scenes.set_left_right_wording(args.get("left_right_wording", "side-first"))
+    scenes.set_left_right_same_row(args.get("left_right_same_row", False))
 
 
 def main() -> int:

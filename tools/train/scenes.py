@@ -310,6 +310,8 @@ def scene_questions(objects: list[SceneObject], rng: random.Random) -> dict[str,
                 a, b = named[ia], named[ib]
                 if abs(a.x - b.x) < MIN_DX:
                     continue
+                if LEFT_RIGHT_SAME_ROW and int(a.y) // CELL != int(b.y) // CELL:
+                    continue
                 side = rng.choice(["left", "right"])
                 winner = min((a, b), key=lambda o: o.x) if side == "left" else max((a, b), key=lambda o: o.x)
                 names = [getattr(a, key), getattr(b, key)]
@@ -343,6 +345,14 @@ _COUNTS = {"color_main": (1, 1), "shape_main": (1, 1), "count": (1, MAX_OBJECTS)
 
 
 LEFT_RIGHT_MAX: int | None = None  # None: left/right questions about scenes of any size
+LEFT_RIGHT_SAME_ROW = False  # True: only about two objects side by side (in one row of cells)
+P_SIDE_BY_SIDE = 0.2  # with LEFT_RIGHT_SAME_ROW: share of training scenes made as side-by-side pairs
+
+
+def set_left_right_same_row(on: bool) -> None:
+    """Ask left/right questions only about objects in the same row of cells (side by side)."""
+    global LEFT_RIGHT_SAME_ROW
+    LEFT_RIGHT_SAME_ROW = bool(on)
 
 
 def set_left_right_max(k: int | None) -> None:
@@ -406,6 +416,12 @@ def make_training_item(
     else:
         n = rng.randint(2, MAX_OBJECTS)
     image, objects = random_scene(rng, nrng, n)
+    if LEFT_RIGHT_SAME_ROW and n > 1 and weights.get("left_right", 0) > 0 and rng.random() < P_SIDE_BY_SIDE:
+        # side-by-side pairs are rare among random scenes (1 in 5 two-object scenes): make some on purpose
+        while True:
+            image, objects = random_scene(rng, nrng, 2)
+            if int(objects[0].y) // CELL == int(objects[1].y) // CELL:
+                break
     candidates = scene_questions(objects, rng)
     chosen: list[Question] = []
     while len(chosen) < k:

@@ -362,6 +362,7 @@ def main() -> int:
     ap.add_argument("--aux-position", action="store_true", help="auxiliary per-patch column and row targets")
     ap.add_argument("--binding-max-objects", type=int, default=scenes.MAX_OBJECTS, help="binding and left/right questions only about scenes of at most this many objects")
     ap.add_argument("--left-right-wording", choices=["side-last", "side-first", "attribute"], default="side-last", help="where the side word stands in left/right questions")
+    ap.add_argument("--left-right-same-row", action="store_true", help="left/right questions only about two objects side by side (one row of cells)")
     ap.add_argument("--left-right-objects", type=int, help="left/right questions only about scenes of at most this many objects")
     ap.add_argument("--projected-position", type=float, default=0.0, help="weight of column/row probes on the projector's output (stage 2)")
     ap.add_argument("--weight", action="append", default=[], metavar="TYPE=W", help="override a question type's weight (repeatable)")
@@ -375,6 +376,7 @@ def main() -> int:
     scenes.set_binding_max(args.binding_max_objects)
     scenes.set_left_right_max(args.left_right_objects)
     scenes.set_left_right_wording(args.left_right_wording)
+    scenes.set_left_right_same_row(args.left_right_same_row)
     for spec in args.weight:
         qtype, w = spec.split("=")
         if qtype not in TYPE_WEIGHTS:
