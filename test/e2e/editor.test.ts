@@ -185,7 +185,7 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     const metric = frame.locator("#metric");
     await metric.click();
     await metric.locator('[role="option"]', { hasText: "Entropy" }).click();
-    await expect.poll(() => metric.evaluate((e) => (e as HTMLElement & { value: string }).value)).toBe("entropy");
+    await expect.poll(() => metric.evaluate((e) => (e as unknown as { value: string }).value)).toBe("entropy");
     await expect.poll(() => heatmap.getAttribute("data-metric")).toBe("entropy");
     await shot("04-entropy");
 
