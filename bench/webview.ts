@@ -113,6 +113,16 @@ const stats = (xs: number[]) => {
 };
 const ms = (v: number) => `${v.toFixed(1)} ms`;
 
+/** Picks a value in a drop-down (a vscode-single-select): set it and send the change event its listeners read. */
+async function choose(page: import("playwright-core").Page, selector: string, value: string): Promise<void> {
+  // a string expression, as elsewhere here: a function argument would go through eval, which the panel's CSP refuses
+  await page.evaluate(`(() => {
+    const e = document.querySelector(${JSON.stringify(selector)});
+    e.value = ${JSON.stringify(value)};
+    e.dispatchEvent(new Event("change", { bubbles: true }));
+  })()`);
+}
+
 async function main(): Promise<void> {
   if (!fs.existsSync(path.join(ROOT, "dist", "webview.js"))) throw new Error("dist/webview.js is missing: run npm run build (npm run bench:webview does)");
   if (!fs.existsSync(executablePath)) throw new Error(`no Chromium at ${executablePath}: install Debian's chromium or pass --chromium PATH`);
@@ -200,19 +210,19 @@ async function main(): Promise<void> {
     const perMetric: Record<string, number> = {};
     for (const metric of ["entropy", "targetRank", "kl", "prob"]) {
       await page.evaluate("performance.clearMeasures()");
-      await page.selectOption("#metric", metric);
+      await choose(page, "#metric", metric);
       perMetric[metric] = (await page.evaluate(`performance.getEntriesByName("logitLens:heatmap").at(-1)?.duration ?? NaN`)) as number;
     }
     const metricAttr = await page.getAttribute("#heatmap", "data-metric");
     check(metricAttr === "prob", `#metric selectOption switches the heatmap (data-metric=${metricAttr})`);
     await page.evaluate("performance.clearMeasures()");
-    await page.selectOption("#zoom", "44");
+    await choose(page, "#zoom", "44");
     const textZoom = (await page.evaluate(`performance.getEntriesByName("logitLens:heatmap").at(-1)?.duration ?? NaN`)) as number;
     if (screenshots) {
       fs.mkdirSync(screenshots, { recursive: true });
       await page.screenshot({ path: path.join(screenshots, "webview-zoom44.png") });
     }
-    await page.selectOption("#zoom", "0");
+    await choose(page, "#zoom", "0");
     await page.waitForTimeout(100);
 
     const cdp = profile ? await page.context().newCDPSession(page) : undefined;
@@ -291,13 +301,13 @@ async function main(): Promise<void> {
     await page.waitForFunction("window.__posted.length >= 4", undefined, { timeout: 10_000 }).catch(() => undefined);
     const exports = (await page.evaluate(`window.__posted.map((m) => ({ type: m.type, format: m.format, name: m.name, head: (m.data || "").slice(0, 30), size: (m.data || "").length }))`)) as { format: string; name: string; head: string; size: number }[];
     check(exports.some((e) => e.format === "csv" && e.size === 0), "Export CSV posts {type: 'export', format: 'csv'}");
-    check(exports.filter((e) => e.format === "svg" && e.head.startsWith("<svg")).length === 2, "SVG exports post the chart's SVG text");
+    check(exports.filter((e) => e.format === "svg" && e.head.startsWith("<svg")).length === 2, `SVG exports post the chart's SVG text (${JSON.stringify(exports.map((e) => [e.format, e.name, e.head.slice(0, 5)]))})`);
     check(exports.some((e) => e.format === "png" && e.head.startsWith("data:image/png;base64,")), "PNG export posts a PNG data URL");
     const heatmapSvgSize = exports.find((e) => e.name.endsWith("heatmap.svg"))?.size ?? 0;
 
     // Track token: posts a track request and renders the answer.
-    await page.fill("#track-input", " kaka");
-    await page.press("#track-input", "Enter");
+    await page.fill("#track-input input", " kaka");
+    await page.press("#track-input input", "Enter");
     const track = (await page.evaluate("window.__posted.filter((m) => m.type === 'track').map((m) => m.text)")) as string[];
     check(track.length === 1 && track[0] === " kaka", `the track field posts {type: 'track', text} (${JSON.stringify(track)})`);
 
@@ -347,7 +357,7 @@ async function main(): Promise<void> {
       return { took, charts: document.querySelectorAll("#comparison svg").length, visible: !document.getElementById("comparison").hidden };
     })()`)) as { took: number; charts: number; visible: boolean };
     check(comparison.visible && comparison.charts >= 7, `the comparison view draws its charts (${comparison.charts} in ${ms(comparison.took)})`);
-    await page.selectOption("#group-key", "shape");
+    await choose(page, "#group-key", "shape");
     if (screenshots) await page.screenshot({ path: path.join(screenshots, "webview-comparison.png"), fullPage: true });
 
     // State: what the panel would hand vscode.setState, and a reload that redraws from it.
@@ -371,7 +381,7 @@ async function main(): Promise<void> {
       const small = (${syntheticRecord.toString()})({ numLayers: 8, numHeads: 4, positions: 60, grid: [4, 4], generated: 4, pool: 40 });
       window.dispatchEvent(new MessageEvent("message", { data: { type: "show", record: small, imageUri: null, title: "small run" } }));
     })()`);
-    await page.selectOption("#metric", "kl");
+    await choose(page, "#metric", "kl");
     await page.waitForTimeout(700);
     await page.reload();
     await page.waitForFunction("window.__posted.some((m) => m.type === 'ready')");

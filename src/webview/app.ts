@@ -151,12 +151,6 @@ export class App {
       this.track(this.trackInput.value);
     });
     trackButton.addEventListener("click", () => this.track(this.trackInput.value));
-    // a custom element does not submit its form on Enter as an <input> does
-    this.trackInput.addEventListener("keydown", (e) => {
-      if (e.key !== "Enter") return;
-      e.preventDefault();
-      this.track(this.trackInput.value);
-    });
     this.trackNote = el("p", { class: "note", attrs: { "aria-live": "polite" } });
 
     const exportCsv = button("Export CSV", { attrs: { "data-export": "csv", "data-chart": "record" } });
@@ -200,7 +194,7 @@ export class App {
       button("PNG", { class: "small", title: "Export the heatmap as PNG", attrs: { "data-export": "png", "data-chart": "heatmap" } }),
     );
     heatmapExport.addEventListener("click", (e) => {
-      const format = (e.target as HTMLElement).closest("button")?.dataset["export"];
+      const format = (e.target as HTMLElement).closest<HTMLElement>("[data-export]")?.dataset["export"];
       if (format === "svg" || format === "png") onExport("heatmap", format);
     });
     const heatmapCard = el(
