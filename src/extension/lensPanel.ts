@@ -31,6 +31,8 @@ interface PanelEntry {
   imagePath?: string;
   /** The request that made the record, to rerun it when the sidecar's last run is another one. */
   request?: RunParams;
+  /** Where the record is kept, for the page to store in its state (sent again on every "ready"). */
+  host?: HostState;
   ready: boolean;
 }
 
@@ -149,6 +151,7 @@ export class LensPanels implements vscode.Disposable {
       if (m.type === "ready") {
         entry.ready = true;
         if (entry.last) this.post(entry, entry.last);
+        if (entry.host) this.post(entry, { type: "hostState", state: entry.host });
       } else if (m.type === "track") {
         await this.track(entry, m.text);
       } else if (m.type === "export") {
@@ -209,8 +212,8 @@ export class LensPanels implements vscode.Disposable {
     try {
       await fs.mkdir(folder, { recursive: true });
       await writeFileAtomic(file, JSON.stringify(record));
-      const state: HostState = { recordFile: file, imagePath: entry.imagePath, title, kind: entry.kind };
-      this.post(entry, { type: "hostState", state });
+      entry.host = { recordFile: file, imagePath: entry.imagePath, title, kind: entry.kind };
+      this.post(entry, { type: "hostState", state: entry.host });
     } catch (e) {
       this.log.warn(`could not keep the record for restoring the panel: ${e instanceof Error ? e.message : String(e)}`);
     }
@@ -218,12 +221,17 @@ export class LensPanels implements vscode.Disposable {
 
   private async restore(panel: vscode.WebviewPanel, state: unknown): Promise<void> {
     const s = (state ?? {}) as PanelState;
+    this.log.info(`restoring a panel (${s.kind ?? "unknown kind"}; kept record: ${s.host?.recordFile ?? "none"}; saved view: ${s.last ? "yes" : "no"})`);
     const host = s.host ?? {};
     const entry = this.attach(panel, host.kind ?? s.kind ?? "run", host.imagePath);
     if (host.recordFile) {
       try {
         const record = JSON.parse(await fs.readFile(host.recordFile, "utf8")) as LensRecord;
-        await this.setRecord(entry, record, host.title ?? panel.title, undefined);
+        entry.host = host;
+        entry.record = record;
+        entry.last = { type: "show", record, imageUri: host.imagePath ? panel.webview.asWebviewUri(vscode.Uri.file(host.imagePath)).toString() : null, title: host.title ?? panel.title };
+        this.post(entry, entry.last);
+        if (entry.ready) this.post(entry, { type: "hostState", state: host });
         return;
       } catch (e) {
         this.log.warn(`could not restore a panel from ${host.recordFile}: ${e instanceof Error ? e.message : String(e)}`);

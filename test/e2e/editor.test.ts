@@ -204,6 +204,13 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     expect((csv.length - 1) % 9).toBe(0);
     expect(csv.length - 1).toBeGreaterThanOrEqual(9 * 10);
     await shot("05-exported");
+
+    // after a reload of the window the panel comes back with its record (the serializer reads the kept record)
+    await page.reload();
+    await page.locator(".monaco-workbench").waitFor({ timeout: 60_000 });
+    await panelFrame().locator("#heatmap").waitFor({ state: "visible", timeout: 60_000 });
+    expect(await panelFrame().locator("#prompt").textContent()).toContain("triangle");
+    await shot("05b-restored");
   }, 300_000);
 
   it("the .lens.json live preview follows an edit of the file", async () => {
@@ -234,5 +241,25 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     await frame.locator("#problems").waitFor({ state: "visible", timeout: 30_000 });
     expect(await title.textContent()).toContain("square");
     await shot("07-preview-after-edit");
+  }, 300_000);
+  it("Run Experiment runs every item with progress and opens the comparison view; the results are on disk", async () => {
+    onTestFailed(() => shot("failed-experiment"));
+    // make the experiment valid again (the preview test left it invalid), then run it
+    await page.locator(".monaco-editor .view-lines", { hasText: "prompts" }).first().click();
+    await page.keyboard.press("Control+a");
+    await page.keyboard.press("Delete");
+    await page.keyboard.insertText(JSON.stringify(STUDY("triangle"), null, 2));
+    await command("Logit Lens: Run Experiment");
+    // the comparison view is a new panel: find the webview document that shows it
+    const comparison = async () => {
+      for (const f of page.frames()) if (await f.locator("#comparison:not([hidden]) svg").count().catch(() => 0)) return f;
+      return null;
+    };
+    await expect.poll(async () => (await comparison()) !== null, { timeout: 120_000 }).toBe(true);
+    const results = path.join(workspace, "study.results");
+    await expect.poll(() => fs.existsSync(path.join(results, "aggregates.json")), { timeout: 30_000 }).toBe(true);
+    const rows = fs.readFileSync(path.join(results, "results.jsonl"), "utf8").trim().split("\n");
+    expect(rows).toHaveLength(1);
+    await shot("08-comparison");
   }, 300_000);
 });
