@@ -8,7 +8,8 @@ import { LensInputError } from "../errors";
 import { type GraphCtx, activation, attentionCore, layerNorm, linear, mergeHeads, param, splitHeads } from "../graph/blocks";
 import { cfgNumber, cfgString, type JsonObject } from "./configUtil";
 
-export interface ClipVisionConfig {
+/** The shape of a ViT-style vision tower (CLIP, SigLIP) as its config.json spells it. */
+export interface VisionTowerConfig {
   hiddenSize: number;
   intermediateSize: number;
   numLayers: number;
@@ -20,9 +21,12 @@ export interface ClipVisionConfig {
   layerNormEps: number;
 }
 
-export function parseClipVisionConfig(c: JsonObject, file: string): ClipVisionConfig {
-  const hiddenSize = cfgNumber(c, "hidden_size", file, 768);
-  const numHeads = cfgNumber(c, "num_attention_heads", file, 12);
+export type ClipVisionConfig = VisionTowerConfig;
+
+/** Reads a vision_config; `defaults` are the model family's transformers defaults for the keys that differ. */
+export function parseVisionTowerConfig(c: JsonObject, file: string, defaults: { hiddenSize: number; numHeads: number; hiddenAct: string; layerNormEps: number }): VisionTowerConfig {
+  const hiddenSize = cfgNumber(c, "hidden_size", file, defaults.hiddenSize);
+  const numHeads = cfgNumber(c, "num_attention_heads", file, defaults.numHeads);
   if (hiddenSize % numHeads !== 0) throw new LensInputError(file, `vision hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads}: fix the config`);
   return {
     hiddenSize,
@@ -32,9 +36,13 @@ export function parseClipVisionConfig(c: JsonObject, file: string): ClipVisionCo
     imageSize: cfgNumber(c, "image_size", file, 224),
     patchSize: cfgNumber(c, "patch_size", file, 32),
     numChannels: cfgNumber(c, "num_channels", file, 3),
-    hiddenAct: cfgString(c, "hidden_act", file, "quick_gelu"),
-    layerNormEps: cfgNumber(c, "layer_norm_eps", file, 1e-5),
+    hiddenAct: cfgString(c, "hidden_act", file, defaults.hiddenAct),
+    layerNormEps: cfgNumber(c, "layer_norm_eps", file, defaults.layerNormEps),
   };
+}
+
+export function parseClipVisionConfig(c: JsonObject, file: string): ClipVisionConfig {
+  return parseVisionTowerConfig(c, file, { hiddenSize: 768, numHeads: 12, hiddenAct: "quick_gelu", layerNormEps: 1e-5 });
 }
 
 /**

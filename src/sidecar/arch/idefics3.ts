@@ -13,37 +13,15 @@
 import { LensInputError } from "../errors";
 import { type GraphCtx, activation, layerNorm, linear, param } from "../graph/blocks";
 import { parseIdefics3ProcessorConfig, preprocessIdefics3 } from "../image/idefics3Processor";
-import { cfgNumber, cfgObject, cfgString, type JsonObject } from "./configUtil";
+import { cfgNumber, cfgObject, type JsonObject } from "./configUtil";
+import { parseVisionTowerConfig, type VisionTowerConfig } from "./clip";
 import { buildLlamaDecoder, llamaLensSpec, parseLlamaConfig, resolveDecoderNames } from "./llama";
 import type { ArchitectureModule, ImagePipeline, ImagePipelineSource } from "./types";
 
-export interface SiglipVisionConfig {
-  hiddenSize: number;
-  intermediateSize: number;
-  numLayers: number;
-  numHeads: number;
-  imageSize: number;
-  patchSize: number;
-  numChannels: number;
-  hiddenAct: string;
-  layerNormEps: number;
-}
+export type SiglipVisionConfig = VisionTowerConfig;
 
 export function parseSiglipVisionConfig(c: JsonObject, file: string): SiglipVisionConfig {
-  const hiddenSize = cfgNumber(c, "hidden_size", file, 1152);
-  const numHeads = cfgNumber(c, "num_attention_heads", file, 16);
-  if (hiddenSize % numHeads !== 0) throw new LensInputError(file, `vision hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads}: fix the config`);
-  return {
-    hiddenSize,
-    intermediateSize: cfgNumber(c, "intermediate_size", file, 3072),
-    numLayers: cfgNumber(c, "num_hidden_layers", file, 12),
-    numHeads,
-    imageSize: cfgNumber(c, "image_size", file, 224),
-    patchSize: cfgNumber(c, "patch_size", file, 32),
-    numChannels: cfgNumber(c, "num_channels", file, 3),
-    hiddenAct: cfgString(c, "hidden_act", file, "gelu_pytorch_tanh"),
-    layerNormEps: cfgNumber(c, "layer_norm_eps", file, 1e-6),
-  };
+  return parseVisionTowerConfig(c, file, { hiddenSize: 1152, numHeads: 16, hiddenAct: "gelu_pytorch_tanh", layerNormEps: 1e-6 });
 }
 
 export const idefics3: ArchitectureModule = {

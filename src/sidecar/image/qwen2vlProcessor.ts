@@ -9,6 +9,7 @@
  * Pure TypeScript: no Node built-ins, no native modules.
  */
 import { LensInputError } from "../errors";
+import { configReader } from "./processorConfig";
 import { CLIP_PROCESSOR_DEFAULTS, valueTables } from "./clipProcessor";
 import type { RgbImage } from "./decode";
 import { PIL_RESAMPLE, type ResampleFilter, resize } from "./resample";
@@ -49,29 +50,8 @@ export function parseQwen2VlProcessorConfig(json: unknown, file: string): Qwen2V
     throw new LensInputError(file, "is not a JSON object of image-processor settings: pick the model's preprocessor_config.json");
   }
   const c = json as Record<string, unknown>;
-  const get = (key: string): unknown => (c[key] === null ? undefined : c[key]);
-  const size = get("size");
-  const sizeObj = typeof size === "object" && size !== null && !Array.isArray(size) ? (size as Record<string, unknown>) : {};
-  const positiveInt = (key: string, v: unknown, fallback: number): number => {
-    if (v === undefined || v === null) return fallback;
-    if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) throw new LensInputError(file, `"${key}" must be a positive integer, got ${JSON.stringify(v)}: ${FIX}`);
-    return v;
-  };
-  const bool = (key: string, fallback: boolean): boolean => {
-    const v = get(key);
-    if (v === undefined) return fallback;
-    if (typeof v !== "boolean") throw new LensInputError(file, `"${key}" must be true or false, got ${JSON.stringify(v)}: ${FIX}`);
-    return v;
-  };
-  const triple = (key: string, fallback: [number, number, number]): [number, number, number] => {
-    const v = get(key);
-    if (v === undefined) return [...fallback];
-    const values = typeof v === "number" ? [v, v, v] : v;
-    if (!Array.isArray(values) || values.length !== 3 || !values.every((x) => typeof x === "number" && Number.isFinite(x))) {
-      throw new LensInputError(file, `"${key}" must be a number or a list of 3 numbers, got ${JSON.stringify(v)}: ${FIX}`);
-    }
-    return [values[0] as number, values[1] as number, values[2] as number];
-  };
+  const { get, object, positiveInt, bool, triple } = configReader(c, file, FIX);
+  const sizeObj = object("size") ?? {};
   const resampleCode = get("resample") ?? 3;
   const resample = typeof resampleCode === "number" ? PIL_RESAMPLE[resampleCode] : undefined;
   if (!resample) throw new LensInputError(file, `"resample" must be one of Pillow's filter codes 0-5, got ${JSON.stringify(resampleCode)}: ${FIX}`);
