@@ -14,6 +14,7 @@ import * as path from "node:path";
 import * as vscode from "vscode";
 import { recordToCsv, recordToJson } from "../shared/exportCsv";
 import type { LensRecord } from "../shared/lensRecord";
+import { aggregatesToCsv } from "../shared/sweep";
 import { type RunParams, RunRequest, TrackTokensRequest } from "../shared/protocol";
 import type { ComparisonMessage, HostState, HostToWebview, PanelState, ShowRecordMessage, WebviewToHost } from "../shared/webviewProtocol";
 import { writeFileAtomic } from "../sidecar/util/atomicWrite";
@@ -42,6 +43,7 @@ export class LensPanels implements vscode.Disposable {
   /** The panel whose request was the sidecar's last lens/run (lens/trackTokens answers for it). */
   private lastRun: PanelEntry | null = null;
   private readonly disposables: vscode.Disposable[] = [];
+  private disposing = false;
 
   constructor(
     private readonly context: vscode.ExtensionContext,
@@ -82,6 +84,7 @@ export class LensPanels implements vscode.Disposable {
   }
 
   dispose(): void {
+    this.disposing = true;
     for (const e of this.entries) e.panel.dispose();
     this.disposables.forEach((d) => d.dispose());
   }
@@ -126,6 +129,8 @@ export class LensPanels implements vscode.Disposable {
     panel.onDidDispose(() => {
       this.entries.delete(entry);
       if (this.lastRun === entry) this.lastRun = null;
+      // closed by the user (not by a reload, which disposes nothing): forget its kept record
+      if (entry.host && !this.disposing) void this.remember(entry.host, false);
     });
     return entry;
   }
@@ -181,7 +186,11 @@ export class LensPanels implements vscode.Disposable {
 
   private async export(entry: PanelEntry, format: "csv" | "json" | "svg" | "png", name: string, data?: string): Promise<void> {
     let bytes: Uint8Array;
-    if (format === "csv" || format === "json") {
+    if ((format === "csv" || format === "json") && entry.last?.type === "comparison") {
+      // a comparison view exports its aggregates, as aggregates.csv / aggregates.json of a sweep
+      const a = entry.last.aggregates;
+      bytes = Buffer.from(format === "csv" ? aggregatesToCsv(a) : `${JSON.stringify(a, null, 1)}\n`, "utf8");
+    } else if (format === "csv" || format === "json") {
       if (!entry.record) throw new Error("this panel has no record to export");
       bytes = Buffer.from(format === "csv" ? recordToCsv(entry.record) : recordToJson(entry.record), "utf8");
     } else if (format === "svg") {
@@ -214,13 +223,27 @@ export class LensPanels implements vscode.Disposable {
       await writeFileAtomic(file, JSON.stringify(record));
       entry.host = { recordFile: file, imagePath: entry.imagePath, title, kind: entry.kind };
       this.post(entry, { type: "hostState", state: entry.host });
+      await this.remember(entry.host, true);
     } catch (e) {
       this.log.warn(`could not keep the record for restoring the panel: ${e instanceof Error ? e.message : String(e)}`);
     }
   }
 
+  /** Adds (or removes) a kept record in the workspace's list, for restoring panels whose page state was lost. */
+  private async remember(host: HostState, keep: boolean): Promise<void> {
+    const list = this.context.workspaceState.get<HostState[]>(KEPT_KEY, []).filter((h) => h.recordFile !== host.recordFile);
+    if (keep) list.push(host);
+    await this.context.workspaceState.update(KEPT_KEY, list.slice(-KEPT_MAX));
+  }
+
   private async restore(panel: vscode.WebviewPanel, state: unknown): Promise<void> {
     const s = (state ?? {}) as PanelState;
+    // The page's state can be lost when the window goes away before the workbench saved it: then
+    // find the panel's kept record by its title among those this workspace remembers.
+    if (!s.host?.recordFile) {
+      const known = this.context.workspaceState.get<HostState[]>(KEPT_KEY, []).filter((h) => h.title === panel.title);
+      if (known.length) s.host = known[known.length - 1];
+    }
     this.log.info(`restoring a panel (${s.kind ?? "unknown kind"}; kept record: ${s.host?.recordFile ?? "none"}; saved view: ${s.last ? "yes" : "no"})`);
     const host = s.host ?? {};
     const entry = this.attach(panel, host.kind ?? s.kind ?? "run", host.imagePath);
@@ -243,6 +266,9 @@ export class LensPanels implements vscode.Disposable {
     }
   }
 }
+
+const KEPT_KEY = "logitLens.keptRecords";
+const KEPT_MAX = 50;
 
 /** The live preview's handle on its panel. */
 export class PreviewPanel {

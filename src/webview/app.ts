@@ -223,11 +223,15 @@ export class App {
       el("div", { class: "cards" }, this.overlay.element, this.trackedCard.element, ...[...this.lineCards.values()].map((c) => c.element), this.attentionCard.element, this.headsCard.element),
     );
     this.recordEl.hidden = true;
-    this.comparison = new ComparisonView(onExport, (key) => {
-      this.ui.groupKey = key;
-      if (this.last?.type === "comparison") this.comparison.render(this.last, key, this.palette);
-      this.save();
-    });
+    this.comparison = new ComparisonView(
+      onExport,
+      (key) => {
+        this.ui.groupKey = key;
+        if (this.last?.type === "comparison") this.comparison.render(this.last, key, this.palette);
+        this.save();
+      },
+      (format) => this.post({ type: "export", format, name: `${this.baseName()}-aggregates.${format}` }),
+    );
     this.comparison.element.hidden = true;
 
     root.replaceChildren(el("header", { class: "app-header" }, this.titleEl, this.statusEl), this.previewEl, this.problemsEl, this.placeholder, this.recordEl, this.comparison.element);

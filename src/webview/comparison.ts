@@ -6,7 +6,7 @@
  */
 import { ChartCard, type ChartExport } from "./chartCard";
 import { barChart, type LineSeries, lineChart } from "./charts";
-import { el, formatNumber, option, type Select, select } from "./dom";
+import { button, el, formatNumber, option, type Select, select } from "./dom";
 import { type ComparisonField, comparisonAccuracy, comparisonKeys, comparisonSeries } from "./model";
 import type { ComparisonMessage } from "../shared/webviewProtocol";
 import type { Palette } from "./theme";
@@ -28,7 +28,7 @@ export class ComparisonView {
   private readonly cards: Map<string, ChartCard>;
   private readonly accuracy: ChartCard;
 
-  constructor(onExport: ChartExport, onKey: (key: string) => void) {
+  constructor(onExport: ChartExport, onKey: (key: string) => void, onExportData: (format: "csv" | "json") => void) {
     this.heading = el("p", { class: "note" });
     const s = select("group-key", "Group by", [["all", "all"]], "all");
     this.keySelect = s.select;
@@ -36,10 +36,16 @@ export class ComparisonView {
     this.keySelect.addEventListener("change", () => onKey(this.keySelect.value));
     this.cards = new Map(CHARTS.map((c) => [c.name, new ChartCard(c.name, c.title, onExport)]));
     this.accuracy = new ChartCard("cmp-accuracy", "Accuracy", onExport);
+    // the aggregates themselves, as a sweep writes them (aggregates.csv / aggregates.json)
+    const exportData = (format: "csv" | "json") => {
+      const b = button(`Export ${format.toUpperCase()}`, { title: `Export the aggregates as ${format.toUpperCase()}`, attrs: { "data-export": format, "data-chart": "aggregates" } });
+      b.addEventListener("click", () => onExportData(format));
+      return b;
+    };
     this.element = el(
       "section",
       { id: "comparison", class: "comparison", attrs: { "aria-label": "Sweep comparison" } },
-      el("div", { class: "toolbar" }, this.heading, this.keyWrapper),
+      el("div", { class: "toolbar" }, this.heading, this.keyWrapper, el("div", { class: "export-buttons" }, exportData("csv"), exportData("json"))),
       el("div", { class: "cards" }, this.accuracy.element, ...[...this.cards.values()].map((c) => c.element)),
     );
   }

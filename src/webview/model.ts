@@ -402,20 +402,44 @@ export interface OverlayGrid {
 }
 
 /**
- * Which image the overlay shows. A tiled input (input.image.tiles: SmolVLM / Idefics3 crops, then
- * the whole image downscaled) numbers its tiles as images; the last one is the global image, the
- * only one that covers the whole picture. Otherwise the first image.
+ * Where image tokens land on the picture. A split input (input.image.tiles: SmolVLM / Idefics3
+ * crops in row-major order, then the whole image downscaled) puts each crop's grid in its place,
+ * so the overlay covers the picture at the crops' resolution; an unsplit tiled input uses its one
+ * (global) image; other models their one grid.
  */
-export function overlayImageIndex(record: LensRecord): number {
-  const tiles = (record.input.image as { tiles?: { count?: unknown } } | null)?.tiles;
-  return tiles && typeof tiles.count === "number" && tiles.count > 0 ? tiles.count - 1 : 0;
+export interface OverlayLayout {
+  rows: number;
+  cols: number;
+  /** Every image token on the layout: j (its index among image tokens), and its cell. */
+  cells: ImageCell[];
+  /** Whether the layout covers the whole picture (tiles) rather than the processor's kept region. */
+  wholePicture: boolean;
 }
 
-function emptyGrid(record: LensRecord): OverlayGrid | null {
-  const grid = record.input.image?.grid;
-  if (!grid) return null;
-  const [rows, cols] = grid;
-  return { rows, cols, values: new Float32Array(rows * cols).fill(Number.NaN), max: 0 };
+export function overlayLayout(record: LensRecord): OverlayLayout | null {
+  const image = record.input.image;
+  if (!image) return null;
+  const [gr, gc] = image.grid;
+  const tiles = image.tiles;
+  if (tiles && tiles.rows > 0 && tiles.cols > 0 && tiles.count === tiles.rows * tiles.cols + 1) {
+    const cells: ImageCell[] = [];
+    let j = 0;
+    record.tokens.forEach((t, token) => {
+      if (t.segment !== "image") return;
+      const at = t.image;
+      if (at && at.index < tiles.rows * tiles.cols) {
+        cells.push({ j, token, row: Math.floor(at.index / tiles.cols) * gr + at.row, col: (at.index % tiles.cols) * gc + at.col });
+      }
+      j++;
+    });
+    return { rows: tiles.rows * gr, cols: tiles.cols * gc, cells, wholePicture: true };
+  }
+  const index = tiles && tiles.count > 0 ? tiles.count - 1 : 0;
+  return { rows: gr, cols: gc, cells: imageCells(record, index), wholePicture: tiles !== undefined };
+}
+
+function emptyGrid(layout: OverlayLayout): OverlayGrid {
+  return { rows: layout.rows, cols: layout.cols, values: new Float32Array(layout.rows * layout.cols).fill(Number.NaN), max: 0 };
 }
 
 /**
@@ -425,14 +449,15 @@ function emptyGrid(record: LensRecord): OverlayGrid | null {
  */
 export function attentionOverlay(view: LensView, layer: number, p: PositionChoice): OverlayGrid | null {
   const rowsBlock = view.record.attention.imageRows;
-  const grid = emptyGrid(view.record);
-  if (!rowsBlock || !grid || layer < 1) return null;
+  const layout = overlayLayout(view.record);
+  if (!rowsBlock || !layout || layer < 1) return null;
+  const grid = emptyGrid(layout);
   const [blocks, P, I] = rowsBlock.shape;
   const b = layer - 1;
   if (b >= blocks) return null;
   const from = p === "mean" ? 0 : p;
   const to = p === "mean" ? P : p + 1;
-  for (const c of imageCells(view.record, overlayImageIndex(view.record))) {
+  for (const c of layout.cells) {
     if (c.row >= grid.rows || c.col >= grid.cols || c.j >= I) continue;
     let s = 0;
     for (let q = from; q < to; q++) s += rowsBlock.data[(b * P + q) * I + c.j];
@@ -446,12 +471,13 @@ export function attentionOverlay(view: LensView, layer: number, p: PositionChoic
 /** The patch lens at one lens layer: each patch's top-1 probability, with its token text as label. */
 export function patchLensOverlay(view: LensView, layer: number): OverlayGrid | null {
   const lens = view.record.patchLens;
-  const grid = emptyGrid(view.record);
-  if (!lens || !grid) return null;
+  const layout = overlayLayout(view.record);
+  if (!lens || !layout) return null;
+  const grid = emptyGrid(layout);
   const [layers, I] = lens.topIds.shape;
   if (layer < 0 || layer >= layers) return null;
   const labels = new Array<string>(grid.rows * grid.cols).fill("");
-  for (const c of imageCells(view.record, overlayImageIndex(view.record))) {
+  for (const c of layout.cells) {
     if (c.row >= grid.rows || c.col >= grid.cols || c.j >= I) continue;
     const i = c.row * grid.cols + c.col;
     const v = lens.topProbs.data[layer * I + c.j];

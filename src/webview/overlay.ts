@@ -6,7 +6,7 @@
  * centre square for CLIP's resize-and-crop).
  */
 import { el, formatNumber, type Select, select } from "./dom";
-import { attentionOverlay, type LensView, type OverlayGrid, overlayImageIndex, patchLensOverlay, type PositionChoice, visibleToken } from "./model";
+import { attentionOverlay, type LensView, type OverlayGrid, overlayLayout, patchLensOverlay, type PositionChoice, visibleToken } from "./model";
 import type { OverlaySource } from "./panelState";
 import type { Palette } from "./theme";
 
@@ -136,8 +136,8 @@ export class ImageOverlay {
     const w = this.img.clientWidth;
     const h = this.img.clientHeight;
     if (!record || !image || !w || !h) return null;
-    // A tiled input's overlay is on the global image, the whole picture downscaled.
-    const r = overlayImageIndex(record) > 0 ? { x: 0, y: 0, width: image.originalSize[0], height: image.originalSize[1] } : keptRegion(image.originalSize, image.processedSize);
+    // A tiled input's overlay covers the whole picture (its crops, or the global image).
+    const r = overlayLayout(record)?.wholePicture ? { x: 0, y: 0, width: image.originalSize[0], height: image.originalSize[1] } : keptRegion(image.originalSize, image.processedSize);
     const sx = w / image.originalSize[0];
     const sy = h / image.originalSize[1];
     return { x: r.x * sx, y: r.y * sy, width: r.width * sx, height: r.height * sy };

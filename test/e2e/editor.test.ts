@@ -261,5 +261,17 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     const rows = fs.readFileSync(path.join(results, "results.jsonl"), "utf8").trim().split("\n");
     expect(rows).toHaveLength(1);
     await shot("08-comparison");
+
+    // the comparison view exports its aggregates as CSV, like the single-run panel exports its record
+    const before = new Set(fs.readdirSync(workspace));
+    await (await comparison())!.locator('[data-export="csv"][data-chart="aggregates"]').click();
+    const dialogInput = page.locator(".quick-input-widget input.input");
+    await dialogInput.waitFor({ state: "visible" });
+    await expect.poll(() => dialogInput.inputValue()).toMatch(/aggregates\.csv$/u);
+    await dialogInput.press("Enter");
+    const created = () => fs.readdirSync(workspace).filter((f) => f.endsWith("aggregates.csv") && !before.has(f));
+    await expect.poll(() => created().length, { timeout: 15_000 }).toBe(1);
+    const csv = fs.readFileSync(path.join(workspace, created()[0]), "utf8");
+    expect(csv).toBe(fs.readFileSync(path.join(results, "aggregates.csv"), "utf8"));
   }, 300_000);
 });

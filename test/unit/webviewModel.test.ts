@@ -16,6 +16,7 @@ import {
   heatmapCell,
   heatmapCells,
   imageCells,
+  overlayLayout,
   layerSeries,
   metricScale,
   patchLensOverlay,
@@ -185,6 +186,29 @@ describe("image overlay", () => {
     ]);
   });
 
+  it("lays a split image's crops out in their places on the picture, and an unsplit tiled one on its global image", () => {
+    // two 1 x 1 crops side by side (SmolVLM / Idefics3 row-major crops), then the global image
+    const split = sampleRecord();
+    split.input.image!.grid = [1, 1];
+    split.input.image!.tiles = { rows: 1, cols: 2, count: 3 };
+    split.tokens[2].image = { index: 0, row: 0, col: 0 };
+    split.tokens[3].image = { index: 1, row: 0, col: 0 };
+    expect(overlayLayout(split)).toEqual({
+      rows: 1,
+      cols: 2,
+      wholePicture: true,
+      cells: [
+        { j: 0, token: 2, row: 0, col: 0 },
+        { j: 1, token: 3, row: 0, col: 1 },
+      ],
+    });
+    // the sample's own layout: one image (an unsplit tiled input), on its grid over the whole picture
+    expect(overlayLayout(sampleRecord())).toMatchObject({ rows: 1, cols: 2, wholePicture: true });
+    const plain = sampleRecord();
+    delete plain.input.image!.tiles;
+    expect(overlayLayout(plain)?.wholePicture).toBe(false);
+  });
+
   it("maps the head-averaged image rows of a block onto the patches", () => {
     const v = view();
     // imageRows row i (= block * 3 + position) is [0.25, 0.0625 * (1 + i % 3)].
@@ -284,17 +308,17 @@ describe("comparison", () => {
 });
 
 describe("tiled images", () => {
-  it("overlays the global image, the last tile", () => {
+  it("overlays a split image's crops in their places", () => {
     const record = sampleRecord();
-    // Two "tiles" of one patch each: the first a crop, the second the global image.
+    // Two crops of one patch each, side by side, then the global image (which holds no token here).
     record.tokens[2].image = { index: 0, row: 0, col: 0 };
     record.tokens[3].image = { index: 1, row: 0, col: 0 };
-    const image = record.input.image as unknown as Record<string, unknown>;
-    image["grid"] = [1, 1];
-    image["tiles"] = { rows: 1, cols: 1, count: 2 };
+    record.input.image!.grid = [1, 1];
+    record.input.image!.tiles = { rows: 1, cols: 2, count: 3 };
     const v = buildLensView(record);
-    // Block 1, position 1: imageRows row 1 is [0.25, 0.125]; the global tile is image token j = 1.
-    expect(Array.from(attentionOverlay(v, 1, 1)!.values)).toEqual([0.125]);
-    expect(patchLensOverlay(v, 1)!.labels).toEqual(["Red"]);
+    // Block 1, position 1: imageRows row 1 is [0.25, 0.125]; crop 0 is image token j = 0, crop 1 is j = 1.
+    expect(Array.from(attentionOverlay(v, 1, 1)!.values)).toEqual([0.25, 0.125]);
+    // layer 1 of the patch lens: ids [8, 11] = " blue", "Red"
+    expect(patchLensOverlay(v, 1)!.labels).toEqual([" blue", "Red"]);
   });
 });
