@@ -194,3 +194,26 @@ describe("decodeImage refuses bad input with a LensInputError naming the file", 
     expect(e.message).toMatch(/^the image data is not an image/);
   });
 });
+
+describe("BMP (the project's own decoder; libvips has none)", () => {
+  const BMP = path.resolve(__dirname, "../fixtures/bmp");
+  const bmpManifest = JSON.parse(fs.readFileSync(path.join(BMP, "manifest.json"), "utf8")) as {
+    cases: { image: string; mode?: string; width?: number; height?: number; rgb?: string; refused?: boolean; note: string }[];
+  };
+
+  for (const c of bmpManifest.cases.filter((x) => !x.refused)) {
+    it(`${c.image} (${c.note}) decodes to Pillow's pixels exactly`, async () => {
+      const img = await decodeImage(path.join(BMP, c.image));
+      expect([img.width, img.height]).toEqual([c.width, c.height]);
+      expect(Buffer.from(img.data).equals(fs.readFileSync(path.join(BMP, c.rgb!)))).toBe(true);
+    });
+  }
+
+  it("refuses compressed and truncated files, and files over the pixel limit, with one-line errors", async () => {
+    const rle = path.join(BMP, "rle8-2x2.bmp");
+    await expect(decodeImage(rle)).rejects.toThrow(/rle8-2x2\.bmp: the BMP file is compressed \(RLE8\), which is not supported: re-export it as PNG/u);
+    const whole = fs.readFileSync(path.join(BMP, "rgb24-13x7.bmp"));
+    await expect(decodeImage(whole.subarray(0, whole.length - 10))).rejects.toThrow(/the BMP file is truncated/u);
+    await expect(decodeImage(path.join(BMP, "rgb24-13x7.bmp"), { maxPixels: 90 })).rejects.toThrow(/13x7 = 91 pixels, over the limit of 90/u);
+  });
+});

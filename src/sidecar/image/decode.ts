@@ -9,6 +9,7 @@
 import { promises as fs } from "node:fs";
 import sharp, { type Metadata, type OutputInfo, type SharpOptions } from "sharp";
 import { LensInputError } from "../errors";
+import { bmpSize, decodeBmp, isBmp } from "./bmp";
 
 export interface RgbImage {
   width: number;
@@ -30,7 +31,7 @@ export const PIL_MAX_IMAGE_PIXELS = 89_478_485;
  * transformers would reject, so they are refused here as well. (sharp reports AVIF as "heif".)
  */
 const FORMATS = new Set(["jpeg", "png", "webp", "gif", "tiff", "heif"]);
-const FORMAT_LIST = "PNG, JPEG, WebP, GIF, TIFF or AVIF";
+const FORMAT_LIST = "PNG, JPEG, WebP, GIF, TIFF, BMP or AVIF";
 
 /**
  * One channel of `value` over opaque white with Pillow's ImagingAlphaComposite arithmetic.
@@ -107,6 +108,16 @@ export async function decodeImage(source: string | Uint8Array, opts: DecodeOptio
   const file = typeof source === "string" ? source : undefined;
   const what = file === undefined ? "the image data" : "the file";
   const bytes = typeof source === "string" ? await readImageFile(source) : source;
+
+  if (isBmp(bytes)) {
+    // libvips has no BMP loader: the project's own decoder, checked against Pillow
+    const { width, height } = bmpSize(bytes, file);
+    if (width * height > maxPixels) {
+      throw new LensInputError(file, `${what} is ${width}x${height} = ${width * height} pixels, over the limit of ${maxPixels} (a guard against decompression bombs): downscale the image first`);
+    }
+    const bmp = decodeBmp(bytes, file);
+    return { width, height, data: toRgb(bmp.data, width * height, bmp.channels) };
+  }
 
   // Pillow ignores embedded ICC profiles when converting; sharp would convert to sRGB with them.
   // failOn "error" rejects truncated and corrupt data but, like Pillow, tolerates decoder warnings.
