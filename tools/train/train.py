@@ -141,13 +141,19 @@ class AuxHeads(torch.nn.Module):
     (every patch of a tile must know it, so the tower's attention gathers the glyph). They give
     the tower a dense signal early on; they are not part of the saved model."""
 
-    def __init__(self, hidden: int, position: bool = False):
+    def __init__(self, hidden: int, position: bool = False, side: bool = False):
         super().__init__()
         self.color = torch.nn.Linear(hidden, len(scenes.COLORS) + 1)
         self.shape = torch.nn.Linear(hidden, len(scenes.SHAPES) + 1)
         self.char = torch.nn.Linear(hidden, len(scenes.CHARACTERS))
         # optionally: each patch's own column and row, so the features say where they are
         self.names = ("color", "shape", "char", "col", "row") if position else ("color", "shape", "char")
+        # optionally: whether the object in a patch is the scene's leftmost or rightmost one (a
+        # relation between patches, which the tower's attention must compute, as CLIP's features
+        # carry spatial relations); background patches are -100
+        if side:
+            self.side = torch.nn.Linear(hidden, 3)
+            self.names = self.names + ("side",)
         if position:
             self.col = torch.nn.Linear(hidden, scenes.GRID)
             self.row = torch.nn.Linear(hidden, scenes.GRID)
@@ -169,20 +175,37 @@ class AuxHeads(torch.nn.Module):
         return loss, acc
 
 
+def side_labels(objects) -> torch.Tensor:
+    """Per patch: 0 if its object is the scene's leftmost, 1 the rightmost, 2 another object;
+    -100 for background and for scenes of fewer than two objects."""
+    n, g, cell = common.NUM_IMAGE_TOKENS, scenes.GRID, common.PATCH_SIZE
+    out = torch.full((n,), -100)
+    if len(objects) < 2:
+        return out
+    left = min(objects, key=lambda o: o.x)
+    right = max(objects, key=lambda o: o.x)
+    for o in objects:
+        p = min(g - 1, int(o.y) // cell) * g + min(g - 1, int(o.x) // cell)
+        out[p] = 0 if o is left else 1 if o is right else 2
+    return out
+
+
 def aux_labels(items) -> dict:
     n = common.NUM_IMAGE_TOKENS
-    color, shape, char = [], [], []
+    color, shape, char, side = [], [], [], []
     for it in items:
         if it.text is not None:  # OCR tile: only the character, on every patch
             color.append(torch.full((n,), -100)), shape.append(torch.full((n,), -100))
             char.append(torch.full((n,), scenes.CHARACTERS.index(it.text)))
+            side.append(torch.full((n,), -100))
         else:
             c, s = scenes.patch_labels(it.objects, common.PATCH_SIZE)
             color.append(common.on_device(torch.from_numpy(c))), shape.append(common.on_device(torch.from_numpy(s)))
             char.append(torch.full((n,), -100))
+            side.append(side_labels(it.objects))
     g = scenes.GRID
     cells = torch.arange(n)
-    return {"color": torch.stack(color), "shape": torch.stack(shape), "char": torch.stack(char),
+    return {"color": torch.stack(color), "shape": torch.stack(shape), "char": torch.stack(char), "side": torch.stack(side),
             "col": (cells % g).expand(len(items), n), "row": (cells // g).expand(len(items), n)}
 
 
@@ -360,6 +383,7 @@ def main() -> int:
     ap.add_argument("--bench", type=int, default=0, help="only time this many steps")
     ap.add_argument("--binding-weight", type=float, default=1.0, help="binding / left-right questions this many times as often")
     ap.add_argument("--aux-position", action="store_true", help="auxiliary per-patch column and row targets")
+    ap.add_argument("--aux-side", action="store_true", help="auxiliary per-patch target: is the object the leftmost, the rightmost or another")
     ap.add_argument("--binding-max-objects", type=int, default=scenes.MAX_OBJECTS, help="binding and left/right questions only about scenes of at most this many objects")
     ap.add_argument("--left-right-wording", choices=["side-last", "side-first", "attribute"], default="side-last", help="where the side word stands in left/right questions")
     ap.add_argument("--left-right-same-row", action="store_true", help="left/right questions only about two objects side by side (one row of cells)")
@@ -412,7 +436,7 @@ def main() -> int:
     log(f"tokenizer: {len(tok)} ids; model: {n_params / 1e6:.3f} M parameters; "
         f"transformers {transformers.__version__}, torch {torch.__version__}")
 
-    aux = AuxHeads(args.vision_hidden, position=args.aux_position)
+    aux = AuxHeads(args.vision_hidden, position=args.aux_position, side=args.aux_side)
     # optionally: column and row probes on the projector's output (the language model's input),
     # weighted throughout stage 2, so the projector keeps where each patch is
     proj_pos = torch.nn.ModuleDict({"col": torch.nn.Linear(args.hidden, scenes.GRID), "row": torch.nn.Linear(args.hidden, scenes.GRID)})
