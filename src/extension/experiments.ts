@@ -22,7 +22,15 @@ import type { SidecarClient } from "./sidecarClient";
 const PREVIEW_DEBOUNCE_MS = 400;
 
 export class Experiments implements vscode.Disposable {
-  private preview: { panel: PreviewPanel; doc: vscode.TextDocument; timer?: ReturnType<typeof setTimeout>; cts?: vscode.CancellationTokenSource; version: number } | null = null;
+  private preview: {
+    panel: PreviewPanel;
+    doc: vscode.TextDocument;
+    timer?: ReturnType<typeof setTimeout>;
+    cts?: vscode.CancellationTokenSource;
+    version: number;
+    /** The file the user opened the preview for: only its confirmation is asked for unprompted. */
+    asked: string;
+  } | null = null;
   private readonly confirmed = new Set<string>();
   private readonly disposables: vscode.Disposable[] = [];
 
@@ -51,10 +59,11 @@ export class Experiments implements vscode.Disposable {
     if (!doc) return;
     if (this.preview) {
       this.preview.doc = doc;
+      this.preview.asked = doc.uri.fsPath;
       this.preview.panel.panel.reveal(vscode.ViewColumn.Beside, true);
     } else {
       const panel = this.panels.createPreview(doc.uri.fsPath);
-      this.preview = { panel, doc, version: 0 };
+      this.preview = { panel, doc, version: 0, asked: doc.uri.fsPath };
       panel.panel.onDidDispose(() => {
         this.preview?.cts?.cancel();
         if (this.preview?.timer) clearTimeout(this.preview.timer);
@@ -162,8 +171,9 @@ export class Experiments implements vscode.Disposable {
       });
       return;
     }
-    if (!(await this.allowed(file, experiment))) {
-      p.panel.post({ type: "status", state: "error", message: "The preview needs your confirmation to read paths outside the workspace." });
+    // a preview that merely followed the active editor never pops a dialog by itself
+    if (!(await this.allowed(file, experiment, p.asked === file))) {
+      p.panel.post({ type: "status", state: "error", message: `${path.basename(file)} names paths outside the workspace (or the workspace is not trusted): run "Logit Lens: Open Preview to the Side" on it to allow them.` });
       return;
     }
     p.cts?.cancel();
@@ -188,13 +198,14 @@ export class Experiments implements vscode.Disposable {
   }
 
   /** The user's consent for untrusted workspaces and for paths outside the workspace. */
-  private async allowed(file: string, experiment: LensExperiment): Promise<boolean> {
+  private async allowed(file: string, experiment: LensExperiment, ask = true): Promise<boolean> {
     const folders = (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath);
     const outside = pathsOutside(experimentPaths(experiment, file), folders);
     const untrusted = !vscode.workspace.isTrusted;
     if (!outside.length && !untrusted) return true;
     const key = `${file}\n${untrusted}\n${outside.map((o) => o.path).join("\n")}`;
     if (this.confirmed.has(key)) return true;
+    if (!ask) return false;
     const lines = outside.map((o) => `${o.role}: ${o.path}`);
     const detail = [
       untrusted ? "This workspace is not trusted; the experiment file decides which model runs and which files are read and written." : "",

@@ -78,8 +78,10 @@ async function command(title: string): Promise<void> {
   const input = page.locator(".quick-input-widget input.input");
   await input.waitFor({ state: "visible" });
   await input.fill(`>${title}`);
-  await page.locator(".quick-input-list .monaco-list-row", { hasText: title }).first().waitFor();
-  await input.press("Enter");
+  // click the command's own row: Enter would run the highlighted one, which may be a recently used other command
+  const row = page.locator(".quick-input-list .monaco-list-row", { hasText: title }).first();
+  await row.waitFor();
+  await row.click();
 }
 
 describe.skipIf(missing.length > 0)("the extension in code-server, driven through Chromium", () => {
@@ -273,5 +275,35 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     await expect.poll(() => created().length, { timeout: 15_000 }).toBe(1);
     const csv = fs.readFileSync(path.join(workspace, created()[0]), "utf8");
     expect(csv).toBe(fs.readFileSync(path.join(results, "aggregates.csv"), "utf8"));
+  }, 300_000);
+  it("an experiment that reads a file outside the workspace runs only after the user allows it", async () => {
+    onTestFailed(() => shot("failed-outside"));
+    const outside = fs.mkdtempSync(path.join(os.tmpdir(), "lens-outside-"));
+    fs.copyFileSync(path.join(workspace, "scene.png"), path.join(outside, "far.png"));
+    const file = path.join(workspace, "outside.lens.json");
+    fs.writeFileSync(file, `${JSON.stringify({ ...STUDY("triangle"), inputs: [{ images: path.join(outside, "far.png") }] }, null, 2)}\n`);
+    // open it from the Explorer (which also takes the focus away from the comparison's webview)
+    const row = page.locator(".explorer-folders-view .monaco-list-row", { hasText: "outside.lens.json" });
+    await row.waitFor({ timeout: 30_000 });
+    await row.dblclick();
+    await page.locator(".monaco-editor .view-lines", { hasText: "far.png" }).first().waitFor();
+    const results = path.join(workspace, "outside.results");
+
+    // the first time, Cancel: nothing runs
+    await command("Logit Lens: Run Experiment");
+    const dialog = page.locator(".monaco-dialog-box");
+    await dialog.waitFor({ state: "visible", timeout: 30_000 });
+    expect(await dialog.textContent()).toContain(path.join(outside, "far.png"));
+    await shot("09-outside-confirm");
+    await dialog.locator(".monaco-button", { hasText: "Cancel" }).click();
+    await dialog.waitFor({ state: "hidden" });
+    await page.waitForTimeout(1500);
+    expect(fs.existsSync(results)).toBe(false);
+
+    // then Allow: it runs
+    await command("Logit Lens: Run Experiment");
+    await dialog.waitFor({ state: "visible", timeout: 30_000 });
+    await dialog.locator(".monaco-button", { hasText: "Allow" }).click();
+    await expect.poll(() => fs.existsSync(path.join(results, "aggregates.json")), { timeout: 120_000 }).toBe(true);
   }, 300_000);
 });
