@@ -10,13 +10,14 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { SEGMENTS, type LensRecord } from "../../src/shared/lensRecord";
+import type { LensRecord } from "../../src/shared/lensRecord";
 import { assertLensRecord } from "../../src/shared/validateRecord";
 import { mropePositions } from "../../src/sidecar/arch/qwen2vl";
 import { pythonRound, smartResize } from "../../src/sidecar/image/qwen2vlProcessor";
 import { runLens } from "../../src/sidecar/lens/runLens";
 import { LoadedModel } from "../../src/sidecar/model/loadedModel";
 import { maxAbsDiff, relativeError } from "../helpers/fixtures";
+import { expectImageAttentionMatches, expectLensMatches } from "../helpers/lensParity";
 
 const ROOT = path.resolve(__dirname, "../fixtures/qwen2vl-tiny");
 const MODEL_DIR = path.join(ROOT, "model");
@@ -193,41 +194,12 @@ describe.each(cases.map((c) => [c.case, c] as [string, QwenCase]))("qwen2vl-tiny
     });
 
     it("attention mass on the image tokens per layer, head and prompt query matches transformers' attentions (<= 1e-5)", async () => {
-      const r = await getRecord();
-      const ref = tensor(c.attention_image_mass);
-      const [L, nH, S] = c.attention_image_mass.shape;
-      const P = r.positions.length;
-      const G = SEGMENTS.length;
-      const image = SEGMENTS.indexOf("image");
-      let worst = 0;
-      for (let l = 0; l < L; l++)
-        for (let h = 0; h < nH; h++)
-          for (let q = 0; q < S; q++) worst = Math.max(worst, Math.abs(r.attention.mass.data[((l * nH + h) * P + q) * G + image] - ref[(l * nH + h) * S + q]));
-      console.log(`qwen2vl-tiny/${c.case} image attention mass max abs error: ${worst.toExponential(2)}`);
-      expect(worst).toBeLessThanOrEqual(1e-5);
+      expectImageAttentionMatches(await getRecord(), tensor(c.attention_image_mass), c.attention_image_mass.shape, `qwen2vl-tiny/${c.case}`);
     });
 
     it("lens statistics match transformers' (probabilities, entropy, KL, cosine within 1e-4; top-k ids up to near ties)", async () => {
-      const r = await getRecord();
-      const errors = {
-        topkProb: maxAbsDiff(r.lens.topkProbs.data, tensor(c.lens.topk_probs)),
-        entropy: maxAbsDiff(r.lens.entropy.data, tensor(c.lens.entropy)),
-        kl: maxAbsDiff(r.lens.kl.data, tensor(c.lens.kl)),
-        cosine: maxAbsDiff(r.lens.cosine.data, tensor(c.lens.cosine)),
-      };
-      console.log(`qwen2vl-tiny/${c.case} lens max abs error: ${Object.entries(errors).map(([k, v]) => `${k} ${v.toExponential(2)}`).join(", ")}`);
-      for (const e of Object.values(errors)) expect(e).toBeLessThanOrEqual(BOUND);
-      const refIds = tensor(c.lens.topk_ids);
-      const refProbs = tensor(c.lens.topk_probs);
-      let swapped = 0;
-      r.lens.topkIds.data.forEach((id, i) => {
-        if (id === refIds[i]) return;
-        // Only where transformers' own probabilities tie (the order of equal values is arbitrary).
-        const tied = [i - 1, i + 1].some((j) => j >= 0 && j < refProbs.length && Math.floor(j / c.lens.top_k) === Math.floor(i / c.lens.top_k) && Math.abs(refProbs[j] - refProbs[i]) <= 2e-6);
-        expect(tied, `top-k entry ${i}`).toBe(true);
-        swapped++;
-      });
-      expect(swapped).toBeLessThanOrEqual(8);
+      const ref = { topK: c.lens.top_k, topkIds: tensor(c.lens.topk_ids), topkProbs: tensor(c.lens.topk_probs), entropy: tensor(c.lens.entropy), kl: tensor(c.lens.kl), cosine: tensor(c.lens.cosine) };
+      expectLensMatches(await getRecord(), ref, `qwen2vl-tiny/${c.case}`, BOUND);
     });
   });
 });
