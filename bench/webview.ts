@@ -24,6 +24,7 @@ import { createRequire } from "node:module";
 import type { AddressInfo } from "node:net";
 import * as path from "node:path";
 import { panelHtml } from "../src/webview/html";
+import { DARK_PLUS } from "../src/webview/darkPlus";
 import { syntheticRecord } from "./syntheticRecord";
 
 // playwright-core is loaded from node_modules at run time: bundled, it cannot find its own files.
@@ -47,19 +48,8 @@ const HOVER_TARGET_MS = 16;
 
 /** VS Code's Dark+ variables, set on <html> the way VS Code does, so the page looks like a panel. */
 const THEME: Record<string, string> = {
-  "--vscode-foreground": "#cccccc",
-  "--vscode-editor-background": "#1e1e1e",
-  "--vscode-descriptionForeground": "#9d9d9d",
-  "--vscode-panel-border": "#80808059",
-  "--vscode-focusBorder": "#007fd4",
-  "--vscode-errorForeground": "#f48771",
-  "--vscode-charts-blue": "#3794ff",
-  "--vscode-charts-red": "#f14c4c",
-  "--vscode-charts-green": "#89d185",
-  "--vscode-charts-yellow": "#cca700",
-  "--vscode-charts-orange": "#d18616",
-  "--vscode-charts-purple": "#b180d7",
-  "--vscode-charts-foreground": "#cccccc",
+  ...DARK_PLUS,
+  // what VS Code also sets, for the controls (the panel itself does not read these)
   "--vscode-button-foreground": "#ffffff",
   "--vscode-button-background": "#0e639c",
   "--vscode-button-hoverBackground": "#1177bb",
@@ -74,9 +64,6 @@ const THEME: Record<string, string> = {
   "--vscode-list-hoverBackground": "#2a2d2e",
   "--vscode-badge-background": "#4d4d4d",
   "--vscode-badge-foreground": "#ffffff",
-  "--vscode-font-family": "system-ui, sans-serif",
-  "--vscode-font-size": "13px",
-  "--vscode-editor-font-family": "monospace",
 };
 
 function serve(nonce: string): Promise<http.Server> {

@@ -3,6 +3,7 @@
  * properties; canvas drawing and exported SVG need concrete colours, so they are read once per
  * render (and again when the theme changes) into a Palette. Fallbacks are VS Code's Dark+ values.
  */
+import { DARK_PLUS } from "./darkPlus";
 import { colorRamp, flatten, parseCssColor, type Rgba, toHex } from "./color";
 import type { Segment } from "../shared/lensRecord";
 
@@ -28,34 +29,15 @@ export interface Palette {
   series: string[];
 }
 
-const FALLBACK: Record<string, string> = {
-  "--vscode-foreground": "#cccccc",
-  "--vscode-editor-background": "#1e1e1e",
-  "--vscode-descriptionForeground": "#9d9d9d",
-  "--vscode-panel-border": "#80808059",
-  "--vscode-focusBorder": "#007fd4",
-  "--vscode-editor-selectionBackground": "#264f78",
-  "--vscode-errorForeground": "#f48771",
-  "--vscode-charts-blue": "#3794ff",
-  "--vscode-charts-red": "#f14c4c",
-  "--vscode-charts-green": "#89d185",
-  "--vscode-charts-yellow": "#cca700",
-  "--vscode-charts-orange": "#d18616",
-  "--vscode-charts-purple": "#b180d7",
-  "--vscode-charts-foreground": "#cccccc",
-  "--vscode-font-family": "system-ui, sans-serif",
-  "--vscode-editor-font-family": "monospace",
-  "--vscode-font-size": "13px",
-};
 
 export function readPalette(root: Element = document.documentElement): Palette {
   const style = getComputedStyle(root);
   const bodyStyle = document.body ? getComputedStyle(document.body) : style;
-  const raw = (name: string): string => style.getPropertyValue(name).trim() || bodyStyle.getPropertyValue(name).trim() || FALLBACK[name] || "";
-  const background = parseCssColor(raw("--vscode-editor-background")) ?? (parseCssColor(FALLBACK["--vscode-editor-background"]) as Rgba);
+  const raw = (name: string): string => style.getPropertyValue(name).trim() || bodyStyle.getPropertyValue(name).trim() || DARK_PLUS[name] || "";
+  const background = parseCssColor(raw("--vscode-editor-background")) ?? (parseCssColor(DARK_PLUS["--vscode-editor-background"]) as Rgba);
   // Theme colours may carry alpha; canvas and export want them flat over the background.
   const color = (name: string): string => {
-    const c = parseCssColor(raw(name)) ?? parseCssColor(FALLBACK[name] ?? "#888888");
+    const c = parseCssColor(raw(name)) ?? parseCssColor(DARK_PLUS[name] ?? "#888888");
     return c ? toHex(flatten(c, background)) : "#888888";
   };
   const rgb = (name: string): Rgba => parseCssColor(color(name)) as Rgba;
