@@ -4,7 +4,7 @@ import * as path from "node:path";
 
 export const FIXTURES = path.resolve(__dirname, "../fixtures/models");
 
-interface TensorRef {
+export interface TensorRef {
   file: string;
   shape: number[];
 }
@@ -50,11 +50,25 @@ export function listCases(): ReferenceCase[] {
 }
 
 export function readTensor(c: ReferenceCase, ref: TensorRef): Float32Array {
-  const buf = fs.readFileSync(path.join(path.dirname(c.caseFile), ref.file));
+  return readTensorIn(path.dirname(c.caseFile), ref);
+}
+
+/** A float32 tensor a reference script wrote beside its case files; its length must match the shape. */
+export function readTensorIn(dir: string, ref: TensorRef): Float32Array {
+  const buf = fs.readFileSync(path.join(dir, ref.file));
   const expected = ref.shape.reduce((a, b) => a * b, 1);
   const arr = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
   if (arr.length !== expected) throw new Error(`${ref.file}: ${arr.length} floats, shape says ${expected}`);
   return arr;
+}
+
+/** Every *.json case in a folder, sorted by file name. */
+export function readCaseFiles<T>(dir: string): T[] {
+  return fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith(".json"))
+    .sort()
+    .map((f) => JSON.parse(fs.readFileSync(path.join(dir, f), "utf8")) as T);
 }
 
 /** max |a - b| / max |b|: the error relative to the tensor's scale (elementwise ratios blow up near zero). */

@@ -16,17 +16,13 @@ import { idefics3PromptText } from "../../src/sidecar/arch/idefics3";
 import { longestEdgeSize, tileMultipleSize } from "../../src/sidecar/image/idefics3Processor";
 import { runLens } from "../../src/sidecar/lens/runLens";
 import { LoadedModel } from "../../src/sidecar/model/loadedModel";
-import { maxAbsDiff, relativeError } from "../helpers/fixtures";
+import { maxAbsDiff, readCaseFiles, readTensorIn, relativeError, type TensorRef } from "../helpers/fixtures";
 import { expectImageAttentionMatches, expectLensMatches } from "../helpers/lensParity";
 
 const ROOT = path.resolve(__dirname, "../fixtures/idefics3-tiny");
 const MODEL_DIR = path.join(ROOT, "model");
 const CASES_DIR = path.join(ROOT, "cases");
 
-interface TensorRef {
-  file: string;
-  shape: number[];
-}
 interface IdeficsCase {
   case: string;
   prompt: string;
@@ -53,18 +49,9 @@ interface IdeficsCase {
   lens: { ids: number[]; top_k: number; topk_ids: TensorRef; topk_probs: TensorRef; entropy: TensorRef; kl: TensorRef; cosine: TensorRef };
 }
 
-const cases: IdeficsCase[] = fs
-  .readdirSync(CASES_DIR)
-  .filter((f) => f.endsWith(".json"))
-  .sort()
-  .map((f) => JSON.parse(fs.readFileSync(path.join(CASES_DIR, f), "utf8")) as IdeficsCase);
+const cases = readCaseFiles<IdeficsCase>(CASES_DIR);
 
-function tensor(ref: TensorRef): Float32Array {
-  const buf = fs.readFileSync(path.join(CASES_DIR, ref.file));
-  const out = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
-  expect(out.length).toBe(ref.shape.reduce((a, b) => a * b, 1));
-  return out;
-}
+const tensor = (ref: TensorRef): Float32Array => readTensorIn(CASES_DIR, ref);
 
 let model: Promise<LoadedModel> | undefined;
 const open = () => (model ??= LoadedModel.open(MODEL_DIR, { device: "cpu" }));
