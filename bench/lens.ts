@@ -29,6 +29,8 @@ interface SideResult {
   ms: number;
   peakRssMiB: number;
   tokens: number[];
+  /** Our side only: median milliseconds per stage of the record's timings. */
+  stages?: Record<string, number>;
 }
 
 async function child(modelDir: string, threadCount: number): Promise<void> {
@@ -36,12 +38,13 @@ async function child(modelDir: string, threadCount: number): Promise<void> {
   const once = async () => {
     const t0 = performance.now();
     const r = await runLens(model, { prompt: BENCH_PROMPT, image: BENCH_IMAGE, settings: { positions: "afterImage", topK: 10, maxNewTokens: 8 } });
-    return { ms: performance.now() - t0, tokens: r.generation.ids };
+    return { ms: performance.now() - t0, tokens: r.generation.ids, timings: r.timings };
   };
   await once();
-  const results = [];
+  const results: Awaited<ReturnType<typeof once>>[] = [];
   for (let i = 0; i < runs; i++) results.push(await once());
-  const out: SideResult = { ms: median(results.map((r) => r.ms)), peakRssMiB: process.resourceUsage().maxRSS / 1024, tokens: results[0].tokens };
+  const stages = Object.fromEntries(Object.keys(results[0].timings).map((k) => [k, median(results.map((r) => r.timings[k] ?? 0))]));
+  const out: SideResult = { ms: median(results.map((r) => r.ms)), peakRssMiB: process.resourceUsage().maxRSS / 1024, tokens: results[0].tokens, stages };
   process.stdout.write(JSON.stringify(out) + "\n");
   await model.dispose();
 }
@@ -53,6 +56,7 @@ function main(): void {
   const o = JSON.parse(ours.stdout.trim().split("\n").pop()!) as SideResult;
   console.log(`model: ${modelDir}; 8 new tokens, lens at every layer for the prompt tail and each generated token`);
   console.log(`ours (full LensRecord)          ${o.ms.toFixed(0).padStart(7)} ms   peak RSS ${o.peakRssMiB.toFixed(0)} MiB`);
+  console.log(`  stages (median ms): ${Object.entries(o.stages ?? {}).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(", ")}`);
 
   const py = spawnSync("python3", [path.join(ROOT, "bench/hf_lens.py"), modelDir, BENCH_IMAGE, BENCH_PROMPT, String(runs), String(threads)], { encoding: "utf8" });
   if (py.status !== 0) {

@@ -11,8 +11,8 @@
  *            tracked_prob, tracked_rank [L+1, K, M]
  *
  * Ranks are 1-based positions in a stable descending sort of each row's logits (ties go to
- * the lower id). They are computed for every token at once: sort each row (TopK with k = V),
- * then invert the permutation with ScatterElements, so any id's rank is one gather away.
+ * the lower id), computed for the queried ids only and without sorting the vocabulary
+ * (exactRanks below): a full sort per row was two thirds of a lens run.
  */
 import { type GraphCtx, param, rmsNorm } from "./blocks";
 
@@ -56,40 +56,121 @@ export function buildLensGraph(ctx: GraphCtx, spec: LensHeadSpec): void {
   const cosine = b.op("Div", [dot, b.op("Max", [b.op("Mul", [norm(states), norm(last)]), b.f32(1e-8)])]);
   b.output(cosine, "cosine", "float32", [L + 1, "positions"]);
 
-  // rankOf[r, id] = 1 + position of id in row r's stable descending order.
-  const vocab = b.op("Slice", [b.op("Shape", [logits]), b.i64(1), b.i64(2)]);
-  const [, order] = b.opMulti("TopK", [logits, vocab], 2, { axis: -1, largest: 1, sorted: 1 }, "sort");
-
-  // The top-k is the head of that same order, so top-k and ranks always agree, ties included.
-  const topI = b.op("Slice", [order, b.i64(0), topK, b.i64(1)], {}, "head_of_order");
+  // The top-k is a heap selection (ties to the lower id, the order the ranks use).
+  const [, topI] = b.opMulti("TopK", [logits, topK], 2, { axis: -1, largest: 1, sorted: 1 }, "topk");
   const topP = b.op("GatherElements", [probs, topI], { axis: 1 }, "head_probs");
   const kShape = b.op("Concat", [b.i64(L + 1, -1), topK], { axis: 0 });
   b.output(b.op("Reshape", [topP, kShape]), "topk_probs", "float32", [L + 1, "positions", "k"]);
   b.output(b.op("Reshape", [topI, kShape]), "topk_ids", "int64", [L + 1, "positions", "k"]);
-  const ladder = b.op("Expand", [b.op("Unsqueeze", [b.op("Range", [b.i64Scalar(0), b.i64Scalar(V), b.i64Scalar(1)]), b.i64(0)]), b.op("Shape", [logits])]);
-  const rankOf = b.op("Add", [b.op("ScatterElements", [ladder, order, ladder], { axis: 1 }), b.i64Scalar(1)], {}, "rank_of");
 
   const positions = b.op("Slice", [b.op("Shape", [states]), b.i64(1), b.i64(2)]);
 
-  // Per-row lookups: `ids` is [L+1, K, X] -> [R, X] for GatherElements over the vocabulary axis.
-  const lookup = (ids: string, name: string, dims: (number | string)[]) => {
-    // An explicit row count: Reshape cannot infer -1 when X is 0 (no tracked tokens).
-    const rowCount = b.op("Mul", [b.i64(L + 1), positions]);
-    // allowzero: a 0 in these shapes is a real zero-sized axis, not "copy the input's dim".
-    const flat = b.op("Reshape", [ids, b.op("Concat", [rowCount, b.op("Slice", [b.op("Shape", [ids]), b.i64(2), b.i64(3)])], { axis: 0 })], { allowzero: 1 });
-    const shape = b.op("Shape", [ids]);
-    b.output(b.op("Reshape", [b.op("GatherElements", [probs, flat], { axis: 1 }), shape], { allowzero: 1 }), `${name}_prob`, "float32", dims);
-    b.output(b.op("Reshape", [b.op("GatherElements", [rankOf, flat], { axis: 1 }), shape], { allowzero: 1 }), `${name}_rank`, "int64", dims);
-  };
-
-  // Targets: -1 means the final layer's top-1 (ArgMax keeps the first maximum, like the sort).
+  // Targets: -1 means the final layer's top-1 (ArgMax keeps the first maximum, like the ranks).
   const finalLogits = b.op("Slice", [byLayer(logits, V), b.i64(L), b.i64(L + 1), b.i64(0)]);
   const finalTop1 = b.op("ArgMax", [b.op("Squeeze", [finalLogits, b.i64(0)])], { axis: -1, keepdims: 1 });
   const targets = b.op("Where", [b.op("Less", [targetIds, b.i64Scalar(0)]), b.op("Expand", [finalTop1, b.op("Shape", [targetIds])]), targetIds]);
   b.output(targets, "targets", "int64", ["positions", "targets"]);
-  const layersOf = (x: string) => b.op("Expand", [b.op("Unsqueeze", [x, b.i64(0)]), b.op("Concat", [b.i64(L + 1), b.op("Shape", [x])], { axis: 0 })]);
-  lookup(layersOf(targets), "target", [L + 1, "positions", "targets"]);
 
-  const trackedGrid = b.op("Expand", [b.op("Reshape", [trackedIds, b.i64(1, 1, -1)]), b.op("Concat", [b.i64(L + 1), positions, b.op("Shape", [trackedIds])], { axis: 0 })]);
-  lookup(trackedGrid, "tracked", [L + 1, "positions", "tracked"]);
+  // One query row per (layer, position): its targets, then the tracked ids. An explicit row
+  // count, and allowzero, because the tracked axis may be 0 (no tracked tokens).
+  const rowCount = b.op("Mul", [b.i64(L + 1), positions]);
+  const targetRows = b.op("Reshape", [
+    b.op("Expand", [b.op("Unsqueeze", [targets, b.i64(0)]), b.op("Concat", [b.i64(L + 1), b.op("Shape", [targets])], { axis: 0 })]),
+    b.op("Concat", [rowCount, b.i64(-1)], { axis: 0 }),
+  ]);
+  const trackedCount = b.op("Shape", [trackedIds]);
+  const trackedRows = b.op("Reshape", [b.op("Expand", [b.op("Unsqueeze", [trackedIds, b.i64(0)]), b.op("Concat", [rowCount, trackedCount], { axis: 0 })]), b.op("Concat", [rowCount, trackedCount], { axis: 0 })], { allowzero: 1 });
+  const queries = b.op("Concat", [targetRows, trackedRows], { axis: 1 });
+  const ranks = exactRanks(ctx, logits, queries, V);
+  const queryProbs = b.op("GatherElements", [probs, queries], { axis: 1 });
+
+  const targetCount = b.op("Slice", [b.op("Shape", [targetIds]), b.i64(1), b.i64(2)]);
+  const split = (x: string, name: string, type: "float32" | "int64") => {
+    const part = (from: string, to: string, count: string) =>
+      b.op("Reshape", [b.op("Slice", [x, from, to, b.i64(1)]), b.op("Concat", [b.i64(L + 1), positions, count], { axis: 0 })], { allowzero: 1 });
+    const total = b.op("Slice", [b.op("Shape", [x]), b.i64(1), b.i64(2)]);
+    b.output(part(b.i64(0), targetCount, targetCount), `target_${name}`, type, [L + 1, "positions", "targets"]);
+    b.output(part(targetCount, total, trackedCount), `tracked_${name}`, type, [L + 1, "positions", "tracked"]);
+  };
+  split(queryProbs, "prob", "float32");
+  split(ranks, "rank", "int64");
+}
+
+/**
+ * rank[r, n] = 1 + #{ j : logits[r, j] > x } + #{ j < q : logits[r, j] == x }, for q =
+ * queries[r, n] and x = logits[r, q]: the 1-based position of q in row r's stable descending
+ * order, exactly, in a few linear passes per row instead of a sort.
+ *
+ * Every vocabulary entry j is bucketed by value into one of B = V uniform bins (monotone in
+ * the value: a higher bin means a higher value, an equal value the same bin). With the queries
+ * sorted ascending in that same order (value, then id descending), let c_j be the number of
+ * queries that j comes before: all queries in lower bins, plus those in j's own bin that it
+ * beats. Only entries that share a bin with some query (a few per query) need that last,
+ * exact comparison; they are picked out with NonZero. A histogram of c then gives, for the
+ * i-th query, the entries that come before it: those with c_j > i.
+ */
+export function exactRanks(ctx: GraphCtx, logits: string, queries: string, V: number): string {
+  const { b } = ctx;
+  const B = V;
+  // Index arithmetic in int32 (half the memory traffic of int64); sizes stay far below 2^31.
+  const int32 = (x: string) => b.op("Cast", [x], { to: 6 });
+  const int64 = (x: string) => b.op("Cast", [x], { to: 7 });
+  const rows = b.op("Slice", [b.op("Shape", [logits]), b.i64(0), b.i64(1)]);
+  const lo = b.op("ReduceMin", [logits], { axes: [1], keepdims: 1 });
+  const hi = b.op("ReduceMax", [logits], { axes: [1], keepdims: 1 });
+  const scale = b.op("Div", [b.f32(B), b.op("Max", [b.op("Sub", [hi, lo]), b.f32(1e-30)])]);
+  const bin = b.op("Min", [int32(b.op("Floor", [b.op("Mul", [b.op("Sub", [logits, lo]), scale])])), b.i32Scalar(B - 1)], {}, "bin");
+
+  // Queries in (value, then id descending) ascending order: order by id descending first, then
+  // a stable ascending sort by value keeps that order among equal values.
+  const n = b.op("Slice", [b.op("Shape", [queries]), b.i64(1), b.i64(2)]);
+  const [, byId] = b.opMulti("TopK", [queries, n], 2, { axis: -1, largest: 1, sorted: 1 });
+  const [, byValue] = b.opMulti("TopK", [b.op("GatherElements", [logits, b.op("GatherElements", [queries, byId], { axis: 1 })], { axis: 1 }), n], 2, { axis: -1, largest: 0, sorted: 1 });
+  const perm = b.op("GatherElements", [byId, byValue], { axis: 1 }, "query_order");
+  const sortedIds = b.op("GatherElements", [queries, perm], { axis: 1 });
+  const sortedValues = b.op("GatherElements", [logits, sortedIds], { axis: 1 });
+  const sortedBins = b.op("GatherElements", [bin, sortedIds], { axis: 1 });
+
+  const filled = (value: string, shape: string) => b.op("Expand", [value, shape]);
+  const countInto = (shape: string, at: string) => b.op("ScatterElements", [filled(b.i32Scalar(0), shape), at, filled(b.i32Scalar(1), b.op("Shape", [at]))], { axis: 1, reduction: "add" });
+  const queriesIn = countInto(b.op("Concat", [rows, b.i64(B)], { axis: 0 }), sortedBins);
+  const queriesBelow = b.op("CumSum", [queriesIn, b.i64Scalar(1)], { exclusive: 1 }, "queries_below");
+
+  // Every entry comes before the queries of lower bins: c0_j = queriesBelow[bin_j].
+  const below = b.op("GatherElements", [queriesBelow, bin], { axis: 1 });
+  const hist0 = countInto(b.op("Concat", [rows, b.op("Add", [n, b.i64(1)])], { axis: 0 }), below);
+
+  // Entries sharing a bin with a query, against that bin's queries (at most C of them, which
+  // sit together in the sorted order starting at queriesBelow).
+  const sharing = b.op("GatherElements", [queriesIn, bin], { axis: 1 });
+  const at = b.op("Transpose", [b.op("NonZero", [b.op("Greater", [sharing, b.i32Scalar(0)])])], { perm: [1, 0] }, "shared_bins");
+  const pick = (x: string) => b.op("GatherND", [x, at]);
+  const candidateBelow = pick(below);
+  const candidateIn = pick(sharing);
+  const C = b.op("ReduceMax", [queriesIn], { keepdims: 0 }, "bin_capacity");
+  const slots = b.op("Range", [b.i32Scalar(0), C, b.i32Scalar(1)]);
+  const lastQuery = b.op("Sub", [int32(b.op("Squeeze", [n, b.i64(0)])), b.i32Scalar(1)]);
+  const queryAt = b.op("Min", [b.op("Add", [b.op("Unsqueeze", [candidateBelow, b.i64(1)]), slots]), lastQuery]);
+  const pairs = b.op("Concat", [
+    b.op("Expand", [b.op("Unsqueeze", [b.op("Slice", [at, b.i64(0), b.i64(1), b.i64(1)]), b.i64(2)]), b.op("Concat", [b.op("Shape", [queryAt]), b.i64(1)], { axis: 0 })]),
+    int64(b.op("Unsqueeze", [queryAt, b.i64(2)])),
+  ], { axis: 2 });
+  const queryValue = b.op("GatherND", [sortedValues, pairs]);
+  const queryId = int32(b.op("GatherND", [sortedIds, pairs]));
+  const value = b.op("Unsqueeze", [pick(logits), b.i64(1)]);
+  const id = int32(b.op("Slice", [at, b.i64(1), b.i64(2), b.i64(1)]));
+  const valid = b.op("Less", [slots, b.op("Unsqueeze", [candidateIn, b.i64(1)])]);
+  const beats = b.op("And", [valid, b.op("Or", [b.op("Less", [queryValue, value]), b.op("And", [b.op("Equal", [queryValue, value]), b.op("Greater", [queryId, id])])])]);
+  const inBin = b.op("ReduceSum", [b.op("Cast", [beats], { to: 6 }), b.i64(1)], { keepdims: 0 });
+
+  // Move each such entry from c0 to c0 + inBin in the histogram.
+  const rowOf = b.op("Slice", [at, b.i64(0), b.i64(1), b.i64(1)]);
+  const moveFrom = b.op("Concat", [rowOf, int64(b.op("Unsqueeze", [candidateBelow, b.i64(1)]))], { axis: 1 });
+  const moveTo = b.op("Concat", [rowOf, int64(b.op("Unsqueeze", [b.op("Add", [candidateBelow, inBin]), b.i64(1)]))], { axis: 1 });
+  const ones = filled(b.i32Scalar(1), b.op("Shape", [inBin]));
+  const hist = b.op("ScatterND", [b.op("ScatterND", [hist0, moveFrom, b.op("Neg", [ones])], { reduction: "add" }), moveTo, ones], { reduction: "add" });
+
+  const ahead = b.op("CumSum", [hist, b.i64Scalar(1)], { exclusive: 1, reverse: 1 });
+  const sortedRanks = int64(b.op("Add", [b.op("Slice", [ahead, b.i64(0), n, b.i64(1)]), b.i32Scalar(1)]));
+  return b.op("ScatterElements", [filled(b.i64Scalar(0), b.op("Shape", [queries])), perm, sortedRanks], { axis: 1 }, "ranks");
 }

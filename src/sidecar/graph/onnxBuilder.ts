@@ -100,14 +100,16 @@ export class GraphBuilder {
   }
 
   /** A small inline constant; identical constants are shared. */
-  constant(type: "float32" | "int64", values: ArrayLike<number>, dims: number[] = [values.length]): string {
+  constant(type: "float32" | "int64" | "int32", values: ArrayLike<number>, dims: number[] = [values.length]): string {
     const key = `${type}|${dims.join(",")}|${Array.from(values).join(",")}`;
     const cached = this.constCache.get(key);
     if (cached) return cached;
     const bytes =
       type === "float32"
         ? new Uint8Array(Float32Array.from(values).buffer)
-        : new Uint8Array(BigInt64Array.from(Array.from(values, (v) => BigInt(v))).buffer);
+        : type === "int32"
+          ? new Uint8Array(Int32Array.from(values).buffer)
+          : new Uint8Array(BigInt64Array.from(Array.from(values, (v) => BigInt(v))).buffer);
     const name = this.fresh(`const_${type}`);
     this.initializers.push({ name, dims, dataType: ELEM_TYPE_CODE[type], rawData: bytes });
     this.constCache.set(key, name);
@@ -120,6 +122,10 @@ export class GraphBuilder {
 
   i64(...values: number[]): string {
     return this.constant("int64", values, [values.length]);
+  }
+
+  i32Scalar(value: number): string {
+    return this.constant("int32", [value], []);
   }
 
   i64Scalar(value: number): string {
