@@ -7,17 +7,18 @@
  *            image_features [N, hidden] when the model has a vision tower
  *   outputs  hidden_states [L+1, K, hidden] in transformers' convention (entry 0 = embeddings,
  *            entry i = output of block i-1, entry L = final_norm(output of block L-1)),
- *            logits [K, vocab], present_key.{i} / present_value.{i} [kvHeads, P+S, headDim],
+ *            present_key.{i} / present_value.{i} [kvHeads, P+S, headDim],
  *            attention_mass [L, heads, K, G]: each analysed query's attention per key segment,
- *            image_attention [L, K, NI]: head-averaged attention on the listed image keys,
- *            lens_topk_ids [L+1, K, k]: each layer's top-k ids (k = lens_top_k input, [1] int64)
+ *            image_attention [L, K, NI]: head-averaged attention on the listed image keys
  *   more inputs  key_segments [P+S, G] one-hot segment of every key, image_key_positions [NI],
  *            head_mask [L, heads] (1 keeps a head, 0 zeroes its output before o_proj)
- * `output_positions` picks which of the S positions report hidden states and logits, so a
- * decode step asks for one row and a parity run for all of them.
+ * `output_positions` picks which of the S positions report hidden states, so a decode step
+ * asks for one row and a parity run for all of them. The decoder has no unembedding: the lens
+ * graph (graph/lensGraph.ts) turns hidden states into tokens, so the unembedding matrix is
+ * mapped by one session only.
  */
 import { LensInputError } from "../errors";
-import { type GraphCtx, activation, applyRotary, attentionCore, linear, mergeHeads, multiAxisRotaryTables, param, rawParam, rmsNorm, rotaryTables, splitHeads } from "../graph/blocks";
+import { type GraphCtx, activation, applyRotary, attentionCore, linear, mergeHeads, multiAxisRotaryTables, rawParam, rmsNorm, rotaryTables, splitHeads } from "../graph/blocks";
 import type { LensHeadSpec } from "../graph/lensGraph";
 import { cfgBool, cfgNumber, cfgString, type JsonObject } from "./configUtil";
 
@@ -199,16 +200,6 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
     const normed = rmsNorm(ctx, h, `${names.body}norm.weight`, H, cfg.rmsNormEps);
     collect(normed);
     b.output(b.op("Concat", collected, { axis: 0 }), "hidden_states", "float32", [L + 1, "outputs", H]);
-    const picked = b.op("Gather", [normed, outputPositions], { axis: 0 });
-    b.output(b.op("Gemm", [picked, param(ctx, names.lmHead, [cfg.vocabSize, H])], { transB: 1 }), "logits", "float32", ["outputs", cfg.vocabSize]);
-    // Each layer's top-k ids at the analysed positions: cheap (no sort of the vocabulary), and it
-    // tells the caller which tokens the full lens graph should track, so that graph runs once.
-    const lensTopK = b.input("lens_top_k", "int64", [1]);
-    const stacked = b.op("Concat", collected, { axis: 0 });
-    const early = rmsNorm(ctx, b.op("Slice", [stacked, b.i64(0), b.i64(L), b.i64(0)]), `${names.body}norm.weight`, H, cfg.rmsNormEps);
-    const lensIn = b.op("Reshape", [b.op("Concat", [early, b.op("Slice", [stacked, b.i64(L), b.i64(L + 1), b.i64(0)])], { axis: 0 }), b.i64(-1, H)]);
-    const [, topIds] = b.opMulti("TopK", [b.op("Gemm", [lensIn, param(ctx, names.lmHead, [cfg.vocabSize, H])], { transB: 1 }), lensTopK], 2, { axis: -1, largest: 1, sorted: 1 }, "lens_topk");
-    b.output(b.op("Reshape", [topIds, b.op("Concat", [b.i64(L + 1, -1), lensTopK], { axis: 0 })]), "lens_topk_ids", "int64", [L + 1, "outputs", "k"]);
     b.output(b.op("Concat", attentionMass, { axis: 0 }), "attention_mass", "float32", [L, numHeads, "outputs", "segments"]);
     b.output(b.op("Concat", imageAttention, { axis: 0 }), "image_attention", "float32", [L, "outputs", "image_keys"]);
   });

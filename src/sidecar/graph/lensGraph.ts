@@ -1,11 +1,14 @@
 /**
  * The lens graph: transformers-convention hidden states in, small statistics out. Full
- * vocabulary logits exist only inside the graph.
+ * vocabulary logits exist only inside the graph. It is the model's only unembedding: the
+ * decoder stops at the final norm, so the unembedding matrix is mapped once.
  *
  *   inputs   hidden_states [L+1, K, H]   entry L already final-normed (transformers' convention)
  *            top_k [1] int64
  *            target_ids [K, T] int64     -1 = the final layer's top-1 at that position
  *            tracked_ids [M] int64       tokens whose rank and probability to report (M may be 0)
+ *            full [] bool                false: only topk_ids (a decode step's next token and
+ *                                        the tokens to track); the other outputs are empty
  *   outputs  topk_ids, topk_probs [L+1, K, k]; entropy, kl, cosine [L+1, K];
  *            targets [K, T] (resolved ids); target_prob, target_rank [L+1, K, T];
  *            tracked_prob, tracked_rank [L+1, K, M]
@@ -14,6 +17,7 @@
  * the lower id), computed for the queried ids only and without sorting the vocabulary
  * (exactRanks below): a full sort per row was two thirds of a lens run.
  */
+import type { ElemType } from "./onnxBuilder";
 import { type GraphCtx, param, rmsNorm } from "./blocks";
 
 export interface LensHeadSpec {
@@ -32,36 +36,71 @@ export function buildLensGraph(ctx: GraphCtx, spec: LensHeadSpec): void {
   const topK = b.input("top_k", "int64", [1]);
   const targetIds = b.input("target_ids", "int64", ["positions", "targets"]);
   const trackedIds = b.input("tracked_ids", "int64", ["tracked"]);
+  const full = b.input("full", "bool", []);
 
   // Entries 0..L-1 get the final norm; entry L already has it.
   const early = rmsNorm(ctx, b.op("Slice", [states, b.i64(0), b.i64(L), b.i64(0)]), spec.normWeight, H, spec.normEps);
   const last = b.op("Slice", [states, b.i64(L), b.i64(L + 1), b.i64(0)]);
   const rows = b.op("Reshape", [b.op("Concat", [early, last], { axis: 0 }), b.i64(-1, H)]);
   const logits = b.op("Gemm", [rows, param(ctx, spec.unembedding, [V, H])], { transB: 1 }, "logits");
+
+  // The top-k is a heap selection (ties to the lower id, the order the ranks use).
+  const [, topI] = b.opMulti("TopK", [logits, topK], 2, { axis: -1, largest: 1, sorted: 1 }, "topk");
+  const kShape = b.op("Concat", [b.i64(L + 1, -1), topK], { axis: 0 });
+  b.output(b.op("Reshape", [topI, kShape]), "topk_ids", "int64", [L + 1, "positions", "k"]);
+
+  const outputs: [string, ElemType, (number | string)[]][] = [
+    ["topk_probs", "float32", ["layers", "positions", "k"]],
+    ["entropy", "float32", ["layers", "positions"]],
+    ["kl", "float32", ["layers", "positions"]],
+    ["cosine", "float32", ["layers", "positions"]],
+    ["targets", "int64", ["positions", "targets"]],
+    ["target_prob", "float32", ["layers", "positions", "targets"]],
+    ["target_rank", "int64", ["layers", "positions", "targets"]],
+    ["tracked_prob", "float32", ["layers", "positions", "tracked"]],
+    ["tracked_rank", "int64", ["layers", "positions", "tracked"]],
+  ];
+  const values = b.ifElse(
+    full,
+    outputs.map(([, type]) => type),
+    () => lensStatistics(ctx, spec, { states, last, logits, topI, kShape, targetIds, trackedIds }),
+    () => outputs.map(([, type, dims]) => b.constant(type === "float32" ? "float32" : "int64", [], dims.map(() => 0))),
+    "statistics",
+  );
+  outputs.forEach(([name, type, dims], i) => b.output(values[i], name, type, dims));
+}
+
+/** Final-normed states [K, H] in, logits [K, V] out: the unembedding alone, for whole distributions. */
+export function buildUnembeddingGraph(ctx: GraphCtx, spec: LensHeadSpec): void {
+  const { b } = ctx;
+  const states = b.input("final_states", "float32", ["positions", spec.hiddenSize]);
+  b.output(b.op("Gemm", [states, param(ctx, spec.unembedding, [spec.vocabSize, spec.hiddenSize])], { transB: 1 }), "logits", "float32", ["positions", spec.vocabSize]);
+}
+
+/** Everything but the top-k ids, in the order buildLensGraph declares its outputs. */
+function lensStatistics(
+  ctx: GraphCtx,
+  spec: LensHeadSpec,
+  v: { states: string; last: string; logits: string; topI: string; kShape: string; targetIds: string; trackedIds: string },
+): string[] {
+  const { b } = ctx;
+  const { numLayers: L, vocabSize: V } = spec;
+  const { states, last, logits, topI, kShape, targetIds, trackedIds } = v;
   const logp = b.op("LogSoftmax", [logits], { axis: -1 }, "logp");
   const probs = b.op("Exp", [logp], {}, "probs");
   const byLayer = (x: string, last: number | string) => b.op("Reshape", [x, typeof last === "number" ? b.i64(L + 1, -1, last) : last]);
+  const topP = b.op("Reshape", [b.op("GatherElements", [probs, topI], { axis: 1 }, "head_probs"), kShape]);
 
-  const entropy = b.op("Neg", [b.op("ReduceSum", [b.op("Mul", [probs, logp]), b.i64(-1)], { keepdims: 0 })]);
-  b.output(byLayer(entropy, b.i64(L + 1, -1)), "entropy", "float32", [L + 1, "positions"]);
+  const entropy = byLayer(b.op("Neg", [b.op("ReduceSum", [b.op("Mul", [probs, logp]), b.i64(-1)], { keepdims: 0 })]), b.i64(L + 1, -1));
 
   // KL(final || layer): the final layer's rows broadcast over all layers.
   const logp3 = byLayer(logp, V);
   const finalLogp = b.op("Slice", [logp3, b.i64(L), b.i64(L + 1), b.i64(0)]);
   const kl = b.op("ReduceSum", [b.op("Mul", [b.op("Exp", [finalLogp]), b.op("Sub", [finalLogp, logp3])]), b.i64(-1)], { keepdims: 0 });
-  b.output(kl, "kl", "float32", [L + 1, "positions"]);
 
   const dot = b.op("ReduceSum", [b.op("Mul", [states, last]), b.i64(-1)], { keepdims: 0 });
   const norm = (x: string) => b.op("Sqrt", [b.op("ReduceSum", [b.op("Mul", [x, x]), b.i64(-1)], { keepdims: 0 })]);
   const cosine = b.op("Div", [dot, b.op("Max", [b.op("Mul", [norm(states), norm(last)]), b.f32(1e-8)])]);
-  b.output(cosine, "cosine", "float32", [L + 1, "positions"]);
-
-  // The top-k is a heap selection (ties to the lower id, the order the ranks use).
-  const [, topI] = b.opMulti("TopK", [logits, topK], 2, { axis: -1, largest: 1, sorted: 1 }, "topk");
-  const topP = b.op("GatherElements", [probs, topI], { axis: 1 }, "head_probs");
-  const kShape = b.op("Concat", [b.i64(L + 1, -1), topK], { axis: 0 });
-  b.output(b.op("Reshape", [topP, kShape]), "topk_probs", "float32", [L + 1, "positions", "k"]);
-  b.output(b.op("Reshape", [topI, kShape]), "topk_ids", "int64", [L + 1, "positions", "k"]);
 
   const positions = b.op("Slice", [b.op("Shape", [states]), b.i64(1), b.i64(2)]);
 
@@ -69,7 +108,6 @@ export function buildLensGraph(ctx: GraphCtx, spec: LensHeadSpec): void {
   const finalLogits = b.op("Slice", [byLayer(logits, V), b.i64(L), b.i64(L + 1), b.i64(0)]);
   const finalTop1 = b.op("ArgMax", [b.op("Squeeze", [finalLogits, b.i64(0)])], { axis: -1, keepdims: 1 });
   const targets = b.op("Where", [b.op("Less", [targetIds, b.i64Scalar(0)]), b.op("Expand", [finalTop1, b.op("Shape", [targetIds])]), targetIds]);
-  b.output(targets, "targets", "int64", ["positions", "targets"]);
 
   // One query row per (layer, position): its targets, then the tracked ids. An explicit row
   // count, and allowzero, because the tracked axis may be 0 (no tracked tokens).
@@ -85,15 +123,15 @@ export function buildLensGraph(ctx: GraphCtx, spec: LensHeadSpec): void {
   const queryProbs = b.op("GatherElements", [probs, queries], { axis: 1 });
 
   const targetCount = b.op("Slice", [b.op("Shape", [targetIds]), b.i64(1), b.i64(2)]);
-  const split = (x: string, name: string, type: "float32" | "int64") => {
+  const split = (x: string) => {
     const part = (from: string, to: string, count: string) =>
       b.op("Reshape", [b.op("Slice", [x, from, to, b.i64(1)]), b.op("Concat", [b.i64(L + 1), positions, count], { axis: 0 })], { allowzero: 1 });
     const total = b.op("Slice", [b.op("Shape", [x]), b.i64(1), b.i64(2)]);
-    b.output(part(b.i64(0), targetCount, targetCount), `target_${name}`, type, [L + 1, "positions", "targets"]);
-    b.output(part(targetCount, total, trackedCount), `tracked_${name}`, type, [L + 1, "positions", "tracked"]);
+    return [part(b.i64(0), targetCount, targetCount), part(targetCount, total, trackedCount)];
   };
-  split(queryProbs, "prob", "float32");
-  split(ranks, "rank", "int64");
+  const [targetProb, trackedProb] = split(queryProbs);
+  const [targetRank, trackedRank] = split(ranks);
+  return [topP, entropy, kl, cosine, targets, targetProb, targetRank, trackedProb, trackedRank];
 }
 
 /**

@@ -29,7 +29,7 @@ export type AttrValue = number | number[] | string | { float: number } | { float
 export const OPSET = 17;
 
 export class GraphBuilder {
-  private readonly nodes: onnx.INodeProto[] = [];
+  private nodes: onnx.INodeProto[] = [];
   private readonly initializers: onnx.ITensorProto[] = [];
   private readonly inputs: onnx.IValueInfoProto[] = [];
   private readonly outputs: onnx.IValueInfoProto[] = [];
@@ -145,6 +145,46 @@ export class GraphBuilder {
       output: outputs,
       name: outputs[0],
       attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)),
+    });
+    return outputs;
+  }
+
+  /**
+   * An If node: `then` and `otherwise` build the two branches (they may use any value of the
+   * enclosing graph) and return their outputs, of the same types in the same order. Only the
+   * branch taken runs, so a graph can skip work that one kind of call does not need.
+   */
+  ifElse(cond: string, types: ElemType[], then: () => string[], otherwise: () => string[], hint = "if"): string[] {
+    const branch = (label: string, build: () => string[]): onnx.IGraphProto => {
+      const outer = this.nodes;
+      this.nodes = [];
+      try {
+        const values = this.scoped(`${hint}_${label}`, build);
+        if (values.length !== types.length) throw new Error(`graph ${this.name}: branch ${label} of ${hint} returns ${values.length} values, expected ${types.length}`);
+        // Branch outputs get names of their own (a branch may return an outer value as is).
+        const outputs = values.map((v, i) => {
+          const name = this.fresh(`${hint}_${label}_out${i}`);
+          this.nodes.push({ opType: "Identity", input: [v], output: [name], name });
+          return { name, type: { tensorType: { elemType: ELEM_TYPE_CODE[types[i]] } } };
+        });
+        return { name: `${hint}_${label}`, node: this.nodes, output: outputs };
+      } finally {
+        this.nodes = outer;
+      }
+    };
+    const thenGraph = branch("then", then);
+    const elseGraph = branch("else", otherwise);
+    const outputs = types.map((_, i) => this.fresh(`${hint}_${i}`));
+    const T = onnx.AttributeProto.AttributeType;
+    this.nodes.push({
+      opType: "If",
+      input: [cond],
+      output: outputs,
+      name: outputs[0],
+      attribute: [
+        { name: "then_branch", type: T.GRAPH, g: thenGraph },
+        { name: "else_branch", type: T.GRAPH, g: elseGraph },
+      ],
     });
     return outputs;
   }

@@ -9,7 +9,7 @@ import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { LENS_RECORD_VERSION, type LensRecord, type LensSettings, type NumericBlock, SEGMENTS } from "../../shared/lensRecord";
 import { LensInputError } from "../errors";
-import { argmax, type LoadedModel } from "../model/loadedModel";
+import type { LoadedModel } from "../model/loadedModel";
 import { segmentTokens } from "../text/segments";
 
 export type HeadMaskSpec =
@@ -116,12 +116,10 @@ export async function runLens(model: LoadedModel, request: LensRunRequest, hooks
   addTopIds(prefill.lensTopIds, prefillPositions.length, (row) => promptRows.has(row));
   let stoppedBy: LensRecord["generation"]["stoppedBy"] = settings.maxNewTokens === 0 ? "none" : "maxNewTokens";
   await time("decode", async () => {
-    const lastRow = rowOf.get(S - 1)!;
-    let logits = prefill.logits.subarray(lastRow * V, (lastRow + 1) * V);
+    let token = prefill.nextTokens[rowOf.get(S - 1)!];
     let cache = prefill.cache;
     for (let n = 0; n < settings.maxNewTokens; n++) {
       checkCancelled();
-      const token = argmax(logits);
       generated.push(token);
       keySegments.push(SEGMENTS.indexOf("generated"));
       if (model.eosTokenIds.has(token)) {
@@ -134,7 +132,7 @@ export async function runLens(model: LoadedModel, request: LensRunRequest, hooks
       stepHidden.push(step.hiddenStates);
       stepAttention.push(step.attentionMass);
       stepImageAttention.push(step.imageAttention);
-      logits = step.logits;
+      token = step.nextTokens[0];
       cache = step.cache;
     }
   });
@@ -305,23 +303,31 @@ async function wholeAnswerProbability(
   keySegments: number[],
 ): Promise<number> {
   const ids = model.text.encodeContinuation(` ${answer.trim()}`);
-  const V = model.info.vocabSize;
-  let logProb = logSoftmaxAt(prefill.logits.subarray(lastRow * V, (lastRow + 1) * V), ids[0]);
+  const { numLayers: L, hiddenSize: H } = model.info;
+  // The states that predict each answer token: the prompt's last, then the answer's own but last.
+  const rows: Float32Array[] = [rowOf(prefill.hiddenStates, prefill.positions.length, lastRow, L, H)];
   if (ids.length > 1) {
     const rest = ids.slice(0, -1);
     const segs = [...keySegments, ...rest.map(() => SEGMENTS.indexOf("generated"))];
     const step = await model.forward(rest, { cache: prefill.cache, positions: rest.map((_, i) => i), keySegments: segs, segmentCount: SEGMENTS.length, headMask });
-    for (let i = 1; i < ids.length; i++) logProb += logSoftmaxAt(step.logits.subarray((i - 1) * V, i * V), ids[i]);
+    for (let i = 0; i < rest.length; i++) rows.push(rowOf(step.hiddenStates, rest.length, i, L, H));
   }
+  const n = rows.length;
+  const hidden = new Float32Array((L + 1) * n * H);
+  rows.forEach((r, j) => {
+    for (let l = 0; l <= L; l++) hidden.set(r.subarray(l * H, (l + 1) * H), (l * n + j) * H);
+  });
+  const stats = await model.lens(hidden, { topK: 1, targets: ids.map((id) => [id]) });
+  let logProb = 0;
+  for (let j = 0; j < n; j++) logProb += Math.log(stats.targetProb[L * n + j]);
   return Math.exp(logProb);
 }
 
-function logSoftmaxAt(logits: Float32Array, id: number): number {
-  let max = -Infinity;
-  for (const v of logits) max = Math.max(max, v);
-  let sum = 0;
-  for (const v of logits) sum += Math.exp(v - max);
-  return logits[id] - max - Math.log(sum);
+/** One position's states at every layer, [L+1, H], out of [L+1, K, H]. */
+function rowOf(states: Float32Array, K: number, row: number, L: number, H: number): Float32Array {
+  const out = new Float32Array((L + 1) * H);
+  for (let l = 0; l <= L; l++) out.set(states.subarray((l * K + row) * H, (l * K + row + 1) * H), l * H);
+  return out;
 }
 
 async function resolveHeadMask(

@@ -11,7 +11,7 @@ import { cfgNumber, isObject, type JsonObject } from "../arch/configUtil";
 import type { ArchitecturePlan, ImagePipeline, ImageTokenGrid, PreparedImage } from "../arch/types";
 import { LensInputError } from "../errors";
 import type { GraphCtx } from "../graph/blocks";
-import { buildLensGraph } from "../graph/lensGraph";
+import { buildLensGraph, buildUnembeddingGraph } from "../graph/lensGraph";
 import { GraphBuilder } from "../graph/onnxBuilder";
 import { type ClipProcessorConfig, parseClipProcessorConfig, preprocessClip } from "../image/clipProcessor";
 import { decodeImage, type RgbImage } from "../image/decode";
@@ -57,14 +57,14 @@ export interface KvCache {
 export interface ForwardResult {
   /** transformers' hidden_states for the requested positions: [L+1, K, hidden], flattened. */
   hiddenStates: Float32Array;
-  /** Final logits for the requested positions: [K, vocab], flattened. */
-  logits: Float32Array;
   /** Attention mass per layer, head, requested query and key segment: [L, heads, K, G]. */
   attentionMass: Float32Array;
   /** Head-averaged attention of each requested query on the given image keys: [L, K, NI]. */
   imageAttention: Float32Array;
   /** Each layer's top-k token ids at the requested positions (by logit): [L+1, K, k]. */
   lensTopIds: BigInt64Array;
+  /** The greedy next token after each requested position: the final layer's top-1. */
+  nextTokens: number[];
   positions: number[];
   cache: KvCache;
 }
@@ -72,7 +72,7 @@ export interface ForwardResult {
 export interface ForwardOptions {
   cache?: KvCache;
   imageFeatures?: HostTensor | ImageFeatures;
-  /** Indices into `ids` whose hidden states, logits and attention to report (default: the last). */
+  /** Indices into `ids` whose hidden states, next tokens and attention to report (default: the last). */
   positions?: readonly number[];
   /** Segment index (0..segmentCount-1) of every key: the cache's positions, then `ids`. Default: all 0. */
   keySegments?: readonly number[];
@@ -127,7 +127,10 @@ export class LoadedModel {
     private readonly imagePipeline: ImagePipeline | undefined,
     readonly eosTokenIds: ReadonlySet<number>,
     readonly timings: { compileMs: number; sessionMs: number },
+    private readonly openUnembedding: () => Promise<GraphSession>,
   ) {}
+
+  private unembedding?: Promise<GraphSession>;
 
   static async open(folder: string, opts: OpenOptions = {}): Promise<LoadedModel> {
     const progress = opts.onProgress ?? (() => {});
@@ -205,7 +208,14 @@ export class LoadedModel {
         leadingCls: plan.vision.tokensPerImage === (plan.vision.imageSize / plan.vision.patchSize) ** 2 + 1,
       },
     };
-    return new LoadedModel(info, text, plan, decoder, lensSession, vision, imagePipeline, eos, { compileMs: t1 - t0, sessionMs: t2 - t1 });
+    // Full logits are for callers that want whole distributions (parity checks); a lens run
+    // never needs them, so their session (a second mapping of the unembedding) opens on first use.
+    const openUnembedding = () => {
+      const unembedBuilder = new GraphBuilder("unembedding");
+      buildUnembeddingGraph({ b: unembedBuilder, weights }, plan.lens);
+      return openGraphSession(unembedBuilder.toModelBytes(), sessionOptions);
+    };
+    return new LoadedModel(info, text, plan, decoder, lensSession, vision, imagePipeline, eos, { compileMs: t1 - t0, sessionMs: t2 - t1 }, openUnembedding);
   }
 
   get hasVision(): boolean {
@@ -270,7 +280,6 @@ export class LoadedModel {
       key_segments: { data: segments, dims: [total, segmentCount] },
       image_key_positions: { data: BigInt64Array.from(imageKeys, BigInt), dims: [imageKeys.length] },
       head_mask: { data: opts.headMask ?? new Float32Array(numLayers * numHeads).fill(1), dims: [numLayers, numHeads] },
-      lens_top_k: { data: BigInt64Array.of(BigInt(Math.min(opts.topK ?? 1, this.plan.decoder.vocabSize))), dims: [1] },
     };
     if (this.plan.imageTokenId !== undefined) {
       const expected = ids.filter((t) => t === this.plan.imageTokenId).length;
@@ -299,12 +308,17 @@ export class LoadedModel {
       feeds[`past_value.${i}`] = cache.values[i];
     }
     const out = await this.decoder.run(feeds);
+    const hiddenStates = out["hidden_states"].data as Float32Array;
+    // Each layer's top-k (the tokens a lens run tracks) and the next token, from the lens graph.
+    const k = Math.min(opts.topK ?? 1, this.plan.decoder.vocabSize);
+    const top = (await this.lens(hiddenStates, { topK: k, full: false })).topkIds;
+    const finalRows = top.subarray(numLayers * positions.length * k);
     return {
-      hiddenStates: out["hidden_states"].data as Float32Array,
-      logits: out["logits"].data as Float32Array,
+      hiddenStates,
       attentionMass: out["attention_mass"].data as Float32Array,
       imageAttention: out["image_attention"].data as Float32Array,
-      lensTopIds: out["lens_topk_ids"].data as BigInt64Array,
+      lensTopIds: top,
+      nextTokens: positions.map((_, i) => Number(finalRows[i * k])),
       positions: [...positions],
       cache: {
         keys: cache.keys.map((_, i) => out[`present_key.${i}`]),
@@ -318,19 +332,21 @@ export class LoadedModel {
   /**
    * The logit lens over hidden states [L+1, K, H] (transformers' convention): top-k, entropy,
    * KL to the final layer, cosine to the final state, and probability and rank of targets
-   * ([K, T]; -1 = the final top-1) and tracked ids. Runs in position chunks so the in-graph
+   * ([K, T]; -1 = the final top-1) and tracked ids; with `full: false` only the top-k ids (the
+   * other fields are empty). Runs in position chunks so the in-graph
    * [rows, vocab] buffers stay bounded for large vocabularies.
    */
-  async lens(hiddenStates: Float32Array, opts: { topK: number; targets?: readonly (readonly number[])[]; tracked?: readonly number[] }): Promise<LensStats> {
+  async lens(hiddenStates: Float32Array, opts: { topK: number; targets?: readonly (readonly number[])[]; tracked?: readonly number[]; full?: boolean }): Promise<LensStats> {
     const { numLayers, hiddenSize: H, vocabSize: V } = this.plan.decoder;
     const layers = numLayers + 1;
     const K = hiddenStates.length / (layers * H);
     const topK = Math.min(opts.topK, V);
     const T = opts.targets?.[0]?.length ?? 1;
     const tracked = opts.tracked ?? [];
-    // ~48 bytes per (row, vocab) cell live inside the graph at once; keep a chunk under ~64 MiB
-    // (bench:lens: peak memory drops with the chunk while the time stays the same).
-    const chunk = Math.max(1, Math.floor((64 * 2 ** 20) / (layers * V * 48)));
+    // Up to ~48 bytes per (row, vocab) cell live inside the graph at once for the statistics,
+    // ~12 for the top-k alone; keep a chunk under ~64 MiB (bench:lens: peak memory drops with
+    // the chunk while the time stays the same).
+    const chunk = Math.max(1, Math.floor((64 * 2 ** 20) / (layers * V * (opts.full === false ? 12 : 48))));
     const parts: Record<string, HostTensor>[] = [];
     for (let start = 0; start < K; start += chunk) {
       const n = Math.min(chunk, K - start);
@@ -344,6 +360,7 @@ export class LoadedModel {
           top_k: { data: BigInt64Array.of(BigInt(topK)), dims: [1] },
           target_ids: { data: targets, dims: [n, T] },
           tracked_ids: { data: BigInt64Array.from(tracked, BigInt), dims: [tracked.length] },
+          full: { data: Uint8Array.of(opts.full === false ? 0 : 1), dims: [] },
         }),
       );
     }
@@ -364,9 +381,14 @@ export class LoadedModel {
       }
       return out;
     };
+    const topkIds = join<BigInt64Array>("topk_ids", topK, true);
+    if (opts.full === false) {
+      const none = { f: new Float32Array(0), i: new BigInt64Array(0) };
+      return { topK, topkIds, topkProbs: none.f, entropy: none.f, kl: none.f, cosine: none.f, targets: none.i, targetProb: none.f, targetRank: none.i, trackedProb: none.f, trackedRank: none.i };
+    }
     return {
       topK,
-      topkIds: join("topk_ids", topK, true),
+      topkIds,
       topkProbs: join("topk_probs", topK, true),
       entropy: join("entropy", 1, true),
       kl: join("kl", 1, true),
@@ -377,6 +399,15 @@ export class LoadedModel {
       trackedProb: join("tracked_prob", tracked.length, true),
       trackedRank: join("tracked_rank", tracked.length, true),
     };
+  }
+
+  /** The final logits [K, vocab] of a forward result's positions (hidden states [L+1, K, H]). */
+  async logits(forward: Pick<ForwardResult, "hiddenStates" | "positions">): Promise<Float32Array> {
+    const { numLayers, hiddenSize: H } = this.plan.decoder;
+    const K = forward.positions.length;
+    this.unembedding ??= this.openUnembedding();
+    const out = await (await this.unembedding).run({ final_states: { data: forward.hiddenStates.slice(numLayers * K * H), dims: [K, H] } });
+    return out["logits"].data as Float32Array;
   }
 
   /** Image features for a prepared input (none for text-only input). */
@@ -394,7 +425,7 @@ export class LoadedModel {
     let step = await this.forward(prepared.inputIds, { imageFeatures: features });
     const tokens: number[] = [];
     for (let n = 0; n < maxNewTokens; n++) {
-      const token = argmax(step.logits);
+      const token = step.nextTokens[step.nextTokens.length - 1];
       tokens.push(token);
       if (this.eosTokenIds.has(token) || n === maxNewTokens - 1) break;
       step = await this.forward([token], { cache: step.cache });
@@ -406,6 +437,7 @@ export class LoadedModel {
     await this.decoder.release();
     await this.lensSession.release();
     await this.vision?.release();
+    await (await this.unembedding)?.release();
   }
 }
 
