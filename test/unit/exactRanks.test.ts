@@ -1,7 +1,8 @@
 /**
- * The lens graph's rank computation (exactRanks) against a brute-force count, on logits built
- * to be hard for it: many exact ties, queries that repeat or tie with each other, all queries
- * in one bin (an outlier stretches the value range), a constant row, and no-sort sizes.
+ * The lens graph's rank computation (exactRanks), both ways (a sort for small vocabularies,
+ * binning for large ones), against a brute-force count, on logits built to be hard for it:
+ * many exact ties, queries that repeat or tie with each other, a cluster of near-equal values,
+ * an outlier that stretches the value range, a constant row.
  */
 import * as os from "node:os";
 import { describe, expect, it } from "vitest";
@@ -10,11 +11,11 @@ import { exactRanks } from "../../src/sidecar/graph/lensGraph";
 import { GraphBuilder } from "../../src/sidecar/graph/onnxBuilder";
 import { openGraphSession, type GraphSession } from "../../src/sidecar/runtime/ort";
 
-async function rankSession(V: number): Promise<GraphSession> {
+async function rankSession(V: number, method: "sort" | "bins"): Promise<GraphSession> {
   const b = new GraphBuilder("ranks");
   const logits = b.input("logits", "float32", ["rows", V]);
   const queries = b.input("queries", "int64", ["rows", "n"]);
-  b.output(exactRanks({ b } as unknown as GraphCtx, logits, queries, V), "ranks", "int64", ["rows", "n"]);
+  b.output(exactRanks({ b } as unknown as GraphCtx, logits, queries, V, method), "ranks", "int64", ["rows", "n"]);
   return openGraphSession(b.toModelBytes(), { weightsFolder: os.tmpdir(), device: "cpu", threads: 1 });
 }
 
@@ -47,14 +48,14 @@ async function check(session: GraphSession, rows: Float32Array[], queries: numbe
   expect(got).toEqual(want);
 }
 
-describe("exactRanks (the lens graph's ranks without a sort)", () => {
+describe.each(["sort", "bins"] as const)("exactRanks by %s", (method) => {
   const V = 997;
   const rand = rng(7);
   const gaussian = () => Math.sqrt(-2 * Math.log(rand() + 1e-12)) * Math.cos(2 * Math.PI * rand());
   const randomQueries = (count: number) => Array.from({ length: count }, () => Math.floor(rand() * V));
 
   it("matches a brute-force count on continuous logits, every id queried", async () => {
-    const s = await rankSession(V);
+    const s = await rankSession(V, method);
     const rows = Array.from({ length: 4 }, () => Float32Array.from({ length: V }, gaussian));
     const all = Array.from({ length: V }, (_, i) => i);
     await check(s, rows, rows.map(() => all));
@@ -62,7 +63,7 @@ describe("exactRanks (the lens graph's ranks without a sort)", () => {
   });
 
   it("breaks exact ties by the lower id, with tied and repeated queries", async () => {
-    const s = await rankSession(V);
+    const s = await rankSession(V, method);
     // Values on a coarse grid: hundreds of entries share each value.
     const rows = Array.from({ length: 3 }, () => Float32Array.from({ length: V }, () => Math.round(gaussian() * 2) / 2));
     const queries = rows.map((row) => {
@@ -75,7 +76,7 @@ describe("exactRanks (the lens graph's ranks without a sort)", () => {
   });
 
   it("handles every query in one bin (an outlier stretches the range) and a constant row", async () => {
-    const s = await rankSession(V);
+    const s = await rankSession(V, method);
     const outlier = Float32Array.from({ length: V }, () => gaussian() * 1e-3);
     outlier[17] = 1e6;
     const constant = new Float32Array(V).fill(0.25);
@@ -85,8 +86,15 @@ describe("exactRanks (the lens graph's ranks without a sort)", () => {
     await s.release();
   });
 
+  it("handles a cluster of near-equal values around the queries (weight-decayed unused tokens)", async () => {
+    const s = await rankSession(V, method);
+    const rows = Array.from({ length: 3 }, () => Float32Array.from({ length: V }, (_, j) => (j < 100 ? 5 + gaussian() : 1e-6 * gaussian())));
+    await check(s, rows, rows.map(() => [...randomQueries(40), 0, 1, 2]));
+    await s.release();
+  });
+
   it("works for one query and for a single row", async () => {
-    const s = await rankSession(V);
+    const s = await rankSession(V, method);
     const row = Float32Array.from({ length: V }, gaussian);
     await check(s, [row], [[Math.floor(rand() * V)]]);
     await s.release();

@@ -137,41 +137,66 @@ function lensStatistics(
 /**
  * rank[r, n] = 1 + #{ j : logits[r, j] > x } + #{ j < q : logits[r, j] == x }, for q =
  * queries[r, n] and x = logits[r, q]: the 1-based position of q in row r's stable descending
- * order, exactly, in a few linear passes per row instead of a sort.
+ * order, exactly. Small vocabularies sort each row; large ones avoid the sort (it was two
+ * thirds of a lens run at 32k tokens) with a few linear passes per row:
  *
- * Every vocabulary entry j is bucketed by value into one of B = V uniform bins (monotone in
- * the value: a higher bin means a higher value, an equal value the same bin). With the queries
- * sorted ascending in that same order (value, then id descending), let c_j be the number of
- * queries that j comes before: all queries in lower bins, plus those in j's own bin that it
- * beats. Only entries that share a bin with some query (a few per query) need that last,
- * exact comparison; they are picked out with NonZero. A histogram of c then gives, for the
- * i-th query, the entries that come before it: those with c_j > i.
+ * every vocabulary entry j is bucketed by value (monotone: a higher bin means a higher value,
+ * an equal value the same bin) into B uniform bins between the lowest and highest query, plus
+ * one bin below and one above. With the queries sorted ascending in that same order (value,
+ * then id descending), let c_j be the number of queries that j comes before: all queries in
+ * lower bins, plus those in j's own bin that it beats. Only entries that share a bin with some
+ * query need that last, exact comparison; they are picked out with NonZero. A histogram of c
+ * then gives, for the i-th query, the entries that come before it: those with c_j > i.
  */
-export function exactRanks(ctx: GraphCtx, logits: string, queries: string, V: number): string {
+/** Bins per query, at least: enough that few entries share a bin with a query. */
+const BINS_PER_QUERY = 16;
+/** Up to this vocabulary size a full sort per row is cheaper than binning (and never slower on clustered logits). */
+const SORT_UP_TO = 4096;
+
+export function exactRanks(ctx: GraphCtx, logits: string, queries: string, V: number, method: "sort" | "bins" = V <= SORT_UP_TO ? "sort" : "bins"): string {
+  return method === "sort" ? ranksBySort(ctx, logits, queries, V) : ranksByBins(ctx, logits, queries, V);
+}
+
+/** Sort each row (TopK with k = V) and invert the permutation, so any id's rank is one gather away. */
+function ranksBySort(ctx: GraphCtx, logits: string, queries: string, V: number): string {
   const { b } = ctx;
-  const B = V;
+  const [, order] = b.opMulti("TopK", [logits, b.i64(V)], 2, { axis: -1, largest: 1, sorted: 1 }, "sort");
+  const ladder = b.op("Expand", [b.op("Unsqueeze", [b.op("Range", [b.i64Scalar(0), b.i64Scalar(V), b.i64Scalar(1)]), b.i64(0)]), b.op("Shape", [logits])]);
+  const rankOf = b.op("ScatterElements", [ladder, order, ladder], { axis: 1 }, "rank_of");
+  return b.op("Add", [b.op("GatherElements", [rankOf, queries], { axis: 1 }), b.i64Scalar(1)], {}, "ranks");
+}
+
+function ranksByBins(ctx: GraphCtx, logits: string, queries: string, V: number): string {
+  const { b } = ctx;
   // Index arithmetic in int32 (half the memory traffic of int64); sizes stay far below 2^31.
   const int32 = (x: string) => b.op("Cast", [x], { to: 6 });
   const int64 = (x: string) => b.op("Cast", [x], { to: 7 });
   const rows = b.op("Slice", [b.op("Shape", [logits]), b.i64(0), b.i64(1)]);
-  const lo = b.op("ReduceMin", [logits], { axes: [1], keepdims: 1 });
-  const hi = b.op("ReduceMax", [logits], { axes: [1], keepdims: 1 });
-  const scale = b.op("Div", [b.f32(B), b.op("Max", [b.op("Sub", [hi, lo]), b.f32(1e-30)])]);
-  const bin = b.op("Min", [int32(b.op("Floor", [b.op("Mul", [b.op("Sub", [logits, lo]), scale])])), b.i32Scalar(B - 1)], {}, "bin");
-
+  const n = b.op("Slice", [b.op("Shape", [queries]), b.i64(1), b.i64(2)]);
   // Queries in (value, then id descending) ascending order: order by id descending first, then
   // a stable ascending sort by value keeps that order among equal values.
-  const n = b.op("Slice", [b.op("Shape", [queries]), b.i64(1), b.i64(2)]);
   const [, byId] = b.opMulti("TopK", [queries, n], 2, { axis: -1, largest: 1, sorted: 1 });
   const [, byValue] = b.opMulti("TopK", [b.op("GatherElements", [logits, b.op("GatherElements", [queries, byId], { axis: 1 })], { axis: 1 }), n], 2, { axis: -1, largest: 0, sorted: 1 });
   const perm = b.op("GatherElements", [byId, byValue], { axis: 1 }, "query_order");
   const sortedIds = b.op("GatherElements", [queries, perm], { axis: 1 });
   const sortedValues = b.op("GatherElements", [logits, sortedIds], { axis: 1 });
+
+  // Bins span the queries' values only: bin 0 holds everything below the lowest query (it
+  // comes before none), bin B+1 everything above the highest (before all), and B uniform bins
+  // lie between, B at least V and many more than there are queries, so that few entries share
+  // a bin with a query. Any monotone binning gives exact ranks; a good one keeps it fast.
+  const bins = b.op("Max", [b.i64(V), b.op("Mul", [n, b.i64(BINS_PER_QUERY)])], {}, "bin_count");
+  const B = int32(b.op("Squeeze", [bins, b.i64(0)]));
+  const lo = b.op("ReduceMin", [sortedValues], { axes: [1], keepdims: 1 });
+  const hi = b.op("ReduceMax", [sortedValues], { axes: [1], keepdims: 1 });
+  const scale = b.op("Div", [b.op("Cast", [B], { to: 1 }), b.op("Max", [b.op("Sub", [hi, lo]), b.f32(1e-30)])]);
+  const inRange = b.op("Add", [b.op("Min", [int32(b.op("Floor", [b.op("Mul", [b.op("Sub", [logits, lo]), scale])])), b.op("Sub", [B, b.i32Scalar(1)])]), b.i32Scalar(1)]);
+  const bin = b.op("Where", [b.op("Greater", [logits, hi]), b.op("Add", [B, b.i32Scalar(1)]), b.op("Where", [b.op("Less", [logits, lo]), b.i32Scalar(0), inRange])], {}, "bin");
   const sortedBins = b.op("GatherElements", [bin, sortedIds], { axis: 1 });
 
   const filled = (value: string, shape: string) => b.op("Expand", [value, shape]);
   const countInto = (shape: string, at: string) => b.op("ScatterElements", [filled(b.i32Scalar(0), shape), at, filled(b.i32Scalar(1), b.op("Shape", [at]))], { axis: 1, reduction: "add" });
-  const queriesIn = countInto(b.op("Concat", [rows, b.i64(B)], { axis: 0 }), sortedBins);
+  const queriesIn = countInto(b.op("Concat", [rows, b.op("Add", [bins, b.i64(2)])], { axis: 0 }), sortedBins);
   const queriesBelow = b.op("CumSum", [queriesIn, b.i64Scalar(1)], { exclusive: 1 }, "queries_below");
 
   // Every entry comes before the queries of lower bins: c0_j = queriesBelow[bin_j].
