@@ -12,6 +12,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { SEGMENTS, type LensRecord } from "../../src/shared/lensRecord";
 import { assertLensRecord } from "../../src/shared/validateRecord";
 import { runLens } from "../../src/sidecar/lens/runLens";
+import type { RankMethod } from "../../src/sidecar/graph/lensGraph";
 import { LoadedModel } from "../../src/sidecar/model/loadedModel";
 import { relativeError } from "../helpers/fixtures";
 
@@ -48,9 +49,10 @@ function blob(file: string, b: Blob): Float32Array | Int32Array {
 }
 
 const models = new Map<string, Promise<LoadedModel>>();
-const open = (dir: string) => {
-  if (!models.has(dir)) models.set(dir, LoadedModel.open(dir, { device: "cpu" }));
-  return models.get(dir)!;
+const open = (dir: string, rankMethod?: RankMethod) => {
+  const key = `${dir}|${rankMethod ?? "default"}`;
+  if (!models.has(key)) models.set(key, LoadedModel.open(dir, { device: "cpu", rankMethod }));
+  return models.get(key)!;
 };
 afterAll(async () => {
   for (const m of models.values()) await (await m).dispose();
@@ -187,5 +189,22 @@ describe.each(cases.map(({ file, c }) => [`${c.model}/${c.case}`, file, c] as [s
     // And the mask really changed something.
     const unmasked = await m.forward(prepared.inputIds, { imageFeatures: await m.imageFeaturesFor(prepared), positions: [S - 1] });
     expect(maxAbs(await m.logits(unmasked), (await m.logits(fwd)).subarray((S - 1) * m.info.vocabSize))).toBeGreaterThan(0.1);
+  });
+});
+
+// The fixtures' vocabularies are small, so the suite above ranks by sorting; the counting path
+// that large vocabularies take must give the very same record.
+describe.each(cases.map(({ file, c }) => [`${c.model}/${c.case}`, file, c] as [string, string, LensCase]))("%s, ranks by binning", (_name, file, c) => {
+  it("gives the same ranks, top-k and probabilities as ranking by sorting", async () => {
+    const modelDir = path.resolve(path.dirname(file), c.model_dir);
+    const source = JSON.parse(fs.readFileSync(path.resolve(path.dirname(file), c.source_case), "utf8")) as { prompt: string; image: string | null };
+    const image = source.image ? path.resolve(path.dirname(path.resolve(path.dirname(file), c.source_case)), source.image) : undefined;
+    const request = { prompt: source.prompt, image, settings: { positions: "all" as const, topK: c.top_k, maxNewTokens: c.greedy_tokens.length, target: "the" } };
+    const [sorted, binned] = await Promise.all([open(modelDir, "sort"), open(modelDir, "bins")]).then(([a, b]) => Promise.all([runLens(a, request), runLens(b, request)]));
+    expect(binned.tracked.ids.length).toBeGreaterThan(10);
+    expect(binned.tracked.rank.data).toEqual(sorted.tracked.rank.data);
+    expect(binned.tracked.prob.data).toEqual(sorted.tracked.prob.data);
+    expect(binned.lens.targetRank.data).toEqual(sorted.lens.targetRank.data);
+    expect(binned.lens.topkIds.data).toEqual(sorted.lens.topkIds.data);
   });
 });

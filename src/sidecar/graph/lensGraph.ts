@@ -29,7 +29,7 @@ export interface LensHeadSpec {
   unembedding: string;
 }
 
-export function buildLensGraph(ctx: GraphCtx, spec: LensHeadSpec): void {
+export function buildLensGraph(ctx: GraphCtx, spec: LensHeadSpec, rankMethod?: RankMethod): void {
   const { b } = ctx;
   const { numLayers: L, hiddenSize: H, vocabSize: V } = spec;
   const states = b.input("hidden_states", "float32", [L + 1, "positions", H]);
@@ -63,7 +63,7 @@ export function buildLensGraph(ctx: GraphCtx, spec: LensHeadSpec): void {
   const values = b.ifElse(
     full,
     outputs.map(([, type]) => type),
-    () => lensStatistics(ctx, spec, { states, last, logits, topI, kShape, targetIds, trackedIds }),
+    () => lensStatistics(ctx, spec, { states, last, logits, topI, kShape, targetIds, trackedIds }, rankMethod),
     () => outputs.map(([, type, dims]) => b.constant(type === "float32" ? "float32" : "int64", [], dims.map(() => 0))),
     "statistics",
   );
@@ -82,6 +82,7 @@ function lensStatistics(
   ctx: GraphCtx,
   spec: LensHeadSpec,
   v: { states: string; last: string; logits: string; topI: string; kShape: string; targetIds: string; trackedIds: string },
+  rankMethod?: RankMethod,
 ): string[] {
   const { b } = ctx;
   const { numLayers: L, vocabSize: V } = spec;
@@ -119,7 +120,7 @@ function lensStatistics(
   const trackedCount = b.op("Shape", [trackedIds]);
   const trackedRows = b.op("Reshape", [b.op("Expand", [b.op("Unsqueeze", [trackedIds, b.i64(0)]), b.op("Concat", [rowCount, trackedCount], { axis: 0 })]), b.op("Concat", [rowCount, trackedCount], { axis: 0 })], { allowzero: 1 });
   const queries = b.op("Concat", [targetRows, trackedRows], { axis: 1 });
-  const ranks = exactRanks(ctx, logits, queries, V);
+  const ranks = exactRanks(ctx, logits, queries, V, rankMethod);
   const queryProbs = b.op("GatherElements", [probs, queries], { axis: 1 });
 
   const targetCount = b.op("Slice", [b.op("Shape", [targetIds]), b.i64(1), b.i64(2)]);
@@ -153,7 +154,9 @@ const BINS_PER_QUERY = 16;
 /** Up to this vocabulary size a full sort per row is cheaper than binning (and never slower on clustered logits). */
 const SORT_UP_TO = 4096;
 
-export function exactRanks(ctx: GraphCtx, logits: string, queries: string, V: number, method: "sort" | "bins" = V <= SORT_UP_TO ? "sort" : "bins"): string {
+export type RankMethod = "sort" | "bins";
+
+export function exactRanks(ctx: GraphCtx, logits: string, queries: string, V: number, method: RankMethod = V <= SORT_UP_TO ? "sort" : "bins"): string {
   return method === "sort" ? ranksBySort(ctx, logits, queries, V) : ranksByBins(ctx, logits, queries, V);
 }
 

@@ -11,7 +11,7 @@ import { cfgNumber, isObject, type JsonObject } from "../arch/configUtil";
 import type { ArchitecturePlan, ImagePipeline, ImageTokenGrid, PreparedImage } from "../arch/types";
 import { LensInputError } from "../errors";
 import type { GraphCtx } from "../graph/blocks";
-import { buildLensGraph, buildUnembeddingGraph } from "../graph/lensGraph";
+import { buildLensGraph, buildUnembeddingGraph, type RankMethod } from "../graph/lensGraph";
 import { GraphBuilder } from "../graph/onnxBuilder";
 import { type ClipProcessorConfig, parseClipProcessorConfig, preprocessClip } from "../image/clipProcessor";
 import { decodeImage, type RgbImage } from "../image/decode";
@@ -28,6 +28,8 @@ export interface OpenOptions {
   prepackWeights?: boolean;
   /** Called with a short description of each loading stage. */
   onProgress?: (stage: string) => void;
+  /** How the lens graph computes ranks (default: by vocabulary size); both are exact. For tests. */
+  rankMethod?: RankMethod;
 }
 
 export interface PreparedInput {
@@ -154,7 +156,7 @@ export class LoadedModel {
     plan.buildDecoder({ b: decoderBuilder, weights });
     const decoderBytes = decoderBuilder.toModelBytes();
     const lensBuilder = new GraphBuilder("lens");
-    buildLensGraph({ b: lensBuilder, weights }, plan.lens);
+    buildLensGraph({ b: lensBuilder, weights }, plan.lens, opts.rankMethod);
     const lensBytes = lensBuilder.toModelBytes();
     let visionBytes: Uint8Array | undefined;
     if (plan.buildVision) {
