@@ -15,6 +15,7 @@ Usage (from the repository root):
 
     python3 tools/train/make_samples.py
     python3 tools/train/make_samples.py --heldout-out /tmp/heldout --per-type 60 --no-samples
+    python3 tools/train/make_samples.py --heldout-out /tmp/fresh --per-type 100 --no-samples --seed 4
 """
 
 from __future__ import annotations
@@ -108,13 +109,13 @@ def make_samples(out: Path) -> None:
         print(f"{r['image']:<22} {r['question']}  ->  {r['answer']}")
 
 
-def make_heldout(out: Path, per_type: int) -> None:
+def make_heldout(out: Path, per_type: int, seed: int = HELDOUT_SEED) -> None:
     """per_type questions of every one-word type, interleaved by type, image names by index."""
     fresh(out)
     rows = []
     for k in range(per_type):
         for qtype in scenes.ONE_WORD_TYPES:
-            s = scenes.make_sample(HELDOUT_SEED, k, qtype)
+            s = scenes.make_sample(seed, k, qtype)
             name = f"{len(rows):04d}-{qtype.replace('_', '-')}.png"
             save_png(s.image, out / name)
             rows.append({"image": name, "question": s.question, "answer": s.answer, "group": qtype})
@@ -140,11 +141,12 @@ def main() -> int:
     ap.add_argument("--heldout-out", type=Path, default=HELDOUT)
     ap.add_argument("--per-type", type=int, default=8, help="held-out questions per type (7 types)")
     ap.add_argument("--no-samples", action="store_true", help="only write the held-out set")
+    ap.add_argument("--seed", type=int, default=HELDOUT_SEED, help="held-out seed (2, what training evaluates on; 4 and up were never used for training or for choosing a checkpoint)")
     args = ap.parse_args()
     apply_model_settings(args.model)
     if not args.no_samples:
         make_samples(SAMPLES)
-    make_heldout(args.heldout_out, args.per_type)
+    make_heldout(args.heldout_out, args.per_type, args.seed)
     return 0
 
 
