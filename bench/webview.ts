@@ -101,6 +101,11 @@ const stats = (xs: number[]) => {
 const ms = (v: number) => `${v.toFixed(1)} ms`;
 
 /** Picks a value in a drop-down (a vscode-single-select): set it and send the change event its listeners read. */
+
+// Predicates for waitForFunction are functions (serialized into the page, so self-contained),
+// not strings: Playwright evaluates a string with eval there, which the panel's CSP refuses.
+type PageGlobals = { __posted: { type: string }[] };
+
 async function choose(page: import("playwright-core").Page, selector: string, value: string): Promise<void> {
   // a string expression, as elsewhere here: a function argument would go through eval, which the panel's CSP refuses
   await page.evaluate(`(() => {
@@ -138,7 +143,9 @@ async function main(): Promise<void> {
         const vars = ${JSON.stringify(THEME)};
         const apply = () => { for (const [k, v] of Object.entries(vars)) document.documentElement.style.setProperty(k, v); };
         if (document.documentElement) apply(); else document.addEventListener("DOMContentLoaded", apply);
-        document.addEventListener("securitypolicyviolation", (e) => console.error("CSP violation: " + e.violatedDirective + " " + e.blockedURI));
+        // Playwright's own string evaluation may run through eval in the page (no source file);
+        // the panel's scripts and styles always have one.
+        document.addEventListener("securitypolicyviolation", (e) => e.sourceFile ? console.error("CSP violation: " + e.violatedDirective + " " + e.blockedURI + " at " + e.sourceFile + ":" + e.lineNumber) : console.log("CSP: the harness's evaluate was refused " + e.violatedDirective));
         window.__posted = [];
         window.__state = undefined;
         // State goes through JSON into sessionStorage, as VS Code serializes it, so a reload
@@ -156,7 +163,7 @@ async function main(): Promise<void> {
       })();
     `);
     await page.goto(`http://127.0.0.1:${port}/`);
-    await page.waitForFunction("window.__posted.some((m) => m.type === 'ready')");
+    await page.waitForFunction(() => (globalThis as unknown as PageGlobals).__posted.some((m) => m.type === "ready"));
     check(true, "the page posts {type: 'ready'} on load");
 
     // The record is made in the page: sending ~100 MB of JSON through DevTools would time the pipe.
@@ -285,7 +292,7 @@ async function main(): Promise<void> {
     await page.click('[data-export="svg"][data-chart="heatmap"]');
     await page.click('[data-export="svg"][data-chart="layers-entropy"]');
     await page.click('[data-export="png"][data-chart="attention"]');
-    await page.waitForFunction("window.__posted.length >= 4", undefined, { timeout: 10_000 }).catch(() => undefined);
+    await page.waitForFunction(() => (globalThis as unknown as PageGlobals).__posted.length >= 4, undefined, { timeout: 10_000 }).catch(() => undefined);
     const exports = (await page.evaluate(`window.__posted.map((m) => ({ type: m.type, format: m.format, name: m.name, head: (m.data || "").slice(0, 30), size: (m.data || "").length }))`)) as { format: string; name: string; head: string; size: number }[];
     check(exports.some((e) => e.format === "csv" && e.size === 0), "Export CSV posts {type: 'export', format: 'csv'}");
     check(exports.filter((e) => e.format === "svg" && e.head.startsWith("<svg")).length === 2, `SVG exports post the chart's SVG text (${JSON.stringify(exports.map((e) => [e.format, e.name, e.head.slice(0, 5)]))})`);
@@ -371,7 +378,7 @@ async function main(): Promise<void> {
     await choose(page, "#metric", "kl");
     await page.waitForTimeout(700);
     await page.reload();
-    await page.waitForFunction("window.__posted.some((m) => m.type === 'ready')");
+    await page.waitForFunction(() => (globalThis as unknown as PageGlobals).__posted.some((m) => m.type === "ready"));
     const restored = (await page.evaluate(`({ layers: document.getElementById("heatmap")?.dataset.layers, metric: document.getElementById("heatmap")?.dataset.metric, title: document.getElementById("title")?.textContent, visible: !document.getElementById("record-view")?.hidden })`)) as { layers?: string; metric?: string; title?: string; visible: boolean };
     check(restored.visible && restored.layers === "9" && restored.metric === "kl" && restored.title === "small run", `after a reload the panel redraws from getState (${JSON.stringify(restored)})`);
 
