@@ -207,8 +207,12 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     expect(csv.length - 1).toBeGreaterThanOrEqual(9 * 10);
     await shot("05-exported");
 
-    // after a reload of the window the panel comes back with its record (the serializer reads the kept record)
-    await page.reload();
+    // after a reload of the window the panel comes back with its record (the serializer reads the
+    // kept record). Reload the way a user does, with the command: it saves the workbench's state
+    // first, where a bare page reload can race the save and come back with no editors at all.
+    const reloaded = page.waitForEvent("domcontentloaded", { timeout: 60_000 });
+    await command("Developer: Reload Window");
+    await reloaded;
     await page.locator(".monaco-workbench").waitFor({ timeout: 60_000 });
     await panelFrame().locator("#heatmap").waitFor({ state: "visible", timeout: 60_000 });
     expect(await panelFrame().locator("#prompt").textContent()).toContain("triangle");
