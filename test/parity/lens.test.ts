@@ -208,3 +208,36 @@ describe.each(cases.map(({ file, c }) => [`${c.model}/${c.case}`, file, c] as [s
     expect(binned.lens.topkIds.data).toEqual(sorted.lens.topkIds.data);
   });
 });
+
+// The whole answer's probability comes from the lens graph's final-layer target probabilities;
+// here it is recomputed from full logits (a separate unembedding session) and a softmax in JS.
+describe("answerProb", () => {
+  it("equals the product of the final layer's softmax over the teacher-forced answer tokens", async () => {
+    const { file, c } = cases.find(({ c }) => c.model.startsWith("llava"))!;
+    const modelDir = path.resolve(path.dirname(file), c.model_dir);
+    const source = JSON.parse(fs.readFileSync(path.resolve(path.dirname(file), c.source_case), "utf8")) as { prompt: string; image: string | null };
+    const image = source.image ? path.resolve(path.dirname(path.resolve(path.dirname(file), c.source_case)), source.image) : undefined;
+    const m = await open(modelDir);
+    const answer = "blue sky over the sea";
+    const r = await runLens(m, { prompt: source.prompt, image, settings: { maxNewTokens: 0, target: answer, answerProb: true } });
+
+    const ids = m.text.encodeContinuation(` ${answer}`);
+    expect(ids.length).toBeGreaterThan(1);
+    const prepared = await m.prepare({ prompt: source.prompt, image });
+    const prefill = await m.forward(prepared.inputIds, { imageFeatures: await m.imageFeaturesFor(prepared) });
+    const rest = await m.forward(ids.slice(0, -1), { cache: prefill.cache, positions: ids.slice(0, -1).map((_, i) => i) });
+    const V = m.info.vocabSize;
+    const rows = [await m.logits(prefill), await m.logits(rest)];
+    const logSoftmaxAt = (logits: Float32Array, id: number) => {
+      let max = -Infinity;
+      for (const v of logits) max = Math.max(max, v);
+      let sum = 0;
+      for (const v of logits) sum += Math.exp(v - max);
+      return logits[id] - max - Math.log(sum);
+    };
+    let logProb = logSoftmaxAt(rows[0], ids[0]);
+    for (let i = 1; i < ids.length; i++) logProb += logSoftmaxAt(rows[1].subarray((i - 1) * V, i * V), ids[i]);
+    expect(r.lens.answerProb).toBeGreaterThan(0);
+    expect(Math.abs(r.lens.answerProb! - Math.exp(logProb)) / Math.exp(logProb)).toBeLessThanOrEqual(1e-4);
+  });
+});

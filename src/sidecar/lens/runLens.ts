@@ -304,30 +304,24 @@ async function wholeAnswerProbability(
 ): Promise<number> {
   const ids = model.text.encodeContinuation(` ${answer.trim()}`);
   const { numLayers: L, hiddenSize: H } = model.info;
-  // The states that predict each answer token: the prompt's last, then the answer's own but last.
-  const rows: Float32Array[] = [rowOf(prefill.hiddenStates, prefill.positions.length, lastRow, L, H)];
+  // The states that predict each answer token, as [states [L+1, K, H], K, row]: the prompt's
+  // last, then the answer's own but the last.
+  const sources: [Float32Array, number, number][] = [[prefill.hiddenStates, prefill.positions.length, lastRow]];
   if (ids.length > 1) {
     const rest = ids.slice(0, -1);
     const segs = [...keySegments, ...rest.map(() => SEGMENTS.indexOf("generated"))];
     const step = await model.forward(rest, { cache: prefill.cache, positions: rest.map((_, i) => i), keySegments: segs, segmentCount: SEGMENTS.length, headMask });
-    for (let i = 0; i < rest.length; i++) rows.push(rowOf(step.hiddenStates, rest.length, i, L, H));
+    rest.forEach((_, i) => sources.push([step.hiddenStates, rest.length, i]));
   }
-  const n = rows.length;
+  const n = sources.length;
   const hidden = new Float32Array((L + 1) * n * H);
-  rows.forEach((r, j) => {
-    for (let l = 0; l <= L; l++) hidden.set(r.subarray(l * H, (l + 1) * H), (l * n + j) * H);
+  sources.forEach(([states, K, row], j) => {
+    for (let l = 0; l <= L; l++) hidden.set(states.subarray((l * K + row) * H, (l * K + row + 1) * H), (l * n + j) * H);
   });
   const stats = await model.lens(hidden, { topK: 1, targets: ids.map((id) => [id]) });
   let logProb = 0;
   for (let j = 0; j < n; j++) logProb += Math.log(stats.targetProb[L * n + j]);
   return Math.exp(logProb);
-}
-
-/** One position's states at every layer, [L+1, H], out of [L+1, K, H]. */
-function rowOf(states: Float32Array, K: number, row: number, L: number, H: number): Float32Array {
-  const out = new Float32Array((L + 1) * H);
-  for (let l = 0; l <= L; l++) out.set(states.subarray((l * K + row) * H, (l * K + row + 1) * H), l * H);
-  return out;
 }
 
 async function resolveHeadMask(
