@@ -241,3 +241,14 @@ describe("answerProb", () => {
     expect(Math.abs(r.lens.answerProb! - Math.exp(logProb)) / Math.exp(logProb)).toBeLessThanOrEqual(1e-4);
   });
 });
+
+describe("forward", () => {
+  it("reports nothing, and fails nothing, when asked for no positions (a cache-only prefill)", async () => {
+    const { file, c } = cases.find(({ c }) => c.model.startsWith("llama"))!;
+    const m = await open(path.resolve(path.dirname(file), c.model_dir));
+    const r = await m.forward(c.ids.slice(0, 5), { positions: [] });
+    expect(r.hiddenStates.length).toBe(0);
+    expect(r.nextTokens).toEqual([]);
+    expect(r.cache.length).toBe(5);
+  });
+});

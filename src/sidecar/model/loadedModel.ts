@@ -316,7 +316,7 @@ export class LoadedModel {
     const hiddenStates = out["hidden_states"].data as Float32Array;
     // Each layer's top-k (the tokens a lens run tracks) and the next token, from the lens graph.
     const k = Math.min(opts.topK ?? 1, this.plan.decoder.vocabSize);
-    const top = (await this.lens(hiddenStates, { topK: k, full: false })).topkIds;
+    const top = positions.length ? (await this.lens(hiddenStates, { topK: k, full: false })).topkIds : new BigInt64Array(0);
     const finalRows = top.subarray(numLayers * positions.length * k);
     return {
       hiddenStates,
