@@ -48,6 +48,13 @@ function blob(file: string, b: Blob): Float32Array | Int32Array {
   return b.dtype === "int32" ? new Int32Array(ab) : new Float32Array(ab);
 }
 
+/** A lens case's model folder, and the prompt and image of the runtime case it was made from. */
+function caseInput(file: string, c: LensCase): { modelDir: string; source: { prompt: string; image: string | null }; image: string | undefined } {
+  const sourceFile = path.resolve(path.dirname(file), c.source_case);
+  const source = JSON.parse(fs.readFileSync(sourceFile, "utf8")) as { prompt: string; image: string | null };
+  return { modelDir: path.resolve(path.dirname(file), c.model_dir), source, image: source.image ? path.resolve(path.dirname(sourceFile), source.image) : undefined };
+}
+
 const models = new Map<string, Promise<LoadedModel>>();
 const open = (dir: string, rankMethod?: RankMethod) => {
   const key = `${dir}|${rankMethod ?? "default"}`;
@@ -71,9 +78,7 @@ const maxAbs = (a: ArrayLike<number>, b: ArrayLike<number>) => {
 };
 
 describe.each(cases.map(({ file, c }) => [`${c.model}/${c.case}`, file, c] as [string, string, LensCase]))("%s", (_name, file, c) => {
-  const modelDir = path.resolve(path.dirname(file), c.model_dir);
-  const source = JSON.parse(fs.readFileSync(path.resolve(path.dirname(file), c.source_case), "utf8")) as { prompt: string; image: string | null };
-  const image = source.image ? path.resolve(path.dirname(path.resolve(path.dirname(file), c.source_case)), source.image) : undefined;
+  const { modelDir, source, image } = caseInput(file, c);
   const L = c.num_layers;
   const N = c.ids.length;
   let record: Promise<LensRecord> | undefined;
@@ -196,9 +201,7 @@ describe.each(cases.map(({ file, c }) => [`${c.model}/${c.case}`, file, c] as [s
 // that large vocabularies take must give the very same record.
 describe.each(cases.map(({ file, c }) => [`${c.model}/${c.case}`, file, c] as [string, string, LensCase]))("%s, ranks by binning", (_name, file, c) => {
   it("gives the same ranks, top-k and probabilities as ranking by sorting", async () => {
-    const modelDir = path.resolve(path.dirname(file), c.model_dir);
-    const source = JSON.parse(fs.readFileSync(path.resolve(path.dirname(file), c.source_case), "utf8")) as { prompt: string; image: string | null };
-    const image = source.image ? path.resolve(path.dirname(path.resolve(path.dirname(file), c.source_case)), source.image) : undefined;
+    const { modelDir, source, image } = caseInput(file, c);
     const request = { prompt: source.prompt, image, settings: { positions: "all" as const, topK: c.top_k, maxNewTokens: c.greedy_tokens.length, target: "the" } };
     const [sorted, binned] = await Promise.all([open(modelDir, "sort"), open(modelDir, "bins")]).then(([a, b]) => Promise.all([runLens(a, request), runLens(b, request)]));
     expect(binned.tracked.ids.length).toBeGreaterThan(10);
@@ -214,9 +217,7 @@ describe.each(cases.map(({ file, c }) => [`${c.model}/${c.case}`, file, c] as [s
 describe("answerProb", () => {
   it("equals the product of the final layer's softmax over the teacher-forced answer tokens", async () => {
     const { file, c } = cases.find(({ c }) => c.model.startsWith("llava"))!;
-    const modelDir = path.resolve(path.dirname(file), c.model_dir);
-    const source = JSON.parse(fs.readFileSync(path.resolve(path.dirname(file), c.source_case), "utf8")) as { prompt: string; image: string | null };
-    const image = source.image ? path.resolve(path.dirname(path.resolve(path.dirname(file), c.source_case)), source.image) : undefined;
+    const { modelDir, source, image } = caseInput(file, c);
     const m = await open(modelDir);
     const answer = "blue sky over the sea";
     const r = await runLens(m, { prompt: source.prompt, image, settings: { maxNewTokens: 0, target: answer, answerProb: true } });
@@ -245,7 +246,7 @@ describe("answerProb", () => {
 describe("forward", () => {
   it("reports nothing, and fails nothing, when asked for no positions (a cache-only prefill)", async () => {
     const { file, c } = cases.find(({ c }) => c.model.startsWith("llama"))!;
-    const m = await open(path.resolve(path.dirname(file), c.model_dir));
+    const m = await open(caseInput(file, c).modelDir);
     const r = await m.forward(c.ids.slice(0, 5), { positions: [] });
     expect(r.hiddenStates.length).toBe(0);
     expect(r.nextTokens).toEqual([]);
