@@ -152,7 +152,11 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
         const ids = params.tokens.map((t) => firstTokenOf(m, t));
         const stats = await m.lens(lastRun.hidden, { topK: 1, tracked: ids });
         const shape = [lastRun.record.layerLabels.length, lastRun.record.positions.length, ids.length];
-        return { ids, texts: ids.map((id) => m.text.tokenLabel(id)), rank: { shape, data: Array.from(stats.trackedRank, Number) }, prob: { shape, data: Array.from(stats.trackedProb) } };
+        // The lens reports its tracked tokens sorted and unique; answer in the order asked.
+        const M = stats.tracked.length;
+        const column = ids.map((id) => stats.tracked.indexOf(id));
+        const inOrder = (x: ArrayLike<number | bigint>) => Array.from({ length: shape[0] * shape[1] * ids.length }, (_, i) => Number(x[Math.floor(i / ids.length) * M + column[i % ids.length]]));
+        return { ids, texts: ids.map((id) => m.text.tokenLabel(id)), rank: { shape, data: inOrder(stats.trackedRank) }, prob: { shape, data: inOrder(stats.trackedProb) } };
       }),
     ),
   );

@@ -3,15 +3,24 @@
  * vocabulary logits exist only inside the graph. It is the model's only unembedding: the
  * decoder stops at the final norm, so the unembedding matrix is mapped once.
  *
- *   inputs   hidden_states [L+1, K, H]   entry L already final-normed (transformers' convention)
+ *   inputs   hidden_states [layers, K, H]  the last entry already final-normed (transformers'
+ *                                          convention), the others get the final norm
  *            top_k [1] int64
  *            target_ids [K, T] int64     -1 = the final layer's top-1 at that position
  *            tracked_ids [M] int64       tokens whose rank and probability to report (M may be 0)
- *            full [] bool                false: only topk_ids (a decode step's next token and
- *                                        the tokens to track); the other outputs are empty
- *   outputs  topk_ids, topk_probs [L+1, K, k]; entropy, kl, cosine [L+1, K];
- *            targets [K, T] (resolved ids); target_prob, target_rank [L+1, K, T];
- *            tracked_prob, tracked_rank [L+1, K, M]
+ *            track_topk [] bool          also track every token that is some row's top-k
+ *            chunk [1] int64             positions per statistics step (bounds the working set)
+ *            full [] bool                false: only topk_ids (a decode step's next token, say;
+ *                                        `layers` may then be any count); the other outputs are empty
+ *   outputs  topk_ids, topk_probs [layers, K, k]; entropy, kl, cosine [layers, K];
+ *            targets [K, T] (resolved ids); tracked [M'] (tracked_ids and, with track_topk,
+ *            every top-k id: sorted, unique); target_prob, target_rank [layers, K, T];
+ *            tracked_prob, tracked_rank [layers, K, M']
+ *
+ * One Gemm unembeds every row (one pass over the unembedding matrix instead of one per chunk:
+ * 191 against 319 ms for 414 rows of the bench:lens checkpoint); the logits stay in the graph
+ * while a Loop computes the statistics `chunk` positions at a time, so the set of tokens to
+ * track (known only once every row's top-k is) costs no second unembedding.
  *
  * Ranks are 1-based positions in a stable descending sort of each row's logits (ties go to
  * the lower id), computed for the queried ids only and without sorting the vocabulary
@@ -31,23 +40,30 @@ export interface LensHeadSpec {
 
 export function buildLensGraph(ctx: GraphCtx, spec: LensHeadSpec, rankMethod?: RankMethod): void {
   const { b } = ctx;
-  const { numLayers: L, hiddenSize: H, vocabSize: V } = spec;
-  const states = b.input("hidden_states", "float32", [L + 1, "positions", H]);
+  const { hiddenSize: H, vocabSize: V } = spec;
+  const states = b.input("hidden_states", "float32", ["layers", "positions", H]);
   const topK = b.input("top_k", "int64", [1]);
   const targetIds = b.input("target_ids", "int64", ["positions", "targets"]);
   const trackedIds = b.input("tracked_ids", "int64", ["tracked"]);
+  const trackTopK = b.input("track_topk", "bool", []);
+  const chunk = b.input("chunk", "int64", [1]);
   const full = b.input("full", "bool", []);
 
-  // Entries 0..L-1 get the final norm; entry L already has it.
-  const early = rmsNorm(ctx, b.op("Slice", [states, b.i64(0), b.i64(L), b.i64(0)]), spec.normWeight, H, spec.normEps);
-  const last = b.op("Slice", [states, b.i64(L), b.i64(L + 1), b.i64(0)]);
-  const rows = b.op("Reshape", [b.op("Concat", [early, last], { axis: 0 }), b.i64(-1, H)]);
+  // Every entry but the last gets the final norm; the last already has it.
+  const early = rmsNorm(ctx, b.op("Slice", [states, b.i64(0), b.i64(-1), b.i64(0)]), spec.normWeight, H, spec.normEps);
+  const last = b.op("Slice", [states, b.i64(-1), b.i64(2 ** 62), b.i64(0)]);
+  // Rows position-major (position, then layer), so that a chunk of positions is a block of rows.
+  const shape = b.op("Shape", [states]);
+  const layerCount = b.op("Slice", [shape, b.i64(0), b.i64(1)]);
+  const positions = b.op("Slice", [shape, b.i64(1), b.i64(2)]);
+  const rows = b.op("Reshape", [b.op("Transpose", [b.op("Concat", [early, last], { axis: 0 })], { perm: [1, 0, 2] }), b.i64(-1, H)]);
   const logits = b.op("Gemm", [rows, param(ctx, spec.unembedding, [V, H])], { transB: 1 }, "logits");
 
   // The top-k is a heap selection (ties to the lower id, the order the ranks use).
   const [, topI] = b.opMulti("TopK", [logits, topK], 2, { axis: -1, largest: 1, sorted: 1 }, "topk");
-  const kShape = b.op("Concat", [b.i64(L + 1, -1), topK], { axis: 0 });
-  b.output(b.op("Reshape", [topI, kShape]), "topk_ids", "int64", [L + 1, "positions", "k"]);
+  const byPosition = (x: string, last: string) => b.op("Reshape", [x, b.op("Concat", [positions, layerCount, last], { axis: 0 })]);
+  const topIds = byPosition(topI, topK);
+  b.output(b.op("Transpose", [topIds], { perm: [1, 0, 2] }), "topk_ids", "int64", ["layers", "positions", "k"]);
 
   const outputs: [string, ElemType, (number | string)[]][] = [
     ["topk_probs", "float32", ["layers", "positions", "k"]],
@@ -55,15 +71,16 @@ export function buildLensGraph(ctx: GraphCtx, spec: LensHeadSpec, rankMethod?: R
     ["kl", "float32", ["layers", "positions"]],
     ["cosine", "float32", ["layers", "positions"]],
     ["targets", "int64", ["positions", "targets"]],
+    ["tracked", "int64", ["tracked_out"]],
     ["target_prob", "float32", ["layers", "positions", "targets"]],
     ["target_rank", "int64", ["layers", "positions", "targets"]],
-    ["tracked_prob", "float32", ["layers", "positions", "tracked"]],
-    ["tracked_rank", "int64", ["layers", "positions", "tracked"]],
+    ["tracked_prob", "float32", ["layers", "positions", "tracked_out"]],
+    ["tracked_rank", "int64", ["layers", "positions", "tracked_out"]],
   ];
   const values = b.ifElse(
     full,
     outputs.map(([, type]) => type),
-    () => lensStatistics(ctx, spec, { states, last, logits, topI, kShape, targetIds, trackedIds }, rankMethod),
+    () => lensStatistics(ctx, spec, { states, last, logits, topI, topIds, positions, targetIds, trackedIds, trackTopK, chunk }, rankMethod),
     () => outputs.map(([, type, dims]) => b.constant(type === "float32" ? "float32" : "int64", [], dims.map(() => 0))),
     "statistics",
   );
@@ -81,58 +98,82 @@ export function buildUnembeddingGraph(ctx: GraphCtx, spec: LensHeadSpec): void {
 function lensStatistics(
   ctx: GraphCtx,
   spec: LensHeadSpec,
-  v: { states: string; last: string; logits: string; topI: string; kShape: string; targetIds: string; trackedIds: string },
+  v: { states: string; last: string; logits: string; topI: string; topIds: string; positions: string; targetIds: string; trackedIds: string; trackTopK: string; chunk: string },
   rankMethod?: RankMethod,
 ): string[] {
   const { b } = ctx;
   const { numLayers: L, vocabSize: V } = spec;
-  const { states, last, logits, topI, kShape, targetIds, trackedIds } = v;
-  const logp = b.op("LogSoftmax", [logits], { axis: -1 }, "logp");
-  const probs = b.op("Exp", [logp], {}, "probs");
-  const byLayer = (x: string, last: number | string) => b.op("Reshape", [x, typeof last === "number" ? b.i64(L + 1, -1, last) : last]);
-  const topP = b.op("Reshape", [b.op("GatherElements", [probs, topI], { axis: 1 }, "head_probs"), kShape]);
+  const { states, last, logits, topI, topIds, positions, targetIds, trackedIds, trackTopK, chunk } = v;
 
-  const entropy = byLayer(b.op("Neg", [b.op("ReduceSum", [b.op("Mul", [probs, logp]), b.i64(-1)], { keepdims: 0 })]), b.i64(L + 1, -1));
+  // The tracked set: the given ids and, on request, every row's top-k.
+  const allTop = b.op("Reshape", [topI, b.i64(-1)]);
+  const topCount = b.op("Mul", [b.op("Cast", [b.op("Unsqueeze", [trackTopK, b.i64(0)])], { to: 7 }), b.op("Shape", [allTop])]);
+  const tracked = b.op("Unique", [b.op("Concat", [trackedIds, b.op("Slice", [allTop, b.i64(0), topCount])], { axis: 0 })], { sorted: 1 }, "tracked_set");
 
-  // KL(final || layer): the final layer's rows broadcast over all layers.
-  const logp3 = byLayer(logp, V);
-  const finalLogp = b.op("Slice", [logp3, b.i64(L), b.i64(L + 1), b.i64(0)]);
-  const kl = b.op("ReduceSum", [b.op("Mul", [b.op("Exp", [finalLogp]), b.op("Sub", [finalLogp, logp3])]), b.i64(-1)], { keepdims: 0 });
+  // Targets: -1 means the final layer's top-1.
+  const finalTop1 = b.op("Reshape", [b.op("Slice", [topIds, b.i64(L, 0), b.i64(L + 1, 1), b.i64(1, 2)]), b.i64(-1, 1)]);
+  const targets = b.op("Where", [b.op("Less", [targetIds, b.i64Scalar(0)]), b.op("Expand", [finalTop1, b.op("Shape", [targetIds])]), targetIds]);
 
   const dot = b.op("ReduceSum", [b.op("Mul", [states, last]), b.i64(-1)], { keepdims: 0 });
   const norm = (x: string) => b.op("Sqrt", [b.op("ReduceSum", [b.op("Mul", [x, x]), b.i64(-1)], { keepdims: 0 })]);
   const cosine = b.op("Div", [dot, b.op("Max", [b.op("Mul", [norm(states), norm(last)]), b.f32(1e-8)])]);
 
-  const positions = b.op("Slice", [b.op("Shape", [states]), b.i64(1), b.i64(2)]);
+  // Each position's queries: its targets, then the tracked ids, the same at every layer.
+  const trackedCount = b.op("Shape", [tracked]);
+  const trackedRows = b.op("Expand", [b.op("Unsqueeze", [tracked, b.i64(0)]), b.op("Concat", [positions, trackedCount], { axis: 0 })]);
+  const queries = b.op("Concat", [targets, trackedRows], { axis: 1 }, "queries");
+  const queryCount = b.op("Slice", [b.op("Shape", [queries]), b.i64(1), b.i64(2)]);
 
-  // Targets: -1 means the final layer's top-1 (ArgMax keeps the first maximum, like the ranks).
-  const finalLogits = b.op("Slice", [byLayer(logits, V), b.i64(L), b.i64(L + 1), b.i64(0)]);
-  const finalTop1 = b.op("ArgMax", [b.op("Squeeze", [finalLogits, b.i64(0)])], { axis: -1, keepdims: 1 });
-  const targets = b.op("Where", [b.op("Less", [targetIds, b.i64Scalar(0)]), b.op("Expand", [finalTop1, b.op("Shape", [targetIds])]), targetIds]);
+  // Statistics `chunk` positions at a time over the logits (rows position-major, layers inner).
+  const logits3 = b.op("Reshape", [logits, b.i64(-1, L + 1, V)]);
+  const topK = b.op("Slice", [b.op("Shape", [topI]), b.i64(1), b.i64(2)]);
+  const topI3 = b.op("Reshape", [topI, b.op("Concat", [b.i64(-1, L + 1), topK], { axis: 0 })]);
+  const trips = b.op("Div", [b.op("Sub", [b.op("Add", [positions, chunk]), b.i64(1)]), chunk]);
+  const empty = (type: "float32" | "int64", last?: string) =>
+    b.op("Expand", [type === "float32" ? b.f32(0) : b.i64Scalar(0), last ? b.op("Concat", [b.i64(0, L + 1), last], { axis: 0 }) : b.i64(0, L + 1)]);
+  const carried: { init: string; type: ElemType }[] = [
+    { init: empty("float32", topK), type: "float32" },
+    { init: empty("float32"), type: "float32" },
+    { init: empty("float32"), type: "float32" },
+    { init: empty("float32", queryCount), type: "float32" },
+    { init: empty("int64", queryCount), type: "int64" },
+  ];
+  const perPosition = b.loop(
+    trips,
+    carried,
+    (iteration, acc) => {
+      const start = b.op("Mul", [b.op("Unsqueeze", [iteration, b.i64(0)]), chunk]);
+      const end = b.op("Add", [start, chunk]);
+      const part = (x: string) => b.op("Slice", [x, start, end, b.i64(0)]);
+      const x = b.op("Reshape", [part(logits3), b.i64(-1, V)]);
+      const logp = b.op("LogSoftmax", [x], { axis: -1 }, "logp");
+      const probs = b.op("Exp", [logp], {}, "probs");
+      const rowsOf = (y: string) => b.op("Reshape", [y, b.op("Concat", [b.i64(-1), b.op("Slice", [b.op("Shape", [y]), b.i64(2), b.i64(3)])], { axis: 0 })]);
+      const back = (y: string, last?: string) => b.op("Reshape", [y, last ? b.op("Concat", [b.i64(-1, L + 1), last], { axis: 0 }) : b.i64(-1, L + 1)]);
 
-  // One query row per (layer, position): its targets, then the tracked ids. An explicit row
-  // count, and allowzero, because the tracked axis may be 0 (no tracked tokens).
-  const rowCount = b.op("Mul", [b.i64(L + 1), positions]);
-  const targetRows = b.op("Reshape", [
-    b.op("Expand", [b.op("Unsqueeze", [targets, b.i64(0)]), b.op("Concat", [b.i64(L + 1), b.op("Shape", [targets])], { axis: 0 })]),
-    b.op("Concat", [rowCount, b.i64(-1)], { axis: 0 }),
-  ]);
-  const trackedCount = b.op("Shape", [trackedIds]);
-  const trackedRows = b.op("Reshape", [b.op("Expand", [b.op("Unsqueeze", [trackedIds, b.i64(0)]), b.op("Concat", [rowCount, trackedCount], { axis: 0 })]), b.op("Concat", [rowCount, trackedCount], { axis: 0 })], { allowzero: 1 });
-  const queries = b.op("Concat", [targetRows, trackedRows], { axis: 1 });
-  const ranks = exactRanks(ctx, logits, queries, V, rankMethod);
-  const queryProbs = b.op("GatherElements", [probs, queries], { axis: 1 });
+      const topP = back(b.op("GatherElements", [probs, rowsOf(part(topI3))], { axis: 1 }, "head_probs"), topK);
+      const entropy = back(b.op("Neg", [b.op("ReduceSum", [b.op("Mul", [probs, logp]), b.i64(-1)], { keepdims: 0 })]));
+      // KL(final || layer) = sum p_final (logp_final - logp_layer): one matrix-vector product
+      // per position gives sum p_final logp_layer at every layer.
+      const finalProbs = b.op("Reshape", [b.op("Slice", [back(probs, b.i64(V)), b.i64(L), b.i64(L + 1), b.i64(1)]), b.i64(0, V, 1)]);
+      const cross = b.op("Squeeze", [b.op("MatMul", [back(logp, b.i64(V)), finalProbs]), b.i64(2)]);
+      const kl = b.op("Sub", [b.op("Slice", [cross, b.i64(L), b.i64(L + 1), b.i64(1)]), cross]);
+
+      const q = b.op("Reshape", [b.op("Expand", [b.op("Unsqueeze", [part(queries), b.i64(1)]), b.op("Concat", [b.i64(1, L + 1), queryCount], { axis: 0 })]), b.op("Concat", [b.i64(-1), queryCount], { axis: 0 })]);
+      const queryProbs = back(b.op("GatherElements", [probs, q], { axis: 1 }), queryCount);
+      const ranks = back(exactRanks(ctx, x, q, V, rankMethod), queryCount);
+      return [topP, entropy, kl, queryProbs, ranks].map((y, i) => b.op("Concat", [acc[i], y], { axis: 0 }));
+    },
+    "chunks",
+  );
+  const layerMajor = (x: string, rank: number) => b.op("Transpose", [x], { perm: rank === 2 ? [1, 0] : [1, 0, 2] });
+  const [topP, entropy, kl, queryProbs, queryRanks] = perPosition.map((x, i) => layerMajor(x, i === 1 || i === 2 ? 2 : 3));
 
   const targetCount = b.op("Slice", [b.op("Shape", [targetIds]), b.i64(1), b.i64(2)]);
-  const split = (x: string) => {
-    const part = (from: string, to: string, count: string) =>
-      b.op("Reshape", [b.op("Slice", [x, from, to, b.i64(1)]), b.op("Concat", [b.i64(L + 1), positions, count], { axis: 0 })], { allowzero: 1 });
-    const total = b.op("Slice", [b.op("Shape", [x]), b.i64(1), b.i64(2)]);
-    return [part(b.i64(0), targetCount, targetCount), part(targetCount, total, trackedCount)];
-  };
+  const split = (x: string) => [b.op("Slice", [x, b.i64(0), targetCount, b.i64(2)]), b.op("Slice", [x, targetCount, b.i64(2 ** 62), b.i64(2)])];
   const [targetProb, trackedProb] = split(queryProbs);
-  const [targetRank, trackedRank] = split(ranks);
-  return [topP, entropy, kl, cosine, targets, targetProb, targetRank, trackedProb, trackedRank];
+  const [targetRank, trackedRank] = split(queryRanks);
+  return [topP, entropy, kl, cosine, targets, tracked, targetProb, targetRank, trackedProb, trackedRank];
 }
 
 /**
@@ -174,6 +215,7 @@ function ranksByBins(ctx: GraphCtx, logits: string, queries: string, V: number):
   // Index arithmetic in int32 (half the memory traffic of int64); sizes stay far below 2^31.
   const int32 = (x: string) => b.op("Cast", [x], { to: 6 });
   const int64 = (x: string) => b.op("Cast", [x], { to: 7 });
+  const flat = (x: string) => b.op("Reshape", [x, b.i64(-1)]);
   const rows = b.op("Slice", [b.op("Shape", [logits]), b.i64(0), b.i64(1)]);
   const n = b.op("Slice", [b.op("Shape", [queries]), b.i64(1), b.i64(2)]);
   // Queries in (value, then id descending) ascending order: order by id descending first, then
@@ -184,17 +226,18 @@ function ranksByBins(ctx: GraphCtx, logits: string, queries: string, V: number):
   const sortedIds = b.op("GatherElements", [queries, perm], { axis: 1 });
   const sortedValues = b.op("GatherElements", [logits, sortedIds], { axis: 1 });
 
-  // Bins span the queries' values only: bin 0 holds everything below the lowest query (it
-  // comes before none), bin B+1 everything above the highest (before all), and B uniform bins
-  // lie between, B at least V and many more than there are queries, so that few entries share
-  // a bin with a query. Any monotone binning gives exact ranks; a good one keeps it fast.
+  // Bins span the queries' values only: bin 0 holds what lies below the lowest query (it comes
+  // before none), bin B+1 what lies above the highest (before all), and B uniform bins lie
+  // between, B at least V and many more than there are queries, so that few entries share a
+  // bin with a query. Any monotone binning gives exact ranks; a good one keeps it fast. The
+  // half-bin offset keeps the lowest query out of bin 0 despite rounding; four passes in all.
   const bins = b.op("Max", [b.i64(V), b.op("Mul", [n, b.i64(BINS_PER_QUERY)])], {}, "bin_count");
-  const B = int32(b.op("Squeeze", [bins, b.i64(0)]));
-  const lo = b.op("ReduceMin", [sortedValues], { axes: [1], keepdims: 1 });
-  const hi = b.op("ReduceMax", [sortedValues], { axes: [1], keepdims: 1 });
-  const scale = b.op("Div", [b.op("Cast", [B], { to: 1 }), b.op("Max", [b.op("Sub", [hi, lo]), b.f32(1e-30)])]);
-  const inRange = b.op("Add", [b.op("Min", [int32(b.op("Floor", [b.op("Mul", [b.op("Sub", [logits, lo]), scale])])), b.op("Sub", [B, b.i32Scalar(1)])]), b.i32Scalar(1)]);
-  const bin = b.op("Where", [b.op("Greater", [logits, hi]), b.op("Add", [B, b.i32Scalar(1)]), b.op("Where", [b.op("Less", [logits, lo]), b.i32Scalar(0), inRange])], {}, "bin");
+  const B = b.op("Cast", [b.op("Squeeze", [bins, b.i64(0)])], { to: 1 });
+  const lo = b.op("Slice", [sortedValues, b.i64(0), b.i64(1), b.i64(1)]);
+  const hi = b.op("Slice", [sortedValues, b.i64(-1), b.i64(2 ** 62), b.i64(1)]);
+  const scale = b.op("Div", [B, b.op("Max", [b.op("Sub", [hi, lo]), b.f32(1e-30)])]);
+  const offset = b.op("Sub", [b.f32(1.5), b.op("Mul", [lo, scale])]);
+  const bin = int32(b.op("Clip", [b.op("Add", [b.op("Mul", [logits, scale]), offset]), b.f32(0), b.op("Add", [B, b.f32(1)])], {}, "bin_value"));
   const sortedBins = b.op("GatherElements", [bin, sortedIds], { axis: 1 });
 
   const filled = (value: string, shape: string) => b.op("Expand", [value, shape]);
@@ -207,34 +250,34 @@ function ranksByBins(ctx: GraphCtx, logits: string, queries: string, V: number):
   const hist0 = countInto(b.op("Concat", [rows, b.op("Add", [n, b.i64(1)])], { axis: 0 }), below);
 
   // Entries sharing a bin with a query, against that bin's queries (at most C of them, which
-  // sit together in the sorted order starting at queriesBelow).
+  // sit together in the sorted order starting at queriesBelow). Per-entry values are read
+  // with flat Gathers (GatherND's index tuples cost several times more).
   const sharing = b.op("GatherElements", [queriesIn, bin], { axis: 1 });
-  const at = b.op("Transpose", [b.op("NonZero", [b.op("Greater", [sharing, b.i32Scalar(0)])])], { perm: [1, 0] }, "shared_bins");
-  const pick = (x: string) => b.op("GatherND", [x, at]);
+  const at = b.op("NonZero", [sharing], {}, "shared_bins");
+  const rowOf = b.op("Squeeze", [b.op("Slice", [at, b.i64(0), b.i64(1), b.i64(0)]), b.i64(0)]);
+  const id = b.op("Squeeze", [b.op("Slice", [at, b.i64(1), b.i64(2), b.i64(0)]), b.i64(0)]);
+  const entry = b.op("Add", [b.op("Mul", [rowOf, b.i64Scalar(V)]), id]);
+  const pick = (x: string) => b.op("Gather", [flat(x), entry], { axis: 0 });
   const candidateBelow = pick(below);
-  const candidateIn = pick(sharing);
   const C = b.op("ReduceMax", [queriesIn], { keepdims: 0 }, "bin_capacity");
   const slots = b.op("Range", [b.i32Scalar(0), C, b.i32Scalar(1)]);
   const lastQuery = b.op("Sub", [int32(b.op("Squeeze", [n, b.i64(0)])), b.i32Scalar(1)]);
   const queryAt = b.op("Min", [b.op("Add", [b.op("Unsqueeze", [candidateBelow, b.i64(1)]), slots]), lastQuery]);
-  const pairs = b.op("Concat", [
-    b.op("Expand", [b.op("Unsqueeze", [b.op("Slice", [at, b.i64(0), b.i64(1), b.i64(1)]), b.i64(2)]), b.op("Concat", [b.op("Shape", [queryAt]), b.i64(1)], { axis: 0 })]),
-    int64(b.op("Unsqueeze", [queryAt, b.i64(2)])),
-  ], { axis: 2 });
-  const queryValue = b.op("GatherND", [sortedValues, pairs]);
-  const queryId = int32(b.op("GatherND", [sortedIds, pairs]));
+  const queryFlat = b.op("Add", [b.op("Unsqueeze", [b.op("Mul", [rowOf, n]), b.i64(1)]), int64(queryAt)]);
+  const queryValue = b.op("Gather", [flat(sortedValues), queryFlat], { axis: 0 });
+  const queryId = b.op("Gather", [flat(sortedIds), queryFlat], { axis: 0 });
   const value = b.op("Unsqueeze", [pick(logits), b.i64(1)]);
-  const id = int32(b.op("Slice", [at, b.i64(1), b.i64(2), b.i64(1)]));
-  const valid = b.op("Less", [slots, b.op("Unsqueeze", [candidateIn, b.i64(1)])]);
-  const beats = b.op("And", [valid, b.op("Or", [b.op("Less", [queryValue, value]), b.op("And", [b.op("Equal", [queryValue, value]), b.op("Greater", [queryId, id])])])]);
+  const valid = b.op("Less", [slots, b.op("Unsqueeze", [pick(sharing), b.i64(1)])]);
+  const beats = b.op("And", [valid, b.op("Or", [b.op("Less", [queryValue, value]), b.op("And", [b.op("Equal", [queryValue, value]), b.op("Greater", [queryId, b.op("Unsqueeze", [id, b.i64(1)])])])])]);
   const inBin = b.op("ReduceSum", [b.op("Cast", [beats], { to: 6 }), b.i64(1)], { keepdims: 0 });
 
-  // Move each such entry from c0 to c0 + inBin in the histogram.
-  const rowOf = b.op("Slice", [at, b.i64(0), b.i64(1), b.i64(1)]);
-  const moveFrom = b.op("Concat", [rowOf, int64(b.op("Unsqueeze", [candidateBelow, b.i64(1)]))], { axis: 1 });
-  const moveTo = b.op("Concat", [rowOf, int64(b.op("Unsqueeze", [b.op("Add", [candidateBelow, inBin]), b.i64(1)]))], { axis: 1 });
+  // Move each such entry from c0 to c0 + inBin in the histogram: one scatter of -1s and +1s.
+  const histRow = b.op("Mul", [rowOf, b.op("Add", [n, b.i64(1)])]);
+  const from = b.op("Add", [histRow, int64(candidateBelow)]);
+  const to = b.op("Add", [histRow, int64(b.op("Add", [candidateBelow, inBin]))]);
   const ones = filled(b.i32Scalar(1), b.op("Shape", [inBin]));
-  const hist = b.op("ScatterND", [b.op("ScatterND", [hist0, moveFrom, b.op("Neg", [ones])], { reduction: "add" }), moveTo, ones], { reduction: "add" });
+  const moved = b.op("ScatterElements", [flat(hist0), b.op("Concat", [from, to], { axis: 0 }), b.op("Concat", [b.op("Neg", [ones]), ones], { axis: 0 })], { axis: 0, reduction: "add" });
+  const hist = b.op("Reshape", [moved, b.op("Shape", [hist0])]);
 
   const ahead = b.op("CumSum", [hist, b.i64Scalar(1)], { exclusive: 1, reverse: 1 });
   const sortedRanks = int64(b.op("Add", [b.op("Slice", [ahead, b.i64(0), n, b.i64(1)]), b.i32Scalar(1)]));

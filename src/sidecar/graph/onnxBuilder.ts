@@ -189,6 +189,48 @@ export class GraphBuilder {
     return outputs;
   }
 
+  /**
+   * A Loop node that runs `body` `tripCount` times (an int64 value of shape [1]). `carried`
+   * are the loop-carried values with their initial values; `body` gets the iteration number
+   * (int64 scalar) and the carried values of this iteration, and returns their next values,
+   * whose shapes may differ from the previous iteration's (a growing Concat, say). Returns the
+   * carried values after the last iteration. The body may read any value of the enclosing graph.
+   */
+  loop(tripCount: string, carried: { init: string; type: ElemType }[], body: (iteration: string, values: string[]) => string[], hint = "loop"): string[] {
+    const outer = this.nodes;
+    this.nodes = [];
+    let graph: onnx.IGraphProto;
+    try {
+      graph = this.scoped(hint, () => {
+        const iteration = this.fresh("iteration");
+        const condIn = this.fresh("cond_in");
+        const ins = carried.map(() => this.fresh("carried_in"));
+        const next = body(iteration, ins);
+        if (next.length !== carried.length) throw new Error(`graph ${this.name}: loop ${hint} returns ${next.length} values, expected ${carried.length}`);
+        const condOut = this.fresh("cond_out");
+        this.nodes.push({ opType: "Identity", input: [condIn], output: [condOut], name: condOut });
+        const outs = next.map((v, i) => {
+          const name = this.fresh(`carried_out${i}`);
+          this.nodes.push({ opType: "Identity", input: [v], output: [name], name });
+          return name;
+        });
+        const info = (name: string, type: ElemType) => ({ name, type: { tensorType: { elemType: ELEM_TYPE_CODE[type] } } });
+        return {
+          name: hint,
+          node: this.nodes,
+          input: [valueInfo(iteration, "int64", []), valueInfo(condIn, "bool", []), ...ins.map((n, i) => info(n, carried[i].type))],
+          output: [valueInfo(condOut, "bool", []), ...outs.map((n, i) => info(n, carried[i].type))],
+        };
+      });
+    } finally {
+      this.nodes = outer;
+    }
+    const outputs = carried.map((_, i) => this.fresh(`${hint}_${i}`));
+    const T = onnx.AttributeProto.AttributeType;
+    this.nodes.push({ opType: "Loop", input: [tripCount, "", ...carried.map((c) => c.init)], output: outputs, name: outputs[0], attribute: [{ name: "body", type: T.GRAPH, g: graph }] });
+    return outputs;
+  }
+
   toModelBytes(): Uint8Array {
     const model = onnx.ModelProto.create({
       irVersion: 8,

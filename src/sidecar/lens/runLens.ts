@@ -95,7 +95,7 @@ export async function runLens(model: LoadedModel, request: LensRunRequest, hooks
 
   const keySegments = ids.map((_, i) => segmentIndex(i));
   const prefill = await time("prefill", () =>
-    model.forward(ids, { imageFeatures: features, positions: prefillPositions, keySegments, segmentCount: SEGMENTS.length, imageKeys, headMask: maskArray, topK: settings.topK }),
+    model.forward(ids, { imageFeatures: features, positions: prefillPositions, keySegments, segmentCount: SEGMENTS.length, imageKeys, headMask: maskArray }),
   );
   const rowOf = new Map(prefillPositions.map((p, i) => [p, i]));
 
@@ -106,17 +106,9 @@ export async function runLens(model: LoadedModel, request: LensRunRequest, hooks
   const stepHidden: Float32Array[] = [];
   const stepAttention: Float32Array[] = [];
   const stepImageAttention: Float32Array[] = [];
-  // Every id that is some layer's top-k at an analysed position: the tokens to track.
-  const tracked = new Set<number>();
-  const addTopIds = (topIds: BigInt64Array, rowsOf: number, keep: (row: number) => boolean) => {
-    const k = topIds.length / ((L + 1) * rowsOf);
-    for (let i = 0; i < topIds.length; i++) if (keep(Math.floor(i / k) % rowsOf)) tracked.add(Number(topIds[i]));
-  };
-  const promptRows = new Set(promptPositions.map((p) => prefillPositions.indexOf(p)));
-  addTopIds(prefill.lensTopIds, prefillPositions.length, (row) => promptRows.has(row));
   let stoppedBy: LensRecord["generation"]["stoppedBy"] = settings.maxNewTokens === 0 ? "none" : "maxNewTokens";
   await time("decode", async () => {
-    let token = prefill.nextTokens[rowOf.get(S - 1)!];
+    let token = prefill.nextToken!;
     let cache = prefill.cache;
     for (let n = 0; n < settings.maxNewTokens; n++) {
       checkCancelled();
@@ -127,12 +119,11 @@ export async function runLens(model: LoadedModel, request: LensRunRequest, hooks
         break;
       }
       if (n === settings.maxNewTokens - 1) break;
-      const step = await model.forward([token], { cache, positions: [0], keySegments, segmentCount: SEGMENTS.length, imageKeys, headMask: maskArray, topK: settings.topK });
-      addTopIds(step.lensTopIds, 1, () => true);
+      const step = await model.forward([token], { cache, positions: [0], keySegments, segmentCount: SEGMENTS.length, imageKeys, headMask: maskArray });
       stepHidden.push(step.hiddenStates);
       stepAttention.push(step.attentionMass);
       stepImageAttention.push(step.imageAttention);
-      token = step.nextTokens[0];
+      token = step.nextToken!;
       cache = step.cache;
     }
   });
@@ -152,14 +143,9 @@ export async function runLens(model: LoadedModel, request: LensRunRequest, hooks
 
   const target = settings.target ? targetVariants(model, settings.target) : undefined;
   const trackedExtra = (settings.trackTokens ?? []).map((t) => firstTokenOf(model, t));
-  // One lens pass: the tracked set is known from the decoder's own top-k (which includes each
-  // position's final top-1, the default target) plus the word target's and the user's tokens.
-  for (const id of [...(target?.ids ?? []), ...trackedExtra]) tracked.add(id);
-  const trackedIds = [...tracked].sort((a, b) => a - b);
-  const stats = await time("lens", async () => ({
-    ...(await model.lens(hidden, { topK: settings.topK, targets: target && positions.map(() => target.ids), tracked: trackedIds })),
-    tracked: trackedIds,
-  }));
+  // Tracked: every token that is top-k anywhere in the record (which includes each position's
+  // final top-1, the default target), the word target's variants and the user's tokens.
+  const stats = await time("lens", () => model.lens(hidden, { topK: settings.topK, targets: target && positions.map(() => target.ids), tracked: [...(target?.ids ?? []), ...trackedExtra], trackTopK: true }));
 
   // A word target covers several tokenizations; per position keep the variant the final layer likes best.
   const T = target?.ids.length ?? 1;

@@ -30,6 +30,8 @@ export interface OpenOptions {
   onProgress?: (stage: string) => void;
   /** How the lens graph computes ranks (default: by vocabulary size); both are exact. For tests. */
   rankMethod?: RankMethod;
+  /** Memory bounds of a lens run, in bytes (defaults LOGITS_BUDGET and STATISTICS_BUDGET); any bound gives the same record. For tests. */
+  lensBudget?: { logits?: number; statistics?: number };
 }
 
 export interface PreparedInput {
@@ -63,10 +65,8 @@ export interface ForwardResult {
   attentionMass: Float32Array;
   /** Head-averaged attention of each requested query on the given image keys: [L, K, NI]. */
   imageAttention: Float32Array;
-  /** Each layer's top-k token ids at the requested positions (by logit): [L+1, K, k]. */
-  lensTopIds: BigInt64Array;
-  /** The greedy next token after each requested position: the final layer's top-1. */
-  nextTokens: number[];
+  /** The greedy next token after the last requested position (its final layer's top-1); undefined without positions. */
+  nextToken: number | undefined;
   positions: number[];
   cache: KvCache;
 }
@@ -83,8 +83,6 @@ export interface ForwardOptions {
   imageKeys?: readonly number[];
   /** [layers][heads]: 1 keeps a head, 0 zeroes its output. Default: all kept. */
   headMask?: Float32Array;
-  /** k of `lensTopIds` (default 1). */
-  topK?: number;
 }
 
 export interface LensStats {
@@ -97,9 +95,25 @@ export interface LensStats {
   targets: BigInt64Array;
   targetProb: Float32Array;
   targetRank: BigInt64Array;
+  /** The tracked token ids, sorted: the columns of trackedProb and trackedRank. */
+  tracked: number[];
   trackedProb: Float32Array;
   trackedRank: BigInt64Array;
 }
+
+/**
+ * A lens run keeps the logits of all its rows inside the graph up to this size, so that every
+ * row is unembedded once (bench:lens: 414 rows x 32000 tokens, 53 MB). Larger runs go in parts.
+ */
+const LOGITS_BUDGET = 256 * 2 ** 20;
+/**
+ * The statistics' working set per chunk of positions: up to ~48 bytes per (row, vocab) cell
+ * live at once (log-probabilities, probabilities, rank bins and counts). Small chunks stay in
+ * cache: on the bench:lens checkpoint one position per chunk (13.8 MB) took 480-490 ms for the
+ * whole lens graph, four (55 MB) 525-530 ms.
+ */
+const STATISTICS_BUDGET = 16 * 2 ** 20;
+const STATISTICS_BYTES_PER_CELL = 48;
 
 export interface ModelInfo {
   folder: string;
@@ -130,6 +144,7 @@ export class LoadedModel {
     readonly eosTokenIds: ReadonlySet<number>,
     readonly timings: { compileMs: number; sessionMs: number },
     private readonly openUnembedding: () => Promise<GraphSession>,
+    private readonly lensBudget: NonNullable<OpenOptions["lensBudget"]>,
   ) {}
 
   private unembedding?: Promise<GraphSession>;
@@ -220,7 +235,7 @@ export class LoadedModel {
       buildUnembeddingGraph({ b: unembedBuilder, weights }, plan.lens);
       return openGraphSession(unembedBuilder.toModelBytes(), sessionOptions);
     };
-    return new LoadedModel(info, text, plan, decoder, lensSession, vision, imagePipeline, eos, { compileMs: t1 - t0, sessionMs: t2 - t1 }, openUnembedding);
+    return new LoadedModel(info, text, plan, decoder, lensSession, vision, imagePipeline, eos, { compileMs: t1 - t0, sessionMs: t2 - t1 }, openUnembedding, opts.lensBudget ?? {});
   }
 
   get hasVision(): boolean {
@@ -314,16 +329,15 @@ export class LoadedModel {
     }
     const out = await this.decoder.run(feeds);
     const hiddenStates = out["hidden_states"].data as Float32Array;
-    // Each layer's top-k (the tokens a lens run tracks) and the next token, from the lens graph.
-    const k = Math.min(opts.topK ?? 1, this.plan.decoder.vocabSize);
-    const top = positions.length ? (await this.lens(hiddenStates, { topK: k, full: false })).topkIds : new BigInt64Array(0);
-    const finalRows = top.subarray(numLayers * positions.length * k);
+    // The next token, from the lens graph's unembedding of the last position's final state.
+    const H = this.plan.decoder.hiddenSize;
+    const K = positions.length;
+    const nextToken = K ? await this.greedyNext(hiddenStates.slice((numLayers * K + K - 1) * H, (numLayers * K + K) * H)) : undefined;
     return {
       hiddenStates,
       attentionMass: out["attention_mass"].data as Float32Array,
       imageAttention: out["image_attention"].data as Float32Array,
-      lensTopIds: top,
-      nextTokens: positions.map((_, i) => Number(finalRows[i * k])),
+      nextToken,
       positions: [...positions],
       cache: {
         keys: cache.keys.map((_, i) => out[`present_key.${i}`]),
@@ -336,39 +350,52 @@ export class LoadedModel {
 
   /**
    * The logit lens over hidden states [L+1, K, H] (transformers' convention): top-k, entropy,
-   * KL to the final layer, cosine to the final state, and probability and rank of targets
-   * ([K, T]; -1 = the final top-1) and tracked ids; with `full: false` only the top-k ids (the
-   * other fields are empty). Runs in position chunks so the in-graph
-   * [rows, vocab] buffers stay bounded for large vocabularies.
+   * KL to the final layer, cosine to the final state, probability and rank of targets ([K, T];
+   * -1 = the final top-1), and probability and rank of the tracked tokens: `tracked` and, with
+   * `trackTopK`, every token that is some row's top-k (`LensStats.tracked`, sorted).
+   *
+   * Every row is unembedded once: the logits of all rows stay inside the graph while it finds
+   * the tokens to track and works out the statistics a chunk of positions at a time. Only past
+   * LOGITS_BUDGET does it split the rows into parts, and then, when it tracks the top-k, it
+   * unembeds twice: once for the top-k of every part, once for the statistics.
    */
-  async lens(hiddenStates: Float32Array, opts: { topK: number; targets?: readonly (readonly number[])[]; tracked?: readonly number[]; full?: boolean }): Promise<LensStats> {
+  async lens(hiddenStates: Float32Array, opts: { topK: number; targets?: readonly (readonly number[])[]; tracked?: readonly number[]; trackTopK?: boolean }): Promise<LensStats> {
     const { numLayers, hiddenSize: H, vocabSize: V } = this.plan.decoder;
     const layers = numLayers + 1;
     const K = hiddenStates.length / (layers * H);
     const topK = Math.min(opts.topK, V);
     const T = opts.targets?.[0]?.length ?? 1;
-    const tracked = opts.tracked ?? [];
-    // Up to ~48 bytes per (row, vocab) cell live inside the graph at once for the statistics,
-    // ~12 for the top-k alone; keep a chunk under ~64 MiB (bench:lens: peak memory drops with
-    // the chunk while the time stays the same).
-    const chunk = Math.max(1, Math.floor((64 * 2 ** 20) / (layers * V * (opts.full === false ? 12 : 48))));
-    const parts: Record<string, HostTensor>[] = [];
-    for (let start = 0; start < K; start += chunk) {
-      const n = Math.min(chunk, K - start);
+    const perPosition = layers * V;
+    const partSize = Math.max(1, Math.floor((this.lensBudget.logits ?? LOGITS_BUDGET) / (perPosition * 4)));
+    const chunk = Math.max(1, Math.floor((this.lensBudget.statistics ?? STATISTICS_BUDGET) / (perPosition * STATISTICS_BYTES_PER_CELL)));
+    const run = (start: number, n: number, mode: { full: boolean; tracked: readonly number[]; trackTopK: boolean }) => {
       const states = new Float32Array(layers * n * H);
       for (let l = 0; l < layers; l++) states.set(hiddenStates.subarray((l * K + start) * H, (l * K + start + n) * H), l * n * H);
       const targets = new BigInt64Array(n * T);
       for (let p = 0; p < n; p++) for (let t = 0; t < T; t++) targets[p * T + t] = BigInt(opts.targets?.[start + p]?.[t] ?? -1);
-      parts.push(
-        await this.lensSession.run({
-          hidden_states: { data: states, dims: [layers, n, H] },
-          top_k: { data: BigInt64Array.of(BigInt(topK)), dims: [1] },
-          target_ids: { data: targets, dims: [n, T] },
-          tracked_ids: { data: BigInt64Array.from(tracked, BigInt), dims: [tracked.length] },
-          full: { data: Uint8Array.of(opts.full === false ? 0 : 1), dims: [] },
-        }),
-      );
+      return this.lensSession.run({
+        hidden_states: { data: states, dims: [layers, n, H] },
+        top_k: { data: BigInt64Array.of(BigInt(topK)), dims: [1] },
+        target_ids: { data: targets, dims: [n, T] },
+        tracked_ids: { data: BigInt64Array.from(mode.tracked, BigInt), dims: [mode.tracked.length] },
+        track_topk: { data: Uint8Array.of(mode.trackTopK ? 1 : 0), dims: [] },
+        chunk: { data: BigInt64Array.of(BigInt(chunk)), dims: [1] },
+        full: { data: Uint8Array.of(mode.full ? 1 : 0), dims: [] },
+      });
+    };
+    const starts = Array.from({ length: Math.ceil(K / partSize) }, (_, i) => i * partSize);
+    let tracked = opts.tracked ?? [];
+    let trackTopK = opts.trackTopK ?? false;
+    if (trackTopK && starts.length > 1) {
+      const union = new Set(tracked);
+      for (const start of starts) for (const id of (await run(start, Math.min(partSize, K - start), { full: false, tracked: [], trackTopK: false }))["topk_ids"].data as BigInt64Array) union.add(Number(id));
+      tracked = [...union].sort((a, b) => a - b);
+      trackTopK = false;
     }
+    const parts: Record<string, HostTensor>[] = [];
+    for (const start of starts) parts.push(await run(start, Math.min(partSize, K - start), { full: true, tracked, trackTopK }));
+    const trackedIds = Array.from(parts[0]["tracked"].data as BigInt64Array, Number);
+    const M = trackedIds.length;
     const join = <A extends Float32Array | BigInt64Array>(name: string, perRow: number, byLayer: boolean): A => {
       const first = parts[0][name].data as A;
       const out = new (first.constructor as new (n: number) => A)(byLayer ? layers * K * perRow : K * perRow);
@@ -386,14 +413,9 @@ export class LoadedModel {
       }
       return out;
     };
-    const topkIds = join<BigInt64Array>("topk_ids", topK, true);
-    if (opts.full === false) {
-      const none = { f: new Float32Array(0), i: new BigInt64Array(0) };
-      return { topK, topkIds, topkProbs: none.f, entropy: none.f, kl: none.f, cosine: none.f, targets: none.i, targetProb: none.f, targetRank: none.i, trackedProb: none.f, trackedRank: none.i };
-    }
     return {
       topK,
-      topkIds,
+      topkIds: join("topk_ids", topK, true),
       topkProbs: join("topk_probs", topK, true),
       entropy: join("entropy", 1, true),
       kl: join("kl", 1, true),
@@ -401,9 +423,24 @@ export class LoadedModel {
       targets: join("targets", T, false),
       targetProb: join("target_prob", T, true),
       targetRank: join("target_rank", T, true),
-      trackedProb: join("tracked_prob", tracked.length, true),
-      trackedRank: join("tracked_rank", tracked.length, true),
+      tracked: trackedIds,
+      trackedProb: join("tracked_prob", M, true),
+      trackedRank: join("tracked_rank", M, true),
     };
+  }
+
+  /** The greedy next token from one final-layer state [H]: the lens graph's top-1 over that single row. */
+  private async greedyNext(finalState: Float32Array): Promise<number> {
+    const out = await this.lensSession.run({
+      hidden_states: { data: finalState, dims: [1, 1, this.plan.decoder.hiddenSize] },
+      top_k: { data: BigInt64Array.of(1n), dims: [1] },
+      target_ids: { data: new BigInt64Array(1), dims: [1, 1] },
+      tracked_ids: { data: new BigInt64Array(0), dims: [0] },
+      track_topk: { data: Uint8Array.of(0), dims: [] },
+      chunk: { data: BigInt64Array.of(1n), dims: [1] },
+      full: { data: Uint8Array.of(0), dims: [] },
+    });
+    return Number((out["topk_ids"].data as BigInt64Array)[0]);
   }
 
   /** The final logits [K, vocab] of a forward result's positions (hidden states [L+1, K, H]). */
@@ -430,7 +467,7 @@ export class LoadedModel {
     let step = await this.forward(prepared.inputIds, { imageFeatures: features });
     const tokens: number[] = [];
     for (let n = 0; n < maxNewTokens; n++) {
-      const token = step.nextTokens[step.nextTokens.length - 1];
+      const token = step.nextToken!;
       tokens.push(token);
       if (this.eosTokenIds.has(token) || n === maxNewTokens - 1) break;
       step = await this.forward([token], { cache: step.cache });
