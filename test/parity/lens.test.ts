@@ -217,14 +217,14 @@ describe.each(cases.map(({ file, c }) => [`${c.model}/${c.case}`, file, c] as [s
   });
 });
 
-// A lens run keeps every row's logits in the graph and works through them a chunk of positions
-// at a time; past a memory budget it goes in parts, with a first pass for the tokens to track.
-// The smallest budgets (one position per part and per chunk) must give the very same record.
-describe.each(cases.map(({ file, c }) => [`${c.model}/${c.case}`, file, c] as [string, string, LensCase]))("%s, one position at a time", (_name, file, c) => {
+// A lens run keeps every row's logits in the graph; past a memory budget it goes in parts, with
+// a first pass for the tokens to track. The smallest budget (one position per part) must give
+// the very same record.
+describe.each(cases.map(({ file, c }) => [`${c.model}/${c.case}`, file, c] as [string, string, LensCase]))("%s, in parts of one position", (_name, file, c) => {
   it("gives the same record as one pass over every row", async () => {
     const { modelDir, source, image } = caseInput(file, c);
     const request = { prompt: source.prompt, image, settings: { positions: "all" as const, topK: c.top_k, maxNewTokens: c.greedy_tokens.length, trackTokens: ["the"] } };
-    const small = await LoadedModel.open(modelDir, { device: "cpu", lensBudget: { logits: 1, statistics: 1 } });
+    const small = await LoadedModel.open(modelDir, { device: "cpu", logitsBudget: 1 });
     try {
       const [whole, parts] = [await runLens(await open(modelDir), request), await runLens(small, request)];
       expect(whole.positions.length).toBeGreaterThan(1);

@@ -4,6 +4,9 @@
  * must be reproduced by the TypeScript runtime: token ids and greedy tokens identical,
  * pixel values within 1e-6, every hidden state and the logits within relative error 1e-4.
  */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { LoadedModel } from "../../src/sidecar/model/loadedModel";
 import { listCases, maxAbsDiff, readTensor, relativeError, type ReferenceCase } from "../helpers/fixtures";
@@ -67,5 +70,32 @@ describe.each(cases.map((c) => [`${c.model}/${c.case}`, c] as [string, Reference
     const model = await open(c.modelDir);
     const prepared = await model.prepare({ prompt: c.prompt, image: c.imagePath ?? undefined });
     expect(await model.generate(prepared, c.greedy_tokens.length)).toEqual(c.greedy_tokens);
+  });
+});
+
+// A live preview runs one image with many prompts: the preprocessed image is kept per file
+// (path, modification time, size), and a file that changes is read again.
+describe("preprocessed images", () => {
+  it("are reused for the same file and read again when the file changes", async () => {
+    const c = cases.find((x) => x.imagePath)!;
+    const model = await open(c.modelDir);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lens-image-"));
+    try {
+      const file = path.join(dir, "picture.png");
+      fs.copyFileSync(c.imagePath!, file);
+      const first = await model.prepare({ prompt: c.prompt, image: file });
+      const again = await model.prepare({ prompt: c.prompt, image: file });
+      expect(again.pixelValues!.data).toBe(first.pixelValues!.data);
+      expect(maxAbsDiff(first.pixelValues!.data, readTensor(c, c.pixel_values!))).toBeLessThanOrEqual(1e-6);
+
+      const other = cases.find((x) => x.imagePath && x.imagePath !== c.imagePath)!;
+      fs.copyFileSync(other.imagePath!, file);
+      fs.utimesSync(file, new Date(), new Date(Date.now() + 5000));
+      const changed = await model.prepare({ prompt: c.prompt, image: file });
+      expect(changed.pixelValues!.data).not.toBe(first.pixelValues!.data);
+      expect(maxAbsDiff(changed.pixelValues!.data, readTensor(other, other.pixel_values!))).toBeLessThanOrEqual(1e-6);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -170,8 +170,8 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
       const q = splitHeads(ctx, linear(ctx, x, `${p}self_attn.q_proj`, H, numHeads * D, qkvBias), numHeads, D);
       const k = splitHeads(ctx, linear(ctx, x, `${p}self_attn.k_proj`, H, numKvHeads * D, qkvBias), numKvHeads, D);
       const v = splitHeads(ctx, linear(ctx, x, `${p}self_attn.v_proj`, H, numKvHeads * D, qkvBias), numKvHeads, D);
-      const keys = b.op("Concat", [past[i].key, applyRotary(ctx, k, cos, sin, D)], { axis: 1 });
-      const values = b.op("Concat", [past[i].value, v], { axis: 1 });
+      const keys = b.opNamed(`present_key.${i}`, "Concat", [past[i].key, applyRotary(ctx, k, cos, sin, D)], { axis: 1 });
+      const values = b.opNamed(`present_value.${i}`, "Concat", [past[i].value, v], { axis: 1 });
       b.output(keys, `present_key.${i}`, "float32", [numKvHeads, "total", D]);
       b.output(values, `present_value.${i}`, "float32", [numKvHeads, "total", D]);
       const { context, probs } = attentionCore(ctx, applyRotary(ctx, q, cos, sin, D), keys, values, {
@@ -199,9 +199,9 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
   b.scoped("head", () => {
     const normed = rmsNorm(ctx, h, `${names.body}norm.weight`, H, cfg.rmsNormEps);
     collect(normed);
-    b.output(b.op("Concat", collected, { axis: 0 }), "hidden_states", "float32", [L + 1, "outputs", H]);
-    b.output(b.op("Concat", attentionMass, { axis: 0 }), "attention_mass", "float32", [L, numHeads, "outputs", "segments"]);
-    b.output(b.op("Concat", imageAttention, { axis: 0 }), "image_attention", "float32", [L, "outputs", "image_keys"]);
+    b.output(b.opNamed("hidden_states", "Concat", collected, { axis: 0 }), "hidden_states", "float32", [L + 1, "outputs", H]);
+    b.output(b.opNamed("attention_mass", "Concat", attentionMass, { axis: 0 }), "attention_mass", "float32", [L, numHeads, "outputs", "segments"]);
+    b.output(b.opNamed("image_attention", "Concat", imageAttention, { axis: 0 }), "image_attention", "float32", [L, "outputs", "image_keys"]);
   });
 }
 

@@ -9,7 +9,6 @@
  *            target_ids [K, T] int64     -1 = the final layer's top-1 at that position
  *            tracked_ids [M] int64       tokens whose rank and probability to report (M may be 0)
  *            track_topk [] bool          also track every token that is some row's top-k
- *            chunk [1] int64             positions per statistics step (bounds the working set)
  *            full [] bool                false: only topk_ids (a decode step's next token, say;
  *                                        `layers` may then be any count); the other outputs are empty
  *   outputs  topk_ids, topk_probs [layers, K, k]; entropy, kl, cosine [layers, K];
@@ -19,8 +18,8 @@
  *
  * One Gemm unembeds every row (one pass over the unembedding matrix instead of one per chunk:
  * 191 against 319 ms for 414 rows of the bench:lens checkpoint); the logits stay in the graph
- * while a Loop computes the statistics `chunk` positions at a time, so the set of tokens to
- * track (known only once every row's top-k is) costs no second unembedding.
+ * while a Scan computes the statistics a position at a time, so the set of tokens to track
+ * (known only once every row's top-k is) costs no second unembedding.
  *
  * Ranks are 1-based positions in a stable descending sort of each row's logits (ties go to
  * the lower id), computed for the queried ids only and without sorting the vocabulary
@@ -46,7 +45,6 @@ export function buildLensGraph(ctx: GraphCtx, spec: LensHeadSpec, rankMethod?: R
   const targetIds = b.input("target_ids", "int64", ["positions", "targets"]);
   const trackedIds = b.input("tracked_ids", "int64", ["tracked"]);
   const trackTopK = b.input("track_topk", "bool", []);
-  const chunk = b.input("chunk", "int64", [1]);
   const full = b.input("full", "bool", []);
 
   // Every entry but the last gets the final norm; the last already has it.
@@ -80,7 +78,7 @@ export function buildLensGraph(ctx: GraphCtx, spec: LensHeadSpec, rankMethod?: R
   const values = b.ifElse(
     full,
     outputs.map(([, type]) => type),
-    () => lensStatistics(ctx, spec, { states, last, logits, topI, topIds, positions, targetIds, trackedIds, trackTopK, chunk }, rankMethod),
+    () => lensStatistics(ctx, spec, { states, last, logits, topI, topIds, positions, targetIds, trackedIds, trackTopK }, rankMethod),
     () => outputs.map(([, type, dims]) => b.constant(type === "float32" ? "float32" : "int64", [], dims.map(() => 0))),
     "statistics",
   );
@@ -98,12 +96,12 @@ export function buildUnembeddingGraph(ctx: GraphCtx, spec: LensHeadSpec): void {
 function lensStatistics(
   ctx: GraphCtx,
   spec: LensHeadSpec,
-  v: { states: string; last: string; logits: string; topI: string; topIds: string; positions: string; targetIds: string; trackedIds: string; trackTopK: string; chunk: string },
+  v: { states: string; last: string; logits: string; topI: string; topIds: string; positions: string; targetIds: string; trackedIds: string; trackTopK: string },
   rankMethod?: RankMethod,
 ): string[] {
   const { b } = ctx;
   const { numLayers: L, vocabSize: V } = spec;
-  const { states, last, logits, topI, topIds, positions, targetIds, trackedIds, trackTopK, chunk } = v;
+  const { states, last, logits, topI, topIds, positions, targetIds, trackedIds, trackTopK } = v;
 
   // The tracked set: the given ids and, on request, every row's top-k.
   const allTop = b.op("Reshape", [topI, b.i64(-1)]);
@@ -124,47 +122,39 @@ function lensStatistics(
   const queries = b.op("Concat", [targets, trackedRows], { axis: 1 }, "queries");
   const queryCount = b.op("Slice", [b.op("Shape", [queries]), b.i64(1), b.i64(2)]);
 
-  // Statistics `chunk` positions at a time over the logits (rows position-major, layers inner).
+  // Statistics one position (all its layers) at a time: a Scan over the position-major
+  // logits, whose slices are views, keeps the working set in cache (one position per step
+  // took 480-490 ms for the bench:lens lens graph, four 525-530).
   const logits3 = b.op("Reshape", [logits, b.i64(-1, L + 1, V)]);
   const topK = b.op("Slice", [b.op("Shape", [topI]), b.i64(1), b.i64(2)]);
   const topI3 = b.op("Reshape", [topI, b.op("Concat", [b.i64(-1, L + 1), topK], { axis: 0 })]);
-  const trips = b.op("Div", [b.op("Sub", [b.op("Add", [positions, chunk]), b.i64(1)]), chunk]);
-  const empty = (type: "float32" | "int64", last?: string) =>
-    b.op("Expand", [type === "float32" ? b.f32(0) : b.i64Scalar(0), last ? b.op("Concat", [b.i64(0, L + 1), last], { axis: 0 }) : b.i64(0, L + 1)]);
-  const carried: { init: string; type: ElemType }[] = [
-    { init: empty("float32", topK), type: "float32" },
-    { init: empty("float32"), type: "float32" },
-    { init: empty("float32"), type: "float32" },
-    { init: empty("float32", queryCount), type: "float32" },
-    { init: empty("int64", queryCount), type: "int64" },
-  ];
-  const perPosition = b.loop(
-    trips,
-    carried,
-    (iteration, acc) => {
-      const start = b.op("Mul", [b.op("Unsqueeze", [iteration, b.i64(0)]), chunk]);
-      const end = b.op("Add", [start, chunk]);
-      const part = (x: string) => b.op("Slice", [x, start, end, b.i64(0)]);
-      const x = b.op("Reshape", [part(logits3), b.i64(-1, V)]);
-      const logp = b.op("LogSoftmax", [x], { axis: -1 }, "logp");
-      const probs = b.op("Exp", [logp], {}, "probs");
-      const rowsOf = (y: string) => b.op("Reshape", [y, b.op("Concat", [b.i64(-1), b.op("Slice", [b.op("Shape", [y]), b.i64(2), b.i64(3)])], { axis: 0 })]);
-      const back = (y: string, last?: string) => b.op("Reshape", [y, last ? b.op("Concat", [b.i64(-1, L + 1), last], { axis: 0 }) : b.i64(-1, L + 1)]);
+  const ones = b.op("Expand", [b.i32Scalar(1), b.i64(L + 1, V)], {}, "ones");
+  const perPosition = b.scan(
+    [
+      { value: logits3, type: "float32" },
+      { value: topI3, type: "int64" },
+      { value: queries, type: "int64" },
+    ],
+    ["float32", "float32", "float32", "float32", "int64"],
+    ([x, top, query]) => {
+      const probs = b.op("Softmax", [x], { axis: -1 }, "probs");
+      const topP = b.op("GatherElements", [probs, top], { axis: 1 }, "head_probs");
+      // log-sum-exp per row from its top-1: x_top - log p_top (p_top is never tiny).
+      const top1 = b.op("Slice", [top, b.i64(0), b.i64(1), b.i64(1)]);
+      const lse = b.op("Sub", [b.op("GatherElements", [x, top1], { axis: 1 }), b.op("Log", [b.op("GatherElements", [probs, top1], { axis: 1 })])]);
+      // Entropy = lse - sum p x; KL(final || layer) = sum p_final (logp_final - logp_layer),
+      // with sum p_final logp_layer = (x_layer . p_final) - lse_layer: one matrix-vector product.
+      const expectedLogit = b.op("ReduceSum", [b.op("Mul", [probs, x]), b.i64(-1)], { keepdims: 1 });
+      const entropy = b.op("Squeeze", [b.op("Sub", [lse, expectedLogit]), b.i64(1)]);
+      const finalProbs = b.op("Reshape", [b.op("Slice", [probs, b.i64(L), b.i64(L + 1), b.i64(0)]), b.i64(V, 1)]);
+      const cross = b.op("Squeeze", [b.op("Sub", [b.op("MatMul", [x, finalProbs]), lse]), b.i64(1)]);
+      const kl = b.op("Sub", [b.op("Slice", [cross, b.i64(L), b.i64(L + 1), b.i64(0)]), cross]);
 
-      const topP = back(b.op("GatherElements", [probs, rowsOf(part(topI3))], { axis: 1 }, "head_probs"), topK);
-      const entropy = back(b.op("Neg", [b.op("ReduceSum", [b.op("Mul", [probs, logp]), b.i64(-1)], { keepdims: 0 })]));
-      // KL(final || layer) = sum p_final (logp_final - logp_layer): one matrix-vector product
-      // per position gives sum p_final logp_layer at every layer.
-      const finalProbs = b.op("Reshape", [b.op("Slice", [back(probs, b.i64(V)), b.i64(L), b.i64(L + 1), b.i64(1)]), b.i64(0, V, 1)]);
-      const cross = b.op("Squeeze", [b.op("MatMul", [back(logp, b.i64(V)), finalProbs]), b.i64(2)]);
-      const kl = b.op("Sub", [b.op("Slice", [cross, b.i64(L), b.i64(L + 1), b.i64(1)]), cross]);
-
-      const q = b.op("Reshape", [b.op("Expand", [b.op("Unsqueeze", [part(queries), b.i64(1)]), b.op("Concat", [b.i64(1, L + 1), queryCount], { axis: 0 })]), b.op("Concat", [b.i64(-1), queryCount], { axis: 0 })]);
-      const queryProbs = back(b.op("GatherElements", [probs, q], { axis: 1 }), queryCount);
-      const ranks = back(exactRanks(ctx, x, q, V, rankMethod), queryCount);
-      return [topP, entropy, kl, queryProbs, ranks].map((y, i) => b.op("Concat", [acc[i], y], { axis: 0 }));
+      const q = b.op("Expand", [b.op("Unsqueeze", [query, b.i64(0)]), b.op("Concat", [b.i64(L + 1), queryCount], { axis: 0 })]);
+      const queryProbs = b.op("GatherElements", [probs, q], { axis: 1 });
+      return [topP, entropy, kl, queryProbs, exactRanks(ctx, x, q, V, rankMethod, ones)];
     },
-    "chunks",
+    "positions",
   );
   const layerMajor = (x: string, rank: number) => b.op("Transpose", [x], { perm: rank === 2 ? [1, 0] : [1, 0, 2] });
   const [topP, entropy, kl, queryProbs, queryRanks] = perPosition.map((x, i) => layerMajor(x, i === 1 || i === 2 ? 2 : 3));
@@ -197,8 +187,9 @@ const SORT_UP_TO = 4096;
 
 export type RankMethod = "sort" | "bins";
 
-export function exactRanks(ctx: GraphCtx, logits: string, queries: string, V: number, method: RankMethod = V <= SORT_UP_TO ? "sort" : "bins"): string {
-  return method === "sort" ? ranksBySort(ctx, logits, queries, V) : ranksByBins(ctx, logits, queries, V);
+/** `ones`, optionally: an int32 tensor of ones of the logits' shape, made once outside a loop. */
+export function exactRanks(ctx: GraphCtx, logits: string, queries: string, V: number, method: RankMethod = V <= SORT_UP_TO ? "sort" : "bins", ones?: string): string {
+  return method === "sort" ? ranksBySort(ctx, logits, queries, V) : ranksByBins(ctx, logits, queries, V, ones);
 }
 
 /** Sort each row (TopK with k = V) and invert the permutation, so any id's rank is one gather away. */
@@ -210,7 +201,7 @@ function ranksBySort(ctx: GraphCtx, logits: string, queries: string, V: number):
   return b.op("Add", [b.op("GatherElements", [rankOf, queries], { axis: 1 }), b.i64Scalar(1)], {}, "ranks");
 }
 
-function ranksByBins(ctx: GraphCtx, logits: string, queries: string, V: number): string {
+function ranksByBins(ctx: GraphCtx, logits: string, queries: string, V: number, ones?: string): string {
   const { b } = ctx;
   // Index arithmetic in int32 (half the memory traffic of int64); sizes stay far below 2^31.
   const int32 = (x: string) => b.op("Cast", [x], { to: 6 });
@@ -241,42 +232,43 @@ function ranksByBins(ctx: GraphCtx, logits: string, queries: string, V: number):
   const sortedBins = b.op("GatherElements", [bin, sortedIds], { axis: 1 });
 
   const filled = (value: string, shape: string) => b.op("Expand", [value, shape]);
-  const countInto = (shape: string, at: string) => b.op("ScatterElements", [filled(b.i32Scalar(0), shape), at, filled(b.i32Scalar(1), b.op("Shape", [at]))], { axis: 1, reduction: "add" });
+  const countInto = (shape: string, at: string, weights = filled(b.i32Scalar(1), b.op("Shape", [at]))) => b.op("ScatterElements", [filled(b.i32Scalar(0), shape), at, weights], { axis: 1, reduction: "add" });
   const queriesIn = countInto(b.op("Concat", [rows, b.op("Add", [bins, b.i64(2)])], { axis: 0 }), sortedBins);
   const queriesBelow = b.op("CumSum", [queriesIn, b.i64Scalar(1)], { exclusive: 1 }, "queries_below");
 
   // Every entry comes before the queries of lower bins: c0_j = queriesBelow[bin_j].
   const below = b.op("GatherElements", [queriesBelow, bin], { axis: 1 });
-  const hist0 = countInto(b.op("Concat", [rows, b.op("Add", [n, b.i64(1)])], { axis: 0 }), below);
+  const hist0 = countInto(b.op("Concat", [rows, b.op("Add", [n, b.i64(1)])], { axis: 0 }), below, ones);
 
   // Entries sharing a bin with a query, against that bin's queries (at most C of them, which
-  // sit together in the sorted order starting at queriesBelow). Per-entry values are read
-  // with flat Gathers (GatherND's index tuples cost several times more).
+  // sit together in the sorted order starting at queriesBelow). Slots past a bin's queries
+  // read the next bins' queries, whose values are strictly higher (a lower bin means a lower
+  // value), so they are never beaten and need no mask; a +inf sentinel ends each row. Values
+  // are read with flat Gathers (GatherND's index tuples cost several times more).
   const sharing = b.op("GatherElements", [queriesIn, bin], { axis: 1 });
   const at = b.op("NonZero", [sharing], {}, "shared_bins");
   const rowOf = b.op("Squeeze", [b.op("Slice", [at, b.i64(0), b.i64(1), b.i64(0)]), b.i64(0)]);
   const id = b.op("Squeeze", [b.op("Slice", [at, b.i64(1), b.i64(2), b.i64(0)]), b.i64(0)]);
-  const entry = b.op("Add", [b.op("Mul", [rowOf, b.i64Scalar(V)]), id]);
-  const pick = (x: string) => b.op("Gather", [flat(x), entry], { axis: 0 });
+  const pick = (x: string) => b.op("Gather", [flat(x), b.op("Add", [b.op("Mul", [rowOf, b.i64Scalar(V)]), id])], { axis: 0 });
   const candidateBelow = pick(below);
-  const C = b.op("ReduceMax", [queriesIn], { keepdims: 0 }, "bin_capacity");
-  const slots = b.op("Range", [b.i32Scalar(0), C, b.i32Scalar(1)]);
-  const lastQuery = b.op("Sub", [int32(b.op("Squeeze", [n, b.i64(0)])), b.i32Scalar(1)]);
-  const queryAt = b.op("Min", [b.op("Add", [b.op("Unsqueeze", [candidateBelow, b.i64(1)]), slots]), lastQuery]);
-  const queryFlat = b.op("Add", [b.op("Unsqueeze", [b.op("Mul", [rowOf, n]), b.i64(1)]), int64(queryAt)]);
-  const queryValue = b.op("Gather", [flat(sortedValues), queryFlat], { axis: 0 });
-  const queryId = b.op("Gather", [flat(sortedIds), queryFlat], { axis: 0 });
+  const C = int64(b.op("ReduceMax", [b.op("GatherElements", [queriesIn, sortedBins], { axis: 1 })], { keepdims: 0 }, "bin_capacity"));
+  const slots = b.op("Range", [b.i64Scalar(0), C, b.i64Scalar(1)]);
+  const width = b.op("Add", [n, b.i64(1)]);
+  const rowStart = b.op("Unsqueeze", [b.op("Mul", [rowOf, width]), b.i64(1)]);
+  const queryFlat = b.op("Min", [b.op("Add", [b.op("Add", [rowStart, b.op("Unsqueeze", [int64(candidateBelow), b.i64(1)])]), slots]), b.op("Add", [rowStart, n])]);
+  const padded = (x: string, sentinel: string) => flat(b.op("Concat", [x, b.op("Expand", [sentinel, b.op("Concat", [rows, b.i64(1)], { axis: 0 })])], { axis: 1 }));
+  const queryValue = b.op("Gather", [padded(sortedValues, b.f32(Infinity)), queryFlat], { axis: 0 });
+  const queryId = b.op("Gather", [padded(sortedIds, b.i64Scalar(0)), queryFlat], { axis: 0 });
   const value = b.op("Unsqueeze", [pick(logits), b.i64(1)]);
-  const valid = b.op("Less", [slots, b.op("Unsqueeze", [pick(sharing), b.i64(1)])]);
-  const beats = b.op("And", [valid, b.op("Or", [b.op("Less", [queryValue, value]), b.op("And", [b.op("Equal", [queryValue, value]), b.op("Greater", [queryId, b.op("Unsqueeze", [id, b.i64(1)])])])])]);
+  const beats = b.op("Or", [b.op("Less", [queryValue, value]), b.op("And", [b.op("Equal", [queryValue, value]), b.op("Greater", [queryId, b.op("Unsqueeze", [id, b.i64(1)])])])]);
   const inBin = b.op("ReduceSum", [b.op("Cast", [beats], { to: 6 }), b.i64(1)], { keepdims: 0 });
 
   // Move each such entry from c0 to c0 + inBin in the histogram: one scatter of -1s and +1s.
   const histRow = b.op("Mul", [rowOf, b.op("Add", [n, b.i64(1)])]);
   const from = b.op("Add", [histRow, int64(candidateBelow)]);
   const to = b.op("Add", [histRow, int64(b.op("Add", [candidateBelow, inBin]))]);
-  const ones = filled(b.i32Scalar(1), b.op("Shape", [inBin]));
-  const moved = b.op("ScatterElements", [flat(hist0), b.op("Concat", [from, to], { axis: 0 }), b.op("Concat", [b.op("Neg", [ones]), ones], { axis: 0 })], { axis: 0, reduction: "add" });
+  const step = filled(b.i32Scalar(1), b.op("Shape", [inBin]));
+  const moved = b.op("ScatterElements", [flat(hist0), b.op("Concat", [from, to], { axis: 0 }), b.op("Concat", [b.op("Neg", [step]), step], { axis: 0 })], { axis: 0, reduction: "add" });
   const hist = b.op("Reshape", [moved, b.op("Shape", [hist0])]);
 
   const ahead = b.op("CumSum", [hist, b.i64Scalar(1)], { exclusive: 1, reverse: 1 });

@@ -137,6 +137,18 @@ export class GraphBuilder {
     return this.opMulti(opType, inputs, 1, attrs, hint)[0];
   }
 
+  /**
+   * Adds one node whose output is called exactly `name` (no scope prefix), for a value that is
+   * also a graph output: `output()` then needs no Identity, which would copy it (a decode
+   * step's KV cache, say).
+   */
+  opNamed(name: string, opType: string, inputs: string[], attrs: Record<string, AttrValue> = {}): string {
+    if (this.usedNames.has(name)) throw new Error(`graph ${this.name}: value name ${name} is taken`);
+    this.usedNames.add(name);
+    this.nodes.push({ opType, input: inputs, output: [name], name, attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)) });
+    return name;
+  }
+
   opMulti(opType: string, inputs: string[], nOutputs: number, attrs: Record<string, AttrValue> = {}, hint?: string): string[] {
     const outputs = Array.from({ length: nOutputs }, (_, i) => this.fresh(`${hint ?? opType}${nOutputs > 1 ? `_${i}` : ""}`));
     this.nodes.push({
@@ -228,6 +240,47 @@ export class GraphBuilder {
     const outputs = carried.map((_, i) => this.fresh(`${hint}_${i}`));
     const T = onnx.AttributeProto.AttributeType;
     this.nodes.push({ opType: "Loop", input: [tripCount, "", ...carried.map((c) => c.init)], output: outputs, name: outputs[0], attribute: [{ name: "body", type: T.GRAPH, g: graph }] });
+    return outputs;
+  }
+
+  /**
+   * A Scan node over axis 0 of `inputs` (each of the given element type): `body` gets one
+   * slice of each (that axis removed) and returns the per-slice outputs, which the node stacks
+   * along a new axis 0. onnxruntime hands the body views of the inputs, not copies. The body
+   * may read any value of the enclosing graph.
+   */
+  scan(inputs: { value: string; type: ElemType }[], outputTypes: ElemType[], body: (slices: string[]) => string[], hint = "scan"): string[] {
+    const outer = this.nodes;
+    this.nodes = [];
+    let graph: onnx.IGraphProto;
+    try {
+      graph = this.scoped(hint, () => {
+        const ins = inputs.map(() => this.fresh("slice"));
+        const next = body(ins);
+        if (next.length !== outputTypes.length) throw new Error(`graph ${this.name}: scan ${hint} returns ${next.length} values, expected ${outputTypes.length}`);
+        const outs = next.map((v, i) => {
+          const name = this.fresh(`out${i}`);
+          this.nodes.push({ opType: "Identity", input: [v], output: [name], name });
+          return name;
+        });
+        const info = (name: string, type: ElemType) => ({ name, type: { tensorType: { elemType: ELEM_TYPE_CODE[type] } } });
+        return { name: hint, node: this.nodes, input: ins.map((n, i) => info(n, inputs[i].type)), output: outs.map((n, i) => info(n, outputTypes[i])) };
+      });
+    } finally {
+      this.nodes = outer;
+    }
+    const outputs = outputTypes.map((_, i) => this.fresh(`${hint}_${i}`));
+    const T = onnx.AttributeProto.AttributeType;
+    this.nodes.push({
+      opType: "Scan",
+      input: inputs.map((x) => x.value),
+      output: outputs,
+      name: outputs[0],
+      attribute: [
+        { name: "body", type: T.GRAPH, g: graph },
+        { name: "num_scan_inputs", type: T.INT, i: inputs.length },
+      ],
+    });
     return outputs;
   }
 

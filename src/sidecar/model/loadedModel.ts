@@ -30,8 +30,8 @@ export interface OpenOptions {
   onProgress?: (stage: string) => void;
   /** How the lens graph computes ranks (default: by vocabulary size); both are exact. For tests. */
   rankMethod?: RankMethod;
-  /** Memory bounds of a lens run, in bytes (defaults LOGITS_BUDGET and STATISTICS_BUDGET); any bound gives the same record. For tests. */
-  lensBudget?: { logits?: number; statistics?: number };
+  /** Bytes of logits a lens run keeps in the graph at once (default LOGITS_BUDGET); any bound gives the same record. For tests. */
+  logitsBudget?: number;
 }
 
 export interface PreparedInput {
@@ -106,14 +106,8 @@ export interface LensStats {
  * row is unembedded once (bench:lens: 414 rows x 32000 tokens, 53 MB). Larger runs go in parts.
  */
 const LOGITS_BUDGET = 256 * 2 ** 20;
-/**
- * The statistics' working set per chunk of positions: up to ~48 bytes per (row, vocab) cell
- * live at once (log-probabilities, probabilities, rank bins and counts). Small chunks stay in
- * cache: on the bench:lens checkpoint one position per chunk (13.8 MB) took 480-490 ms for the
- * whole lens graph, four (55 MB) 525-530 ms.
- */
-const STATISTICS_BUDGET = 16 * 2 ** 20;
-const STATISTICS_BYTES_PER_CELL = 48;
+/** Preprocessed image files kept per model (see LoadedModel.preparedImages). */
+const PREPARED_IMAGES = 4;
 
 export interface ModelInfo {
   folder: string;
@@ -144,10 +138,15 @@ export class LoadedModel {
     readonly eosTokenIds: ReadonlySet<number>,
     readonly timings: { compileMs: number; sessionMs: number },
     private readonly openUnembedding: () => Promise<GraphSession>,
-    private readonly lensBudget: NonNullable<OpenOptions["lensBudget"]>,
+    private readonly logitsBudget: number,
   ) {}
 
   private unembedding?: Promise<GraphSession>;
+  /**
+   * The last few preprocessed image files, by path, modification time and size: a live preview
+   * or a sweep runs one image with many prompts, and decoding plus resampling is 10-15 ms a run.
+   */
+  private readonly preparedImages = new Map<string, { rgb: { width: number; height: number }; vision: PreparedImage }>();
 
   static async open(folder: string, opts: OpenOptions = {}): Promise<LoadedModel> {
     const progress = opts.onProgress ?? (() => {});
@@ -235,7 +234,7 @@ export class LoadedModel {
       buildUnembeddingGraph({ b: unembedBuilder, weights }, plan.lens);
       return openGraphSession(unembedBuilder.toModelBytes(), sessionOptions);
     };
-    return new LoadedModel(info, text, plan, decoder, lensSession, vision, imagePipeline, eos, { compileMs: t1 - t0, sessionMs: t2 - t1 }, openUnembedding, opts.lensBudget ?? {});
+    return new LoadedModel(info, text, plan, decoder, lensSession, vision, imagePipeline, eos, { compileMs: t1 - t0, sessionMs: t2 - t1 }, openUnembedding, opts.logitsBudget ?? LOGITS_BUDGET);
   }
 
   get hasVision(): boolean {
@@ -249,8 +248,7 @@ export class LoadedModel {
     }
     let rendered = this.text.renderPrompt(input.prompt, input.image !== undefined);
     if (input.image === undefined || !this.imagePipeline) return { renderedPrompt: rendered, inputIds: this.text.encodePrompt(rendered) };
-    const rgb = isRgbImage(input.image) ? input.image : await decodeImage(input.image);
-    const vision = this.imagePipeline.preprocess(rgb);
+    const { rgb, vision } = await this.preprocessImage(input.image, this.imagePipeline);
     const token = this.imagePipeline.imageToken;
     rendered = rendered.split(token).join(vision.promptText ?? token.repeat(vision.tokenCount));
     return {
@@ -260,6 +258,24 @@ export class LoadedModel {
       image: { width: rgb.width, height: rgb.height },
       vision,
     };
+  }
+
+  private async preprocessImage(image: string | Uint8Array | RgbImage, pipeline: ImagePipeline): Promise<{ rgb: { width: number; height: number }; vision: PreparedImage }> {
+    if (isRgbImage(image) || typeof image !== "string") {
+      const rgb = isRgbImage(image) ? image : await decodeImage(image);
+      return { rgb, vision: pipeline.preprocess(rgb) };
+    }
+    const stat = await fs.stat(image).catch(() => undefined);
+    const key = stat && `${path.resolve(image)}|${stat.mtimeMs}|${stat.size}`;
+    const hit = key && this.preparedImages.get(key);
+    if (hit) return hit;
+    const rgb = await decodeImage(image);
+    const prepared = { rgb: { width: rgb.width, height: rgb.height }, vision: pipeline.preprocess(rgb) };
+    if (key) {
+      this.preparedImages.set(key, prepared);
+      if (this.preparedImages.size > PREPARED_IMAGES) this.preparedImages.delete(this.preparedImages.keys().next().value!);
+    }
+    return prepared;
   }
 
   /** Projected image features [tokens, hidden] for a preprocessed image. */
@@ -355,7 +371,7 @@ export class LoadedModel {
    * `trackTopK`, every token that is some row's top-k (`LensStats.tracked`, sorted).
    *
    * Every row is unembedded once: the logits of all rows stay inside the graph while it finds
-   * the tokens to track and works out the statistics a chunk of positions at a time. Only past
+   * the tokens to track and works out the statistics a position at a time. Only past
    * LOGITS_BUDGET does it split the rows into parts, and then, when it tracks the top-k, it
    * unembeds twice: once for the top-k of every part, once for the statistics.
    */
@@ -366,8 +382,7 @@ export class LoadedModel {
     const topK = Math.min(opts.topK, V);
     const T = opts.targets?.[0]?.length ?? 1;
     const perPosition = layers * V;
-    const partSize = Math.max(1, Math.floor((this.lensBudget.logits ?? LOGITS_BUDGET) / (perPosition * 4)));
-    const chunk = Math.max(1, Math.floor((this.lensBudget.statistics ?? STATISTICS_BUDGET) / (perPosition * STATISTICS_BYTES_PER_CELL)));
+    const partSize = Math.max(1, Math.floor(this.logitsBudget / (perPosition * 4)));
     const run = (start: number, n: number, mode: { full: boolean; tracked: readonly number[]; trackTopK: boolean }) => {
       const states = new Float32Array(layers * n * H);
       for (let l = 0; l < layers; l++) states.set(hiddenStates.subarray((l * K + start) * H, (l * K + start + n) * H), l * n * H);
@@ -379,7 +394,6 @@ export class LoadedModel {
         target_ids: { data: targets, dims: [n, T] },
         tracked_ids: { data: BigInt64Array.from(mode.tracked, BigInt), dims: [mode.tracked.length] },
         track_topk: { data: Uint8Array.of(mode.trackTopK ? 1 : 0), dims: [] },
-        chunk: { data: BigInt64Array.of(BigInt(chunk)), dims: [1] },
         full: { data: Uint8Array.of(mode.full ? 1 : 0), dims: [] },
       });
     };
@@ -437,7 +451,6 @@ export class LoadedModel {
       target_ids: { data: new BigInt64Array(1), dims: [1, 1] },
       tracked_ids: { data: new BigInt64Array(0), dims: [0] },
       track_topk: { data: Uint8Array.of(0), dims: [] },
-      chunk: { data: BigInt64Array.of(1n), dims: [1] },
       full: { data: Uint8Array.of(0), dims: [] },
     });
     return Number((out["topk_ids"].data as BigInt64Array)[0]);

@@ -88,12 +88,15 @@ export async function openGraphSession(graph: Uint8Array, opts: SessionOptions):
           session: {
             model_external_initializers_file_folder_path: opts.weightsFolder,
             disable_prepacking: opts.prepackWeights ? "0" : "1",
-            // A model is three sessions (vision, decoder, lens), each with its own intra-op
-            // pool, run one after the other. Spinning workers of the session that just ran
-            // keep the cores busy while the next one starts: on 2 cores the vision tower took
-            // 80-100 ms right after a decoder run instead of 42-54 ms. (The binding prefixes
-            // "session.", so this is "session.intra_op.allow_spinning".)
-            intra_op: { allow_spinning: "0" },
+            // Workers spin between the ops of a run (without it, waking them for each
+            // parallel section made a 298x768x2048 Gemm on 2 threads 11 ms instead of 5.4),
+            // and stop spinning when the run ends: a model is three sessions (vision, decoder,
+            // lens), each with its own pool, run one after the other, and workers still
+            // spinning from the last run held the cores (the vision tower took 102-116 ms
+            // after a decoder run instead of 48-51). Spinning off altogether: 57-58 ms, and a
+            // decoder prefill of 218-238 ms against 190-233. (The binding prefixes "session.".)
+            intra_op: { allow_spinning: "1" },
+            force_spinning_stop: "1",
           },
         },
       });
