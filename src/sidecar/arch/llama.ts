@@ -18,7 +18,7 @@
  * mapped by one session only.
  */
 import { LensInputError } from "../errors";
-import { type GraphCtx, activation, applyRotary, attentionCore, linear, mergeHeads, multiAxisRotaryTables, rawParam, rmsNorm, rotaryTables, splitHeads } from "../graph/blocks";
+import { type GraphCtx, activation, applyRotary, attentionBias, attentionCore, linear, mergeHeads, multiAxisRotaryTables, rawParam, rmsNorm, rotaryTables, splitHeads } from "../graph/blocks";
 import type { LensHeadSpec } from "../graph/lensGraph";
 import { cfgBool, cfgNumber, cfgString, type JsonObject } from "./configUtil";
 
@@ -138,6 +138,7 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
     const kPos = b.op("Range", [b.i64Scalar(0), total, b.i64Scalar(1)]);
     return b.op("LessOrEqual", [b.op("Unsqueeze", [kPos, b.i64(0)]), b.op("Unsqueeze", [qPos, b.i64(1)])], {}, "allowed");
   });
+  const bias = b.scoped("mask", () => attentionBias(ctx, allowed, numHeads / numKvHeads));
   const { cos, sin } = b.scoped("rope", () =>
     mrope
       ? multiAxisRotaryTables(ctx, positionIds, defaultInvFreq(D, cfg.ropeTheta), mrope.flatMap((n, axis) => Array<number>(n).fill(axis)))
@@ -155,12 +156,15 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
   const imageAttention: string[] = [];
   const readAttention = (probs: string) => {
     const rows = b.op("Gather", [b.op("Reshape", [probs, b.i64(numHeads, -1, 0)], { allowzero: 0 }), outputPositions], { axis: 1 });
-    attentionMass.push(b.op("Unsqueeze", [b.op("MatMul", [rows, keySegments]), b.i64(0)], {}, "attention_mass"));
+    attentionMass.push(b.op("MatMul", [rows, keySegments], {}, "attention_mass"));
     imageAttention.push(b.op("ReduceMean", [b.op("Gather", [rows, imageKeys], { axis: 2 })], { axes: [0], keepdims: 1 }, "image_attention"));
   };
 
   const collected: string[] = [];
-  const collect = (x: string) => collected.push(b.op("Unsqueeze", [b.op("Gather", [x, outputPositions], { axis: 0 }), b.i64(0)]));
+  const collect = (x: string) => collected.push(b.op("Gather", [x, outputPositions], { axis: 0 }));
+  // Per-layer pieces are joined along axis 0 and shaped once at the end (an Unsqueeze per
+  // layer was one more node each; session creation grows faster than the node count).
+  const headScales = b.op("Reshape", [headMask, b.i64(L, numHeads, 1, 1)]);
   collect(h);
 
   for (let i = 0; i < L; i++) {
@@ -179,11 +183,11 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
         kvHeads: numKvHeads,
         headDim: D,
         scale: 1 / Math.sqrt(D),
-        allowed,
+        bias,
       });
       readAttention(probs);
       // Head masking scales each head's output before o_proj (1 = keep, 0 = zero it out).
-      const scale = b.op("Reshape", [b.op("Gather", [headMask, b.i64Scalar(i)], { axis: 0 }), b.i64(numHeads, 1, 1)]);
+      const scale = b.op("Gather", [headScales, b.i64Scalar(i)], { axis: 0 });
       const masked = b.op("Mul", [context, scale], {}, "head_mask");
       const attnOut = linear(ctx, mergeHeads(ctx, masked, numHeads, D), `${p}self_attn.o_proj`, numHeads * D, H, outputBias);
       const afterAttn = b.op("Add", [h, attnOut], {}, "residual_attn");
@@ -199,8 +203,14 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
   b.scoped("head", () => {
     const normed = rmsNorm(ctx, h, `${names.body}norm.weight`, H, cfg.rmsNormEps);
     collect(normed);
-    b.output(b.opNamed("hidden_states", "Concat", collected, { axis: 0 }), "hidden_states", "float32", [L + 1, "outputs", H]);
-    b.output(b.opNamed("attention_mass", "Concat", attentionMass, { axis: 0 }), "attention_mass", "float32", [L, numHeads, "outputs", "segments"]);
+    b.output(b.opNamed("hidden_states", "Reshape", [b.op("Concat", collected, { axis: 0 }), b.i64(L + 1, -1, H)]), "hidden_states", "float32", [L + 1, "outputs", H]);
+    const segments = b.op("Slice", [b.op("Shape", [keySegments]), b.i64(1), b.i64(2)]);
+    b.output(
+      b.opNamed("attention_mass", "Reshape", [b.op("Concat", attentionMass, { axis: 0 }), b.op("Concat", [b.i64(L, numHeads, -1), segments], { axis: 0 })]),
+      "attention_mass",
+      "float32",
+      [L, numHeads, "outputs", "segments"],
+    );
     b.output(b.opNamed("image_attention", "Concat", imageAttention, { axis: 0 }), "image_attention", "float32", [L, "outputs", "image_keys"]);
   });
 }

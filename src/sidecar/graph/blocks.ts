@@ -117,22 +117,27 @@ export function attentionCore(
   q: string,
   k: string,
   v: string,
-  opts: { heads: number; kvHeads: number; headDim: number; scale: number; allowed?: string },
+  opts: { heads: number; kvHeads: number; headDim: number; scale: number; allowed?: string; bias?: string },
 ): { context: string; probs: string } {
   const { b } = ctx;
   const rep = opts.heads / opts.kvHeads;
   const qg = rep === 1 ? q : b.op("Reshape", [q, b.i64(opts.kvHeads, -1, opts.headDim)]);
   let scores = b.op("Mul", [b.op("MatMul", [qg, b.op("Transpose", [k], { perm: [0, 2, 1] })]), b.f32(opts.scale)], {}, "scores");
-  if (opts.allowed) {
-    // An additive mask (0 or -inf): Add costs a fifth of a Where over the scores (bench:lens
-    // prefill), and every layer builds the same one, which onnxruntime computes once.
-    const bias = b.op("Where", [opts.allowed, b.f32(0), b.f32(-Infinity)], {}, "mask_bias");
-    scores = b.op("Add", [scores, rep === 1 ? bias : b.op("Tile", [bias, b.i64(rep, 1)])]);
-  }
+  // An additive mask (0 or -inf): Add costs a fifth of a Where over the scores (bench:lens
+  // prefill). A caller with many layers makes it once (attentionBias) and passes `bias`.
+  const bias = opts.bias ?? (opts.allowed ? attentionBias(ctx, opts.allowed, rep) : undefined);
+  if (bias) scores = b.op("Add", [scores, bias]);
   const probs = b.op("Softmax", [scores], { axis: -1 }, "probs");
   let context = b.op("MatMul", [probs, v]);
   if (rep !== 1) context = b.op("Reshape", [context, b.i64(opts.heads, -1, opts.headDim)]);
   return { context, probs };
+}
+
+/** The additive mask (0 where `allowed`, else -inf) for `rep` query heads per KV head: `[rep*S, T]`. */
+export function attentionBias(ctx: GraphCtx, allowed: string, rep: number): string {
+  const { b } = ctx;
+  const bias = b.op("Where", [allowed, b.f32(0), b.f32(-Infinity)], {}, "mask_bias");
+  return rep === 1 ? bias : b.op("Tile", [bias, b.i64(rep, 1)]);
 }
 
 /**
