@@ -197,9 +197,10 @@ export class LoadedModel {
     const device = opts.device ?? "auto";
     // No memory arena for the decoder and vision tower: the weights are memory-mapped, so
     // activations are what an arena would pin; returning them after each run halves the peak
-    // (bench:lens). The lens graph's working set is bounded by its chunking, and an arena of its
-    // own keeps that one block instead of leaving the C allocator to hold on to freed chunks
-    // (bench:lens peak RSS 650-870 MiB without it, 660-710 with it).
+    // (bench:lens). The lens graph's working set is bounded (LOGITS_BUDGET, then one position's
+    // statistics at a time), and an arena of its own keeps those blocks instead of leaving the
+    // C allocator to hold on to freed chunks (bench:lens peak RSS 650-870 MiB without it,
+    // 660-730 with it).
     const sessionOptions = { weightsFolder: dir, device, threads: opts.threads, prepackWeights: opts.prepackWeights, memoryArena: false };
     const [decoder, lensSession, vision] = await Promise.all([
       openGraphSession(decoderBytes, sessionOptions),
