@@ -171,14 +171,21 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
     const p = `${names.body}layers.${i}.`;
     h = b.scoped(`layers.${i}`, () => {
       const x = rmsNorm(ctx, h, `${p}input_layernorm.weight`, H, cfg.rmsNormEps);
-      const q = splitHeads(ctx, linear(ctx, x, `${p}self_attn.q_proj`, H, numHeads * D, qkvBias), numHeads, D);
-      const k = splitHeads(ctx, linear(ctx, x, `${p}self_attn.k_proj`, H, numKvHeads * D, qkvBias), numKvHeads, D);
+      // Queries and keys get their heads split and the rotary embedding together (one set of
+      // nodes instead of two: session creation grows faster than the node count).
+      const qk = splitHeads(
+        ctx,
+        b.op("Concat", [linear(ctx, x, `${p}self_attn.q_proj`, H, numHeads * D, qkvBias), linear(ctx, x, `${p}self_attn.k_proj`, H, numKvHeads * D, qkvBias)], { axis: 1 }),
+        numHeads + numKvHeads,
+        D,
+      );
+      const [q, k] = b.opMulti("Split", [applyRotary(ctx, qk, cos, sin, D), b.i64(numHeads, numKvHeads)], 2, { axis: 0 });
       const v = splitHeads(ctx, linear(ctx, x, `${p}self_attn.v_proj`, H, numKvHeads * D, qkvBias), numKvHeads, D);
-      const keys = b.opNamed(`present_key.${i}`, "Concat", [past[i].key, applyRotary(ctx, k, cos, sin, D)], { axis: 1 });
+      const keys = b.opNamed(`present_key.${i}`, "Concat", [past[i].key, k], { axis: 1 });
       const values = b.opNamed(`present_value.${i}`, "Concat", [past[i].value, v], { axis: 1 });
       b.output(keys, `present_key.${i}`, "float32", [numKvHeads, "total", D]);
       b.output(values, `present_value.${i}`, "float32", [numKvHeads, "total", D]);
-      const { context, probs } = attentionCore(ctx, applyRotary(ctx, q, cos, sin, D), keys, values, {
+      const { context, probs } = attentionCore(ctx, q, keys, values, {
         heads: numHeads,
         kvHeads: numKvHeads,
         headDim: D,

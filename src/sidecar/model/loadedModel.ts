@@ -158,10 +158,24 @@ export class LoadedModel {
     const t0 = performance.now();
     progress("reading config");
     const configFile = path.join(dir, "config.json");
-    const config = await readJsonObject(configFile, "config.json");
+    // The folder's small files are read at once; their errors are still reported in this order.
+    const reads = await Promise.allSettled([
+      readJsonObject(configFile, "config.json"),
+      WeightIndex.open(dir),
+      readJsonObject(path.join(dir, "processor_config.json"), "processor_config.json", true),
+      readJsonObject(path.join(dir, "generation_config.json"), "generation_config.json", true),
+      fs.readFile(configFile),
+    ] as const);
+    const settled = <T>(r: PromiseSettledResult<T>): T => {
+      if (r.status === "rejected") throw r.reason;
+      return r.value;
+    };
+    const config = settled(reads[0]);
     const { module } = findArchitecture(config["architectures"], configFile);
-    const weights = new ModelWeights(await WeightIndex.open(dir), configFile);
-    const processorConfig = await readJsonObject(path.join(dir, "processor_config.json"), "processor_config.json", true);
+    const weights = new ModelWeights(settled(reads[1]), configFile);
+    const processorConfig = settled(reads[2]);
+    const generationConfig = settled(reads[3]);
+    const configHash = createHash("sha256").update(settled(reads[4])).digest("hex");
     const text = await TextProcessor.open(dir, processorConfig);
 
     progress("compiling graphs");
@@ -209,7 +223,6 @@ export class LoadedModel {
     ]);
     const t2 = performance.now();
 
-    const generationConfig = await readJsonObject(path.join(dir, "generation_config.json"), "generation_config.json", true);
     const eos = eosIds(generationConfig, config, text);
     const info: ModelInfo = {
       folder: dir,
@@ -221,7 +234,7 @@ export class LoadedModel {
       hiddenSize: plan.decoder.hiddenSize,
       vocabSize: plan.decoder.vocabSize,
       weightBytes: weights.index.totalBytes(),
-      configHash: createHash("sha256").update(await fs.readFile(configFile)).digest("hex"),
+      configHash,
       imageGrid: plan.vision && {
         rows: plan.vision.imageSize / plan.vision.patchSize,
         cols: plan.vision.imageSize / plan.vision.patchSize,
