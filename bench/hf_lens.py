@@ -1,6 +1,7 @@
 """The seed studies' way of computing a logit lens, in PyTorch, on bench/lens.ts's checkpoint.
 
-usage: python3 bench/hf_lens.py MODEL_DIR IMAGE PROMPT RUNS [THREADS] -> one JSON line on stdout.
+usage: python3 bench/hf_lens.py MODEL_DIR IMAGE PROMPT RUNS [THREADS [METHODS]] -> one JSON line on stdout
+(METHODS: comma-separated, of seeds, generate, generate_full; default all three).
 Each method runs in its own subprocess so that its peak RSS is its own.
 """
 import json, os, resource, statistics, subprocess, sys, time
@@ -99,12 +100,14 @@ if __name__ == "__main__":
         sys.exit(0)
     model_dir, image, prompt, runs = sys.argv[1:5]
     threads = sys.argv[5] if len(sys.argv) > 5 else "0"
+    methods = sys.argv[6].split(",") if len(sys.argv) > 6 else ["seeds", "generate", "generate_full"]
     result = {}
-    for method in ("seeds", "generate", "generate_full"):
+    for method in methods:
         p = subprocess.run([sys.executable, __file__, "--method", method, model_dir, image, prompt, runs, threads], capture_output=True, text=True)
         if p.returncode != 0:
             sys.stderr.write(p.stderr)
             sys.exit(1)
         result[method] = json.loads(p.stdout.strip().splitlines()[-1])
-    result["same_tokens_as_each_other"] = result["seeds"]["tokens"] == result["generate"]["tokens"]
+    if "seeds" in result and "generate" in result:
+        result["same_tokens_as_each_other"] = result["seeds"]["tokens"] == result["generate"]["tokens"]
     print(json.dumps(result))
