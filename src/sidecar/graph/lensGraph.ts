@@ -251,17 +251,29 @@ function ranksByBins(ctx: GraphCtx, logits: string, queries: string, V: number, 
   const id = b.op("Squeeze", [b.op("Slice", [at, b.i64(1), b.i64(2), b.i64(0)]), b.i64(0)]);
   const pick = (x: string) => b.op("Gather", [flat(x), b.op("Add", [b.op("Mul", [rowOf, b.i64Scalar(V)]), id])], { axis: 0 });
   const candidateBelow = pick(below);
-  const C = int64(b.op("ReduceMax", [b.op("GatherElements", [queriesIn, sortedBins], { axis: 1 })], { keepdims: 0 }, "bin_capacity"));
-  const slots = b.op("Range", [b.i64Scalar(0), C, b.i64Scalar(1)]);
   const width = b.op("Add", [n, b.i64(1)]);
-  const rowStart = b.op("Unsqueeze", [b.op("Mul", [rowOf, width]), b.i64(1)]);
-  const queryFlat = b.op("Min", [b.op("Add", [b.op("Add", [rowStart, b.op("Unsqueeze", [int64(candidateBelow), b.i64(1)])]), slots]), b.op("Add", [rowStart, n])]);
+  const first = b.op("Add", [b.op("Mul", [rowOf, width]), int64(candidateBelow)]);
   const padded = (x: string, sentinel: string) => flat(b.op("Concat", [x, b.op("Expand", [sentinel, b.op("Concat", [rows, b.i64(1)], { axis: 0 })])], { axis: 1 }));
-  const queryValue = b.op("Gather", [padded(sortedValues, b.f32(Infinity)), queryFlat], { axis: 0 });
-  const queryId = b.op("Gather", [padded(sortedIds, b.i64Scalar(0)), queryFlat], { axis: 0 });
-  const value = b.op("Unsqueeze", [pick(logits), b.i64(1)]);
-  const beats = b.op("Or", [b.op("Less", [queryValue, value]), b.op("And", [b.op("Equal", [queryValue, value]), b.op("Greater", [queryId, b.op("Unsqueeze", [id, b.i64(1)])])])]);
-  const inBin = b.op("ReduceSum", [b.op("Cast", [beats], { to: 6 }), b.i64(1)], { keepdims: 0 });
+  const valuesPadded = padded(sortedValues, b.f32(Infinity));
+  const idsPadded = padded(sortedIds, b.i64Scalar(0));
+  // Whether candidates (value v, id) come after the queries at flat positions `at` (same shape).
+  const beaten = (at: string, v: string, entryId: string) => {
+    const queryValue = b.op("Gather", [valuesPadded, at], { axis: 0 });
+    const queryId = b.op("Gather", [idsPadded, at], { axis: 0 });
+    return b.op("Cast", [b.op("Or", [b.op("Less", [queryValue, v]), b.op("And", [b.op("Equal", [queryValue, v]), b.op("Greater", [queryId, entryId])])])], { to: 6 });
+  };
+  // Most query bins hold one query: every candidate is compared with its bin's first query,
+  // and only candidates of bins with more (found with NonZero) with the rest, up to C - 1 more.
+  const value = pick(logits);
+  const inBinFirst = beaten(first, value, id);
+  const crowded = b.op("Squeeze", [b.op("NonZero", [b.op("Greater", [pick(sharing), b.i32Scalar(1)])]), b.i64(0)], {}, "crowded_bins");
+  const C = int64(b.op("ReduceMax", [b.op("GatherElements", [queriesIn, sortedBins], { axis: 1 })], { keepdims: 0 }, "bin_capacity"));
+  const more = b.op("Range", [b.i64Scalar(1), b.op("Max", [C, b.i64Scalar(1)]), b.i64Scalar(1)]);
+  const crowdedRowEnd = b.op("Unsqueeze", [b.op("Add", [b.op("Mul", [b.op("Gather", [rowOf, crowded], { axis: 0 }), width]), n]), b.i64(1)]);
+  const moreAt = b.op("Min", [b.op("Add", [b.op("Unsqueeze", [b.op("Gather", [first, crowded], { axis: 0 }), b.i64(1)]), more]), crowdedRowEnd]);
+  const unsq = (x: string) => b.op("Unsqueeze", [b.op("Gather", [x, crowded], { axis: 0 }), b.i64(1)]);
+  const inBinMore = b.op("ReduceSum", [beaten(moreAt, unsq(value), unsq(id)), b.i64(1)], { keepdims: 0 });
+  const inBin = b.op("ScatterElements", [inBinFirst, crowded, inBinMore], { axis: 0, reduction: "add" });
 
   // Move each such entry from c0 to c0 + inBin in the histogram: one scatter of -1s and +1s.
   const histRow = b.op("Mul", [rowOf, b.op("Add", [n, b.i64(1)])]);
