@@ -156,7 +156,7 @@ describe.each(cases.map(({ file, c }) => [`${c.model}/${c.case}`, file, c] as [s
     const M = c.tracked_ids.length;
     expect(stats.tracked).toEqual([...new Set(c.tracked_ids)].sort((a, b) => a - b));
     const column = c.tracked_ids.map((id) => stats.tracked.indexOf(id));
-    const ours = <A extends Float32Array | BigInt64Array>(x: A) => Array.from({ length: (x.length / stats.tracked.length) * M }, (_, i) => Number(x[Math.floor(i / M) * stats.tracked.length + column[i % M]]));
+    const ours = <A extends Float32Array | Int32Array>(x: A) => Array.from({ length: (x.length / stats.tracked.length) * M }, (_, i) => Number(x[Math.floor(i / M) * stats.tracked.length + column[i % M]]));
     expect(maxAbs(Float32Array.from(ours(stats.trackedProb)), blob(file, c["tracked_prob"] as Blob))).toBeLessThanOrEqual(PROB);
     const ranks = blob(file, c["tracked_rank"] as Blob);
     const margins = blob(file, c["tracked_rank_margin"] as Blob);

@@ -14,7 +14,7 @@
  *   outputs  topk_ids, topk_probs [layers, K, k]; entropy, kl, cosine [layers, K];
  *            targets [K, T] (resolved ids); tracked [M'] (tracked_ids and, with track_topk,
  *            every top-k id: sorted, unique); target_prob, target_rank [layers, K, T];
- *            tracked_prob, tracked_rank [layers, K, M']
+ *            tracked_prob, tracked_rank [layers, K, M']; ranks are int32
  *
  * One Gemm unembeds every row (one pass over the unembedding matrix instead of one per chunk:
  * 191 against 319 ms for 414 rows of the bench:lens checkpoint); the logits stay in the graph
@@ -71,15 +71,15 @@ export function buildLensGraph(ctx: GraphCtx, spec: LensHeadSpec, rankMethod?: R
     ["targets", "int64", ["positions", "targets"]],
     ["tracked", "int64", ["tracked_out"]],
     ["target_prob", "float32", ["layers", "positions", "targets"]],
-    ["target_rank", "int64", ["layers", "positions", "targets"]],
+    ["target_rank", "int32", ["layers", "positions", "targets"]],
     ["tracked_prob", "float32", ["layers", "positions", "tracked_out"]],
-    ["tracked_rank", "int64", ["layers", "positions", "tracked_out"]],
+    ["tracked_rank", "int32", ["layers", "positions", "tracked_out"]],
   ];
   const values = b.ifElse(
     full,
     outputs.map(([, type]) => type),
     () => lensStatistics(ctx, spec, { states, last, logits, topI, topIds, positions, targetIds, trackedIds, trackTopK }, rankMethod),
-    () => outputs.map(([, type, dims]) => b.constant(type === "float32" ? "float32" : "int64", [], dims.map(() => 0))),
+    () => outputs.map(([, type, dims]) => b.constant(type === "float32" || type === "int32" ? type : "int64", [], dims.map(() => 0))),
     "statistics",
   );
   outputs.forEach(([name, type, dims], i) => b.output(values[i], name, type, dims));
@@ -135,7 +135,7 @@ function lensStatistics(
       { value: topI3, type: "int64" },
       { value: queries, type: "int64" },
     ],
-    ["float32", "float32", "float32", "float32", "int64"],
+    ["float32", "float32", "float32", "float32", "int32"],
     ([x, top, query]) => {
       const probs = b.op("Softmax", [x], { axis: -1 }, "probs");
       const topP = b.op("GatherElements", [probs, top], { axis: 1 }, "head_probs");
@@ -198,7 +198,7 @@ function ranksBySort(ctx: GraphCtx, logits: string, queries: string, V: number):
   const [, order] = b.opMulti("TopK", [logits, b.i64(V)], 2, { axis: -1, largest: 1, sorted: 1 }, "sort");
   const ladder = b.op("Expand", [b.op("Unsqueeze", [b.op("Range", [b.i64Scalar(0), b.i64Scalar(V), b.i64Scalar(1)]), b.i64(0)]), b.op("Shape", [logits])]);
   const rankOf = b.op("ScatterElements", [ladder, order, ladder], { axis: 1 }, "rank_of");
-  return b.op("Add", [b.op("GatherElements", [rankOf, queries], { axis: 1 }), b.i64Scalar(1)], {}, "ranks");
+  return b.op("Cast", [b.op("Add", [b.op("GatherElements", [rankOf, queries], { axis: 1 }), b.i64Scalar(1)])], { to: 6 }, "ranks");
 }
 
 function ranksByBins(ctx: GraphCtx, logits: string, queries: string, V: number, ones?: string): string {
@@ -284,6 +284,6 @@ function ranksByBins(ctx: GraphCtx, logits: string, queries: string, V: number, 
   const hist = b.op("Reshape", [moved, b.op("Shape", [hist0])]);
 
   const ahead = b.op("CumSum", [hist, b.i64Scalar(1)], { exclusive: 1, reverse: 1 });
-  const sortedRanks = int64(b.op("Add", [b.op("Slice", [ahead, b.i64(0), n, b.i64(1)]), b.i32Scalar(1)]));
-  return b.op("ScatterElements", [filled(b.i64Scalar(0), b.op("Shape", [queries])), perm, sortedRanks], { axis: 1 }, "ranks");
+  const sortedRanks = b.op("Add", [b.op("Slice", [ahead, b.i64(0), n, b.i64(1)]), b.i32Scalar(1)]);
+  return b.op("ScatterElements", [filled(b.i32Scalar(0), b.op("Shape", [queries])), perm, sortedRanks], { axis: 1 }, "ranks");
 }

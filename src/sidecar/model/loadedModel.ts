@@ -94,11 +94,11 @@ export interface LensStats {
   cosine: Float32Array;
   targets: BigInt64Array;
   targetProb: Float32Array;
-  targetRank: BigInt64Array;
+  targetRank: Int32Array;
   /** The tracked token ids, sorted: the columns of trackedProb and trackedRank. */
   tracked: number[];
   trackedProb: Float32Array;
-  trackedRank: BigInt64Array;
+  trackedRank: Int32Array;
 }
 
 /**
@@ -424,7 +424,7 @@ export class LoadedModel {
     for (const start of starts) parts.push(await run(start, Math.min(partSize, K - start), { full: true, tracked, trackTopK }));
     const trackedIds = Array.from(parts[0]["tracked"].data as BigInt64Array, Number);
     const M = trackedIds.length;
-    const join = <A extends Float32Array | BigInt64Array>(name: string, perRow: number, byLayer: boolean): A => {
+    const join = <A extends Float32Array | BigInt64Array | Int32Array>(name: string, perRow: number, byLayer: boolean): A => {
       const first = parts[0][name].data as A;
       const out = new (first.constructor as new (n: number) => A)(byLayer ? layers * K * perRow : K * perRow);
       if (perRow === 0) return out;
@@ -450,10 +450,10 @@ export class LoadedModel {
       cosine: join("cosine", 1, true),
       targets: join("targets", T, false),
       targetProb: join("target_prob", T, true),
-      targetRank: join("target_rank", T, true),
+      targetRank: join<Int32Array>("target_rank", T, true),
       tracked: trackedIds,
       trackedProb: join("tracked_prob", M, true),
-      trackedRank: join("tracked_rank", M, true),
+      trackedRank: join<Int32Array>("tracked_rank", M, true),
     };
   }
 
