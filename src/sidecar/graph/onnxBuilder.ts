@@ -167,23 +167,7 @@ export class GraphBuilder {
    * branch taken runs, so a graph can skip work that one kind of call does not need.
    */
   ifElse(cond: string, types: ElemType[], then: () => string[], otherwise: () => string[], hint = "if"): string[] {
-    const branch = (label: string, build: () => string[]): onnx.IGraphProto => {
-      const outer = this.nodes;
-      this.nodes = [];
-      try {
-        const values = this.scoped(`${hint}_${label}`, build);
-        if (values.length !== types.length) throw new Error(`graph ${this.name}: branch ${label} of ${hint} returns ${values.length} values, expected ${types.length}`);
-        // Branch outputs get names of their own (a branch may return an outer value as is).
-        const outputs = values.map((v, i) => {
-          const name = this.fresh(`${hint}_${label}_out${i}`);
-          this.nodes.push({ opType: "Identity", input: [v], output: [name], name });
-          return { name, type: { tensorType: { elemType: ELEM_TYPE_CODE[types[i]] } } };
-        });
-        return { name: `${hint}_${label}`, node: this.nodes, output: outputs };
-      } finally {
-        this.nodes = outer;
-      }
-    };
+    const branch = (label: string, build: () => string[]) => this.subgraph(`${hint}_${label}`, [], types, build);
     const thenGraph = branch("then", then);
     const elseGraph = branch("else", otherwise);
     const outputs = types.map((_, i) => this.fresh(`${hint}_${i}`));
@@ -202,73 +186,14 @@ export class GraphBuilder {
   }
 
   /**
-   * A Loop node that runs `body` `tripCount` times (an int64 value of shape [1]). `carried`
-   * are the loop-carried values with their initial values; `body` gets the iteration number
-   * (int64 scalar) and the carried values of this iteration, and returns their next values,
-   * whose shapes may differ from the previous iteration's (a growing Concat, say). Returns the
-   * carried values after the last iteration. The body may read any value of the enclosing graph.
-   */
-  loop(tripCount: string, carried: { init: string; type: ElemType }[], body: (iteration: string, values: string[]) => string[], hint = "loop"): string[] {
-    const outer = this.nodes;
-    this.nodes = [];
-    let graph: onnx.IGraphProto;
-    try {
-      graph = this.scoped(hint, () => {
-        const iteration = this.fresh("iteration");
-        const condIn = this.fresh("cond_in");
-        const ins = carried.map(() => this.fresh("carried_in"));
-        const next = body(iteration, ins);
-        if (next.length !== carried.length) throw new Error(`graph ${this.name}: loop ${hint} returns ${next.length} values, expected ${carried.length}`);
-        const condOut = this.fresh("cond_out");
-        this.nodes.push({ opType: "Identity", input: [condIn], output: [condOut], name: condOut });
-        const outs = next.map((v, i) => {
-          const name = this.fresh(`carried_out${i}`);
-          this.nodes.push({ opType: "Identity", input: [v], output: [name], name });
-          return name;
-        });
-        const info = (name: string, type: ElemType) => ({ name, type: { tensorType: { elemType: ELEM_TYPE_CODE[type] } } });
-        return {
-          name: hint,
-          node: this.nodes,
-          input: [valueInfo(iteration, "int64", []), valueInfo(condIn, "bool", []), ...ins.map((n, i) => info(n, carried[i].type))],
-          output: [valueInfo(condOut, "bool", []), ...outs.map((n, i) => info(n, carried[i].type))],
-        };
-      });
-    } finally {
-      this.nodes = outer;
-    }
-    const outputs = carried.map((_, i) => this.fresh(`${hint}_${i}`));
-    const T = onnx.AttributeProto.AttributeType;
-    this.nodes.push({ opType: "Loop", input: [tripCount, "", ...carried.map((c) => c.init)], output: outputs, name: outputs[0], attribute: [{ name: "body", type: T.GRAPH, g: graph }] });
-    return outputs;
-  }
-
-  /**
    * A Scan node over axis 0 of `inputs` (each of the given element type): `body` gets one
    * slice of each (that axis removed) and returns the per-slice outputs, which the node stacks
    * along a new axis 0. onnxruntime hands the body views of the inputs, not copies. The body
    * may read any value of the enclosing graph.
    */
   scan(inputs: { value: string; type: ElemType }[], outputTypes: ElemType[], body: (slices: string[]) => string[], hint = "scan"): string[] {
-    const outer = this.nodes;
-    this.nodes = [];
-    let graph: onnx.IGraphProto;
-    try {
-      graph = this.scoped(hint, () => {
-        const ins = inputs.map(() => this.fresh("slice"));
-        const next = body(ins);
-        if (next.length !== outputTypes.length) throw new Error(`graph ${this.name}: scan ${hint} returns ${next.length} values, expected ${outputTypes.length}`);
-        const outs = next.map((v, i) => {
-          const name = this.fresh(`out${i}`);
-          this.nodes.push({ opType: "Identity", input: [v], output: [name], name });
-          return name;
-        });
-        const info = (name: string, type: ElemType) => ({ name, type: { tensorType: { elemType: ELEM_TYPE_CODE[type] } } });
-        return { name: hint, node: this.nodes, input: ins.map((n, i) => info(n, inputs[i].type)), output: outs.map((n, i) => info(n, outputTypes[i])) };
-      });
-    } finally {
-      this.nodes = outer;
-    }
+    const slices = inputs.map(({ type }) => ({ name: this.fresh(`${hint}/slice`), type }));
+    const graph = this.subgraph(hint, slices, outputTypes, () => body(slices.map((x) => x.name)));
     const outputs = outputTypes.map((_, i) => this.fresh(`${hint}_${i}`));
     const T = onnx.AttributeProto.AttributeType;
     this.nodes.push({
@@ -282,6 +207,29 @@ export class GraphBuilder {
       ],
     });
     return outputs;
+  }
+
+  /**
+   * A subgraph (an If branch, a Scan body): `build` adds its nodes, which may read any value of
+   * the enclosing graph, and returns its outputs, which get names of their own (a subgraph may
+   * return an outer value as is).
+   */
+  private subgraph(name: string, inputs: { name: string; type: ElemType }[], types: ElemType[], build: () => string[]): onnx.IGraphProto {
+    const outer = this.nodes;
+    this.nodes = [];
+    try {
+      const values = this.scoped(name, build);
+      if (values.length !== types.length) throw new Error(`graph ${this.name}: subgraph ${name} returns ${values.length} values, expected ${types.length}`);
+      const info = (n: string, type: ElemType) => ({ name: n, type: { tensorType: { elemType: ELEM_TYPE_CODE[type] } } });
+      const outputs = values.map((v, i) => {
+        const out = this.fresh(`${name}_out${i}`);
+        this.nodes.push({ opType: "Identity", input: [v], output: [out], name: out });
+        return info(out, types[i]);
+      });
+      return { name, node: this.nodes, input: inputs.map((x) => info(x.name, x.type)), output: outputs };
+    } finally {
+      this.nodes = outer;
+    }
   }
 
   toModelBytes(): Uint8Array {
