@@ -85,13 +85,14 @@ async function command(title: string): Promise<void> {
 }
 
 describe.skipIf(missing.length > 0)("the extension in code-server, driven through Chromium", () => {
+  let userData = "";
   beforeAll(async () => {
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "lens-e2e-"));
     const vsix = path.join(tmp, "logit-lens.vsix");
     // the bundles `npm test` just built, packaged as users get them
     execFileSync(process.execPath, [path.join(ROOT, "tools", "package.mjs"), "--no-build", "--out", vsix], { cwd: ROOT, stdio: "pipe" });
-    const userData = path.join(tmp, "user-data");
+    userData = path.join(tmp, "user-data");
     const extensions = path.join(tmp, "extensions");
     fs.mkdirSync(path.join(userData, "User"), { recursive: true });
     fs.writeFileSync(
@@ -150,6 +151,10 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     await browser?.close();
     server?.kill();
     fs.writeFileSync(path.join(ARTIFACTS, "code-server.log"), serverLog);
+    // the extension's own log (its output channel, with the sidecar's messages), for failures
+    const logs = path.join(userData, "logs");
+    const ours = fs.existsSync(logs) ? (fs.readdirSync(logs, { recursive: true }) as string[]).filter((f) => /logit.?lens/iu.test(path.basename(f)) && f.endsWith(".log")) : [];
+    ours.forEach((f, i) => fs.copyFileSync(path.join(logs, f), path.join(ARTIFACTS, `extension-${i}.log`)));
   });
 
   it("right-click an image, Run Logit Lens, hover a cell for its per-layer ranks, switch the metric, export CSV", async () => {

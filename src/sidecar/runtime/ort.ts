@@ -88,15 +88,14 @@ export async function openGraphSession(graph: Uint8Array, opts: SessionOptions):
           session: {
             model_external_initializers_file_folder_path: opts.weightsFolder,
             disable_prepacking: opts.prepackWeights ? "0" : "1",
-            // Workers spin between the ops of a run (without it, waking them for each
-            // parallel section made a 298x768x2048 Gemm on 2 threads 11 ms instead of 5.4),
-            // and stop spinning when the run ends: a model is three sessions (vision, decoder,
-            // lens), each with its own pool, run one after the other, and workers still
-            // spinning from the last run held the cores (the vision tower took 102-116 ms
-            // after a decoder run instead of 48-51). Spinning off altogether: 57-58 ms, and a
-            // decoder prefill of 218-238 ms against 190-233. (The binding prefixes "session.".)
-            intra_op: { allow_spinning: "1" },
-            force_spinning_stop: "1",
+            // No spinning intra-op workers. A model is three sessions (vision, decoder, lens),
+            // each with its own pool, run one after the other, and workers still spinning from
+            // the last run held the cores (the vision tower took 102-116 ms after a decoder run
+            // instead of 48-51). Spinning during a run with force_spinning_stop at its end made
+            // a 2-thread Gemm up to 2x faster and the forward 5-10%, but the code-server suite
+            // then timed out in 4 of 9 runs (6 of 6 passed without it), so it stays off.
+            // (The binding prefixes "session.", so this is "session.intra_op.allow_spinning".)
+            intra_op: { allow_spinning: "0" },
           },
         },
       });
