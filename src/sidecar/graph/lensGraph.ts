@@ -50,7 +50,7 @@ export function buildLensGraph(ctx: GraphCtx, spec: LensHeadSpec, rankMethod?: R
   // Every entry but the last gets the final norm; the last already has it.
   const early = rmsNorm(ctx, b.op("Slice", [states, b.i64(0), b.i64(-1), b.i64(0)]), spec.normWeight, H, spec.normEps);
   const last = b.op("Slice", [states, b.i64(-1), b.i64(2 ** 62), b.i64(0)]);
-  // Rows position-major (position, then layer), so that a chunk of positions is a block of rows.
+  // Rows position-major (position, then layer): each position's rows are one slice of the Scan below.
   const shape = b.op("Shape", [states]);
   const layerCount = b.op("Slice", [shape, b.i64(0), b.i64(1)]);
   const positions = b.op("Slice", [shape, b.i64(1), b.i64(2)]);
