@@ -148,24 +148,16 @@ export function applyRotary(ctx: GraphCtx, x: string, cos: string, sin: string, 
   const { b } = ctx;
   // cat(-x2, x1) as one product with a signed permutation (each output is one input times
   // +-1, so it is exact): four nodes where Slice, Slice, Neg and Concat took seven.
-  let swaps = swapCache.get(b);
-  if (!swaps) swapCache.set(b, (swaps = new Map()));
-  let swap = swaps.get(headDim);
-  if (!swap) {
-    const half = headDim / 2;
-    const values = new Float32Array(headDim * headDim);
-    for (let j = 0; j < half; j++) {
-      values[(j + half) * headDim + j] = -1;
-      values[j * headDim + j + half] = 1;
-    }
-    swaps.set(headDim, (swap = b.constant("float32", values, [headDim, headDim])));
+  const half = headDim / 2;
+  const swap = new Float32Array(headDim * headDim);
+  for (let j = 0; j < half; j++) {
+    swap[(j + half) * headDim + j] = -1;
+    swap[j * headDim + j + half] = 1;
   }
-  const rotated = b.op("MatMul", [x, swap]);
+  const rotated = b.op("MatMul", [x, b.constant("float32", swap, [headDim, headDim])]);
   return b.op("Add", [b.op("Mul", [x, cos]), b.op("Mul", [rotated, sin])], {}, "rope");
 }
 
-/** One rotate_half matrix per graph and head size (the builder's constant cache would key it by its 4096 values). */
-const swapCache = new WeakMap<GraphBuilder, Map<number, string>>();
 
 /** cos/sin `[S, D]` for integer positions `[S]` and inverse frequencies (D/2 of them), in float32. */
 export function rotaryTables(ctx: GraphCtx, positions: string, invFreq: Float32Array): { cos: string; sin: string } {

@@ -101,15 +101,16 @@ export class GraphBuilder {
 
   /** A small inline constant; identical constants are shared. */
   constant(type: "float32" | "int64" | "int32", values: ArrayLike<number>, dims: number[] = [values.length]): string {
-    const key = `${type}|${dims.join(",")}|${Array.from(values).join(",")}`;
-    const cached = this.constCache.get(key);
-    if (cached) return cached;
     const bytes =
       type === "float32"
         ? new Uint8Array(Float32Array.from(values).buffer)
         : type === "int32"
           ? new Uint8Array(Int32Array.from(values).buffer)
           : new Uint8Array(BigInt64Array.from(Array.from(values, (v) => BigInt(v))).buffer);
+    // Keyed by the stored bytes (base64 is native and quick even for a 64x64 matrix).
+    const key = `${type}|${dims.join(",")}|${Buffer.from(bytes).toString("base64")}`;
+    const cached = this.constCache.get(key);
+    if (cached) return cached;
     const name = this.fresh(`const_${type}`);
     this.initializers.push({ name, dims, dataType: ELEM_TYPE_CODE[type], rawData: bytes });
     this.constCache.set(key, name);
