@@ -402,14 +402,7 @@ export class LoadedModel {
       for (let l = 0; l < layers; l++) states.set(hiddenStates.subarray((l * K + start) * H, (l * K + start + n) * H), l * n * H);
       const targets = new BigInt64Array(n * T);
       for (let p = 0; p < n; p++) for (let t = 0; t < T; t++) targets[p * T + t] = BigInt(opts.targets?.[start + p]?.[t] ?? -1);
-      return this.lensSession.run({
-        hidden_states: { data: states, dims: [layers, n, H] },
-        top_k: { data: BigInt64Array.of(BigInt(topK)), dims: [1] },
-        target_ids: { data: targets, dims: [n, T] },
-        tracked_ids: { data: BigInt64Array.from(mode.tracked, BigInt), dims: [mode.tracked.length] },
-        track_topk: { data: Uint8Array.of(mode.trackTopK ? 1 : 0), dims: [] },
-        full: { data: Uint8Array.of(mode.full ? 1 : 0), dims: [] },
-      });
+      return this.runLensGraph({ data: states, dims: [layers, n, H] }, { data: targets, dims: [n, T] }, { topK, ...mode });
     };
     const starts = Array.from({ length: Math.ceil(K / partSize) }, (_, i) => i * partSize);
     let tracked = opts.tracked ?? [];
@@ -459,15 +452,21 @@ export class LoadedModel {
 
   /** The greedy next token from one final-layer state [H]: the lens graph's top-1 over that single row. */
   private async greedyNext(finalState: Float32Array): Promise<number> {
-    const out = await this.lensSession.run({
-      hidden_states: { data: finalState, dims: [1, 1, this.plan.decoder.hiddenSize] },
-      top_k: { data: BigInt64Array.of(1n), dims: [1] },
-      target_ids: { data: new BigInt64Array(1), dims: [1, 1] },
-      tracked_ids: { data: new BigInt64Array(0), dims: [0] },
-      track_topk: { data: Uint8Array.of(0), dims: [] },
-      full: { data: Uint8Array.of(0), dims: [] },
-    });
+    const states = { data: finalState, dims: [1, 1, this.plan.decoder.hiddenSize] };
+    const out = await this.runLensGraph(states, { data: new BigInt64Array(1), dims: [1, 1] }, { topK: 1, full: false, tracked: [], trackTopK: false });
     return Number((out["topk_ids"].data as BigInt64Array)[0]);
+  }
+
+  /** One run of the lens graph (its inputs are documented in lensGraph.ts). */
+  private runLensGraph(states: HostTensor, targets: HostTensor, opts: { topK: number; full: boolean; tracked: readonly number[]; trackTopK: boolean }): Promise<Record<string, HostTensor>> {
+    return this.lensSession.run({
+      hidden_states: states,
+      top_k: { data: BigInt64Array.of(BigInt(opts.topK)), dims: [1] },
+      target_ids: targets,
+      tracked_ids: { data: BigInt64Array.from(opts.tracked, BigInt), dims: [opts.tracked.length] },
+      track_topk: { data: Uint8Array.of(opts.trackTopK ? 1 : 0), dims: [] },
+      full: { data: Uint8Array.of(opts.full ? 1 : 0), dims: [] },
+    });
   }
 
   /** The final logits [K, vocab] of a forward result's positions (hidden states [L+1, K, H]). */
