@@ -16,7 +16,7 @@ async function rankSession(V: number, method: "sort" | "bins"): Promise<GraphSes
   const logits = b.input("logits", "float32", ["rows", V]);
   const queries = b.input("queries", "int64", ["rows", "n"]);
   b.output(exactRanks({ b } as unknown as GraphCtx, logits, queries, V, method), "ranks", "int32", ["rows", "n"]);
-  return openGraphSession(b.toModelBytes(), { weightsFolder: os.tmpdir(), device: "cpu", threads: 1 });
+  return openGraphSession(b.build(), { weightsFolder: os.tmpdir(), device: "cpu", threads: 1 });
 }
 
 /** 1 + entries above, + equal entries with a lower id: the position in a stable descending sort. */

@@ -126,3 +126,40 @@ describe("chat template locations", () => {
     }
   });
 });
+
+describe("Hugging Face hub cache layout", () => {
+  /** A snapshot folder as the hub client leaves it: every file a relative link into ../../blobs. */
+  function hubSnapshot(fixture: string): string {
+    const source = copyFixtureModel(fixture);
+    const repo = fs.mkdtempSync(path.join(os.tmpdir(), "lens-hub-"));
+    const blobs = path.join(repo, "blobs");
+    const snapshot = path.join(repo, "snapshots", "0123abcd");
+    fs.mkdirSync(blobs, { recursive: true });
+    fs.mkdirSync(snapshot, { recursive: true });
+    fs.readdirSync(source).forEach((f, i) => {
+      const blob = `blob${i}`;
+      fs.renameSync(path.join(source, f), path.join(blobs, blob));
+      fs.symlinkSync(path.join("..", "..", "blobs", blob), path.join(snapshot, f));
+    });
+    return snapshot;
+  }
+
+  it("a snapshot whose weights link outside it opens and runs like the plain folder", async () => {
+    // onnxruntime follows links and refuses external data outside the folder it is given.
+    const snapshot = hubSnapshot("llava-gqa-f32");
+    const [plain, linked] = await Promise.all([LoadedModel.open(copyFixtureModel("llava-gqa-f32"), { device: "cpu" }), LoadedModel.open(snapshot, { device: "cpu" })]);
+    try {
+      const image = path.join(__dirname, "../fixtures/models/images/square.png");
+      const run = async (m: LoadedModel) => {
+        const prepared = await m.prepare({ prompt: "What is it?", image });
+        return m.forward(prepared.inputIds, { imageFeatures: await m.imageFeaturesFor(prepared) });
+      };
+      const [a, b] = await Promise.all([run(plain), run(linked)]);
+      expect(b.hiddenStates.length).toBeGreaterThan(0);
+      expect(b.hiddenStates).toEqual(a.hiddenStates);
+      expect(b.nextToken).toBe(a.nextToken);
+    } finally {
+      await Promise.all([plain.dispose(), linked.dispose()]);
+    }
+  });
+});

@@ -65,7 +65,7 @@ export function buildClipVision(ctx: GraphCtx, cfg: ClipVisionConfig, prefix: st
       "patch_embedding",
     );
     const grid = b.op("Transpose", [b.op("Reshape", [conv, b.i64(D, -1)])], { perm: [1, 0] });
-    const cls = b.op("Reshape", [param(ctx, `${prefix}embeddings.class_embedding`, [D]), b.i64(1, D)]);
+    const cls = param(ctx, `${prefix}embeddings.class_embedding`, [D], [1, D]);
     const tokens = b.op("Concat", [cls, grid], { axis: 0 });
     const positions = param(ctx, `${prefix}embeddings.position_embedding.weight`, [patches + 1, D]);
     return layerNorm(ctx, b.op("Add", [tokens, positions]), `${prefix}pre_layrnorm`, D, cfg.layerNormEps);

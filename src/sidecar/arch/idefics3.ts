@@ -161,7 +161,7 @@ function buildSiglipTiles(ctx: GraphCtx, cfg: SiglipVisionConfig, prefix: string
       const q = split(linear(ctx, x, `${p}self_attn.q_proj`, D, D, true));
       const k = split(linear(ctx, x, `${p}self_attn.k_proj`, D, D, true));
       const v = split(linear(ctx, x, `${p}self_attn.v_proj`, D, D, true));
-      const scores = b.op("Mul", [b.op("MatMul", [q, b.op("Transpose", [k], { perm: [0, 1, 3, 2] })]), b.f32(1 / Math.sqrt(headDim))], {}, "scores");
+      const scores = b.contribOp("FusedMatMul", [q, k], { transB: 1, alpha: { float: 1 / Math.sqrt(headDim) } }, "scores");
       const context = b.op("MatMul", [b.op("Softmax", [scores], { axis: -1 }, "probs"), v]);
       const merged = b.op("Reshape", [b.op("Transpose", [context], { perm: [0, 2, 1, 3] }), b.i64(-1, D)]);
       const afterAttn = b.op("Add", [h, linear(ctx, merged, `${p}self_attn.out_proj`, D, D, true)]);

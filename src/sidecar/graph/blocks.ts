@@ -4,7 +4,6 @@
  * (the runtime runs one sequence at a time), which lets every linear layer be one Gemm with
  * `transB=1` straight over the checkpoint's `[out, in]` weight, with no transposed copy.
  */
-import * as path from "node:path";
 import { LensInputError } from "../errors";
 import type { ModelWeights } from "../model/weights";
 import { GraphBuilder, type ElemType } from "./onnxBuilder";
@@ -16,19 +15,26 @@ export interface GraphCtx {
 
 const SAFETENSORS_ELEM: Record<string, ElemType> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
 
-/** The checkpoint's tensor as stored (no cast), for ops that can work on any type (Gather). */
-export function rawParam(ctx: GraphCtx, name: string, shape: readonly number[]): { value: string; type: ElemType } {
+/**
+ * The checkpoint's tensor as stored (no cast), for ops that can work on any type (Gather).
+ * `view` declares it with other dimensions of the same size, a reshape that costs nothing at
+ * load or run time (a Reshape node over a weight is work for the constant folder).
+ */
+export function rawParam(ctx: GraphCtx, name: string, shape: readonly number[], view?: readonly number[]): { value: string; type: ElemType } {
   const e = ctx.weights.entry(name, shape);
   const type = SAFETENSORS_ELEM[e.dtype];
-  const location = path.relative(ctx.weights.folder, e.file);
-  return { value: ctx.b.externalWeight(name, type, e.shape, location, e.byteOffset, e.byteLength), type };
+  const location = ctx.weights.index.location(e.file);
+  const dims = view ?? e.shape;
+  if (dims.reduce((a, d) => a * d, 1) !== e.shape.reduce((a, d) => a * d, 1)) throw new Error(`view [${dims.join(", ")}] of ${name} has another size than [${e.shape.join(", ")}]`);
+  const key = view ? `${name}@${view.join("x")}` : name;
+  return { value: ctx.b.externalWeight(key, type, [...dims], location, e.byteOffset, e.byteLength), type };
 }
 
 const castCache = new WeakMap<GraphBuilder, Map<string, string>>();
 
 /** The checkpoint's tensor as float32 (F16/BF16 weights are cast once; onnxruntime folds it at load). */
-export function param(ctx: GraphCtx, name: string, shape: readonly number[]): string {
-  const { value, type } = rawParam(ctx, name, shape);
+export function param(ctx: GraphCtx, name: string, shape: readonly number[], view?: readonly number[]): string {
+  const { value, type } = rawParam(ctx, name, shape, view);
   if (type === "float32") return value;
   let cache = castCache.get(ctx.b);
   if (!cache) castCache.set(ctx.b, (cache = new Map()));
@@ -72,9 +78,9 @@ export const SUPPORTED_ACTIVATIONS = ["silu", "swish", "gelu", "gelu_pytorch_tan
 export function activation(ctx: GraphCtx, x: string, name: string, configFile: string): string {
   const { b } = ctx;
   switch (name) {
-    case "silu":
+    case "silu": // x * sigmoid(x)
     case "swish":
-      return b.op("Mul", [x, b.op("Sigmoid", [x])], {}, "silu");
+      return b.contribOp("QuickGelu", [x], { alpha: { float: 1 } }, "silu");
     case "gelu": // exact: 0.5 x (1 + erf(x / sqrt 2))
       return b.op("Mul", [b.op("Mul", [x, b.f32(0.5)]), b.op("Add", [b.f32(1), b.op("Erf", [b.op("Mul", [x, b.f32(Math.SQRT1_2)])])])], {}, "gelu");
     case "gelu_pytorch_tanh":
@@ -84,8 +90,8 @@ export function activation(ctx: GraphCtx, x: string, name: string, configFile: s
       const inner = b.op("Mul", [b.op("Add", [x, b.op("Mul", [x3, b.f32(0.044715)])]), b.f32(Math.sqrt(2 / Math.PI))]);
       return b.op("Mul", [b.op("Mul", [x, b.f32(0.5)]), b.op("Add", [b.f32(1), b.op("Tanh", [inner])])], {}, "gelu_tanh");
     }
-    case "quick_gelu":
-      return b.op("Mul", [x, b.op("Sigmoid", [b.op("Mul", [x, b.f32(1.702)])])], {}, "quick_gelu");
+    case "quick_gelu": // x * sigmoid(1.702 x)
+      return b.contribOp("QuickGelu", [x], { alpha: { float: 1.702 } }, "quick_gelu");
     case "relu":
       return b.op("Relu", [x]);
     default:
@@ -122,7 +128,8 @@ export function attentionCore(
   const { b } = ctx;
   const rep = opts.heads / opts.kvHeads;
   const qg = rep === 1 ? q : b.op("Reshape", [q, b.i64(opts.kvHeads, -1, opts.headDim)]);
-  let scores = b.op("Mul", [b.op("MatMul", [qg, b.op("Transpose", [k], { perm: [0, 2, 1] })]), b.f32(opts.scale)], {}, "scores");
+  // (q @ k^T) * scale as transformers computes it, in one node that reads k transposed in place.
+  let scores = b.contribOp("FusedMatMul", [qg, k], { transB: 1, alpha: { float: opts.scale } }, "scores");
   // An additive mask (0 or -inf): Add costs a fifth of a Where over the scores (bench:lens
   // prefill). A caller with many layers makes it once (attentionBias) and passes `bias`.
   const bias = opts.bias ?? (opts.allowed ? attentionBias(ctx, opts.allowed, rep) : undefined);

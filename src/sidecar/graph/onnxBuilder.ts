@@ -28,6 +28,21 @@ export type AttrValue = number | number[] | string | { float: number } | { float
 /** ONNX opset of the default domain that every graph is built against. */
 export const OPSET = 17;
 
+/** onnxruntime's contributed operators (QuickGelu, FusedMatMul, ...): the CPU, CUDA and WebGPU providers implement them. */
+const MS_DOMAIN = "com.microsoft";
+
+/** A serialised graph and what its session needs to know about it. */
+export interface BuiltGraph {
+  bytes: Uint8Array;
+  /**
+   * Whether some node computes only from initializers and constants (a cast of F16/BF16
+   * weights, say), so onnxruntime's constant folding pays for itself at load. Graphs without
+   * such work open with graph optimisation off: it cost a third of session creation and
+   * changed nothing else, since the graphs are built already fused.
+   */
+  foldsConstants: boolean;
+}
+
 export class GraphBuilder {
   private nodes: onnx.INodeProto[] = [];
   private readonly initializers: onnx.ITensorProto[] = [];
@@ -38,6 +53,8 @@ export class GraphBuilder {
   private readonly externalNames = new Map<string, string>();
   private scopeStack: string[] = [];
   private counter = 0;
+  private usesContribOps = false;
+  private readonly outputAliases: { value: string; name: string }[] = [];
 
   constructor(readonly name: string) {}
 
@@ -65,12 +82,16 @@ export class GraphBuilder {
     return name;
   }
 
-  /** Declares `value` as a graph output called `name` (an Identity is inserted when they differ). */
+  /**
+   * Declares `value` as a graph output called `name`. At build the node that makes `value` is
+   * renamed to produce `name` directly; an Identity (a copy on every run) is left only where
+   * that cannot be done: `value` is an input, an initializer or another output.
+   */
   output(value: string, name: string, type: ElemType, dims: Dim[]): string {
     if (value !== name) {
       if (this.usedNames.has(name)) throw new Error(`graph ${this.name}: output name ${name} is already a value name; rename the node hint`);
       this.usedNames.add(name);
-      this.nodes.push({ opType: "Identity", input: [value], output: [name], name: `${name}/identity` });
+      this.outputAliases.push({ value, name });
     }
     this.outputs.push(valueInfo(name, type, dims));
     return name;
@@ -151,9 +172,24 @@ export class GraphBuilder {
   }
 
   opMulti(opType: string, inputs: string[], nOutputs: number, attrs: Record<string, AttrValue> = {}, hint?: string): string[] {
+    return this.addNode(opType, undefined, inputs, nOutputs, attrs, hint);
+  }
+
+  /**
+   * One of onnxruntime's contributed operators (domain com.microsoft), for the fusions its
+   * optimiser would otherwise have to find at every session start: QuickGelu for SiLU,
+   * FusedMatMul for a scaled product with a transposed operand.
+   */
+  contribOp(opType: string, inputs: string[], attrs: Record<string, AttrValue> = {}, hint?: string): string {
+    this.usesContribOps = true;
+    return this.addNode(opType, MS_DOMAIN, inputs, 1, attrs, hint)[0];
+  }
+
+  private addNode(opType: string, domain: string | undefined, inputs: string[], nOutputs: number, attrs: Record<string, AttrValue>, hint?: string): string[] {
     const outputs = Array.from({ length: nOutputs }, (_, i) => this.fresh(`${hint ?? opType}${nOutputs > 1 ? `_${i}` : ""}`));
     this.nodes.push({
       opType,
+      ...(domain ? { domain } : {}),
       input: inputs,
       output: outputs,
       name: outputs[0],
@@ -212,8 +248,8 @@ export class GraphBuilder {
 
   /**
    * A subgraph (an If branch, a Scan body): `build` adds its nodes, which may read any value of
-   * the enclosing graph, and returns its outputs, which get names of their own (a subgraph may
-   * return an outer value as is).
+   * the enclosing graph, and returns its outputs. A value computed inside is its own output; an
+   * outer value or a subgraph input returned as is goes through an Identity, which ONNX requires.
    */
   private subgraph(name: string, inputs: { name: string; type: ElemType }[], types: ElemType[], build: () => string[]): onnx.IGraphProto {
     const outer = this.nodes;
@@ -222,7 +258,13 @@ export class GraphBuilder {
       const values = this.scoped(name, build);
       if (values.length !== types.length) throw new Error(`graph ${this.name}: subgraph ${name} returns ${values.length} values, expected ${types.length}`);
       const info = (n: string, type: ElemType) => ({ name: n, type: { tensorType: { elemType: ELEM_TYPE_CODE[type] } } });
+      const producedHere = new Set(this.nodes.flatMap((n) => n.output ?? []));
+      const returned = new Set<string>();
       const outputs = values.map((v, i) => {
+        if (producedHere.has(v) && !returned.has(v)) {
+          returned.add(v);
+          return info(v, types[i]);
+        }
         const out = this.fresh(`${name}_out${i}`);
         this.nodes.push({ opType: "Identity", input: [v], output: [out], name: out });
         return info(out, types[i]);
@@ -233,25 +275,75 @@ export class GraphBuilder {
     }
   }
 
-  toModelBytes(): Uint8Array {
+  build(): BuiltGraph {
+    const nodes = this.finalNodes();
     const model = onnx.ModelProto.create({
       irVersion: 8,
       producerName: "logit-lens",
-      opsetImport: [{ domain: "", version: OPSET }],
+      opsetImport: [{ domain: "", version: OPSET }, ...(this.usesContribOps ? [{ domain: MS_DOMAIN, version: 1 }] : [])],
       graph: {
         name: this.name,
-        node: this.nodes,
+        node: nodes,
         initializer: this.initializers,
         input: this.inputs,
         output: this.outputs,
       },
     });
-    return onnx.ModelProto.encode(model).finish();
+    const constants = new Set(this.initializers.map((t) => t.name ?? ""));
+    return { bytes: onnx.ModelProto.encode(model).finish(), foldsConstants: foldsConstants(nodes, constants) };
+  }
+
+  /** The nodes with the outputs' renames applied (see `output()`), and the Identities that remain. */
+  private finalNodes(): onnx.INodeProto[] {
+    const produced = new Set(this.nodes.flatMap((n) => n.output ?? []));
+    const declared = new Set(this.outputs.map((o) => o.name ?? ""));
+    const renames = new Map<string, string>();
+    const copies: { value: string; name: string }[] = [];
+    for (const { value, name } of this.outputAliases) {
+      if (produced.has(value) && !declared.has(value) && !renames.has(value)) renames.set(value, name);
+      else copies.push({ value, name });
+    }
+    return [
+      ...(renames.size ? renameValues(this.nodes, renames) : this.nodes),
+      ...copies.map(({ value, name }) => ({ opType: "Identity", input: [renames.get(value) ?? value], output: [name], name: `${name}/identity` })),
+    ];
   }
 
   get nodeCount(): number {
     return this.nodes.length;
   }
+}
+
+/** `nodes` with every value in `renames` (inputs, outputs, and reads inside subgraphs) renamed. */
+function renameValues(nodes: readonly onnx.INodeProto[], renames: ReadonlyMap<string, string>): onnx.INodeProto[] {
+  const r = (x: string) => renames.get(x) ?? x;
+  return nodes.map((n) => ({
+    ...n,
+    input: (n.input ?? []).map(r),
+    output: (n.output ?? []).map(r),
+    attribute: (n.attribute ?? []).map((a) => (a.g ? { ...a, g: { ...a.g, node: renameValues(a.g.node ?? [], renames), output: (a.g.output ?? []).map((o) => ({ ...o, name: r(o.name ?? "") })) } } : a)),
+  }));
+}
+
+/**
+ * Ops that only copy or broadcast their input: folding one saves no arithmetic, just stores
+ * its output (a broadcast can be large), so it does not call for folding on its own.
+ */
+const ONLY_MATERIALISE: ReadonlySet<string> = new Set(["Identity", "Expand"]);
+
+/**
+ * Whether any node, here or in a subgraph, reads only initializers: work that constant folding
+ * would do once at load instead of on every run. (The first such node in topological order
+ * reads initializers only, so nothing needs propagating.)
+ */
+function foldsConstants(nodes: readonly onnx.INodeProto[], constants: ReadonlySet<string>): boolean {
+  return nodes.some((node) => {
+    const subgraphs = (node.attribute ?? []).flatMap((a) => (a.g ? [a.g] : []));
+    if (subgraphs.length > 0) return subgraphs.some((g) => foldsConstants(g.node ?? [], constants));
+    if (ONLY_MATERIALISE.has(node.opType ?? "")) return false;
+    const inputs = (node.input ?? []).filter((x) => x !== "");
+    return inputs.length > 0 && inputs.every((x) => constants.has(x));
+  });
 }
 
 function valueInfo(name: string, type: ElemType, dims: Dim[]): onnx.IValueInfoProto {

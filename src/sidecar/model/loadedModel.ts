@@ -12,7 +12,7 @@ import type { ArchitecturePlan, ImagePipeline, ImageTokenGrid, PreparedImage } f
 import { LensInputError } from "../errors";
 import type { GraphCtx } from "../graph/blocks";
 import { buildLensGraph, buildUnembeddingGraph, type RankMethod } from "../graph/lensGraph";
-import { GraphBuilder } from "../graph/onnxBuilder";
+import { GraphBuilder, type BuiltGraph } from "../graph/onnxBuilder";
 import { type ClipProcessorConfig, parseClipProcessorConfig, preprocessClip } from "../image/clipProcessor";
 import { decodeImage, type RgbImage } from "../image/decode";
 import { type Device, type GraphSession, type HostTensor, openGraphSession } from "../runtime/ort";
@@ -182,15 +182,15 @@ export class LoadedModel {
     const decoderBuilder = new GraphBuilder("decoder");
     const plan = module.plan(config, configFile, { b: decoderBuilder, weights });
     plan.buildDecoder({ b: decoderBuilder, weights });
-    const decoderBytes = decoderBuilder.toModelBytes();
+    const decoderGraph = decoderBuilder.build();
     const lensBuilder = new GraphBuilder("lens");
     buildLensGraph({ b: lensBuilder, weights }, plan.lens, opts.rankMethod);
-    const lensBytes = lensBuilder.toModelBytes();
-    let visionBytes: Uint8Array | undefined;
+    const lensGraph = lensBuilder.build();
+    let visionGraph: BuiltGraph | undefined;
     if (plan.buildVision) {
       const visionCtx: GraphCtx = { b: new GraphBuilder("vision"), weights };
       plan.buildVision(visionCtx);
-      visionBytes = visionCtx.b.toModelBytes();
+      visionGraph = visionCtx.b.build();
     }
 
     let imagePipeline: ImagePipeline | undefined;
@@ -215,11 +215,11 @@ export class LoadedModel {
     // statistics at a time), and an arena of its own keeps those blocks instead of leaving the
     // C allocator to hold on to freed chunks (bench:lens peak RSS 650-870 MiB without it,
     // 660-730 with it).
-    const sessionOptions = { weightsFolder: dir, device, threads: opts.threads, prepackWeights: opts.prepackWeights, memoryArena: false };
+    const sessionOptions = { weightsFolder: weights.index.dataFolder, device, threads: opts.threads, prepackWeights: opts.prepackWeights, memoryArena: false };
     const [decoder, lensSession, vision] = await Promise.all([
-      openGraphSession(decoderBytes, sessionOptions),
-      openGraphSession(lensBytes, { ...sessionOptions, memoryArena: true }),
-      visionBytes ? openGraphSession(visionBytes, sessionOptions) : undefined,
+      openGraphSession(decoderGraph, sessionOptions),
+      openGraphSession(lensGraph, { ...sessionOptions, memoryArena: true }),
+      visionGraph ? openGraphSession(visionGraph, sessionOptions) : undefined,
     ]);
     const t2 = performance.now();
 
@@ -246,7 +246,7 @@ export class LoadedModel {
     const openUnembedding = () => {
       const unembedBuilder = new GraphBuilder("unembedding");
       buildUnembeddingGraph({ b: unembedBuilder, weights }, plan.lens);
-      return openGraphSession(unembedBuilder.toModelBytes(), sessionOptions);
+      return openGraphSession(unembedBuilder.build(), sessionOptions);
     };
     return new LoadedModel(info, text, plan, decoder, lensSession, vision, imagePipeline, eos, { compileMs: t1 - t0, sessionMs: t2 - t1 }, openUnembedding, opts.logitsBudget ?? LOGITS_BUDGET);
   }

@@ -207,12 +207,31 @@ function parseHeader(
 
 /** Every tensor of a model folder, whether saved as one file or as shards behind an index. */
 export class WeightIndex {
+  /**
+   * Where the weight bytes really are, for onnxruntime: it resolves symbolic links and refuses
+   * external data outside the folder it is given, and a Hugging Face hub snapshot links every
+   * file to ../../blobs. This is the deepest folder holding every shard's real file.
+   */
+  readonly dataFolder: string;
+  private readonly locations: Map<string, string>;
+
   private constructor(
     readonly folder: string,
     /** Absolute shard paths, sorted. */
     readonly files: string[],
     private readonly entries: Map<string, TensorEntry>,
-  ) {}
+    realFiles: string[],
+  ) {
+    this.dataFolder = commonFolder(realFiles);
+    this.locations = new Map(files.map((f, i) => [f, path.relative(this.dataFolder, realFiles[i])]));
+  }
+
+  /** A shard's path relative to `dataFolder` (an ONNX external-data location). */
+  location(file: string): string {
+    const location = this.locations.get(file);
+    if (location === undefined) throw new Error(`${file} is not a shard of ${this.folder}`);
+    return location;
+  }
 
   static async open(folder: string): Promise<WeightIndex> {
     folder = path.resolve(folder);
@@ -231,7 +250,7 @@ export class WeightIndex {
       throw new LensInputError(folder, "has no .safetensors weights: pick a Hugging Face model folder saved with safetensors");
     }
     const files = names.map((f) => path.join(folder, f)).sort();
-    const headers = await Promise.all(files.map((f) => readSafetensorsHeader(f)));
+    const [headers, realFiles] = await Promise.all([Promise.all(files.map((f) => readSafetensorsHeader(f))), realPaths(files)]);
     const entries = new Map<string, TensorEntry>();
     for (const { tensors } of headers) {
       for (const [name, entry] of tensors) {
@@ -245,7 +264,7 @@ export class WeightIndex {
         entries.set(name, entry);
       }
     }
-    return new WeightIndex(folder, files, sortByName(entries));
+    return new WeightIndex(folder, files, sortByName(entries), realFiles);
   }
 
   /** The index's weight_map is authoritative: tensors a shard holds beyond it are not used. */
@@ -282,7 +301,7 @@ export class WeightIndex {
         );
       }
     }
-    const headers = await Promise.all(files.map((f) => readSafetensorsHeader(f)));
+    const [headers, realFiles] = await Promise.all([Promise.all(files.map((f) => readSafetensorsHeader(f))), realPaths(files)]);
     const entries = new Map<string, TensorEntry>();
     files.forEach((shardFile, i) => {
       const { tensors } = headers[i];
@@ -297,7 +316,7 @@ export class WeightIndex {
         entries.set(name, entry);
       }
     });
-    return new WeightIndex(folder, files, sortByName(entries));
+    return new WeightIndex(folder, files, sortByName(entries), realFiles);
   }
 
   has(name: string): boolean {
@@ -325,6 +344,18 @@ export class WeightIndex {
     for (const e of this.entries.values()) total += e.byteLength;
     return total;
   }
+}
+
+/** Each file's real path (links followed); the headers were just read, so they exist. */
+function realPaths(files: string[]): Promise<string[]> {
+  return Promise.all(files.map((f) => fs.realpath(f)));
+}
+
+/** The deepest folder that holds every one of `files` (absolute paths). */
+function commonFolder(files: string[]): string {
+  let folder = path.dirname(files[0]);
+  while (!files.every((f) => f.startsWith(folder.endsWith(path.sep) ? folder : folder + path.sep))) folder = path.dirname(folder);
+  return folder;
 }
 
 function sortByName(entries: Map<string, TensorEntry>): Map<string, TensorEntry> {
