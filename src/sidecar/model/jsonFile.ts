@@ -25,3 +25,13 @@ export async function readJsonObject(file: string, what: string, optional = fals
   if (!isObject(value)) throw new LensInputError(file, `${what} must hold a JSON object: repair or re-download it`);
   return value;
 }
+
+/**
+ * The value of a settled read, or its error thrown. A folder's files are read at once with
+ * Promise.allSettled and taken in a fixed order, so the error reported does not depend on
+ * which read happened to fail first.
+ */
+export function settledValue<T>(r: PromiseSettledResult<T>): T {
+  if (r.status === "rejected") throw r.reason;
+  return r.value;
+}

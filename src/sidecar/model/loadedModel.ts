@@ -17,7 +17,7 @@ import { type ClipProcessorConfig, parseClipProcessorConfig, preprocessClip } fr
 import { decodeImage, type RgbImage } from "../image/decode";
 import { type Device, type GraphSession, type HostTensor, openGraphSession } from "../runtime/ort";
 import { TextProcessor } from "../text/textProcessor";
-import { readJsonObject } from "./jsonFile";
+import { readJsonObject, settledValue } from "./jsonFile";
 import { WeightIndex } from "./safetensors";
 import { ModelWeights } from "./weights";
 
@@ -158,25 +158,26 @@ export class LoadedModel {
     const t0 = performance.now();
     progress("reading config");
     const configFile = path.join(dir, "config.json");
-    // The folder's small files are read at once; their errors are still reported in this order.
+    // The folder's small files are read at once, and the tokenizer built meanwhile; their
+    // errors are still reported in this order.
+    const processorRead = readJsonObject(path.join(dir, "processor_config.json"), "processor_config.json", true);
+    const preprocessorFile = path.join(dir, "preprocessor_config.json");
     const reads = await Promise.allSettled([
       readJsonObject(configFile, "config.json"),
       WeightIndex.open(dir),
-      readJsonObject(path.join(dir, "processor_config.json"), "processor_config.json", true),
+      processorRead,
       readJsonObject(path.join(dir, "generation_config.json"), "generation_config.json", true),
       fs.readFile(configFile),
+      readJsonObject(preprocessorFile, "preprocessor_config.json", true),
+      processorRead.then((processorConfig) => TextProcessor.open(dir, processorConfig)),
     ] as const);
-    const settled = <T>(r: PromiseSettledResult<T>): T => {
-      if (r.status === "rejected") throw r.reason;
-      return r.value;
-    };
-    const config = settled(reads[0]);
+    const config = settledValue(reads[0]);
     const { module } = findArchitecture(config["architectures"], configFile);
-    const weights = new ModelWeights(settled(reads[1]), configFile);
-    const processorConfig = settled(reads[2]);
-    const generationConfig = settled(reads[3]);
-    const configHash = createHash("sha256").update(settled(reads[4])).digest("hex");
-    const text = await TextProcessor.open(dir, processorConfig);
+    const weights = new ModelWeights(settledValue(reads[1]), configFile);
+    const processorConfig = settledValue(reads[2]);
+    const generationConfig = settledValue(reads[3]);
+    const configHash = createHash("sha256").update(settledValue(reads[4])).digest("hex");
+    const text = settledValue(reads[6]);
 
     progress("compiling graphs");
     const decoderBuilder = new GraphBuilder("decoder");
@@ -196,11 +197,13 @@ export class LoadedModel {
     let imagePipeline: ImagePipeline | undefined;
     if (plan.vision || plan.imagePipeline) {
       // Hub folders keep preprocessor_config.json; transformers 5 nests it in processor_config.json.
-      const preFile = path.join(dir, "preprocessor_config.json");
       const nested = processorConfig?.["image_processor"];
-      const imageProcessor = isObject(nested) && !(await exists(preFile))
-        ? { json: nested, file: path.join(dir, "processor_config.json") }
-        : { json: await readJsonObject(preFile, "preprocessor_config.json"), file: preFile };
+      const preprocessorConfig = settledValue(reads[5]); // its errors matter only to a vision model
+      const imageProcessor = preprocessorConfig
+        ? { json: preprocessorConfig, file: preprocessorFile }
+        : isObject(nested)
+          ? { json: nested, file: path.join(dir, "processor_config.json") }
+          : { json: await readJsonObject(preprocessorFile, "preprocessor_config.json"), file: preprocessorFile }; // throws: missing
       imagePipeline = plan.imagePipeline
         ? plan.imagePipeline({ folder: dir, imageProcessor, processorConfig, text })
         : clipImagePipeline(plan, parseClipProcessorConfig(imageProcessor.json, imageProcessor.file), processorConfig, text, dir);
@@ -514,13 +517,6 @@ export function argmax(values: Float32Array): number {
   let best = 0;
   for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
   return best;
-}
-
-async function exists(file: string): Promise<boolean> {
-  return fs.stat(file).then(
-    () => true,
-    () => false,
-  );
 }
 
 function isRgbImage(x: unknown): x is RgbImage {

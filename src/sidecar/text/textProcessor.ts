@@ -9,7 +9,7 @@ import { Template } from "@huggingface/jinja";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { LensInputError } from "../errors";
 import type { JsonObject } from "../arch/configUtil";
-import { readJsonObject } from "../model/jsonFile";
+import { readJsonObject, settledValue } from "../model/jsonFile";
 
 export interface ChatContentPart {
   type: "image" | "text";
@@ -27,8 +27,15 @@ export class TextProcessor {
 
   static async open(folder: string, processorConfig: JsonObject | undefined): Promise<TextProcessor> {
     const tokenizerFile = path.join(folder, "tokenizer.json");
-    const tokenizerJson = await readJsonObject(tokenizerFile, "tokenizer.json");
-    const tokenizerConfig = (await readJsonObject(path.join(folder, "tokenizer_config.json"), "tokenizer_config.json", true)) ?? {};
+    // Every file the text side may need is read at once; errors still come in this order.
+    const [tokenizerRead, configRead, jinjaRead, templateJsonRead] = await Promise.allSettled([
+      readJsonObject(tokenizerFile, "tokenizer.json"),
+      readJsonObject(path.join(folder, "tokenizer_config.json"), "tokenizer_config.json", true),
+      readChatTemplateJinja(path.join(folder, "chat_template.jinja")),
+      readJsonObject(path.join(folder, "chat_template.json"), "chat_template.json", true),
+    ]);
+    const tokenizerJson = settledValue(tokenizerRead);
+    const tokenizerConfig = settledValue(configRead) ?? {};
     let tokenizer: Tokenizer;
     try {
       tokenizer = new Tokenizer(tokenizerJson, tokenizerConfig);
@@ -41,7 +48,8 @@ export class TextProcessor {
       const content = typeof v === "string" ? v : typeof v === "object" && v !== null ? (v as { content?: unknown }).content : undefined;
       if (typeof content === "string") special[key] = content;
     }
-    return new TextProcessor(tokenizer, tokenizerConfig, await findChatTemplate(folder, tokenizerConfig, processorConfig), special);
+    const chatTemplate = chooseChatTemplate(folder, settledValue(jinjaRead), () => settledValue(templateJsonRead), tokenizerConfig, processorConfig);
+    return new TextProcessor(tokenizer, tokenizerConfig, chatTemplate, special);
   }
 
   tokenToId(token: string): number | undefined {
@@ -137,15 +145,31 @@ export class TextProcessor {
 }
 
 /** Where transformers looks for a chat template, newest convention first. */
-async function findChatTemplate(folder: string, tokenizerConfig: JsonObject, processorConfig: JsonObject | undefined): Promise<{ source: string; file: string } | undefined> {
-  const jinjaFile = path.join(folder, "chat_template.jinja");
+/** chat_template.jinja's text, or undefined when the folder has none. */
+async function readChatTemplateJinja(file: string): Promise<{ source: string; file: string } | undefined> {
   try {
-    return { source: await fs.readFile(jinjaFile, "utf8"), file: jinjaFile };
+    return { source: await fs.readFile(file, "utf8"), file };
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw new LensInputError(jinjaFile, `cannot read the chat template: ${(e as Error).message}`);
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new LensInputError(file, `cannot read the chat template: ${(e as Error).message}`);
   }
+}
+
+/**
+ * The chat template, from the first place that has one: chat_template.jinja, chat_template.json
+ * (read only when there is no .jinja, so a broken one beside a .jinja does not matter),
+ * processor_config.json, tokenizer_config.json.
+ */
+function chooseChatTemplate(
+  folder: string,
+  jinja: { source: string; file: string } | undefined,
+  templateJson: () => JsonObject | undefined,
+  tokenizerConfig: JsonObject,
+  processorConfig: JsonObject | undefined,
+): { source: string; file: string } | undefined {
+  if (jinja) return jinja;
   const jsonFile = path.join(folder, "chat_template.json");
-  const json = await readJsonObject(jsonFile, "chat_template.json", true);
+  const json = templateJson();
   if (json && typeof json["chat_template"] === "string") return { source: json["chat_template"], file: jsonFile };
   if (processorConfig && typeof processorConfig["chat_template"] === "string") {
     return { source: processorConfig["chat_template"], file: path.join(folder, "processor_config.json") };
