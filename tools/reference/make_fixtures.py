@@ -340,10 +340,13 @@ def init_weights(model: torch.nn.Module, seed: int) -> None:
             p.copy_(v.to(p.dtype))
 
 
-def llama_text_config(vocab_size: int, kv_heads: int, tie: bool) -> LlamaConfig:
+def llama_text_config(vocab_size: int, kv_heads: int, tie: bool, head_dim: int = 12) -> LlamaConfig:
+    # head_dim 12 (= 48 / 4) takes the runtime's unfused attention; 16, a multiple of 8, takes
+    # onnxruntime's fused GroupQueryAttention, so the fixtures check both against transformers.
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=48,
+        head_dim=head_dim,
         num_hidden_layers=3,
         num_attention_heads=4,
         num_key_value_heads=kv_heads,
@@ -374,12 +377,12 @@ def clip_vision_config() -> CLIPVisionConfig:
     )
 
 
-def llava_config(tok, tie: bool, kv_heads: int, feature_layer, strategy: str) -> LlavaConfig:
+def llava_config(tok, tie: bool, kv_heads: int, feature_layer, strategy: str, head_dim: int = 12) -> LlavaConfig:
     image_token_id = tok.convert_tokens_to_ids("<image>")
     n_patches = (42 // 7) ** 2
     return LlavaConfig(
         vision_config=clip_vision_config(),
-        text_config=llama_text_config(len(tok), kv_heads, tie),
+        text_config=llama_text_config(len(tok), kv_heads, tie, head_dim),
         image_token_id=image_token_id,
         image_seq_length=n_patches + (1 if strategy == "full" else 0),
         vision_feature_layer=feature_layer,
@@ -745,7 +748,7 @@ def make_llava_gqa(tok, images, summary: list) -> None:
 
 def make_llava_tied(tok, images, summary: list) -> None:
     seed = 2018
-    config = llava_config(tok, tie=True, kv_heads=4, feature_layer=[-3, -1], strategy="full")
+    config = llava_config(tok, tie=True, kv_heads=4, feature_layer=[-3, -1], strategy="full", head_dim=16)
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).eval()
     model.set_attn_implementation("eager")

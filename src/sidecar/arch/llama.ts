@@ -3,11 +3,11 @@
  *
  * Graph contract (one sequence, batch dimension dropped):
  *   inputs   input_ids [S] int64, position_ids [S] int64 ([3, S] with M-RoPE), output_positions [K] int64,
- *            past_key.{i} / past_value.{i} [kvHeads, P, headDim] (P = 0 on the first call),
+ *            past_key.{i} / past_value.{i} [1, kvHeads, P, headDim] (P = 0 on the first call),
  *            image_features [N, hidden] when the model has a vision tower
  *   outputs  hidden_states [L+1, K, hidden] in transformers' convention (entry 0 = embeddings,
  *            entry i = output of block i-1, entry L = final_norm(output of block L-1)),
- *            present_key.{i} / present_value.{i} [kvHeads, P+S, headDim],
+ *            present_key.{i} / present_value.{i} [1, kvHeads, P+S, headDim],
  *            attention_mass [L, heads, K, G]: each analysed query's attention per key segment,
  *            image_attention [L, K, NI]: head-averaged attention on the listed image keys
  *   more inputs  key_segments [P+S, G] one-hot segment of every key, image_key_positions [NI],
@@ -117,33 +117,48 @@ export interface DecoderGraphOptions {
 export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: DecoderNames, opts: DecoderGraphOptions, configFile: string): void {
   const { b } = ctx;
   const { hiddenSize: H, numHeads, numKvHeads, headDim: D, numLayers: L } = cfg;
+  const rep = numHeads / numKvHeads;
 
   const inputIds = b.input("input_ids", "int64", ["seq"]);
   const mrope = opts.mropeSection;
   const positionIds = b.input("position_ids", "int64", mrope ? [mrope.length, "seq"] : ["seq"]);
   const outputPositions = b.input("output_positions", "int64", ["outputs"]);
   const past = Array.from({ length: L }, (_, i) => ({
-    key: b.input(`past_key.${i}`, "float32", [numKvHeads, "past", D]),
-    value: b.input(`past_value.${i}`, "float32", [numKvHeads, "past", D]),
+    key: b.input(`past_key.${i}`, "float32", [1, numKvHeads, "past", D]),
+    value: b.input(`past_value.${i}`, "float32", [1, numKvHeads, "past", D]),
   }));
 
   let h = b.scoped("embed", () => embed(ctx, cfg, names, inputIds, opts));
 
-  // Causal mask for queries at absolute positions P..P+S-1 over keys 0..P+S-1.
-  const allowed = b.scoped("mask", () => {
+  // onnxruntime's fused GroupQueryAttention takes head sizes that are multiples of 8 (every
+  // released checkpoint we know of); other sizes (tiny test models) take the unfused path.
+  const fused = D % 8 === 0;
+
+  // Queries at absolute positions P..P+S-1 over keys 0..P+S-1. GroupQueryAttention masks
+  // causally itself and takes the lengths; the additive mask serves the read-out rows and the
+  // unfused path.
+  const mask = b.scoped("mask", () => {
     const seqLen = b.op("Squeeze", [b.op("Shape", [inputIds])]);
-    const pastLen = b.op("Squeeze", [b.op("Shape", [past[0].key], { start: 1, end: 2 })]);
+    const pastLen = b.op("Squeeze", [b.op("Shape", [past[0].key], { start: 2, end: 3 })]);
     const total = b.op("Add", [pastLen, seqLen]);
     const qPos = b.op("Range", [pastLen, total, b.i64Scalar(1)]);
     const kPos = b.op("Range", [b.i64Scalar(0), total, b.i64Scalar(1)]);
-    return b.op("LessOrEqual", [b.op("Unsqueeze", [kPos, b.i64(0)]), b.op("Unsqueeze", [qPos, b.i64(1)])], {}, "allowed");
+    const allowed = b.op("LessOrEqual", [b.op("Unsqueeze", [kPos, b.i64(0)]), b.op("Unsqueeze", [qPos, b.i64(1)])], {}, "allowed");
+    const bias = attentionBias(ctx, allowed, 1);
+    return {
+      seqlensK: b.op("Cast", [b.op("Reshape", [b.op("Sub", [total, b.i64Scalar(1)]), b.i64(1)])], { to: 6 }),
+      totalLength: b.op("Cast", [total], { to: 6 }),
+      readoutBias: b.op("Gather", [bias, outputPositions], { axis: 0 }),
+      fullBias: fused ? undefined : rep === 1 ? bias : b.op("Tile", [bias, b.i64(rep, 1)]),
+    };
   });
-  const bias = b.scoped("mask", () => attentionBias(ctx, allowed, numHeads / numKvHeads));
-  const { cos, sin } = b.scoped("rope", () =>
-    mrope
+  // Rotary tables [S, 1, D], broadcast over the heads of a [S, heads, D] layout.
+  const { cos, sin } = b.scoped("rope", () => {
+    const t = mrope
       ? multiAxisRotaryTables(ctx, positionIds, defaultInvFreq(D, cfg.ropeTheta), mrope.flatMap((n, axis) => Array<number>(n).fill(axis)))
-      : rotaryTables(ctx, positionIds, defaultInvFreq(D, cfg.ropeTheta)),
-  );
+      : rotaryTables(ctx, positionIds, defaultInvFreq(D, cfg.ropeTheta));
+    return { cos: b.op("Unsqueeze", [t.cos, b.i64(1)]), sin: b.op("Unsqueeze", [t.sin, b.i64(1)]) };
+  });
   const qkvBias = opts.qkvBias ?? cfg.attentionBias;
   const outputBias = opts.outputBias ?? cfg.attentionBias;
 
@@ -154,49 +169,76 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
   const headMask = b.input("head_mask", "float32", [L, numHeads]);
   const attentionMass: string[] = [];
   const imageAttention: string[] = [];
-  const readAttention = (probs: string) => {
-    const rows = b.op("Gather", [b.op("Reshape", [probs, b.i64(numHeads, -1, 0)], { allowzero: 0 }), outputPositions], { axis: 1 });
+  // The fused attention keeps its probabilities to itself, so the analysed rows are computed
+  // again here: softmax(q k^T * scale + mask) for the K requested queries only ([heads, K, T]).
+  const readAttention = (roped: string, keys: string) => {
+    const q = b.op("Slice", [b.op("Transpose", [b.op("Gather", [roped, outputPositions], { axis: 0 })], { perm: [1, 0, 2] }), b.i64(0), b.i64(numHeads), b.i64(0)]);
+    // Query head h reads key head h // rep: [kvHeads, rep*K, D] against [kvHeads, T, D].
+    const grouped = b.op("Reshape", [q, b.i64(numKvHeads, -1, D)]);
+    const scores = b.contribOp("FusedMatMul", [grouped, b.op("Reshape", [keys, b.i64(numKvHeads, -1, D)])], { transB: 1, alpha: { float: 1 / Math.sqrt(D) } }, "scores");
+    const rows = b.op("Softmax", [b.op("Add", [b.op("Reshape", [scores, b.i64(numHeads, -1, 0)], { allowzero: 0 }), mask.readoutBias])], { axis: -1 }, "probs");
     attentionMass.push(b.op("MatMul", [rows, keySegments], {}, "attention_mass"));
     imageAttention.push(b.op("ReduceMean", [b.op("Gather", [rows, imageKeys], { axis: 2 })], { axes: [0], keepdims: 1 }, "image_attention"));
+  };
+
+  // Both return the context [S, heads * D] and the grown cache [1, kvHeads, P+S, D].
+  const fusedAttention = (roped: string, vProj: string, i: number) => {
+    // GroupQueryAttention's packed layout [1, S, (heads + 2 kvHeads) * D].
+    const v = b.op("Reshape", [vProj, b.i64(-1, numKvHeads, D)]);
+    const packed = b.op("Reshape", [b.op("Concat", [roped, v], { axis: 1 }), b.i64(1, -1, (numHeads + 2 * numKvHeads) * D)]);
+    const [context, keys, values] = b.contribOpMulti(
+      "GroupQueryAttention",
+      [packed, "", "", past[i].key, past[i].value, mask.seqlensK, mask.totalLength],
+      3,
+      { num_heads: numHeads, kv_num_heads: numKvHeads, scale: { float: 1 / Math.sqrt(D) } },
+      "attention",
+    );
+    return { context: b.op("Reshape", [context, b.i64(-1, numHeads * D)]), keys, values };
+  };
+  const unfusedAttention = (roped: string, vProj: string, i: number) => {
+    const [q, k] = b.opMulti("Split", [b.op("Transpose", [roped], { perm: [1, 0, 2] }), b.i64(numHeads, numKvHeads)], 2, { axis: 0 });
+    const grow = (cache: string, x: string) => b.op("Concat", [cache, b.op("Unsqueeze", [x, b.i64(0)])], { axis: 2 });
+    const keys = grow(past[i].key, k);
+    const values = grow(past[i].value, splitHeads(ctx, vProj, numKvHeads, D));
+    const as3d = (x: string) => b.op("Reshape", [x, b.i64(numKvHeads, -1, D)]);
+    const { context } = attentionCore(ctx, q, as3d(keys), as3d(values), { heads: numHeads, kvHeads: numKvHeads, headDim: D, scale: 1 / Math.sqrt(D), bias: mask.fullBias });
+    return { context: mergeHeads(ctx, context, numHeads, D), keys, values };
   };
 
   const collected: string[] = [];
   const collect = (x: string) => collected.push(b.op("Gather", [x, outputPositions], { axis: 0 }));
   // Per-layer pieces are joined along axis 0 and shaped once at the end (an Unsqueeze per
   // layer was one more node each; session creation grows faster than the node count).
-  const headScales = b.op("Reshape", [headMask, b.i64(L, numHeads, 1, 1)]);
+  // Head masking scales each head's output before o_proj (1 = keep, 0 = zero it out); one
+  // [heads * D] row of scales per layer, made once.
+  const headScales = b.opMulti(
+    "Split",
+    [b.op("Reshape", [b.op("Expand", [b.op("Reshape", [headMask, b.i64(L, numHeads, 1)]), b.i64(1, 1, D)]), b.i64(L, numHeads * D)])],
+    L,
+    { axis: 0 },
+    "head_scales",
+  );
   collect(h);
 
   for (let i = 0; i < L; i++) {
     const p = `${names.body}layers.${i}.`;
     h = b.scoped(`layers.${i}`, () => {
       const x = rmsNorm(ctx, h, `${p}input_layernorm.weight`, H, cfg.rmsNormEps);
-      // Queries and keys get their heads split and the rotary embedding together (one set of
-      // nodes instead of two: session creation grows faster than the node count).
-      const qk = splitHeads(
-        ctx,
+      // Queries and keys, as [S, heads, D], get the rotary embedding together.
+      const qk = b.op("Reshape", [
         b.op("Concat", [linear(ctx, x, `${p}self_attn.q_proj`, H, numHeads * D, qkvBias), linear(ctx, x, `${p}self_attn.k_proj`, H, numKvHeads * D, qkvBias)], { axis: 1 }),
-        numHeads + numKvHeads,
-        D,
-      );
-      const [q, k] = b.opMulti("Split", [applyRotary(ctx, qk, cos, sin, D), b.i64(numHeads, numKvHeads)], 2, { axis: 0 });
-      const v = splitHeads(ctx, linear(ctx, x, `${p}self_attn.v_proj`, H, numKvHeads * D, qkvBias), numKvHeads, D);
-      const keys = b.opNamed(`present_key.${i}`, "Concat", [past[i].key, k], { axis: 1 });
-      const values = b.opNamed(`present_value.${i}`, "Concat", [past[i].value, v], { axis: 1 });
-      b.output(keys, `present_key.${i}`, "float32", [numKvHeads, "total", D]);
-      b.output(values, `present_value.${i}`, "float32", [numKvHeads, "total", D]);
-      const { context, probs } = attentionCore(ctx, q, keys, values, {
-        heads: numHeads,
-        kvHeads: numKvHeads,
-        headDim: D,
-        scale: 1 / Math.sqrt(D),
-        bias,
-      });
-      readAttention(probs);
-      // Head masking scales each head's output before o_proj (1 = keep, 0 = zero it out).
-      const scale = b.op("Gather", [headScales, b.i64Scalar(i)], { axis: 0 });
-      const masked = b.op("Mul", [context, scale], {}, "head_mask");
-      const attnOut = linear(ctx, mergeHeads(ctx, masked, numHeads, D), `${p}self_attn.o_proj`, numHeads * D, H, outputBias);
+        b.i64(-1, numHeads + numKvHeads, D),
+      ]);
+      const roped = applyRotary(ctx, qk, cos, sin, D);
+      const vProj = linear(ctx, x, `${p}self_attn.v_proj`, H, numKvHeads * D, qkvBias);
+      // Causal softmax(q k^T / sqrt(D)) v in float32 with key/value head h // rep for query
+      // head h, as transformers' eager attention with repeat_kv; the cache grows by S.
+      const { context, keys, values } = fused ? fusedAttention(roped, vProj, i) : unfusedAttention(roped, vProj, i);
+      b.output(keys, `present_key.${i}`, "float32", [1, numKvHeads, "total", D]);
+      b.output(values, `present_value.${i}`, "float32", [1, numKvHeads, "total", D]);
+      readAttention(roped, keys);
+      const masked = b.op("Mul", [context, headScales[i]], {}, "head_mask");
+      const attnOut = linear(ctx, masked, `${p}self_attn.o_proj`, numHeads * D, H, outputBias);
       const afterAttn = b.op("Add", [h, attnOut], {}, "residual_attn");
       const y = rmsNorm(ctx, afterAttn, `${p}post_attention_layernorm.weight`, H, cfg.rmsNormEps);
       const gate = activation(ctx, linear(ctx, y, `${p}mlp.gate_proj`, H, cfg.intermediateSize, cfg.mlpBias), cfg.hiddenAct, configFile);

@@ -181,8 +181,12 @@ export class GraphBuilder {
    * FusedMatMul for a scaled product with a transposed operand.
    */
   contribOp(opType: string, inputs: string[], attrs: Record<string, AttrValue> = {}, hint?: string): string {
+    return this.contribOpMulti(opType, inputs, 1, attrs, hint)[0];
+  }
+
+  contribOpMulti(opType: string, inputs: string[], nOutputs: number, attrs: Record<string, AttrValue> = {}, hint?: string): string[] {
     this.usesContribOps = true;
-    return this.addNode(opType, MS_DOMAIN, inputs, 1, attrs, hint)[0];
+    return this.addNode(opType, MS_DOMAIN, inputs, nOutputs, attrs, hint);
   }
 
   private addNode(opType: string, domain: string | undefined, inputs: string[], nOutputs: number, attrs: Record<string, AttrValue>, hint?: string): string[] {

@@ -305,7 +305,7 @@ export class LoadedModel {
 
   emptyCache(): KvCache {
     const { numLayers, numKvHeads, headDim } = this.plan.decoder;
-    const empty = (): HostTensor => ({ data: new Float32Array(0), dims: [numKvHeads, 0, headDim] });
+    const empty = (): HostTensor => ({ data: new Float32Array(0), dims: [1, numKvHeads, 0, headDim] });
     return { keys: Array.from({ length: numLayers }, empty), values: Array.from({ length: numLayers }, empty), length: 0, positionDelta: 0 };
   }
 
