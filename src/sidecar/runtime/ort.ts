@@ -95,7 +95,7 @@ export async function openGraphSession(graph: BuiltGraph, opts: SessionOptions):
         executionProviders: [provider],
         graphOptimizationLevel: optimizationLevel(graph, provider),
         intraOpNumThreads: opts.threads ?? 0,
-        enableCpuMemArena: opts.memoryArena ?? true, enableProfiling: !!process.env.PROF, profileFilePrefix: "/tmp/p6/prof",
+        enableCpuMemArena: opts.memoryArena ?? true,
         // Initializers point into the model's own .safetensors files: nothing is converted or copied.
         extra: {
           session: {
