@@ -4,11 +4,19 @@
  * `foldsConstants` says whether a graph has load-time work for onnxruntime's constant folder
  * (which decides the session's optimisation level).
  */
+import * as fs from "node:fs";
 import * as os from "node:os";
+import * as path from "node:path";
 import { onnx } from "onnx-proto";
 import { describe, expect, it } from "vitest";
+import { findArchitecture } from "../../src/sidecar/arch";
+import type { JsonObject } from "../../src/sidecar/arch/configUtil";
 import { GraphBuilder } from "../../src/sidecar/graph/onnxBuilder";
+import { compileGraphs } from "../../src/sidecar/model/loadedModel";
+import { WeightIndex } from "../../src/sidecar/model/safetensors";
+import { ModelWeights } from "../../src/sidecar/model/weights";
 import { openGraphSession } from "../../src/sidecar/runtime/ort";
+import { FIXTURES } from "../helpers/fixtures";
 
 function decode(b: GraphBuilder): onnx.IModelProto {
   return onnx.ModelProto.decode(b.build().bytes);
@@ -110,5 +118,29 @@ describe("GraphBuilder.contribOp", () => {
         expect(out["scores"][r * 4 + c]).toBeCloseTo(0.5 * dot, 6);
       }
     }
+  });
+});
+
+describe("compiled model graphs", () => {
+  // Sessions open with onnxruntime's optimisation off unless a graph has constant work, so a
+  // stray Reshape or Transpose over a weight would quietly make every model open slower.
+  const folders: [string, string, boolean][] = [
+    ["llama-f32", path.join(FIXTURES, "llama-f32", "model"), false],
+    ["llava-gqa-f32", path.join(FIXTURES, "llava-gqa-f32", "model"), false],
+    ["llava-tied-f32", path.join(FIXTURES, "llava-tied-f32", "model"), false],
+    ["qwen2vl-tiny", path.join(FIXTURES, "..", "qwen2vl-tiny", "model"), false],
+    ["idefics3-tiny", path.join(FIXTURES, "..", "idefics3-tiny", "model"), false],
+    ["bundled lens-scenes-tiny", path.join(__dirname, "../../media/models/lens-scenes-tiny"), false],
+    ["llama-f16", path.join(FIXTURES, "llama-f16", "model"), true],
+    ["llava-gqa-bf16", path.join(FIXTURES, "llava-gqa-bf16", "model"), true],
+  ];
+  it.each(folders)("%s: constant work only where F16/BF16 weights need casting", async (_name, folder, halfPrecision) => {
+    const configFile = path.join(folder, "config.json");
+    const config = JSON.parse(fs.readFileSync(configFile, "utf8")) as JsonObject;
+    const weights = new ModelWeights(await WeightIndex.open(folder), configFile);
+    const graphs = compileGraphs(findArchitecture(config["architectures"], configFile).module, config, configFile, weights);
+    expect(graphs.decoder.foldsConstants).toBe(halfPrecision);
+    expect(graphs.lens.foldsConstants).toBe(halfPrecision);
+    if (graphs.vision) expect(graphs.vision.foldsConstants).toBe(halfPrecision);
   });
 });

@@ -213,8 +213,8 @@ function buildQwen2Vision(ctx: GraphCtx, cfg: Qwen2VisionConfig, prefix: string,
 
   // Conv3d with kernel = stride over exactly one patch is a matrix product with the flattened kernel.
   let h = b.scoped("patch_embed", () => {
-    const kernel = param(ctx, `${prefix}patch_embed.proj.weight`, [D, cfg.inChannels, cfg.temporalPatchSize, cfg.patchSize, cfg.patchSize]);
-    return b.op("Gemm", [pixels, b.op("Reshape", [kernel, b.i64(D, patchFeatures)])], { transB: 1 }, "patch_embed");
+    const kernel = param(ctx, `${prefix}patch_embed.proj.weight`, [D, cfg.inChannels, cfg.temporalPatchSize, cfg.patchSize, cfg.patchSize], [D, patchFeatures]);
+    return b.op("Gemm", [pixels, kernel], { transB: 1 }, "patch_embed");
   });
 
   // 2D rotary: the first quarter of the frequencies turn with the row, the next with the column,

@@ -196,7 +196,7 @@ export function exactRanks(ctx: GraphCtx, logits: string, queries: string, V: nu
 function ranksBySort(ctx: GraphCtx, logits: string, queries: string, V: number): string {
   const { b } = ctx;
   const [, order] = b.opMulti("TopK", [logits, b.i64(V)], 2, { axis: -1, largest: 1, sorted: 1 }, "sort");
-  const ladder = b.op("Expand", [b.op("Unsqueeze", [b.op("Range", [b.i64Scalar(0), b.i64Scalar(V), b.i64Scalar(1)]), b.i64(0)]), b.op("Shape", [logits])]);
+  const ladder = b.op("Expand", [b.constant("int64", Array.from({ length: V }, (_, j) => j), [1, V]), b.op("Shape", [logits])]);
   const rankOf = b.op("ScatterElements", [ladder, order, ladder], { axis: 1 }, "rank_of");
   return b.op("Cast", [b.op("Add", [b.op("GatherElements", [rankOf, queries], { axis: 1 }), b.i64Scalar(1)])], { to: 6 }, "ranks");
 }

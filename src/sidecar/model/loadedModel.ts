@@ -8,7 +8,7 @@ import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { findArchitecture } from "../arch";
 import { cfgNumber, isObject, type JsonObject } from "../arch/configUtil";
-import type { ArchitecturePlan, ImagePipeline, ImageTokenGrid, PreparedImage } from "../arch/types";
+import type { ArchitectureModule, ArchitecturePlan, ImagePipeline, ImageTokenGrid, PreparedImage } from "../arch/types";
 import { LensInputError } from "../errors";
 import type { GraphCtx } from "../graph/blocks";
 import { buildLensGraph, buildUnembeddingGraph, type RankMethod } from "../graph/lensGraph";
@@ -126,6 +126,28 @@ export interface ModelInfo {
   imageGrid?: { rows: number; cols: number; leadingCls: boolean };
 }
 
+/** A model's three graphs (decoder, lens, vision tower if any), compiled from its config and weights; no session yet. */
+export function compileGraphs(
+  module: ArchitectureModule,
+  config: JsonObject,
+  configFile: string,
+  weights: ModelWeights,
+  rankMethod?: RankMethod,
+): { plan: ArchitecturePlan; decoder: BuiltGraph; lens: BuiltGraph; vision?: BuiltGraph } {
+  const decoderBuilder = new GraphBuilder("decoder");
+  const plan = module.plan(config, configFile, { b: decoderBuilder, weights });
+  plan.buildDecoder({ b: decoderBuilder, weights });
+  const lensBuilder = new GraphBuilder("lens");
+  buildLensGraph({ b: lensBuilder, weights }, plan.lens, rankMethod);
+  let vision: BuiltGraph | undefined;
+  if (plan.buildVision) {
+    const visionCtx: GraphCtx = { b: new GraphBuilder("vision"), weights };
+    plan.buildVision(visionCtx);
+    vision = visionCtx.b.build();
+  }
+  return { plan, decoder: decoderBuilder.build(), lens: lensBuilder.build(), vision };
+}
+
 export class LoadedModel {
   private constructor(
     readonly info: ModelInfo,
@@ -180,19 +202,7 @@ export class LoadedModel {
     const text = settledValue(reads[6]);
 
     progress("compiling graphs");
-    const decoderBuilder = new GraphBuilder("decoder");
-    const plan = module.plan(config, configFile, { b: decoderBuilder, weights });
-    plan.buildDecoder({ b: decoderBuilder, weights });
-    const decoderGraph = decoderBuilder.build();
-    const lensBuilder = new GraphBuilder("lens");
-    buildLensGraph({ b: lensBuilder, weights }, plan.lens, opts.rankMethod);
-    const lensGraph = lensBuilder.build();
-    let visionGraph: BuiltGraph | undefined;
-    if (plan.buildVision) {
-      const visionCtx: GraphCtx = { b: new GraphBuilder("vision"), weights };
-      plan.buildVision(visionCtx);
-      visionGraph = visionCtx.b.build();
-    }
+    const { plan, decoder: decoderGraph, lens: lensGraph, vision: visionGraph } = compileGraphs(module, config, configFile, weights, opts.rankMethod);
 
     let imagePipeline: ImagePipeline | undefined;
     if (plan.vision || plan.imagePipeline) {
