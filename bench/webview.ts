@@ -8,11 +8,14 @@
  *  - heatmap render (the panel's own "logitLens:heatmap" measure), for the first draw, each
  *    metric and a zoom that draws cell text; target <= 100 ms;
  *  - the whole "show" message (record view, strip, charts, attention, overlay), and the same
- *    through a real window.postMessage (structured clone included);
+ *    through a real window.postMessage (structured clone included), encoded as the host sends
+ *    it and, for comparison, with plain arrays;
  *  - hover answer: a mousemove on a random cell (one per frame, as a pointer sends them) until
  *    the rank panel holds the new ranks and has been laid out, median and max over N hovers;
  *    target <= 16 ms;
- *  - what one vscode.setState would cost (JSON.stringify of the PanelState).
+ *  - what one vscode.setState would cost (JSON.stringify of the PanelState);
+ *  - in Node, the record's JSON-RPC leg from sidecar to extension host, with its large blocks
+ *    encoded as the sidecar sends them and, for comparison, as JSON numbers.
  * It also drives the DOM hooks an end-to-end test uses (#heatmap, #rank-panel [data-layer],
  * #metric, the keyboard, [data-export]) and fails when one does not answer, or the page logs an
  * error (a CSP violation included).
@@ -25,12 +28,17 @@ import type { AddressInfo } from "node:net";
 import * as path from "node:path";
 import { panelHtml } from "../src/webview/html";
 import { DARK_PLUS } from "../src/webview/darkPlus";
+import { decodeBlocks, encodeBlocks } from "../src/shared/blockTransport";
 import { syntheticRecord } from "./syntheticRecord";
 
 // playwright-core is loaded from node_modules at run time: bundled, it cannot find its own files.
 const { chromium } = createRequire(__filename)("playwright-core") as typeof import("playwright-core");
 
 const ROOT = path.resolve(__dirname, "../..");
+
+// The host's encoder for webview messages, bundled for the page (esbuild is a dev dependency).
+const { buildSync } = createRequire(__filename)("esbuild") as typeof import("esbuild");
+const transportScript = buildSync({ entryPoints: [path.join(ROOT, "src/shared/blockTransport.ts")], bundle: true, format: "iife", globalName: "__transport", platform: "browser", write: false, logLevel: "silent" }).outputFiles[0].text;
 const args = process.argv.slice(2);
 const flag = (name: string, fallback: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : fallback);
 const numLayers = Number(flag("--layers", "32"));
@@ -115,9 +123,31 @@ async function choose(page: import("playwright-core").Page, selector: string, va
   })()`);
 }
 
+/**
+ * The record's way from the sidecar to the extension host, in this process: JSON-RPC carries
+ * it as JSON, with its large blocks encoded (stringify and parse included) or, for
+ * comparison, as plain JSON numbers.
+ */
+function timeJsonRpcLeg(): { encoded: { encode: number; stringify: number; parse: number; decode: number; bytes: number }; plain: { stringify: number; parse: number; bytes: number } } {
+  const record = syntheticRecord({ numLayers, positions, imageRows });
+  const time = <T>(f: () => T): [T, number] => {
+    const t0 = performance.now();
+    const out = f();
+    return [out, performance.now() - t0];
+  };
+  const [wire, encode] = time(() => encodeBlocks(record, "base64"));
+  const [text, stringify] = time(() => JSON.stringify(wire));
+  const [parsed, parse] = time(() => JSON.parse(text) as unknown);
+  const [, decode] = time(() => decodeBlocks(parsed));
+  const [plainText, plainStringify] = time(() => JSON.stringify(record));
+  const [, plainParse] = time(() => JSON.parse(plainText) as unknown);
+  return { encoded: { encode, stringify, parse, decode, bytes: text.length }, plain: { stringify: plainStringify, parse: plainParse, bytes: plainText.length } };
+}
+
 async function main(): Promise<void> {
   if (!fs.existsSync(path.join(ROOT, "dist", "webview.js"))) throw new Error("dist/webview.js is missing: run npm run build (npm run bench:webview does)");
   if (!fs.existsSync(executablePath)) throw new Error(`no Chromium at ${executablePath}: install Debian's chromium or pass --chromium PATH`);
+  const rpc = timeJsonRpcLeg();
   const nonce = randomBytes(18).toString("base64url");
   const server = await serve(nonce);
   const port = (server.address() as AddressInfo).port;
@@ -305,10 +335,18 @@ async function main(): Promise<void> {
     const track = (await page.evaluate("window.__posted.filter((m) => m.type === 'track').map((m) => m.text)")) as string[];
     check(track.length === 1 && track[0] === " kaka", `the track field posts {type: 'track', text} (${JSON.stringify(track)})`);
 
-    // The same message through a real postMessage (structured clone of the record included).
-    const posted = (await page.evaluate(`(async () => {
+    // The same message through a real postMessage (structured clone of the record included):
+    // as the host sends it (large blocks as typed arrays, shared/blockTransport.ts), and as plain
+    // arrays of numbers for comparison. The encoding runs in the extension host in VS Code; it
+    // is timed here in the page.
+    await page.evaluate(`${transportScript}; window.__transport = __transport;`);
+    const postShow = (encode: boolean) =>
+      page.evaluate(`(async () => {
       performance.clearMeasures();
-      const message = { type: "show", record: window.__record, imageUri: window.__image, title: "scene.png: Describe the image in detail." };
+      const plain = { type: "show", record: window.__record, imageUri: window.__image, title: "scene.png: Describe the image in detail." };
+      const e0 = performance.now();
+      const message = ${encode} ? window.__transport.encodeBlocks(plain, "typed") : plain;
+      const encodeMs = performance.now() - e0;
       const t0 = performance.now();
       const done = new Promise((resolve) => {
         const obs = new PerformanceObserver((list) => { if (list.getEntriesByName("logitLens:show").length) { obs.disconnect(); resolve(); } });
@@ -317,8 +355,10 @@ async function main(): Promise<void> {
       window.postMessage(message, "*");
       await done;
       const entry = performance.getEntriesByName("logitLens:show")[0];
-      return { total: entry.startTime + entry.duration - t0, handler: entry.duration };
-    })()`)) as { total: number; handler: number };
+      return { encode: encodeMs, total: entry.startTime + entry.duration - t0, handler: entry.duration };
+    })()`) as Promise<{ encode: number; total: number; handler: number }>;
+    const posted = await postShow(true);
+    const postedPlain = await postShow(false);
 
     // What one vscode.setState of the shown record would serialize (VS Code stores it as JSON).
     const stateCost = (await page.evaluate(`(() => {
@@ -393,7 +433,12 @@ async function main(): Promise<void> {
     console.log(`heatmap render, 44 px with text: ${ms(textZoom)}`);
     console.log(`show message, handler:          ${ms(show.handler)} (to the second frame ${ms(show.frame)})`);
     console.log(`show message, by step (ms):     ${show.steps.join(", ")}`);
-    console.log(`show via window.postMessage:    ${ms(posted.total)} (clone + handler; handler ${ms(posted.handler)})`);
+    console.log(`show via window.postMessage:    ${ms(posted.total)} (clone + decode + handler; handler ${ms(posted.handler)}), after ${ms(posted.encode)} encoding; with plain arrays ${ms(postedPlain.total)}: ${(postedPlain.total / posted.total).toFixed(1)}x slower`);
+    const rpcEncoded = rpc.encoded.encode + rpc.encoded.stringify + rpc.encoded.parse + rpc.encoded.decode;
+    const rpcPlain = rpc.plain.stringify + rpc.plain.parse;
+    console.log(
+      `record over JSON-RPC (Node):    ${ms(rpcEncoded)} for ${(rpc.encoded.bytes / 1e6).toFixed(0)} MB (encode ${ms(rpc.encoded.encode)}, stringify ${ms(rpc.encoded.stringify)}, parse ${ms(rpc.encoded.parse)}, decode ${ms(rpc.encoded.decode)}); as JSON numbers ${ms(rpcPlain)} for ${(rpc.plain.bytes / 1e6).toFixed(0)} MB: ${(rpcPlain / rpcEncoded).toFixed(1)}x slower`,
+    );
     console.log(`hover answer (${hovers} hovers):       median ${ms(h.median)}, p90 ${ms(h.p90)}, max ${ms(h.max)} (hover ${hover.times.indexOf(h.max) + 1})   (target <= ${HOVER_TARGET_MS} ms) ${h.max <= HOVER_TARGET_MS ? "OK" : h.median <= HOVER_TARGET_MS ? "median OK, max MISSED" : "MISSED"}`);
     console.log(`hover handler alone:            median ${ms(hh.median)}, max ${ms(hh.max)}`);
     console.log(`record as JSON (for setState):  ${ms(stateCost.ms)} for ${(stateCost.bytes / 1e6).toFixed(1)} MB; the panel saved ${(savedBytes / 1e3).toFixed(1)} kB`);

@@ -12,6 +12,7 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import * as vscode from "vscode";
+import { decodeBlocks, encodeBlocks } from "../shared/blockTransport";
 import { recordToCsv, recordToJson } from "../shared/exportCsv";
 import type { LensRecord } from "../shared/lensRecord";
 import { aggregatesToCsv } from "../shared/sweep";
@@ -111,7 +112,8 @@ export class LensPanels implements vscode.Disposable {
 
   /** @internal */
   post(entry: PanelEntry, message: HostToWebview): void {
-    if (entry.ready) void entry.panel.webview.postMessage(message);
+    // Large blocks go as typed arrays, which VS Code hands to the page as bytes (main.ts decodes).
+    if (entry.ready) void entry.panel.webview.postMessage(encodeBlocks(message, "typed"));
   }
 
   private create(kind: PanelState["kind"], title: string, imagePath: string | undefined, column: vscode.ViewColumn, preserveFocus = false): PanelEntry {
@@ -220,7 +222,8 @@ export class LensPanels implements vscode.Disposable {
     const file = path.join(folder, `${new Date().toISOString().replace(/[:.]/gu, "-")}-${randomBytes(3).toString("hex")}.json`);
     try {
       await fs.mkdir(folder, { recursive: true });
-      await writeFileAtomic(file, JSON.stringify(record));
+      // A cache for restoring the panel, not a user's file: large blocks are kept as bytes.
+      await writeFileAtomic(file, JSON.stringify(encodeBlocks(record, "base64")));
       entry.host = { recordFile: file, imagePath: entry.imagePath, title, kind: entry.kind };
       this.post(entry, { type: "hostState", state: entry.host });
       await this.remember(entry.host, true);
@@ -249,7 +252,7 @@ export class LensPanels implements vscode.Disposable {
     const entry = this.attach(panel, host.kind ?? s.kind ?? "run", host.imagePath);
     if (host.recordFile) {
       try {
-        const record = JSON.parse(await fs.readFile(host.recordFile, "utf8")) as LensRecord;
+        const record = decodeBlocks(JSON.parse(await fs.readFile(host.recordFile, "utf8")) as LensRecord);
         entry.host = host;
         entry.record = record;
         entry.last = { type: "show", record, imageUri: host.imagePath ? panel.webview.asWebviewUri(vscode.Uri.file(host.imagePath)).toString() : null, title: host.title ?? panel.title };

@@ -18,6 +18,7 @@ import {
   StreamMessageReader,
   StreamMessageWriter,
 } from "vscode-jsonrpc/node";
+import { decodeBlocks } from "../shared/blockTransport";
 import {
   ExperimentProgressNotification,
   type ExperimentProgressParams,
@@ -135,7 +136,7 @@ export class SidecarClient {
     try {
       const result = token ? await running.connection.sendRequest(type, params, token) : await running.connection.sendRequest(type, params);
       this.crashes = 0; // a request went through: earlier crashes no longer count towards giving up
-      return result;
+      return decodeBlocks(result);
     } finally {
       this.busy--;
       this.emit();

@@ -6,12 +6,16 @@
  * Errors: input problems (a missing file, a bad model folder, a head outside the model) come
  * back as ResponseError code `INPUT_ERROR` with a one-line message naming the file and the fix,
  * and the sidecar keeps running. A cancelled request answers with code -32800.
+ *
+ * Answers carry their large numeric blocks as bytes (shared/blockTransport.ts: `{shape,
+ * encoded: {dtype, base64}}` in place of `{shape, data}`); the client decodes them, so the types
+ * below describe what a caller of SidecarClient.request gets.
  */
 import { NotificationType, RequestType, RequestType0 } from "vscode-jsonrpc";
 import type { LensRecord, LensSettings, NumericBlock } from "./lensRecord";
 import type { SweepSummary } from "./sweep";
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** ResponseError codes of the sidecar (JSON-RPC reserves -32768..-32000 for itself). */
 export const ErrorCode = {

@@ -4,6 +4,7 @@
  * is served as usual. Logs go out as lens/log notifications; stdout carries only JSON-RPC.
  */
 import { CancellationToken, createMessageConnection, ResponseError, StreamMessageReader, StreamMessageWriter } from "vscode-jsonrpc/node";
+import { encodeBlocks } from "../shared/blockTransport";
 import type { LensRecord } from "../shared/lensRecord";
 import {
   ErrorCode,
@@ -81,7 +82,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
   const guarded = async <T>(name: string, f: () => Promise<T>): Promise<T> => {
     if (!initialized && name !== "initialize") throw new ResponseError(ErrorCode.NOT_INITIALIZED, "send lens/initialize first");
     try {
-      return await f();
+      return encodeBlocks(await f(), "base64");
     } catch (e) {
       if (e instanceof ResponseError) throw e;
       if (e instanceof LensCancelledError) throw new ResponseError(REQUEST_CANCELLED, "cancelled");

@@ -4,6 +4,7 @@
  */
 import { App, type VsCodeApi } from "./app";
 import { watchTheme } from "./theme";
+import { decodeBlocks } from "../shared/blockTransport";
 import type { HostToWebview } from "../shared/webviewProtocol";
 
 declare function acquireVsCodeApi(): VsCodeApi;
@@ -16,7 +17,8 @@ function start(): void {
   window.addEventListener("message", (event: MessageEvent<HostToWebview>) => {
     const message = event.data;
     if (!message || typeof message !== "object" || typeof message.type !== "string") return;
-    app.handle(message);
+    // The host sends large blocks as typed arrays (shared/blockTransport.ts).
+    app.handle(decodeBlocks(message));
   });
   watchTheme(() => app.themeChanged());
   api.postMessage({ type: "ready" });

@@ -1,12 +1,13 @@
 /**
  * The real sidecar process (the built bundle, `logit-lens serve`) over JSON-RPC on stdio:
  * the handshake, opening a model, runs, bad input that leaves it running, cancellation,
- * tracking more tokens after a run, and a clean shutdown.
+ * tracking more tokens after a run, large blocks sent as bytes, and a clean shutdown.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CancellationTokenSource, createMessageConnection, type MessageConnection, ResponseError, StreamMessageReader, StreamMessageWriter } from "vscode-jsonrpc/node";
+import { type CancellationToken, CancellationTokenSource, createMessageConnection, type MessageConnection, type RequestType, ResponseError, StreamMessageReader, StreamMessageWriter } from "vscode-jsonrpc/node";
+import { decodeBlocks } from "../../src/shared/blockTransport";
 import {
   ErrorCode,
   InitializeRequest,
@@ -28,6 +29,11 @@ let child: ChildProcess;
 let connection: MessageConnection;
 const logs: string[] = [];
 let stderr = "";
+
+/** Sends a request and decodes the answer's encoded blocks, as SidecarClient does. */
+function send<P, R>(type: RequestType<P, R, void>, params: P, token?: CancellationToken): Promise<R> {
+  return (token ? connection.sendRequest(type, params, token) : connection.sendRequest(type, params)).then((r) => decodeBlocks(r));
+}
 
 beforeAll(() => {
   child = spawn(process.execPath, [SIDECAR, "serve"], { stdio: ["pipe", "pipe", "pipe"] });
@@ -75,23 +81,36 @@ describe("sidecar over JSON-RPC", () => {
   });
 
   it("runs the lens and returns a valid LensRecord", async () => {
-    const record = assertLensRecord(await connection.sendRequest(RunRequest, { prompt: "What color is the circle?", image: IMAGE, settings: { maxNewTokens: 3 } }));
+    const record = assertLensRecord(await send(RunRequest, { prompt: "What color is the circle?", image: IMAGE, settings: { maxNewTokens: 3 } }));
     expect(record.generation.ids).toHaveLength(3);
   });
 
+  it("sends a record's large blocks as bytes that decode to the record", async () => {
+    const raw = (await connection.sendRequest(RunRequest, { prompt: "What color is the circle?", image: IMAGE, settings: { maxNewTokens: 2, positions: "all" } })) as unknown as Record<string, Record<string, unknown>>;
+    // tracked ranks and probabilities cover every layer, position and tracked id: thousands of values
+    const rank = raw["tracked"]["rank"] as { shape: number[]; data?: unknown; encoded?: { dtype: string; base64: string } };
+    expect(rank.data).toBeUndefined();
+    expect(rank.encoded?.dtype).toBe("i32");
+    expect(Buffer.from(rank.encoded!.base64, "base64").length).toBe(4 * rank.shape.reduce((a, b) => a * b, 1));
+    expect((raw["tracked"]["prob"] as { encoded?: { dtype: string } }).encoded?.dtype).toBe("f32");
+    const record = assertLensRecord(decodeBlocks(raw));
+    expect(record.tracked.rank.data).toHaveLength(rank.shape.reduce((a, b) => a * b, 1));
+    expect(record.tracked.rank.data.every((r) => Number.isInteger(r) && r >= 1)).toBe(true);
+  });
+
   it("a missing image is an input error, and the next run works", async () => {
-    const e = await errorOf(connection.sendRequest(RunRequest, { prompt: "hi", image: "/no/such.png" }));
+    const e = await errorOf(send(RunRequest, { prompt: "hi", image: "/no/such.png" }));
     expect(e.code).toBe(ErrorCode.INPUT_ERROR);
     expect(e.message).toContain("/no/such.png");
-    const record = await connection.sendRequest(RunRequest, { prompt: "What shape is it?", image: IMAGE, settings: { maxNewTokens: 1 } });
+    const record = await send(RunRequest, { prompt: "What shape is it?", image: IMAGE, settings: { maxNewTokens: 1 } });
     expect(record.input.prompt).toBe("What shape is it?");
   });
 
   it("tracks the ranks of any token string over the last run without running it again", async () => {
-    const last = await connection.sendRequest(RunRequest, { prompt: "What color is the circle?", image: IMAGE, settings: { maxNewTokens: 2 } });
+    const last = await send(RunRequest, { prompt: "What color is the circle?", image: IMAGE, settings: { maxNewTokens: 2 } });
     const id = last.tracked.ids[0];
     const text = last.tokenTexts[String(id)];
-    const r = await connection.sendRequest(TrackTokensRequest, { tokens: [" red", text] });
+    const r = await send(TrackTokensRequest, { tokens: [" red", text] });
     expect(r.rank.shape).toEqual([4, last.positions.length, 2]);
     // A token the run already tracked gets the same ranks.
     if (r.ids[1] === id) {
@@ -102,12 +121,12 @@ describe("sidecar over JSON-RPC", () => {
 
   it("cancels a run", async () => {
     const source = new CancellationTokenSource();
-    const pending = connection.sendRequest(RunRequest, { prompt: "What color is the circle?", image: IMAGE, settings: { maxNewTokens: 64, positions: "all" } }, source.token);
+    const pending = send(RunRequest, { prompt: "What color is the circle?", image: IMAGE, settings: { maxNewTokens: 64, positions: "all" } }, source.token);
     source.cancel();
     const e = await errorOf(pending);
     expect(e.code).toBe(-32800);
     // and is ready for the next one
-    const record = await connection.sendRequest(RunRequest, { prompt: "Is it round?", image: IMAGE, settings: { maxNewTokens: 1 } });
+    const record = await send(RunRequest, { prompt: "Is it round?", image: IMAGE, settings: { maxNewTokens: 1 } });
     expect(record.generation.ids).toHaveLength(1);
   });
 

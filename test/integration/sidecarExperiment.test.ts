@@ -8,7 +8,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createMessageConnection, type MessageConnection, ResponseError, StreamMessageReader, StreamMessageWriter } from "vscode-jsonrpc/node";
+import { type CancellationToken, createMessageConnection, type MessageConnection, type RequestType, ResponseError, StreamMessageReader, StreamMessageWriter } from "vscode-jsonrpc/node";
+import { decodeBlocks } from "../../src/shared/blockTransport";
 import {
   ErrorCode,
   ExperimentProgressNotification,
@@ -35,6 +36,11 @@ let file: string;
 const experiment = (over: Record<string, unknown> = {}) =>
   JSON.stringify({ model: MODEL, inputs: [{ manifest: path.join(SCENES, "questions.jsonl"), limit: 6 }], prompts: ["{question}"], target: "{answer}", generation: { maxNewTokens: 2 }, groupBy: ["group"], ...over });
 
+/** Sends a request and decodes the answer's encoded blocks, as SidecarClient does. */
+function send<P, R>(type: RequestType<P, R, void>, params: P, token?: CancellationToken): Promise<R> {
+  return (token ? connection.sendRequest(type, params, token) : connection.sendRequest(type, params)).then((r) => decodeBlocks(r));
+}
+
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "lens-rpc-exp-"));
   file = path.join(dir, "scenes.lens.json");
@@ -54,7 +60,7 @@ afterAll(async () => {
 
 describe("experiments over JSON-RPC", () => {
   it("previews an item, answers an unchanged item from the cache and reruns a changed one", async () => {
-    const first = await connection.sendRequest(PreviewExperimentRequest, { file });
+    const first = await send(PreviewExperimentRequest, { file });
     expect(first.cached).toBe(false);
     expect(first.item).toMatchObject({ index: 0, total: 6, image: path.relative(dir, path.join(SCENES, "0000-color-main.png")).split(path.sep).join("/"), variant: "baseline" });
     const record = assertLensRecord(first.record);
@@ -62,38 +68,38 @@ describe("experiments over JSON-RPC", () => {
     expect(record.lens.targetText?.text).toBe(first.item.expected);
 
     // An edit that leaves item 0 as it was (a new group key) is served from the cache.
-    const again = await connection.sendRequest(PreviewExperimentRequest, { file, text: experiment({ groupBy: [] }) });
+    const again = await send(PreviewExperimentRequest, { file, text: experiment({ groupBy: [] }) });
     expect(again.cached).toBe(true);
     expect(again.record).toEqual(first.record);
     // A change to the lens settings runs it again.
-    const changed = await connection.sendRequest(PreviewExperimentRequest, { file, text: experiment({ lens: { topK: 3 } }) });
+    const changed = await send(PreviewExperimentRequest, { file, text: experiment({ lens: { topK: 3 } }) });
     expect(changed.cached).toBe(false);
     expect(changed.record.lens.topK).toBe(3);
     // Another item.
-    const third = await connection.sendRequest(PreviewExperimentRequest, { file, item: 2 });
+    const third = await send(PreviewExperimentRequest, { file, item: 2 });
     expect(third.item.index).toBe(2);
   });
 
   it("answers an invalid edit with every problem, and keeps serving", async () => {
     let error: ResponseError<{ errors: string[] }> | undefined;
     try {
-      await connection.sendRequest(PreviewExperimentRequest, { file, text: experiment({ lens: { topK: 0, positions: "last" } }) });
+      await send(PreviewExperimentRequest, { file, text: experiment({ lens: { topK: 0, positions: "last" } }) });
     } catch (e) {
       error = e as ResponseError<{ errors: string[] }>;
     }
     expect(error?.code).toBe(ErrorCode.INPUT_ERROR);
     expect(error?.data?.errors).toEqual(expect.arrayContaining([expect.stringContaining("/lens/topK: must be >= 1"), expect.stringContaining("/lens/positions: must be one of")]));
-    const ok = await connection.sendRequest(PreviewExperimentRequest, { file });
+    const ok = await send(PreviewExperimentRequest, { file });
     expect(ok.cached).toBe(true);
   });
 
   it("runs the whole experiment with progress after every item", async () => {
-    const result = await connection.sendRequest(RunExperimentRequest, { file });
+    const result = await send(RunExperimentRequest, { file });
     expect(result).toMatchObject({ total: 6, ran: 6, resumed: 0, cancelled: false, outDir: path.join(dir, "scenes.results") });
     expect(progress.map((p) => p.done)).toEqual([1, 2, 3, 4, 5, 6]);
     expect(fs.readFileSync(path.join(dir, "scenes.results", "results.jsonl"), "utf8").trim().split("\n")).toHaveLength(6);
     expect(result.aggregates.groups[0]).toMatchObject({ variant: "baseline", key: "all", n: 6 });
-    const rerun = await connection.sendRequest(RunExperimentRequest, { file });
+    const rerun = await send(RunExperimentRequest, { file });
     expect(rerun).toMatchObject({ ran: 0, resumed: 6 });
   });
 });
