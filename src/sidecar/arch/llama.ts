@@ -18,7 +18,7 @@
  * mapped by one session only.
  */
 import { LensInputError } from "../errors";
-import { type GraphCtx, activation, applyRotary, attentionBias, attentionCore, linear, mergeHeads, multiAxisRotaryTables, rawParam, rmsNorm, rotaryTables, splitHeads } from "../graph/blocks";
+import { type GraphCtx, activation, applyRotary, attentionBias, attentionCore, linear, mergeHeads, multiAxisRotaryTables, rawParam, rmsNorm, rotaryTables, skipRmsNorm, splitHeads } from "../graph/blocks";
 import type { LensHeadSpec } from "../graph/lensGraph";
 import { cfgBool, cfgNumber, cfgString, type JsonObject } from "./configUtil";
 
@@ -220,10 +220,13 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
   );
   collect(h);
 
+  // Each residual add is fused with the norm that reads it: after attention with the block's
+  // post-attention norm, after the MLP with the next block's input norm (or the final norm).
+  let x = b.scoped("layers.0", () => rmsNorm(ctx, h, `${names.body}layers.0.input_layernorm.weight`, H, cfg.rmsNormEps));
   for (let i = 0; i < L; i++) {
     const p = `${names.body}layers.${i}.`;
-    h = b.scoped(`layers.${i}`, () => {
-      const x = rmsNorm(ctx, h, `${p}input_layernorm.weight`, H, cfg.rmsNormEps);
+    const nextNorm = i < L - 1 ? `${names.body}layers.${i + 1}.input_layernorm.weight` : `${names.body}norm.weight`;
+    [x, h] = b.scoped(`layers.${i}`, () => {
       // Queries and keys, as [S, heads, D], get the rotary embedding together.
       const qk = b.op("Reshape", [
         b.op("Concat", [linear(ctx, x, `${p}self_attn.q_proj`, H, numHeads * D, qkvBias), linear(ctx, x, `${p}self_attn.k_proj`, H, numKvHeads * D, qkvBias)], { axis: 1 }),
@@ -239,19 +242,19 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
       readAttention(roped, keys);
       const masked = b.op("Mul", [context, headScales[i]], {}, "head_mask");
       const attnOut = linear(ctx, masked, `${p}self_attn.o_proj`, numHeads * D, H, outputBias);
-      const afterAttn = b.op("Add", [h, attnOut], {}, "residual_attn");
-      const y = rmsNorm(ctx, afterAttn, `${p}post_attention_layernorm.weight`, H, cfg.rmsNormEps);
+      const { normed: y, sum: afterAttn } = skipRmsNorm(ctx, attnOut, h, `${p}post_attention_layernorm.weight`, H, cfg.rmsNormEps);
       const gate = activation(ctx, linear(ctx, y, `${p}mlp.gate_proj`, H, cfg.intermediateSize, cfg.mlpBias), cfg.hiddenAct, configFile);
       const up = linear(ctx, y, `${p}mlp.up_proj`, H, cfg.intermediateSize, cfg.mlpBias);
       const down = linear(ctx, b.op("Mul", [gate, up]), `${p}mlp.down_proj`, cfg.intermediateSize, H, cfg.mlpBias);
-      return b.op("Add", [afterAttn, down], {}, "residual_mlp");
+      const { normed, sum } = skipRmsNorm(ctx, down, afterAttn, nextNorm, H, cfg.rmsNormEps);
+      return [normed, sum];
     });
     if (i < L - 1) collect(h);
   }
 
   b.scoped("head", () => {
-    const normed = rmsNorm(ctx, h, `${names.body}norm.weight`, H, cfg.rmsNormEps);
-    collect(normed);
+    // transformers' last hidden state is the final norm's output
+    collect(x);
     b.output(b.opNamed("hidden_states", "Reshape", [b.op("Concat", collected, { axis: 0 }), b.i64(L + 1, -1, H)]), "hidden_states", "float32", [L + 1, "outputs", H]);
     const segments = b.op("Slice", [b.op("Shape", [keySegments]), b.i64(1), b.i64(2)]);
     b.output(

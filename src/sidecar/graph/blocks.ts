@@ -63,6 +63,15 @@ export function rmsNorm(ctx: GraphCtx, x: string, weightName: string, dim: numbe
   return ctx.b.op("SimplifiedLayerNormalization", [x, param(ctx, weightName, [dim])], { axis: -1, epsilon: { float: eps } }, "rmsnorm");
 }
 
+/**
+ * `sum = x + skip` and `rmsNorm(sum)` in one node (onnxruntime's SkipSimplifiedLayerNormalization):
+ * the residual add before a decoder's norms, without a pass over the sum in between.
+ */
+export function skipRmsNorm(ctx: GraphCtx, x: string, skip: string, weightName: string, dim: number, eps: number): { normed: string; sum: string } {
+  const [normed, , , sum] = ctx.b.contribOpMulti("SkipSimplifiedLayerNormalization", [x, skip, param(ctx, weightName, [dim])], 4, { epsilon: { float: eps } }, "skip_rmsnorm");
+  return { normed, sum };
+}
+
 export function layerNorm(ctx: GraphCtx, x: string, prefix: string, dim: number, eps: number): string {
   return ctx.b.op(
     "LayerNormalization",
