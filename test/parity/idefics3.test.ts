@@ -10,56 +10,30 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import type { LensRecord } from "../../src/shared/lensRecord";
-import { assertLensRecord } from "../../src/shared/validateRecord";
 import { idefics3PromptText } from "../../src/sidecar/arch/idefics3";
 import { longestEdgeSize, tileMultipleSize } from "../../src/sidecar/image/idefics3Processor";
-import { runLens } from "../../src/sidecar/lens/runLens";
 import { LoadedModel } from "../../src/sidecar/model/loadedModel";
-import { maxAbsDiff, readCaseFiles, readTensorIn, relativeError, type TensorRef } from "../helpers/fixtures";
-import { expectImageAttentionMatches, expectLensMatches } from "../helpers/lensParity";
+import { maxAbsDiff, relativeError, type TensorRef } from "../helpers/fixtures";
+import { BOUND, forwardParityTests, fullOptionsRunTest, lensRunTests, type VlmCase, vlmFixture } from "../helpers/vlmParity";
 
 const ROOT = path.resolve(__dirname, "../fixtures/idefics3-tiny");
-const MODEL_DIR = path.join(ROOT, "model");
-const CASES_DIR = path.join(ROOT, "cases");
 
-interface IdeficsCase {
-  case: string;
-  prompt: string;
-  image: string;
+interface IdeficsCase extends VlmCase {
   image_size: [number, number];
   image_mode: string;
   rendered_prompt: string;
   expanded_prompt: string;
-  input_ids: number[];
-  num_image_tokens: number;
   image_seq_len: number;
   tile_rows: number;
   tile_cols: number;
   pixel_values: TensorRef;
-  image_features: TensorRef;
-  hidden_states: TensorRef;
-  logits: TensorRef;
-  greedy_tokens: number[];
-  greedy_min_top2_gap: number;
-  attention_image_mass: TensorRef;
-  head_mask: Record<string, number[]>;
-  masked_last_logits: TensorRef;
-  masked_last_hidden_states: TensorRef;
-  lens: { ids: number[]; top_k: number; topk_ids: TensorRef; topk_probs: TensorRef; entropy: TensorRef; kl: TensorRef; cosine: TensorRef };
 }
 
-const cases = readCaseFiles<IdeficsCase>(CASES_DIR);
+const fixture = vlmFixture<IdeficsCase>(ROOT);
+const { cases, tensor, open } = fixture;
+const MODEL_DIR = fixture.modelDir;
+const CASES_DIR = fixture.casesDir;
 
-const tensor = (ref: TensorRef): Float32Array => readTensorIn(CASES_DIR, ref);
-
-let model: Promise<LoadedModel> | undefined;
-const open = () => (model ??= LoadedModel.open(MODEL_DIR, { device: "cpu" }));
-afterAll(async () => {
-  if (model) await (await model).dispose();
-});
-
-const BOUND = 1e-4;
 const TILE = 48;
 const GRID = 3;
 
@@ -113,67 +87,15 @@ describe.each(cases.map((c) => [c.case, c] as [string, IdeficsCase]))("idefics3-
     expect(err).toBeLessThanOrEqual(1e-6);
   });
 
-  it(`matches the connector's image features, every hidden state and the logits (relative error <= ${BOUND})`, async () => {
-    const m = await open();
-    const prepared = await m.prepare({ prompt: c.prompt, image });
-    const features = await m.imageFeaturesFor(prepared);
-    expect(features!.dims).toEqual(c.image_features.shape);
-    const featureError = relativeError(features!.data as Float32Array, tensor(c.image_features));
-    const result = await m.forward(c.input_ids, { imageFeatures: features, positions: c.input_ids.map((_, i) => i) });
-    const [layers, seq, hidden] = c.hidden_states.shape;
-    expect(layers).toBe(m.info.numLayers + 1);
-    const expected = tensor(c.hidden_states);
-    expect(result.hiddenStates.length).toBe(expected.length);
-    const perLayer = Array.from({ length: layers }, (_, l) => relativeError(result.hiddenStates, expected, l * seq * hidden, seq * hidden));
-    const logitsError = relativeError(await m.logits(result), tensor(c.logits));
-    console.log(
-      `idefics3-tiny/${c.case}: image features rel. error ${featureError.toExponential(2)}, hidden states max ${Math.max(...perLayer).toExponential(2)}, logits ${logitsError.toExponential(2)}`,
-    );
-    expect(featureError).toBeLessThanOrEqual(BOUND);
-    for (const e of perLayer) expect(e).toBeLessThanOrEqual(BOUND);
-    expect(logitsError).toBeLessThanOrEqual(BOUND);
-  });
+  forwardParityTests(fixture, c, `idefics3-tiny/${c.case}`, { features: "connector's image features", greedy: "generates the same greedy tokens" });
 
-  it("generates the same greedy tokens", async () => {
-    expect(c.greedy_min_top2_gap).toBeGreaterThan(1e-3);
-    const m = await open();
-    const prepared = await m.prepare({ prompt: c.prompt, image });
-    expect(await m.generate(prepared, c.greedy_tokens.length)).toEqual(c.greedy_tokens);
-  });
-
-  it("logits and hidden states with heads masked match transformers' o_proj hook", async () => {
-    const m = await open();
-    const prepared = await m.prepare({ prompt: c.prompt, image });
-    const L = m.info.numLayers;
-    const nH = m.info.numHeads;
-    const mask = new Float32Array(L * nH).fill(1);
-    for (const [layer, heads] of Object.entries(c.head_mask)) for (const h of heads) mask[Number(layer) * nH + h] = 0;
-    const features = await m.imageFeaturesFor(prepared);
-    const fwd = await m.forward(c.input_ids, { imageFeatures: features, positions: [c.input_ids.length - 1], headMask: mask });
-    const logitsError = relativeError(await m.logits(fwd), tensor(c.masked_last_logits));
-    const hiddenError = relativeError(fwd.hiddenStates, tensor(c.masked_last_hidden_states));
-    console.log(`idefics3-tiny/${c.case} masked: logits rel. error ${logitsError.toExponential(2)}, hidden states ${hiddenError.toExponential(2)}`);
-    expect(logitsError).toBeLessThanOrEqual(BOUND);
-    expect(hiddenError).toBeLessThanOrEqual(BOUND);
-  });
-
-  describe("lens run", () => {
-    let record: Promise<LensRecord> | undefined;
-    const getRecord = () =>
-      (record ??= open().then((m) => runLens(m, { prompt: c.prompt, image, settings: { positions: "all", topK: c.lens.top_k, maxNewTokens: c.greedy_tokens.length } })));
-
-    it("produces a valid LensRecord; image tokens carry their tile, row and column; markers are template", async () => {
-      const r = await getRecord();
-      assertLensRecord(r);
-      expect(r.model.architecture).toBe("Idefics3ForConditionalGeneration");
-      expect(r.tokens.map((t) => t.id)).toEqual([...c.lens.ids, c.greedy_tokens[c.greedy_tokens.length - 1]]);
-      expect(r.generation.ids).toEqual(c.greedy_tokens);
-      expect(r.positions).toEqual(c.lens.ids.map((_, i) => i));
+  lensRunTests(fixture, c, `idefics3-tiny/${c.case}`, "Idefics3ForConditionalGeneration", {
+    title: "produces a valid LensRecord; image tokens carry their tile, row and column; markers are template",
+    check: (r) => {
       expect(r.input.image?.grid).toEqual([GRID, GRID]);
       expect(r.input.image?.tiles).toEqual({ rows: c.tile_rows, cols: c.tile_cols, count: tiles });
       expect(r.input.image?.originalSize).toEqual(c.image_size);
       const imageTokens = r.tokens.filter((t) => t.segment === "image");
-      expect(imageTokens.length).toBe(c.num_image_tokens);
       const perTile = GRID * GRID;
       expect(imageTokens.map((t) => t.image)).toEqual(
         Array.from({ length: c.num_image_tokens }, (_, i) => ({ index: Math.floor(i / perTile), row: Math.floor((i % perTile) / GRID), col: i % GRID })),
@@ -187,38 +109,11 @@ describe.each(cases.map((c) => [c.case, c] as [string, IdeficsCase]))("idefics3-
         expect(r.tokens[firstOfTile(tile) - 1].text).toBe(`<row_${Math.floor(tile / c.tile_cols) + 1}_col_${(tile % c.tile_cols) + 1}>`);
       }
       expect(r.tokens[firstOfTile(tiles - 1) - 1].text).toBe("<global-img>");
-      expect(r.tokens.some((t) => t.segment === "text")).toBe(true);
-    });
-
-    it("attention mass on the image tokens per layer, head and prompt query matches transformers' attentions (<= 1e-5)", async () => {
-      expectImageAttentionMatches(await getRecord(), tensor(c.attention_image_mass), c.attention_image_mass.shape, `idefics3-tiny/${c.case}`);
-    });
-
-    it("lens statistics match transformers' (probabilities, entropy, KL, cosine within 1e-4; top-k ids up to near ties)", async () => {
-      const ref = { topK: c.lens.top_k, topkIds: tensor(c.lens.topk_ids), topkProbs: tensor(c.lens.topk_probs), entropy: tensor(c.lens.entropy), kl: tensor(c.lens.kl), cosine: tensor(c.lens.cosine) };
-      expectLensMatches(await getRecord(), ref, `idefics3-tiny/${c.case}`, BOUND);
-    });
+    },
   });
 });
 
-it("runs the lens with the default settings, image attention, patch lens, a target and a head mask", async () => {
-  const m = await open();
-  const c = cases[0];
-  const r = await runLens(m, {
-    prompt: c.prompt,
-    image: path.resolve(CASES_DIR, c.image),
-    settings: { imageAttention: true, patchLens: true, target: "red", answerProb: true },
-    headMask: { strategy: "topImage", count: 2 },
-  });
-  assertLensRecord(r);
-  const S = c.input_ids.length;
-  const lastImage = c.input_ids.lastIndexOf(m.imageTokenId!);
-  expect(r.positions.slice(0, S - 1 - lastImage)).toEqual(Array.from({ length: S - 1 - lastImage }, (_, i) => lastImage + 1 + i));
-  expect(r.attention.imageRows?.shape).toEqual([m.info.numLayers, r.positions.length, c.num_image_tokens]);
-  expect(r.patchLens?.topIds.shape).toEqual([m.info.numLayers + 1, c.num_image_tokens]);
-  expect(Object.values(r.headMask ?? {}).flat().length).toBe(2);
-  expect(r.lens.answerProb).toBeGreaterThan(0);
-});
+fullOptionsRunTest(fixture, cases[0]);
 
 /**
  * The layout SmolVLM checkpoints on the hub use (transformers 4.46-4.57): rope_theta at the top
