@@ -3,10 +3,10 @@
  * the handshake, opening a model, runs, bad input that leaves it running, cancellation,
  * tracking more tokens after a run, large blocks sent as bytes, and a clean shutdown.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type CancellationToken, CancellationTokenSource, createMessageConnection, type MessageConnection, type RequestType, ResponseError, StreamMessageReader, StreamMessageWriter } from "vscode-jsonrpc/node";
+import { CancellationTokenSource, type MessageConnection, ResponseError } from "vscode-jsonrpc/node";
 import { decodeBlocks } from "../../src/shared/blockTransport";
 import {
   ErrorCode,
@@ -20,8 +20,8 @@ import {
 } from "../../src/shared/protocol";
 import { assertLensRecord } from "../../src/shared/validateRecord";
 import { FIXTURES } from "../helpers/fixtures";
+import { type SidecarProcess, spawnSidecar } from "../helpers/sidecarProcess";
 
-const SIDECAR = path.resolve(__dirname, "../../dist/sidecar.js");
 const MODEL = path.join(FIXTURES, "llava-gqa-f32/model");
 const IMAGE = path.join(FIXTURES, "images/landscape.png");
 
@@ -30,15 +30,11 @@ let connection: MessageConnection;
 const logs: string[] = [];
 let stderr = "";
 
-/** Sends a request and decodes the answer's encoded blocks, as SidecarClient does. */
-function send<P, R>(type: RequestType<P, R, void>, params: P, token?: CancellationToken): Promise<R> {
-  return (token ? connection.sendRequest(type, params, token) : connection.sendRequest(type, params)).then((r) => decodeBlocks(r));
-}
+let send: SidecarProcess["send"];
 
 beforeAll(() => {
-  child = spawn(process.execPath, [SIDECAR, "serve"], { stdio: ["pipe", "pipe", "pipe"] });
+  ({ child, connection, send } = spawnSidecar("pipe"));
   child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
-  connection = createMessageConnection(new StreamMessageReader(child.stdout!), new StreamMessageWriter(child.stdin!));
   connection.onNotification(LogNotification, (p) => logs.push(`${p.level}: ${p.message}`));
   connection.listen();
 });

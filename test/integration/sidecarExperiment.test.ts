@@ -3,13 +3,12 @@
  * cache, and invalid edits answered with every problem while the server keeps running) and a
  * whole experiment run with progress notifications.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type CancellationToken, createMessageConnection, type MessageConnection, type RequestType, ResponseError, StreamMessageReader, StreamMessageWriter } from "vscode-jsonrpc/node";
-import { decodeBlocks } from "../../src/shared/blockTransport";
+import type { MessageConnection, ResponseError } from "vscode-jsonrpc/node";
 import {
   ErrorCode,
   ExperimentProgressNotification,
@@ -22,8 +21,8 @@ import {
 } from "../../src/shared/protocol";
 import { assertLensRecord } from "../../src/shared/validateRecord";
 import { FIXTURES } from "../helpers/fixtures";
+import { type SidecarProcess, spawnSidecar } from "../helpers/sidecarProcess";
 
-const SIDECAR = path.resolve(__dirname, "../../dist/sidecar.js");
 const MODEL = path.join(FIXTURES, "llava-gqa-f32/model");
 const SCENES = path.resolve(__dirname, "../fixtures/scenes");
 
@@ -36,17 +35,13 @@ let file: string;
 const experiment = (over: Record<string, unknown> = {}) =>
   JSON.stringify({ model: MODEL, inputs: [{ manifest: path.join(SCENES, "questions.jsonl"), limit: 6 }], prompts: ["{question}"], target: "{answer}", generation: { maxNewTokens: 2 }, groupBy: ["group"], ...over });
 
-/** Sends a request and decodes the answer's encoded blocks, as SidecarClient does. */
-function send<P, R>(type: RequestType<P, R, void>, params: P, token?: CancellationToken): Promise<R> {
-  return (token ? connection.sendRequest(type, params, token) : connection.sendRequest(type, params)).then((r) => decodeBlocks(r));
-}
+let send: SidecarProcess["send"];
 
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "lens-rpc-exp-"));
   file = path.join(dir, "scenes.lens.json");
   fs.writeFileSync(file, experiment());
-  child = spawn(process.execPath, [SIDECAR, "serve"], { stdio: ["pipe", "pipe", "inherit"] });
-  connection = createMessageConnection(new StreamMessageReader(child.stdout!), new StreamMessageWriter(child.stdin!));
+  ({ child, connection, send } = spawnSidecar("inherit"));
   connection.onNotification(ExperimentProgressNotification, (p) => progress.push(p));
   connection.listen();
   await connection.sendRequest(InitializeRequest, { protocolVersion: PROTOCOL_VERSION, clientName: "test" });
