@@ -29,8 +29,6 @@ Deterministic: two runs give byte-identical files.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import sys
@@ -46,10 +44,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from common import log, set_determinism, write_json  # noqa: E402
+from vlm_reference import byte_level_bpe, lens_stats, load_eager, reference_fields, reference_runs, tree_digest, write_f32  # noqa: E402
 from make_fixtures import MAX_NEW_TOKENS, MIN_GAP, init_weights, make_corpus  # noqa: E402
 import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
-from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
 from transformers import (  # noqa: E402
     AutoTokenizer,
     Idefics3Config,
@@ -125,12 +124,6 @@ HEAD_MASK = {0: [1], 1: [0, 3]}
 SEED = 4006
 
 
-def write_f32(path: Path, tensor: torch.Tensor) -> dict:
-    arr = tensor.detach().to(torch.float32).cpu().contiguous().numpy().astype("<f4", copy=False)
-    path.write_bytes(arr.tobytes(order="C"))
-    return {"file": path.name, "shape": list(arr.shape)}
-
-
 def make_wide_image(path: Path) -> None:
     """A deterministic 400x130 picture (gradient background, a few flat shapes) that compresses well."""
     w, h = 400, 130
@@ -149,38 +142,12 @@ def make_wide_image(path: Path) -> None:
 
 
 def build_tokenizer() -> Qwen2Tokenizer:
-    """Byte-level BPE (Qwen2Tokenizer's pipeline, which transformers rebuilds identically on load) with
-    SmolVLM's special tokens; BOS is <|im_start|>, which the chat template writes itself."""
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
-
-    pre = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    trainer_tok = Tokenizer(models.BPE())
-    trainer_tok.normalizer = normalizers.NFC()
-    trainer_tok.pre_tokenizer = pre
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        min_frequency=2,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=[],
-        show_progress=False,
-    )
+    """Byte-level BPE with SmolVLM's special tokens; BOS is <|im_start|>, which the chat template writes itself."""
     corpus = make_corpus() + [
         "What color is the circle? Describe the image. How many shapes are there? What is in the picture?",
         "User: Assistant:",
     ]
-    trainer_tok.train_from_iterator(corpus, trainer=trainer)
-    trained = json.loads(trainer_tok.to_str())["model"]
-    vocab = {piece: i for i, (piece, _) in enumerate(sorted(trained["vocab"].items(), key=lambda kv: kv[1]))}
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
-    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, bos_token="<|im_start|>",
-                         eos_token="<end_of_utterance>", pad_token="<|endoftext|>")
-    tok.add_special_tokens({"additional_special_tokens": [AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS]})
-    ids = tok.convert_tokens_to_ids(SPECIAL_TOKENS)
-    assert sorted(ids) == list(range(len(vocab), len(vocab) + len(SPECIAL_TOKENS))), ids
-    return tok
+    return byte_level_bpe(corpus, SPECIAL_TOKENS, bos="<|im_start|>", eos="<end_of_utterance>", pad="<|endoftext|>")
 
 
 # --------------------------------------------------------------------------- model
@@ -243,46 +210,10 @@ def make_processor(tok) -> Idefics3Processor:
 
 
 def load_model(folder: Path):
-    model, info = Idefics3ForConditionalGeneration.from_pretrained(
-        str(folder), dtype=torch.float32, attn_implementation="eager", output_loading_info=True
-    )
-    bad = {k: v for k, v in info.items() if v}
-    assert not bad, f"loading {folder} reported {bad}"
-    model.eval()
-    impls = {m.config._attn_implementation for m in model.modules() if hasattr(m, "config")}
-    assert impls == {"eager"}, impls
-    return model
+    return load_eager(Idefics3ForConditionalGeneration, folder)
 
 
 # --------------------------------------------------------------------------- reference runs
-
-
-@torch.no_grad()
-def lens_stats(model, hidden: torch.Tensor) -> dict:
-    """Logit-lens statistics of hidden states [L+1, N, H] (as make_qwen2vl_fixtures.lens_stats)."""
-    L = hidden.shape[0] - 1
-    norm = model.model.text_model.norm
-    head = model.lm_head
-    z = torch.stack([head(norm(hidden[l])) if l < L else head(hidden[l]) for l in range(L + 1)])
-    logp = torch.log_softmax(z, dim=-1)
-    p = logp.exp()
-    entropy = -(p * logp).sum(-1)
-    kl = (p[L:] * (logp[L:] - logp)).sum(-1)
-    h64 = hidden.double()
-    cosine = (h64 * h64[L:]).sum(-1) / (h64.norm(dim=-1) * h64[L:].norm(dim=-1)).clamp_min(1e-8)
-    pn = p.numpy()
-    order = np.lexsort((np.broadcast_to(np.arange(pn.shape[-1]), pn.shape), -pn), axis=-1)[..., :TOP_K]
-    top_p = np.take_along_axis(pn, order, axis=-1)
-    sorted_p = -np.sort(-pn, axis=-1)
-    min_gap = float((sorted_p[..., :TOP_K] - sorted_p[..., 1:TOP_K + 1]).min())
-    return {
-        "topk_ids": torch.from_numpy(order.astype(np.int64)),
-        "topk_probs": torch.from_numpy(top_p.copy()),
-        "entropy": entropy,
-        "kl": kl,
-        "cosine": cosine.float(),
-        "min_topk_gap": min_gap,
-    }
 
 
 def image_path(name: str) -> Path:
@@ -308,36 +239,8 @@ def run_case(model, proc, raw_tok: Tokenizer, case: str, image_name: str, prompt
 
     features = model.model.get_image_features(inputs["pixel_values"], inputs["pixel_attention_mask"]).pooler_output[0]
 
-    out = model(**inputs, output_hidden_states=True, output_attentions=True, use_cache=False, return_dict=True)
-    hidden = torch.stack([h[0] for h in out.hidden_states], dim=0)
-    logits = out.logits[0]
-    assert torch.equal(model.lm_head(out.hidden_states[-1])[0], logits)
-    attentions = torch.stack([a[0] for a in out.attentions], dim=0)
-    image_mass = attentions[..., ids == cfg.image_token_id].sum(-1)
-
-    head_dim = cfg.text_config.hidden_size // cfg.text_config.num_attention_heads
-    handles = []
-    for layer, heads in HEAD_MASK.items():
-        def pre_hook(module, args, _heads=tuple(heads)):
-            x = args[0].clone()
-            for h in _heads:
-                x[..., h * head_dim:(h + 1) * head_dim] = 0.0
-            return (x,) + tuple(args[1:])
-        handles.append(model.model.text_model.layers[layer].self_attn.o_proj.register_forward_pre_hook(pre_hook))
-    try:
-        masked = model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
-    finally:
-        for handle in handles:
-            handle.remove()
-    masked_hidden = torch.stack([h[0, -1] for h in masked.hidden_states], dim=0)
-    assert (masked.logits[0, -1] - logits[-1]).abs().max() > 0.1, "the head mask changed nothing"
-
-    gen = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, output_logits=True,
-                         return_dict_in_generate=True)
-    greedy = gen.sequences[0, ids.shape[0]:].tolist()
-    gaps = [float(torch.topk(s[0].float(), 2).values[0] - torch.topk(s[0].float(), 2).values[1]) for s in gen.logits]
-    assert int(torch.argmax(logits[-1])) == greedy[0]
-    assert len(greedy) == MAX_NEW_TOKENS and min(gaps) > MIN_GAP, (greedy, gaps)
+    runs = reference_runs(model, inputs, model.model.text_model.layers, HEAD_MASK, MAX_NEW_TOKENS, MIN_GAP)
+    greedy = runs["greedy"]
 
     full_ids = torch.cat([ids, torch.tensor(greedy[:-1])]).unsqueeze(0)
     full = dict(inputs)
@@ -345,7 +248,7 @@ def run_case(model, proc, raw_tok: Tokenizer, case: str, image_name: str, prompt
     full["attention_mask"] = torch.ones_like(full_ids)
     out_full = model(**full, output_hidden_states=True, use_cache=False, return_dict=True)
     hidden_full = torch.stack([h[0] for h in out_full.hidden_states], dim=0)
-    lens = lens_stats(model, hidden_full)
+    lens = lens_stats(model.model.text_model.norm, model.lm_head, hidden_full, TOP_K)
 
     record = {
         "model": MODEL_NAME,
@@ -367,24 +270,7 @@ def run_case(model, proc, raw_tok: Tokenizer, case: str, image_name: str, prompt
         "tile_cols": cols,
         "pixel_values": write_f32(case_dir / f"{case}.pixel_values.f32", inputs["pixel_values"][0]),
         "image_features": write_f32(case_dir / f"{case}.image_features.f32", features),
-        "hidden_states": write_f32(case_dir / f"{case}.hidden_states.f32", hidden),
-        "logits": write_f32(case_dir / f"{case}.logits.f32", logits),
-        "greedy_tokens": greedy,
-        "greedy_min_top2_gap": min(gaps),
-        "attention_image_mass": write_f32(case_dir / f"{case}.attention_image_mass.f32", image_mass),
-        "head_mask": {str(k): v for k, v in HEAD_MASK.items()},
-        "masked_last_logits": write_f32(case_dir / f"{case}.masked_last_logits.f32", masked.logits[0, -1]),
-        "masked_last_hidden_states": write_f32(case_dir / f"{case}.masked_last_hidden_states.f32", masked_hidden),
-        "lens": {
-            "ids": full_ids[0].tolist(),
-            "top_k": TOP_K,
-            "min_topk_gap": lens["min_topk_gap"],
-            "topk_ids": write_f32(case_dir / f"{case}.lens_topk_ids.f32", lens["topk_ids"].float()),
-            "topk_probs": write_f32(case_dir / f"{case}.lens_topk_probs.f32", lens["topk_probs"]),
-            "entropy": write_f32(case_dir / f"{case}.lens_entropy.f32", lens["entropy"]),
-            "kl": write_f32(case_dir / f"{case}.lens_kl.f32", lens["kl"]),
-            "cosine": write_f32(case_dir / f"{case}.lens_cosine.f32", lens["cosine"]),
-        },
+        **reference_fields(case_dir, case, runs, HEAD_MASK, lens, full_ids[0].tolist(), TOP_K),
     }
     write_json(case_dir / f"{case}.json", record)
     return record
@@ -448,12 +334,8 @@ def main() -> int:
     for rec in records:
         log(f"{rec['case']:<10} S={len(rec['input_ids'])} tiles={rec['tile_rows']}x{rec['tile_cols']}+1 "
             f"greedy={rec['greedy_tokens']} gap={rec['greedy_min_top2_gap']:.4f} lens gap={rec['lens']['min_topk_gap']:.2e}")
-    total = sum(p.stat().st_size for p in OUT_DIR.rglob("*") if p.is_file())
-    digest = hashlib.sha256()
-    for p in sorted(OUT_DIR.rglob("*")):
-        if p.is_file():
-            digest.update(str(p.relative_to(OUT_DIR)).encode() + b"\0" + p.read_bytes())
-    log(f"{OUT_DIR.relative_to(REPO_ROOT)}: {total} bytes, tree sha256 {digest.hexdigest()}")
+    total, sha = tree_digest(OUT_DIR)
+    log(f"{OUT_DIR.relative_to(REPO_ROOT)}: {total} bytes, tree sha256 {sha}")
     return 0
 
 

@@ -25,9 +25,6 @@ byte-identical files.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import os
 import shutil
 import sys
@@ -39,14 +36,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from common import log, set_determinism, write_json  # noqa: E402
+from vlm_reference import byte_level_bpe, lens_stats, load_eager, reference_fields, reference_runs, tree_digest, write_f32  # noqa: E402
 from make_fixtures import MAX_NEW_TOKENS, MIN_GAP, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, init_weights, make_corpus  # noqa: E402
 import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
 from transformers import (  # noqa: E402
     AutoTokenizer,
     Qwen2Tokenizer,
@@ -131,48 +128,16 @@ HEAD_MASK = {0: [1], 1: [0, 3]}  # decoder layer -> heads zeroed before o_proj (
 VISION_SEED = 3003
 
 
-def write_f32(path: Path, tensor: torch.Tensor) -> dict:
-    arr = tensor.detach().to(torch.float32).cpu().contiguous().numpy().astype("<f4", copy=False)
-    path.write_bytes(arr.tobytes(order="C"))
-    return {"file": path.name, "shape": list(arr.shape)}
-
-
 # --------------------------------------------------------------------------- tokenizer
 
 
 def build_tokenizer() -> Qwen2Tokenizer:
-    """Byte-level BPE in Qwen2Tokenizer's exact pipeline, so that transformers' rebuild on load and
-    the raw tokenizer.json agree."""
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
-
-    pre = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    trainer_tok = Tokenizer(models.BPE())
-    trainer_tok.normalizer = normalizers.NFC()
-    trainer_tok.pre_tokenizer = pre
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        min_frequency=2,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=[],
-        show_progress=False,
-    )
+    """Byte-level BPE with Qwen2-VL's special tokens."""
     corpus = make_corpus() + [
         "What color is the circle? Describe the image. You are a helpful assistant.",
         "system user assistant",
     ]
-    trainer_tok.train_from_iterator(corpus, trainer=trainer)
-    trained = json.loads(trainer_tok.to_str())["model"]
-    vocab = {piece: i for i, (piece, _) in enumerate(sorted(trained["vocab"].items(), key=lambda kv: kv[1]))}
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
-    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, bos_token=None,
-                         eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    tok.add_special_tokens({"additional_special_tokens": [AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS]})
-    ids = tok.convert_tokens_to_ids(SPECIAL_TOKENS)
-    assert sorted(ids) == list(range(len(vocab), len(vocab) + len(SPECIAL_TOKENS))), ids
-    return tok
+    return byte_level_bpe(corpus, SPECIAL_TOKENS, bos=None, eos="<|im_end|>", pad="<|endoftext|>")
 
 
 # --------------------------------------------------------------------------- model
@@ -237,47 +202,10 @@ def make_processor(tok) -> Qwen2VLProcessor:
 
 
 def load_model(folder: Path):
-    model, info = Qwen2VLForConditionalGeneration.from_pretrained(
-        str(folder), dtype=torch.float32, attn_implementation="eager", output_loading_info=True
-    )
-    bad = {k: v for k, v in info.items() if v}
-    assert not bad, f"loading {folder} reported {bad}"
-    model.eval()
-    impls = {m.config._attn_implementation for m in model.modules() if hasattr(m, "config")}
-    assert impls == {"eager"}, impls
-    return model
+    return load_eager(Qwen2VLForConditionalGeneration, folder)
 
 
 # --------------------------------------------------------------------------- reference runs
-
-
-@torch.no_grad()
-def lens_stats(model, hidden: torch.Tensor) -> dict:
-    """Logit-lens statistics of hidden states [L+1, N, H] (transformers' convention)."""
-    L = hidden.shape[0] - 1
-    norm = model.model.language_model.norm
-    head = model.lm_head
-    z = torch.stack([head(norm(hidden[l])) if l < L else head(hidden[l]) for l in range(L + 1)])  # [L+1, N, V]
-    logp = torch.log_softmax(z, dim=-1)
-    p = logp.exp()
-    entropy = -(p * logp).sum(-1)
-    kl = (p[L:] * (logp[L:] - logp)).sum(-1)
-    h64 = hidden.double()
-    cosine = (h64 * h64[L:]).sum(-1) / (h64.norm(dim=-1) * h64[L:].norm(dim=-1)).clamp_min(1e-8)
-    # stable top-k: descending probability, lower id first on ties
-    pn = p.numpy()
-    order = np.lexsort((np.broadcast_to(np.arange(pn.shape[-1]), pn.shape), -pn), axis=-1)[..., :TOP_K]
-    top_p = np.take_along_axis(pn, order, axis=-1)
-    sorted_p = -np.sort(-pn, axis=-1)
-    min_gap = float((sorted_p[..., :TOP_K] - sorted_p[..., 1:TOP_K + 1]).min())
-    return {
-        "topk_ids": torch.from_numpy(order.astype(np.int64)),
-        "topk_probs": torch.from_numpy(top_p.copy()),
-        "entropy": entropy,
-        "kl": kl,
-        "cosine": cosine.float(),
-        "min_topk_gap": min_gap,
-    }
 
 
 @torch.no_grad()
@@ -299,38 +227,8 @@ def run_case(model, proc, raw_tok: Tokenizer, case: str, image_name: str, prompt
     )
     features = model.model.get_image_features(inputs["pixel_values"], grid).pooler_output[0]
 
-    out = model(**inputs, output_hidden_states=True, output_attentions=True, use_cache=False, return_dict=True)
-    hidden = torch.stack([h[0] for h in out.hidden_states], dim=0)
-    logits = out.logits[0]
-    assert torch.equal(model.lm_head(out.hidden_states[-1])[0], logits)
-    # Attention on the image tokens, per layer, head and query: [L, heads, S].
-    attentions = torch.stack([a[0] for a in out.attentions], dim=0)
-    image_mass = attentions[..., ids == cfg.image_token_id].sum(-1)
-
-    # Heads zeroed at o_proj's input; the last position's logits and hidden states.
-    head_dim = cfg.text_config.hidden_size // cfg.text_config.num_attention_heads
-    handles = []
-    for layer, heads in HEAD_MASK.items():
-        def pre_hook(module, args, _heads=tuple(heads)):
-            x = args[0].clone()
-            for h in _heads:
-                x[..., h * head_dim:(h + 1) * head_dim] = 0.0
-            return (x,) + tuple(args[1:])
-        handles.append(model.model.language_model.layers[layer].self_attn.o_proj.register_forward_pre_hook(pre_hook))
-    try:
-        masked = model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
-    finally:
-        for handle in handles:
-            handle.remove()
-    masked_hidden = torch.stack([h[0, -1] for h in masked.hidden_states], dim=0)
-    assert (masked.logits[0, -1] - logits[-1]).abs().max() > 0.1, "the head mask changed nothing"
-
-    gen = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, output_logits=True,
-                         return_dict_in_generate=True)
-    greedy = gen.sequences[0, ids.shape[0]:].tolist()
-    gaps = [float(torch.topk(s[0].float(), 2).values[0] - torch.topk(s[0].float(), 2).values[1]) for s in gen.logits]
-    assert int(torch.argmax(logits[-1])) == greedy[0]
-    assert len(greedy) == MAX_NEW_TOKENS and min(gaps) > MIN_GAP, (greedy, gaps)
+    runs = reference_runs(model, inputs, model.model.language_model.layers, HEAD_MASK, MAX_NEW_TOKENS, MIN_GAP)
+    greedy = runs["greedy"]
 
     # The lens over prompt + generated tokens: one forward over the whole sequence (its M-RoPE
     # positions equal the decode steps' cache_position + rope_delta).
@@ -347,7 +245,7 @@ def run_case(model, proc, raw_tok: Tokenizer, case: str, image_name: str, prompt
     assert torch.equal(full_pos[:, 0, S:], expected_decode.expand(3, -1)), "decode positions are not cache_position + rope_delta"
     out_full = model(**full, output_hidden_states=True, use_cache=False, return_dict=True)
     hidden_full = torch.stack([h[0] for h in out_full.hidden_states], dim=0)
-    lens = lens_stats(model, hidden_full)
+    lens = lens_stats(model.model.language_model.norm, model.lm_head, hidden_full, TOP_K)
 
     record = {
         "model": MODEL_NAME,
@@ -367,24 +265,7 @@ def run_case(model, proc, raw_tok: Tokenizer, case: str, image_name: str, prompt
         "rope_delta": int(deltas[0, 0]),
         "pixel_values": write_f32(case_dir / f"{case}.pixel_values.f32", inputs["pixel_values"]),
         "image_features": write_f32(case_dir / f"{case}.image_features.f32", features),
-        "hidden_states": write_f32(case_dir / f"{case}.hidden_states.f32", hidden),
-        "logits": write_f32(case_dir / f"{case}.logits.f32", logits),
-        "greedy_tokens": greedy,
-        "greedy_min_top2_gap": min(gaps),
-        "attention_image_mass": write_f32(case_dir / f"{case}.attention_image_mass.f32", image_mass),
-        "head_mask": {str(k): v for k, v in HEAD_MASK.items()},
-        "masked_last_logits": write_f32(case_dir / f"{case}.masked_last_logits.f32", masked.logits[0, -1]),
-        "masked_last_hidden_states": write_f32(case_dir / f"{case}.masked_last_hidden_states.f32", masked_hidden),
-        "lens": {
-            "ids": full_ids[0].tolist(),
-            "top_k": TOP_K,
-            "min_topk_gap": lens["min_topk_gap"],
-            "topk_ids": write_f32(case_dir / f"{case}.lens_topk_ids.f32", lens["topk_ids"].float()),
-            "topk_probs": write_f32(case_dir / f"{case}.lens_topk_probs.f32", lens["topk_probs"]),
-            "entropy": write_f32(case_dir / f"{case}.lens_entropy.f32", lens["entropy"]),
-            "kl": write_f32(case_dir / f"{case}.lens_kl.f32", lens["kl"]),
-            "cosine": write_f32(case_dir / f"{case}.lens_cosine.f32", lens["cosine"]),
-        },
+        **reference_fields(case_dir, case, runs, HEAD_MASK, lens, full_ids[0].tolist(), TOP_K),
     }
     write_json(case_dir / f"{case}.json", record)
     return record
@@ -439,12 +320,8 @@ def main() -> int:
     for rec in records:
         log(f"{rec['case']:<10} S={len(rec['input_ids'])} grid={rec['image_grid_thw']} delta={rec['rope_delta']} "
             f"greedy={rec['greedy_tokens']} gap={rec['greedy_min_top2_gap']:.4f} lens gap={rec['lens']['min_topk_gap']:.2e}")
-    total = sum(p.stat().st_size for p in OUT_DIR.rglob("*") if p.is_file())
-    digest = hashlib.sha256()
-    for p in sorted(OUT_DIR.rglob("*")):
-        if p.is_file():
-            digest.update(str(p.relative_to(OUT_DIR)).encode() + b"\0" + p.read_bytes())
-    log(f"{OUT_DIR.relative_to(REPO_ROOT)}: {total} bytes, tree sha256 {digest.hexdigest()}")
+    total, sha = tree_digest(OUT_DIR)
+    log(f"{OUT_DIR.relative_to(REPO_ROOT)}: {total} bytes, tree sha256 {sha}")
     return 0
 
 
