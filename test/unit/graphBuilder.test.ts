@@ -134,6 +134,21 @@ describe("compiled model graphs", () => {
     ["llama-f16", path.join(FIXTURES, "llama-f16", "model"), true],
     ["llava-gqa-bf16", path.join(FIXTURES, "llava-gqa-bf16", "model"), true],
   ];
+  it("the decoder uses the fused GroupQueryAttention only on the CPU and for head sizes that are multiples of 8", async () => {
+    const opsOf = async (fixture: string, provider: "cpu" | "cuda" | "webgpu") => {
+      const folder = path.join(FIXTURES, fixture, "model");
+      const configFile = path.join(folder, "config.json");
+      const config = JSON.parse(fs.readFileSync(configFile, "utf8")) as JsonObject;
+      const weights = new ModelWeights(await WeightIndex.open(folder), configFile);
+      const { decoder } = compileGraphs(findArchitecture(config["architectures"], configFile).module, config, configFile, weights, { provider });
+      return new Set(onnx.ModelProto.decode(decoder.bytes).graph!.node!.map((n) => n.opType));
+    };
+    expect((await opsOf("llava-tied-f32", "cpu")).has("GroupQueryAttention")).toBe(true); // head_dim 16
+    expect((await opsOf("llava-tied-f32", "cuda")).has("GroupQueryAttention")).toBe(false);
+    expect((await opsOf("llava-tied-f32", "webgpu")).has("GroupQueryAttention")).toBe(false);
+    expect((await opsOf("llava-gqa-f32", "cpu")).has("GroupQueryAttention")).toBe(false); // head_dim 12
+  });
+
   it.each(folders)("%s: constant work only where F16/BF16 weights need casting", async (_name, folder, halfPrecision) => {
     const configFile = path.join(folder, "config.json");
     const config = JSON.parse(fs.readFileSync(configFile, "utf8")) as JsonObject;

@@ -131,8 +131,9 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
   let h = b.scoped("embed", () => embed(ctx, cfg, names, inputIds, opts));
 
   // onnxruntime's fused GroupQueryAttention takes head sizes that are multiples of 8 (every
-  // released checkpoint we know of); other sizes (tiny test models) take the unfused path.
-  const fused = D % 8 === 0;
+  // released checkpoint we know of) and has a float32 kernel on the CPU only; other sizes (tiny
+  // test models) and other providers take the unfused path.
+  const fused = D % 8 === 0 && (ctx.provider ?? "cpu") === "cpu";
 
   // Queries at absolute positions P..P+S-1 over keys 0..P+S-1. GroupQueryAttention masks
   // causally itself and takes the lengths; the additive mask serves the read-out rows and the

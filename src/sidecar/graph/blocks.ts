@@ -11,6 +11,11 @@ import { GraphBuilder, type ElemType } from "./onnxBuilder";
 export interface GraphCtx {
   b: GraphBuilder;
   weights: ModelWeights;
+  /**
+   * The execution provider the graph is built for (default cpu). Some of onnxruntime's fused
+   * operators have kernels on some providers only (GroupQueryAttention in float32: CPU).
+   */
+  provider?: "cpu" | "cuda" | "webgpu";
 }
 
 const SAFETENSORS_ELEM: Record<string, ElemType> = { F32: "float32", F16: "float16", BF16: "bfloat16" };

@@ -15,7 +15,7 @@ import { buildLensGraph, buildUnembeddingGraph, type RankMethod } from "../graph
 import { GraphBuilder, type BuiltGraph } from "../graph/onnxBuilder";
 import { type ClipProcessorConfig, parseClipProcessorConfig, preprocessClip } from "../image/clipProcessor";
 import { decodeImage, type RgbImage } from "../image/decode";
-import { type Device, type GraphSession, type HostTensor, openGraphSession } from "../runtime/ort";
+import { type Device, type GraphSession, type HostTensor, intendedProvider, openGraphSession } from "../runtime/ort";
 import { TextProcessor } from "../text/textProcessor";
 import { readJsonObject, settledValue } from "./jsonFile";
 import { WeightIndex } from "./safetensors";
@@ -132,16 +132,17 @@ export function compileGraphs(
   config: JsonObject,
   configFile: string,
   weights: ModelWeights,
-  rankMethod?: RankMethod,
+  opts: { rankMethod?: RankMethod; provider?: GraphCtx["provider"] } = {},
 ): { plan: ArchitecturePlan; decoder: BuiltGraph; lens: BuiltGraph; vision?: BuiltGraph } {
+  const { provider } = opts;
   const decoderBuilder = new GraphBuilder("decoder");
-  const plan = module.plan(config, configFile, { b: decoderBuilder, weights });
-  plan.buildDecoder({ b: decoderBuilder, weights });
+  const plan = module.plan(config, configFile, { b: decoderBuilder, weights, provider });
+  plan.buildDecoder({ b: decoderBuilder, weights, provider });
   const lensBuilder = new GraphBuilder("lens");
-  buildLensGraph({ b: lensBuilder, weights }, plan.lens, rankMethod);
+  buildLensGraph({ b: lensBuilder, weights, provider }, plan.lens, opts.rankMethod);
   let vision: BuiltGraph | undefined;
   if (plan.buildVision) {
-    const visionCtx: GraphCtx = { b: new GraphBuilder("vision"), weights };
+    const visionCtx: GraphCtx = { b: new GraphBuilder("vision"), weights, provider };
     plan.buildVision(visionCtx);
     vision = visionCtx.b.build();
   }
@@ -202,7 +203,11 @@ export class LoadedModel {
     const text = settledValue(reads[6]);
 
     progress("compiling graphs");
-    const { plan, decoder: decoderGraph, lens: lensGraph, vision: visionGraph } = compileGraphs(module, config, configFile, weights, opts.rankMethod);
+    const device = opts.device ?? "auto";
+    const { plan, decoder: decoderGraph, lens: lensGraph, vision: visionGraph } = compileGraphs(module, config, configFile, weights, {
+      rankMethod: opts.rankMethod,
+      provider: intendedProvider(device),
+    });
 
     let imagePipeline: ImagePipeline | undefined;
     if (plan.vision || plan.imagePipeline) {
@@ -221,7 +226,6 @@ export class LoadedModel {
     const t1 = performance.now();
 
     progress("creating sessions");
-    const device = opts.device ?? "auto";
     // No memory arena for the decoder and vision tower: the weights are memory-mapped, so
     // activations are what an arena would pin; returning them after each run halves the peak
     // (bench:lens). The lens graph's working set is bounded (LOGITS_BUDGET, then one position's

@@ -40,6 +40,11 @@ function isBundled(name: string): boolean {
   return availableProviders().some((b) => b.name === name && b.bundled);
 }
 
+/** The provider a session for `device` tries first, which graphs are built for. */
+export function intendedProvider(device: Device): "cpu" | "cuda" | "webgpu" {
+  return providersFor(device)[0];
+}
+
 function providersFor(device: Device): ("cpu" | "cuda" | "webgpu")[] {
   switch (device) {
     case "cpu":
