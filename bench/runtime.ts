@@ -79,7 +79,7 @@ async function main(): Promise<void> {
 
   console.log(`model: ${modelDir} (${(model.info.weightBytes / 2 ** 20).toFixed(0)} MiB of ${model.info.dtype} weights, ${prepared.inputIds.length} tokens, provider ${model.info.provider})`);
   console.log(`read weights     ${readMs.toFixed(0).padStart(7)} ms   median of ${reads.length}, alternating with the opens`);
-  console.log(`open model       ${openMs.toFixed(0).padStart(7)} ms   (last: compile ${model.timings.compileMs.toFixed(0)} ms + sessions ${model.timings.sessionMs.toFixed(0)} ms)   ratio to read: ${(openMs / readMs).toFixed(2)}x (target <= 1.5x); per pair ${opens.map((o, i) => (o / reads[i]).toFixed(2)).join(", ")}`);
+  console.log(`open model       ${openMs.toFixed(0).padStart(7)} ms   (last: compile ${model.timings.compileMs.toFixed(0)} ms + sessions ${model.timings.sessionMs.toFixed(0)} ms)   ratio to read: ${median(opens.map((o, i) => o / reads[i])).toFixed(2)}x (target <= 1.5x), the median of the pairs ${opens.map((o, i) => (o / reads[i]).toFixed(2)).join(", ")}`);
   console.log(`  with prepacked weights: open ${packedOpenMs.toFixed(0)} ms (${(packedOpenMs / readMs).toFixed(2)}x read), forward ${packedForwardMs.toFixed(0)} ms`);
 
   const inputs = path.join(WORK, "inputs");
