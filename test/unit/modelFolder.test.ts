@@ -144,6 +144,13 @@ describe("Hugging Face hub cache layout", () => {
     return snapshot;
   }
 
+  it("a snapshot whose weights link to a missing blob says which file and what to do", async () => {
+    const snapshot = hubSnapshot("llava-gqa-f32");
+    fs.rmSync(fs.realpathSync(path.join(snapshot, "model.safetensors")));
+    const e = await openError(snapshot);
+    expect(e.message).toBe(`${path.join(snapshot, "model.safetensors")}: the safetensors file does not exist: re-download the model`);
+  });
+
   it("a snapshot whose weights link outside it opens and runs like the plain folder", async () => {
     // onnxruntime follows links and refuses external data outside the folder it is given.
     const snapshot = hubSnapshot("llava-gqa-f32");

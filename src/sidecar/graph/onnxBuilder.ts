@@ -28,7 +28,7 @@ export type AttrValue = number | number[] | string | { float: number } | { float
 /** ONNX opset of the default domain that every graph is built against. */
 export const OPSET = 17;
 
-/** onnxruntime's contributed operators (QuickGelu, FusedMatMul, ...): the CPU, CUDA and WebGPU providers implement them. */
+/** onnxruntime's contributed operators (QuickGelu, FusedMatMul, GroupQueryAttention, ...); which providers have kernels for which types varies (see GraphCtx.provider). */
 const MS_DOMAIN = "com.microsoft";
 
 /** A serialised graph and what its session needs to know about it. */

@@ -346,9 +346,12 @@ export class WeightIndex {
   }
 }
 
-/** Each file's real path (links followed); the headers were just read, so they exist. */
+/**
+ * Each file's real path (links followed). Read beside the headers, so a file that cannot be
+ * resolved keeps its own path: the header read reports what is wrong with it.
+ */
 function realPaths(files: string[]): Promise<string[]> {
-  return Promise.all(files.map((f) => fs.realpath(f)));
+  return Promise.all(files.map((f) => fs.realpath(f).catch(() => f)));
 }
 
 /** The deepest folder that holds every one of `files` (absolute paths). */
