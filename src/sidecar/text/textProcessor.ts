@@ -144,7 +144,6 @@ export class TextProcessor {
   }
 }
 
-/** Where transformers looks for a chat template, newest convention first. */
 /** chat_template.jinja's text, or undefined when the folder has none. */
 async function readChatTemplateJinja(file: string): Promise<{ source: string; file: string } | undefined> {
   try {
@@ -156,9 +155,9 @@ async function readChatTemplateJinja(file: string): Promise<{ source: string; fi
 }
 
 /**
- * The chat template, from the first place that has one: chat_template.jinja, chat_template.json
- * (read only when there is no .jinja, so a broken one beside a .jinja does not matter),
- * processor_config.json, tokenizer_config.json.
+ * Where transformers looks for a chat template, newest convention first: chat_template.jinja,
+ * chat_template.json (its read error counts only when there is no .jinja, so a broken one beside
+ * a .jinja does not matter), processor_config.json, tokenizer_config.json.
  */
 function chooseChatTemplate(
   folder: string,
