@@ -8,7 +8,8 @@
  * test/e2e/artifacts, ignored by git).
  *
  * Needs what tools/e2e/install.sh installs (cached outside the tree); without it the suite says
- * so and is skipped. `npm test` runs that script first, and so does CI.
+ * so and is skipped, except when CI is set: then it fails. `npm test` runs that script first, and
+ * so does CI.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import * as fs from "node:fs";
@@ -25,9 +26,17 @@ const CODE_SERVER = path.join(CACHE, "code-server", "node_modules", "code-server
 const CHROMIUM = process.env["CHROMIUM"] ?? "/usr/bin/chromium";
 const ARTIFACTS = process.env["LOGIT_LENS_E2E_ARTIFACTS"] ?? path.join(ROOT, "test", "e2e", "artifacts");
 const missing = [NODE24, CODE_SERVER, CHROMIUM].filter((p) => !fs.existsSync(p));
+// In CI the editor suite must run: a machine that cannot install its tools fails, never passes green
+const REQUIRED = Boolean(process.env["CI"]) && process.env["CI"] !== "false" && process.env["CI"] !== "0";
 if (missing.length) {
-  process.stderr.write(`editor e2e suite skipped: ${missing.join(", ")} missing; run bash tools/e2e/install.sh (npm test does)\n`);
+  process.stderr.write(`editor e2e suite ${REQUIRED ? "cannot run" : "skipped"}: ${missing.join(", ")} missing; run bash tools/e2e/install.sh (npm test does)\n`);
 }
+
+describe.runIf(missing.length > 0 && REQUIRED)("the editor suite in CI", () => {
+  it("has what it needs (CI is set, so a missing tool is a failure, not a skip)", () => {
+    expect.fail(`CI is set but the editor suite cannot run: ${missing.join(", ")} missing. tools/e2e/install.sh (run by npm test) should have installed them; run it from a shell to see why it failed`);
+  });
+});
 
 // the sample's own question (media/samples/questions.jsonl), worded as the bundled model was trained
 const PROMPT = "Answer with one word. What color is the triangle?";
