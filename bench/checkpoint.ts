@@ -36,12 +36,41 @@ function randomTensor(n: number, scale: number, seed: number): Float32Array {
   return out;
 }
 
-function writeSafetensors(file: string, tensors: [string, number[], number][]): void {
+export type BenchDType = "F32" | "F16";
+
+/** A table of 65,536 float16 bit patterns of seeded normal-ish values: random half tensors cost one lookup per element. */
+function halfTable(scale: number, seed: number): Uint16Array {
+  const values = randomTensor(65536, scale, seed);
+  const bits = new Uint16Array(65536);
+  for (let i = 0; i < values.length; i++) bits[i] = toHalfBits(values[i]);
+  return bits;
+}
+
+/** float32 to IEEE float16 bits, round to nearest even (normals and subnormals; no NaN input here). */
+function toHalfBits(v: number): number {
+  const f = new Float32Array([v]);
+  const x = new Uint32Array(f.buffer)[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exp = ((x >>> 23) & 0xff) - 127 + 15;
+  const mant = x & 0x7fffff;
+  if (exp >= 31) return sign | 0x7c00;
+  if (exp <= 0) {
+    if (exp < -10) return sign;
+    const m = (mant | 0x800000) >>> (1 - exp);
+    return sign | ((m + 0xfff + ((m >>> 13) & 1)) >>> 13);
+  }
+  const h = sign | (exp << 10) | (mant >>> 13);
+  const rest = mant & 0x1fff;
+  return rest > 0x1000 || (rest === 0x1000 && (h & 1)) ? h + 1 : h;
+}
+
+function writeSafetensors(file: string, tensors: [string, number[], number][], dtype: BenchDType = "F32"): void {
+  const elem = dtype === "F32" ? 4 : 2;
   let offset = 0;
   const header: Record<string, unknown> = {};
   for (const [name, shape] of tensors) {
-    const bytes = shape.reduce((a, b) => a * b, 1) * 4;
-    header[name] = { dtype: "F32", shape, data_offsets: [offset, offset + bytes] };
+    const bytes = shape.reduce((a, b) => a * b, 1) * elem;
+    header[name] = { dtype, shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;
   }
   let json = JSON.stringify(header);
@@ -52,16 +81,54 @@ function writeSafetensors(file: string, tensors: [string, number[], number][]): 
   fs.writeSync(fd, len);
   fs.writeSync(fd, Buffer.from(json));
   let seed = 1;
+  const isNorm = (name: string) => name.endsWith("norm.weight") || /layer_?norm\d?\.weight$|pre_layrnorm\.weight$/.test(name);
   for (const [name, shape, scale] of tensors) {
     const n = shape.reduce((a, b) => a * b, 1);
-    const data = name.endsWith("norm.weight") || /layer_?norm\d?\.weight$|pre_layrnorm\.weight$/.test(name) ? new Float32Array(n).fill(1) : randomTensor(n, scale, seed++);
-    fs.writeSync(fd, new Uint8Array(data.buffer));
+    if (dtype === "F32") {
+      const data = isNorm(name) ? new Float32Array(n).fill(1) : randomTensor(n, scale, seed++);
+      fs.writeSync(fd, new Uint8Array(data.buffer));
+      continue;
+    }
+    // half: written in chunks of 16 Mi elements, so a 7B checkpoint never needs a whole tensor in memory twice
+    const table = isNorm(name) ? undefined : halfTable(scale, seed++);
+    let s = (seed * 2654435761) >>> 0 || 1;
+    const chunk = new Uint16Array(Math.min(n, 1 << 24));
+    for (let done = 0; done < n; done += chunk.length) {
+      const m = Math.min(chunk.length, n - done);
+      if (!table) chunk.fill(0x3c00, 0, m);
+      else {
+        for (let i = 0; i < m; i++) {
+          s ^= s << 13;
+          s ^= s >>> 17;
+          s ^= s << 5;
+          chunk[i] = table[s & 0xffff];
+        }
+      }
+      fs.writeSync(fd, new Uint8Array(chunk.buffer, 0, m * 2));
+    }
   }
   fs.closeSync(fd);
 }
 
-/** A LLaVA-shaped checkpoint of ~100M parameters: CLIP 224/14 (6 x 512) + LLaMA (8 x 768, GQA 12/4). */
-function buildCheckpoint(dir: string): void {
+export interface LlavaShape {
+  vision: { hidden: number; layers: number; heads: number; inter: number; image: number; patch: number };
+  text: { hidden: number; layers: number; heads: number; kv: number; inter: number; vocab: number };
+}
+
+/** ~100M parameters: CLIP 224/14 (6 x 512) + LLaMA (8 x 768, GQA 12/4). */
+const BENCH_SHAPE: LlavaShape = {
+  vision: { hidden: 512, layers: 6, heads: 8, inter: 2048, image: 224, patch: 14 },
+  text: { hidden: 768, layers: 8, heads: 12, kv: 4, inter: 2048, vocab: 32000 },
+};
+
+/** A random LLaVA checkpoint of any shape and storage dtype under bench/.work/<name>, built on first use. */
+export function llavaCheckpoint(name: string, shape: LlavaShape, dtype: BenchDType): string {
+  const dir = path.join(WORK, name);
+  if (!fs.existsSync(path.join(dir, "model.safetensors"))) buildCheckpoint(dir, shape, dtype);
+  return dir;
+}
+
+function buildCheckpoint(dir: string, shape: LlavaShape = BENCH_SHAPE, dtype: BenchDType = "F32"): void {
   const template = path.join(ROOT, "test/fixtures/models/llava-gqa-f32/model");
   fs.mkdirSync(dir, { recursive: true });
   for (const f of ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json", "special_tokens_map.json"]) {
@@ -69,8 +136,7 @@ function buildCheckpoint(dir: string): void {
   }
   const tokenizer = JSON.parse(fs.readFileSync(path.join(dir, "tokenizer.json"), "utf8"));
   const imageTokenId = (tokenizer.added_tokens as { id: number; content: string }[]).find((t) => t.content === "<image>")!.id;
-  const V = { hidden: 512, layers: 6, heads: 8, inter: 2048, image: 224, patch: 14 };
-  const T = { hidden: 768, layers: 8, heads: 12, kv: 4, inter: 2048, vocab: 32000 };
+  const { vision: V, text: T } = shape;
   const headDim = T.hidden / T.heads;
   const config = {
     architectures: ["LlavaForConditionalGeneration"],
@@ -82,6 +148,7 @@ function buildCheckpoint(dir: string): void {
     tie_word_embeddings: false,
     text_config: { model_type: "llama", vocab_size: T.vocab, hidden_size: T.hidden, intermediate_size: T.inter, num_hidden_layers: T.layers, num_attention_heads: T.heads, num_key_value_heads: T.kv, rms_norm_eps: 1e-5, tie_word_embeddings: false },
     vision_config: { model_type: "clip_vision_model", hidden_size: V.hidden, intermediate_size: V.inter, num_hidden_layers: V.layers, num_attention_heads: V.heads, image_size: V.image, patch_size: V.patch, hidden_act: "quick_gelu", projection_dim: 512 },
+    torch_dtype: dtype === "F32" ? "float32" : "float16",
   };
   fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify(config, null, 2));
   const mean = [0.48145466, 0.4578275, 0.40821073];
@@ -112,7 +179,8 @@ function buildCheckpoint(dir: string): void {
     t.push([`${p}input_layernorm.weight`, [T.hidden], 1], [`${p}post_attention_layernorm.weight`, [T.hidden], 1]);
   }
   t.push([`${lp}norm.weight`, [T.hidden], 1], ["language_model.lm_head.weight", [T.vocab, T.hidden], 0.02]);
-  writeSafetensors(path.join(dir, "model.safetensors"), t);
+  writeSafetensors(path.join(dir, "model.safetensors.tmp"), t, dtype);
+  fs.renameSync(path.join(dir, "model.safetensors.tmp"), path.join(dir, "model.safetensors"));
   const params = t.reduce((a, [, s]) => a + s.reduce((x, y) => x * y, 1), 0);
   console.error(`built ${dir}: ${(params / 1e6).toFixed(1)}M parameters`);
 }

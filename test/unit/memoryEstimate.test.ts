@@ -1,0 +1,65 @@
+import { describe, expect, it } from "vitest";
+import { availableMemory, chooseCpuPlan, estimateMemory, type ModelFootprint } from "../../src/sidecar/runtime/memoryEstimate";
+
+const GB = 1e9;
+/** LLaVA-1.5-7B's decoder (32 x 4096, 11008, 32 kv heads) with a 13.5 GB float16 checkpoint and a 600-token record. */
+const llava7b: ModelFootprint = {
+  f32Bytes: 0,
+  halfBytes: 13.5 * GB,
+  largestHalfBytes: 32064 * 4096 * 2,
+  layers: 32,
+  kvHeads: 32,
+  headDim: 128,
+  hidden: 4096,
+  intermediate: 11008,
+  vocab: 32064,
+  tokens: 600,
+  logitsBudget: 256 * 2 ** 20,
+};
+
+describe("the memory a model needs before it opens", () => {
+  it("counts half weights twice as float32 copies and about once when kept half", () => {
+    const full = estimateMemory(llava7b, "float32");
+    const half = estimateMemory(llava7b, "half-per-use");
+    expect(full.weightsBytes).toBe(27 * GB);
+    expect(half.weightsBytes).toBeGreaterThan(13.5 * GB);
+    // the file, plus the float32 copy of the largest matrix (the 32064 x 4096 unembedding) with room for a second
+    expect(half.weightsBytes).toBe(13.5 * GB + 4 * 32064 * 4096 * 2);
+    // KV cache of 600 tokens: 32 layers x 2 x 32 x 128 x 600 x 4 bytes = 629 MB, plus activations and the lens
+    expect(full.runBytes).toBeGreaterThan(0.9 * GB);
+    expect(full.runBytes).toBeLessThan(2 * GB);
+  });
+
+  it("keeps a 7B float16 model half on a 24 GB machine and says why; refuses float32 with a way out", () => {
+    const choice = chooseCpuPlan(llava7b, 22 * GB);
+    expect("estimate" in choice && choice.estimate.plan).toBe("half-per-use");
+    expect("reason" in choice && choice.reason).toMatch(/as float32 they would need about 28 GB and 22 GB is free/);
+    const forced = chooseCpuPlan(llava7b, 22 * GB, "float32");
+    expect("refused" in forced && forced.refused).toBe("needs about 28 GB as float32 and 22 GB is free: use dtype auto to keep the weights in half precision (about 16 GB)");
+  });
+
+  it("converts to float32 when that fits, and refuses when even half does not", () => {
+    const small = { ...llava7b, halfBytes: 4.4 * GB, largestHalfBytes: 0.9 * GB };
+    const choice = chooseCpuPlan(small, 22 * GB);
+    expect("estimate" in choice && choice.estimate.plan).toBe("float32");
+    const refused = chooseCpuPlan(llava7b, 8 * GB);
+    expect("refused" in refused && refused.refused).toMatch(/^needs about 16 GB even with its weights kept in half precision \(28 GB as float32\) and 8\.0 GB is free/);
+    const f32 = chooseCpuPlan({ ...llava7b, halfBytes: 0, f32Bytes: 27 * GB }, 22 * GB);
+    expect("refused" in f32 && f32.refused).toMatch(/^needs about 28 GB as float32 and 22 GB is free: .*half-precision/);
+  });
+
+  it("reads MemAvailable and bounds it by the cgroup's limit, counting its inactive page cache as free", () => {
+    const files: Record<string, string> = {
+      "/proc/meminfo": "MemTotal:       24000000 kB\nMemFree:         1000000 kB\nMemAvailable:   20000000 kB\n",
+    };
+    const read = (f: string) => files[f];
+    expect(availableMemory(read, () => 1)).toBe(20000000 * 1024);
+    files["/sys/fs/cgroup/memory.max"] = "8000000000\n";
+    files["/sys/fs/cgroup/memory.current"] = "7000000000\n";
+    files["/sys/fs/cgroup/memory.stat"] = "anon 1000\nfile 6000000000\ninactive_anon 0\ninactive_file 5000000000\n";
+    expect(availableMemory(read, () => 1)).toBe(6e9);
+    files["/sys/fs/cgroup/memory.max"] = "max\n";
+    expect(availableMemory(read, () => 1)).toBe(20000000 * 1024);
+    expect(availableMemory(() => undefined, () => 123)).toBe(123);
+  });
+});
