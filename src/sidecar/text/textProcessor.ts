@@ -10,6 +10,7 @@ import { Tokenizer } from "@huggingface/tokenizers";
 import { LensInputError } from "../errors";
 import type { JsonObject } from "../arch/configUtil";
 import { readJsonObject, settledValue } from "../model/jsonFile";
+import { readTokenizerFiles } from "./tokenizerFiles";
 
 export interface ChatContentPart {
   type: "image" | "text";
@@ -26,30 +27,21 @@ export class TextProcessor {
   ) {}
 
   static async open(folder: string, processorConfig: JsonObject | undefined): Promise<TextProcessor> {
-    const tokenizerFile = path.join(folder, "tokenizer.json");
     // Every file the text side may need is read at once; errors still come in this order.
-    const [tokenizerRead, configRead, jinjaRead, templateJsonRead] = await Promise.allSettled([
-      readJsonObject(tokenizerFile, "tokenizer.json"),
-      readJsonObject(path.join(folder, "tokenizer_config.json"), "tokenizer_config.json", true),
+    const [tokenizerRead, jinjaRead, templateJsonRead] = await Promise.allSettled([
+      readTokenizerFiles(folder),
       readChatTemplateJinja(path.join(folder, "chat_template.jinja")),
       readJsonObject(path.join(folder, "chat_template.json"), "chat_template.json", true),
     ]);
-    const tokenizerJson = settledValue(tokenizerRead);
-    const tokenizerConfig = settledValue(configRead) ?? {};
+    const files = settledValue(tokenizerRead);
     let tokenizer: Tokenizer;
     try {
-      tokenizer = new Tokenizer(tokenizerJson, tokenizerConfig);
+      tokenizer = new Tokenizer(files.tokenizerJson, files.tokenizerConfig);
     } catch (e) {
-      throw new LensInputError(tokenizerFile, `cannot build the tokenizer (${(e as Error).message}): the tokenizer type may be unsupported; re-save it with a recent transformers`);
+      throw new LensInputError(files.file, `cannot build the tokenizer (${(e as Error).message}): the tokenizer type may be unsupported; re-save it with a recent transformers`);
     }
-    const special: Record<string, string> = {};
-    for (const key of ["bos_token", "eos_token", "unk_token", "pad_token"]) {
-      const v = tokenizerConfig[key];
-      const content = typeof v === "string" ? v : typeof v === "object" && v !== null ? (v as { content?: unknown }).content : undefined;
-      if (typeof content === "string") special[key] = content;
-    }
-    const chatTemplate = chooseChatTemplate(folder, settledValue(jinjaRead), () => settledValue(templateJsonRead), tokenizerConfig, processorConfig);
-    return new TextProcessor(tokenizer, tokenizerConfig, chatTemplate, special);
+    const chatTemplate = chooseChatTemplate(folder, settledValue(jinjaRead), () => settledValue(templateJsonRead), files.tokenizerConfig, processorConfig);
+    return new TextProcessor(tokenizer, files.tokenizerConfig, chatTemplate, files.specialTokens);
   }
 
   tokenToId(token: string): number | undefined {
