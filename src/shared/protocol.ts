@@ -5,7 +5,12 @@
  *
  * Errors: input problems (a missing file, a bad model folder, a head outside the model) come
  * back as ResponseError code `INPUT_ERROR` with a one-line message naming the file and the fix,
- * and the sidecar keeps running. A cancelled request answers with code -32800.
+ * and the sidecar keeps running. A cancelled request answers with code -32800. Params that do
+ * not match the types below are refused before anything runs (protocolValidation.ts: INPUT_ERROR
+ * naming the field, e.g. "lens/run: params.settings.topK must be an integer from 1 to 100, got 0");
+ * any request but lens/initialize before the handshake gets NOT_INITIALIZED. A malformed frame
+ * gets -32700 (id null), an invalid message -32600, an unknown method -32601; after each the
+ * sidecar reads on from the next frame (sidecar/rpcFraming.ts).
  *
  * Answers carry their large numeric blocks as bytes (shared/blockTransport.ts: `{shape,
  * encoded: {dtype, base64}}` in place of `{shape, data}`); the client decodes them, so the types

@@ -2,8 +2,13 @@
  * The sidecar as a JSON-RPC server on stdio (`logit-lens serve`): it holds one model, runs the
  * lens on request, and survives bad input — an input error is answered and the next request
  * is served as usual. Logs go out as lens/log notifications; stdout carries only JSON-RPC.
+ *
+ * The boundary is checked before anything runs: frames by rpcFraming.ts (a malformed one is
+ * answered with -32700 and reading goes on at the next frame), then the method (unknown:
+ * -32601), the handshake (nothing but lens/initialize before it) and each request's params
+ * against its protocol type (shared/protocolValidation.ts: INPUT_ERROR naming the field).
  */
-import { CancellationToken, createMessageConnection, ResponseError, StreamMessageReader, StreamMessageWriter } from "vscode-jsonrpc/node";
+import { CancellationToken, createMessageConnection, ErrorCodes, type Message, ResponseError, StreamMessageWriter } from "vscode-jsonrpc/node";
 import { encodeBlocks } from "../shared/blockTransport";
 import type { LensRecord } from "../shared/lensRecord";
 import {
@@ -11,17 +16,11 @@ import {
   ExperimentProgressNotification,
   InitializeRequest,
   LogNotification,
-  OpenModelRequest,
-  PreviewExperimentRequest,
   ProgressNotification,
   PROTOCOL_VERSION,
-  RunExperimentRequest,
-  RunRequest,
-  ShutdownRequest,
-  TrackTokensRequest,
 } from "../shared/protocol";
+import { InvalidParamsError, isRequestMethod, type RequestMethod, type RequestParamsByMethod, validateParams } from "../shared/protocolValidation";
 import { createHash } from "node:crypto";
-import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { InvalidExperimentError, type LensExperiment } from "../shared/experiment";
 import { SUPPORTED_ARCHITECTURES } from "./arch";
@@ -31,7 +30,9 @@ import { outputFolder, readExperimentFile } from "./experiment/paths";
 import { itemRequest, planExperiment, runSweep } from "./experiment/sweep";
 import { firstTokenOf, LensCancelledError, runLens } from "./lens/runLens";
 import { LoadedModel } from "./model/loadedModel";
+import { FramedMessageReader, type Rejection } from "./rpcFraming";
 import { availableProviders, parseDevice } from "./runtime/ort";
+import { MAX_IMAGE_BYTES, readInputFile } from "./util/readInput";
 
 const SERVER_VERSION = "0.1.0";
 const REQUEST_CANCELLED = -32800;
@@ -39,7 +40,13 @@ const REQUEST_CANCELLED = -32800;
 const PREVIEW_CACHE_SIZE = 64;
 
 export async function serve(input: NodeJS.ReadableStream = process.stdin, output: NodeJS.WritableStream = process.stdout): Promise<void> {
-  const connection = createMessageConnection(new StreamMessageReader(input), new StreamMessageWriter(output));
+  const writer = new StreamMessageWriter(output);
+  // A refused frame or message: its error reply (when it has one) and a warning in the Output channel.
+  const refused = (r: Rejection) => {
+    if (r.reply) writer.write(r.reply as unknown as Message).catch(() => undefined);
+    log("warn", `JSON-RPC input refused: ${r.reason}`);
+  };
+  const connection = createMessageConnection(new FramedMessageReader(input, refused), writer);
   let initialized = false;
   let model: LoadedModel | undefined;
   let lastRun: { record: LensRecord; hidden: Float32Array } | undefined;
@@ -80,7 +87,6 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
 
   /** Maps what a handler throws to a response: input errors and cancellations are expected; the server carries on. */
   const guarded = async <T>(name: string, f: () => Promise<T>): Promise<T> => {
-    if (!initialized && name !== "initialize") throw new ResponseError(ErrorCode.NOT_INITIALIZED, "send lens/initialize first");
     try {
       return encodeBlocks(await f(), "base64");
     } catch (e) {
@@ -96,7 +102,14 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
     }
   };
 
-  connection.onRequest(InitializeRequest, (params) =>
+  // Every request goes through `dispatch` below, which checks the method, the handshake and the params first.
+  type Handler = (params: never, token: CancellationToken) => Promise<unknown>;
+  const handlers = new Map<RequestMethod, Handler>();
+  const on = <M extends RequestMethod>(method: M, handler: (params: RequestParamsByMethod[M], token: CancellationToken) => Promise<unknown>) => {
+    handlers.set(method, handler as Handler);
+  };
+
+  on("lens/initialize", (params) =>
     guarded("initialize", async () => {
       if (params.protocolVersion !== PROTOCOL_VERSION) {
         throw new ResponseError(ErrorCode.VERSION_MISMATCH, `protocol version ${params.protocolVersion} is not supported (this sidecar speaks ${PROTOCOL_VERSION}): update the extension and the sidecar together`);
@@ -107,7 +120,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
     }),
   );
 
-  connection.onRequest(OpenModelRequest, (params) =>
+  on("lens/openModel", (params) =>
     guarded("openModel", () =>
       serial(async () => {
         const t0 = performance.now();
@@ -129,7 +142,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
     ),
   );
 
-  connection.onRequest(RunRequest, (params, token: CancellationToken) =>
+  on("lens/run", (params, token) =>
     guarded("run", () =>
       serial(async () => {
         if (!model) throw new ResponseError(ErrorCode.NO_MODEL, "no model is open: send lens/openModel first");
@@ -145,7 +158,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
     ),
   );
 
-  connection.onRequest(TrackTokensRequest, (params) =>
+  on("lens/trackTokens", (params) =>
     guarded("trackTokens", () =>
       serial(async () => {
         if (!model || !lastRun) throw new ResponseError(ErrorCode.NO_RUN, "no run to track tokens in: send lens/run first");
@@ -162,7 +175,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
     ),
   );
 
-  connection.onRequest(RunExperimentRequest, (params, token: CancellationToken) =>
+  on("lens/runExperiment", (params, token) =>
     guarded("runExperiment", () =>
       serial(async () => {
         const file = path.resolve(params.file);
@@ -180,7 +193,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
     ),
   );
 
-  connection.onRequest(PreviewExperimentRequest, (params, token: CancellationToken) =>
+  on("lens/previewExperiment", (params, token) =>
     guarded("previewExperiment", () =>
       serial(async () => {
         const file = path.resolve(params.file);
@@ -189,13 +202,9 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
         const index = params.item ?? 0;
         const item = items[index];
         if (!item) throw new LensInputError(file, `the experiment plans ${items.length} items, so there is no item ${index}: pick one below ${items.length}`);
+        // A regular file of bounded size only (a FIFO would block the sidecar), read before a model is opened for it.
+        const bytes = await readInputFile(item.image, { maxBytes: MAX_IMAGE_BYTES, what: "image", fix: "fix the experiment's inputs" });
         const m = await modelFor(experiment, file);
-        let bytes: Uint8Array;
-        try {
-          bytes = await fs.readFile(item.image);
-        } catch {
-          throw new LensInputError(item.image, "image not found: fix the experiment's inputs");
-        }
         const request = itemRequest(item);
         const key = createHash("sha256").update(JSON.stringify([m.info.configHash, request.prompt, request.settings, request.headMask ?? null])).update(bytes).digest("hex");
         const summary = { index, total: items.length, image: item.imageRel, prompt: item.prompt, variant: item.variant.name, expected: item.expected };
@@ -218,7 +227,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
   let finish: () => void = () => {};
   const finished = new Promise<void>((resolve) => (finish = resolve));
   connection.onClose(() => finish());
-  connection.onRequest(ShutdownRequest, () =>
+  on("lens/shutdown", () =>
     serial(async () => {
       await model?.dispose();
       model = undefined;
@@ -226,6 +235,24 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
       setImmediate(finish);
     }),
   );
+
+  const dispatch = async (method: string, params: unknown, token: CancellationToken): Promise<unknown> => {
+    const handler = isRequestMethod(method) ? handlers.get(method) : undefined;
+    if (!isRequestMethod(method) || !handler) {
+      throw new ResponseError(ErrorCodes.MethodNotFound, `unknown method ${JSON.stringify(method.slice(0, 80))}: this sidecar answers ${[...handlers.keys()].join(", ")}`);
+    }
+    if (!initialized && method !== InitializeRequest.method) throw new ResponseError(ErrorCode.NOT_INITIALIZED, `${method} came before lens/initialize: send lens/initialize first`);
+    let checked: unknown;
+    try {
+      checked = validateParams(method, params);
+    } catch (e) {
+      if (!(e instanceof InvalidParamsError)) throw e;
+      log("warn", e.message);
+      throw new ResponseError(ErrorCode.INPUT_ERROR, e.message, { field: e.field });
+    }
+    return handler(checked as never, token);
+  };
+  connection.onRequest((method, params, token) => dispatch(method, params, token));
   connection.listen();
   await finished;
   connection.dispose();
