@@ -271,6 +271,14 @@ export type Classified = { kind: "deliver"; message: Message } | { kind: "reject
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 const usableId = (v: unknown): string | number | null => (typeof v === "string" || typeof v === "number" ? v : null);
+/** A value in a message, short and without walking it (a deeply nested one would overflow JSON.stringify). */
+function short(v: unknown): string {
+  if (v === undefined) return "none";
+  if (typeof v === "string") return quote(v);
+  if (Array.isArray(v)) return "an array";
+  if (typeof v === "object" && v !== null) return "an object";
+  return String(v);
+}
 const errorReply = (id: string | number | null, code: number, message: string): ErrorReply => ({ jsonrpc: "2.0", id, error: { code, message } });
 
 /**
@@ -292,9 +300,9 @@ export function classifyMessage(value: unknown): Classified {
   }
   const id = usableId(value.id);
   const invalid = (reason: string): Classified => ({ kind: "reject", reason, reply: errorReply(id, INVALID_REQUEST, reason) });
-  if (!("method" in value) && ("result" in value || "error" in value)) return { kind: "reject", reason: `ignored a response (id ${JSON.stringify(value.id)}): the sidecar sends no requests` };
-  if (value.jsonrpc !== "2.0") return invalid(`a JSON-RPC message must have "jsonrpc": "2.0", got ${JSON.stringify(value.jsonrpc) ?? "none"}`);
-  if (typeof value.method !== "string") return invalid(`a request must have a string "method", got ${value.method === undefined ? "none" : JSON.stringify(value.method).slice(0, 40)}`);
+  if (!("method" in value) && ("result" in value || "error" in value)) return { kind: "reject", reason: `ignored a response (id ${short(value.id)}): the sidecar sends no requests` };
+  if (value.jsonrpc !== "2.0") return invalid(`a JSON-RPC message must have "jsonrpc": "2.0", got ${short(value.jsonrpc)}`);
+  if (typeof value.method !== "string") return invalid(`a request must have a string "method", got ${short(value.method)}`);
   if (value.id === undefined) {
     // A notification gets no reply, right or wrong; this one the connection would choke on.
     if (value.method === "$/cancelRequest" && !(isObject(value.params) && usableId(value.params.id) !== null)) {
@@ -302,7 +310,7 @@ export function classifyMessage(value: unknown): Classified {
     }
     return { kind: "deliver", message: value as unknown as Message };
   }
-  if (id === null) return invalid(`a request's id must be a string or a number, got ${JSON.stringify(value.id).slice(0, 40)}`);
+  if (id === null) return invalid(`a request's id must be a string or a number, got ${short(value.id)}`);
   // Params of any shape go on: each method's check (shared/protocolValidation.ts) names the bad field.
   return { kind: "deliver", message: value as unknown as Message };
 }

@@ -92,8 +92,13 @@ class RawSidecar {
   }
 }
 
+/** JSON text sent as it is (one JSON.stringify cannot write, such as a deeply nested value). */
+class JsonText {
+  constructor(readonly text: string) {}
+}
+
 function frame(message: unknown): Buffer {
-  const body = Buffer.from(JSON.stringify(message), "utf8");
+  const body = Buffer.from(message instanceof JsonText ? message.text : JSON.stringify(message), "utf8");
   return Buffer.concat([Buffer.from(`Content-Length: ${body.length}\r\n\r\n`, "ascii"), body]);
 }
 
@@ -205,6 +210,7 @@ describe("invalid JSON-RPC messages get the spec's error reply", () => {
     ["neither a method nor a result", { jsonrpc: "2.0", id: 4 }, 4, -32600],
     ["an unknown method", { jsonrpc: "2.0", id: 5, method: "lens/nothing" }, 5, -32601],
     ["a method inherited by every object", { jsonrpc: "2.0", id: 6, method: "constructor" }, 6, -32601],
+    ["a deeply nested method", new JsonText(`{"jsonrpc":"2.0","id":7,"method":${"[".repeat(100_000)}${"]".repeat(100_000)}}`), 7, -32600],
   ];
   for (const [what, message, id, code] of cases) {
     it(what, async () => {

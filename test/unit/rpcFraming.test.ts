@@ -171,6 +171,14 @@ describe("classifyMessage", () => {
     }
   });
 
+  it("describes deeply nested members without walking them", () => {
+    const deep = JSON.parse(`${"[".repeat(100_000)}${"]".repeat(100_000)}`) as unknown;
+    expect(rejected({ jsonrpc: "2.0", id: 1, method: deep }).reply).toMatchObject({ id: 1, error: { code: INVALID_REQUEST, message: 'a request must have a string "method", got an array' } });
+    expect(rejected({ jsonrpc: "2.0", id: deep, method: "x" }).reply).toMatchObject({ id: null, error: { code: INVALID_REQUEST } });
+    expect(rejected({ jsonrpc: deep, id: 2, method: "x" }).reply).toMatchObject({ id: 2, error: { code: INVALID_REQUEST } });
+    expect(rejected({ jsonrpc: "2.0", id: deep, result: 1 }).reply).toBeUndefined();
+  });
+
   it("answers each request of a batch and no notification", () => {
     const c = rejected([request(1), { jsonrpc: "2.0", method: "lens/log" }, 7]);
     expect(c.reply).toEqual([
