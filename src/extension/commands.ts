@@ -34,7 +34,8 @@ export async function runLogitLens(
     void vscode.window.showErrorMessage(`Logit Lens: ${path.basename(image.fsPath)} is not an image the lens reads (${IMAGE_EXTENSIONS.join(", ")})`);
     return;
   }
-  const prompt = promptArg ?? (await askPrompt(context));
+  // an empty prompt given by a caller (a keybinding's args) asks, as no prompt does
+  const prompt = promptArg?.trim() ? promptArg : await askPrompt(context);
   if (prompt === undefined) return;
   const config = readConfig();
   const request: RunParams = { prompt, image: image.fsPath, settings: { topK: config.topK, maxNewTokens: config.maxNewTokens } };
@@ -76,21 +77,46 @@ async function pickImage(): Promise<vscode.Uri | undefined> {
   return picked?.[0];
 }
 
-/** A prompt box that offers earlier prompts (most recent first) and takes any new text. */
-async function askPrompt(context: vscode.ExtensionContext): Promise<string | undefined> {
+/**
+ * The prompt an accepted prompt box stands for: the typed text, or the picked earlier prompt
+ * when the typed text is only the start of it; undefined when both are empty (nothing to run).
+ */
+export function acceptedPrompt(typed: string, selected: string | undefined): string | undefined {
+  const text = typed.trim();
+  const chosen = text && (!selected || !selected.startsWith(text)) ? text : (selected ?? text);
+  return chosen.trim() ? chosen : undefined;
+}
+
+export const EMPTY_PROMPT_MESSAGE = "Type a prompt first: an empty prompt has nothing to run (Escape cancels)";
+
+/**
+ * A prompt box that offers earlier prompts (most recent first) and takes any new text. Enter
+ * on an empty box keeps it open and says a prompt is needed; only Escape cancels.
+ */
+export async function askPrompt(context: vscode.ExtensionContext): Promise<string | undefined> {
   const history = context.globalState.get<string[]>(HISTORY_KEY, []);
   const qp = vscode.window.createQuickPick();
-  qp.title = "Logit Lens: prompt";
+  const title = "Logit Lens: prompt";
+  qp.title = title;
   qp.placeholder = history.length ? "Type a prompt, or pick an earlier one" : 'Type a prompt, e.g. "What color is the circle? Answer with one word."';
   qp.items = history.map((h) => ({ label: h, description: "earlier prompt" }));
   qp.matchOnDescription = false;
   qp.ignoreFocusOut = true;
   const chosen = await new Promise<string | undefined>((resolve) => {
     qp.onDidAccept(() => {
-      const typed = qp.value.trim();
-      const selected = qp.selectedItems[0]?.label;
-      resolve(typed && (!selected || !selected.startsWith(typed)) ? typed : (selected ?? typed));
+      const prompt = acceptedPrompt(qp.value, qp.selectedItems[0]?.label);
+      if (prompt === undefined) {
+        // QuickPick has no validationMessage in this API version: the title and the placeholder
+        // (shown while the box is empty) say it instead
+        qp.title = `${title}: a prompt is needed`;
+        qp.placeholder = EMPTY_PROMPT_MESSAGE;
+        return;
+      }
+      resolve(prompt);
       qp.hide();
+    });
+    qp.onDidChangeValue(() => {
+      if (qp.title !== title) qp.title = title;
     });
     qp.onDidHide(() => resolve(undefined));
     qp.show();

@@ -1,11 +1,13 @@
 /**
  * Which files and folders a .lens.json experiment reads or writes, resolved relative to the
  * file, and which of them lie outside the workspace (those need the user's confirmation before
- * a preview or a run touches them). No vscode import: unit-tested in plain Node.
+ * a preview or a run touches them). The results folder needs it also when it lies outside the
+ * experiment file's folder: a sweep writes files there, and the CLI wants --allow-outside for
+ * the same. No vscode import: unit-tested in plain Node.
  */
 import * as path from "node:path";
 import type { LensExperiment } from "../shared/experiment";
-import { outputFolder } from "../sidecar/experiment/paths";
+import { outputFolder, outputOutsideExperiment } from "../sidecar/experiment/paths";
 
 export interface ExperimentPath {
   /** What the path is for: "model", "input", "manifest" or "output". */
@@ -47,4 +49,17 @@ export function isInside(p: string, folder: string): boolean {
 /** The experiment's paths outside every workspace folder (all of them when there is none). */
 export function pathsOutside(paths: readonly ExperimentPath[], workspaceFolders: readonly string[]): ExperimentPath[] {
   return paths.filter((p) => !workspaceFolders.some((w) => isInside(p.path, w)));
+}
+
+/**
+ * The paths a user must allow before a preview or a run: those outside every workspace folder,
+ * and a results folder outside the experiment file's folder, each with the reason.
+ */
+export function pathsNeedingConsent(paths: readonly ExperimentPath[], workspaceFolders: readonly string[], file: string): (ExperimentPath & { reason: string })[] {
+  const out: (ExperimentPath & { reason: string })[] = [];
+  for (const p of paths) {
+    if (!workspaceFolders.some((w) => isInside(p.path, w))) out.push({ ...p, reason: "outside the workspace" });
+    else if (p.role === "output" && outputOutsideExperiment(p.path, file)) out.push({ ...p, reason: "outside the experiment's folder; a run writes files there" });
+  }
+  return out;
 }

@@ -4,17 +4,17 @@
  * and a comparison view of the results.
  *
  * Before anything runs from an experiment file, paths it names outside the workspace (model,
- * inputs, output folder) need the user's confirmation, and so does any run in an untrusted
- * workspace. The answer is remembered per file and set of paths for the session.
+ * inputs, output folder) and a results folder outside the file's own folder need the user's
+ * confirmation, and so does any run in an untrusted workspace. The answer is remembered per file and set of paths for the session.
  */
-import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import * as vscode from "vscode";
 import { checkExperimentText, type LensExperiment } from "../shared/experiment";
 import { PreviewExperimentRequest, RunExperimentRequest } from "../shared/protocol";
 import type { SweepAggregates } from "../shared/sweep";
 import type { ComparisonMessage } from "../shared/webviewProtocol";
-import { experimentPaths, pathsOutside } from "./experimentPaths";
+import { MIB, readInputText } from "../sidecar/util/readInput";
+import { experimentPaths, pathsNeedingConsent } from "./experimentPaths";
 import { isExperimentDocument } from "./experimentDiagnostics";
 import type { LensPanels, PreviewPanel } from "./lensPanel";
 import type { SidecarClient } from "./sidecarClient";
@@ -131,7 +131,8 @@ export class Experiments implements vscode.Disposable {
     const file = target.fsPath.endsWith(".json") ? target.fsPath : path.join(target.fsPath, "aggregates.json");
     let data: SweepAggregates & { experiment?: string };
     try {
-      data = JSON.parse(await fs.readFile(file, "utf8")) as SweepAggregates & { experiment?: string };
+      // a regular file of sane size: a FIFO picked here would hang the extension host
+      data = JSON.parse(await readInputText(file, { what: "aggregates file", maxBytes: 256 * MIB })) as SweepAggregates & { experiment?: string };
       if (!Array.isArray(data.groups) || typeof data.layers !== "number") throw new Error("it holds no groups");
     } catch (e) {
       void vscode.window.showErrorMessage(`Logit Lens: ${file}: not a sweep's aggregates (${errorText(e)}): pick the folder that \`logit-lens run FILE.lens.json\` wrote`);
@@ -200,16 +201,16 @@ export class Experiments implements vscode.Disposable {
   /** The user's consent for untrusted workspaces and for paths outside the workspace. */
   private async allowed(file: string, experiment: LensExperiment, ask = true): Promise<boolean> {
     const folders = (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath);
-    const outside = pathsOutside(experimentPaths(experiment, file), folders);
+    const outside = pathsNeedingConsent(experimentPaths(experiment, file), folders, file);
     const untrusted = !vscode.workspace.isTrusted;
     if (!outside.length && !untrusted) return true;
     const key = `${file}\n${untrusted}\n${outside.map((o) => o.path).join("\n")}`;
     if (this.confirmed.has(key)) return true;
     if (!ask) return false;
-    const lines = outside.map((o) => `${o.role}: ${o.path}`);
+    const lines = outside.map((o) => `${o.role}: ${o.path} (${o.reason})`);
     const detail = [
       untrusted ? "This workspace is not trusted; the experiment file decides which model runs and which files are read and written." : "",
-      lines.length ? `It names paths outside the workspace:\n${lines.join("\n")}` : "",
+      lines.length ? `It names paths that need your permission:\n${lines.join("\n")}` : "",
     ]
       .filter(Boolean)
       .join("\n\n");

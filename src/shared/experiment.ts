@@ -76,12 +76,15 @@ export function templateFields(template: string): string[] {
   return fields;
 }
 
-/** Fills a template's placeholders from `row`; a missing field throws with its name. */
+/**
+ * Fills a template's placeholders from `row`; a missing field throws with its name. Only the
+ * row's own columns count: {constructor} or {__proto__} are unknown columns, not Object's.
+ */
 export function fillTemplate(template: string, row: Record<string, string>): string {
   return template.replace(PLACEHOLDER, (whole, field: string | undefined) => {
     if (field === undefined) return whole[0];
-    const v = row[field];
-    if (v === undefined) throw new Error(`the template "${template}" needs a "${field}" column, and this row has none (columns: ${Object.keys(row).join(", ") || "none"})`);
+    const v = Object.hasOwn(row, field) ? row[field] : undefined;
+    if (typeof v !== "string") throw new Error(`the template "${template}" needs a "${field}" column, and this row has none (columns: ${Object.keys(row).join(", ") || "none"})`);
     return v;
   });
 }
@@ -124,7 +127,7 @@ export function validateExperiment(value: unknown): ExperimentValidation {
   const imageOnly = inputs.findIndex((x) => x.kind === "images");
   if (imageOnly >= 0) {
     const needs = (where: string, template: string) => {
-      const fields = templateFields(template).filter((f) => !(f in inputs[imageOnly].groups) && f !== "image");
+      const fields = templateFields(template).filter((f) => !Object.hasOwn(inputs[imageOnly].groups, f) && f !== "image");
       if (fields.length) errors.push(`${where}: needs the column${fields.length > 1 ? "s" : ""} ${fields.map((f) => `{${f}}`).join(", ")}, which image input ${imageOnly} (${describeInput(inputs[imageOnly])}) does not have: use a manifest, or write the text in`);
     };
     prompts.forEach((p, i) => needs(typeof raw.prompts[i] === "string" ? `/prompts/${i}` : `/prompts/${i}/template`, p.template));
@@ -157,8 +160,44 @@ export function validateExperiment(value: unknown): ExperimentValidation {
   };
 }
 
+/**
+ * Arrays and objects nested deeper than this are refused before parsing: a real experiment is
+ * about five levels deep, and the parser and the validator recurse once per level.
+ */
+export const MAX_EXPERIMENT_DEPTH = 64;
+
+/** The deepest nesting of arrays and objects in JSON text (brackets inside strings left out), in one pass. */
+export function jsonDepth(text: string): { depth: number; offset: number } {
+  let depth = 0;
+  let max = 0;
+  let at = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) {
+      if (++depth > max) {
+        max = depth;
+        at = i;
+      }
+    } else if (c === 0x7d || c === 0x5d) depth = Math.max(0, depth - 1);
+  }
+  return { depth: max, offset: at };
+}
+
+function tooDeep(text: string): { message: string; offset: number } | undefined {
+  const { depth, offset } = jsonDepth(text);
+  if (depth <= MAX_EXPERIMENT_DEPTH) return undefined;
+  return { message: `nests arrays and objects ${depth} levels deep, over the limit of ${MAX_EXPERIMENT_DEPTH}: an experiment file is a few levels deep, fix the file`, offset };
+}
+
 /** Parses and validates a file's text; InvalidExperimentError names the file and every problem. */
 export function parseExperiment(text: string, file: string): LensExperiment {
+  const deep = tooDeep(text);
+  if (deep) throw new InvalidExperimentError(file, [`/: ${deep.message}`]);
   const syntax: ParseError[] = [];
   const value: unknown = parseJsonc(text, syntax, { allowTrailingComma: false, disallowComments: true });
   if (syntax.length) {
@@ -232,6 +271,8 @@ export interface ExperimentProblem {
  * For editors: the Problems panel and the live preview.
  */
 export function checkExperimentText(text: string): { experiment?: LensExperiment; problems: ExperimentProblem[] } {
+  const deep = tooDeep(text);
+  if (deep) return { problems: [{ pointer: "/", message: deep.message, offset: deep.offset, length: 1 }] };
   const syntax: ParseError[] = [];
   const value: unknown = parseJsonc(text, syntax, { allowTrailingComma: false, disallowComments: true });
   if (syntax.length) {

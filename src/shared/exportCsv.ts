@@ -5,18 +5,33 @@
  *
  * CSV text follows RFC 4180 with "\n" line ends: a field is quoted when it holds a comma, a
  * quote, a line break or leading/trailing whitespace (token texts often start with a space, and
- * some readers trim unquoted fields), and quotes inside are doubled. The caller writes it as UTF-8.
+ * some readers trim unquoted fields), and quotes inside are doubled. Text that would start a
+ * spreadsheet formula is neutralised (see csvField). The caller writes it as UTF-8.
  */
 import type { LensRecord } from "./lensRecord";
 import lensRecordSchema from "./lensRecord.schema.json";
 import type { RecordDiff } from "./recordDiff";
 
-export function csvField(value: string | number | boolean): string {
-  const s = typeof value === "number" ? formatNumber(value) : String(value);
+/**
+ * One CSV field. null is an empty field. A text that a spreadsheet would take for a formula
+ * (it starts with =, +, -, @, a tab or a carriage return: a manifest value such as
+ * `=HYPERLINK(...)`, a token text such as "-") gets a leading single quote, as OWASP's CSV
+ * injection advice has it; numbers are written as numbers, so a negative number stays one.
+ * Every CSV this project writes goes through here (results.csv, aggregates.csv, the record
+ * and diff exports of the CLI and the panel).
+ */
+export function csvField(value: string | number | boolean | null): string {
+  if (value === null) return "";
+  const s = typeof value === "number" ? formatNumber(value) : typeof value === "string" ? neutraliseFormula(value) : String(value);
   return /[",\r\n]|^\s|\s$/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
-export function csvRow(values: readonly (string | number | boolean)[]): string {
+/** A text cell that spreadsheets would evaluate, with a single quote in front; others as they are. */
+export function neutraliseFormula(text: string): string {
+  return /^[=+\-@\t\r]/.test(text) ? `'${text}` : text;
+}
+
+export function csvRow(values: readonly (string | number | boolean | null)[]): string {
   return values.map(csvField).join(",");
 }
 

@@ -4,6 +4,7 @@
  * and the aggregates over groups of rows. Pure functions, shared by the sidecar (which writes
  * them), the CLI and the comparison view.
  */
+import { csvField, csvRow } from "./exportCsv";
 import { at, type LensRecord, SEGMENTS } from "./lensRecord";
 
 export const SWEEP_ROW_VERSION = 1;
@@ -24,9 +25,12 @@ export interface SweepRow {
   groups: Record<string, string>;
   /** The expected answer, when the experiment has a target. */
   expected: string | null;
-  /** What the model generated (greedy, up to EOS or maxNewTokens), as text. */
+  /**
+   * What the model generated (greedy, up to EOS or maxNewTokens), as text: "" when it generated
+   * nothing (maxNewTokens 0, or EOS first), which counts as a wrong answer.
+   */
   generated: string;
-  /** Whether the generated answer equals the expected one (see answerMatches); null without a target. */
+  /** Whether the generated answer equals the expected one (see answerMatches); null without a target or with an empty one. */
   correct: boolean | null;
   headMask: Record<string, number[]> | null;
   /** The answer position's token index in the record, and the target token measured there. */
@@ -113,7 +117,7 @@ export function summarizeRecord(record: LensRecord, meta: ItemMeta): SweepRow {
     groups: meta.groups,
     expected: meta.expected,
     generated: meta.generated,
-    correct: meta.expected === null ? null : answerMatches(meta.generated, meta.expected),
+    correct: meta.expected === null || meta.expected.trim() === "" ? null : answerMatches(meta.generated, meta.expected),
     headMask: record.headMask,
     answerPosition,
     targetId: record.lens.targetIds[p],
@@ -133,6 +137,27 @@ export function summarizeRecord(record: LensRecord, meta: ItemMeta): SweepRow {
   };
 }
 
+/**
+ * Whether a parsed results.jsonl line is a row this version can aggregate: an object with an id,
+ * a variant, groups of strings and per-layer arrays of numbers of one length (null, a number or
+ * a hand-edited fragment is not, and is skipped rather than stopping every rerun).
+ */
+export function isSweepRow(v: unknown): v is SweepRow {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return false;
+  const r = v as Record<string, unknown>;
+  if (r["v"] !== SWEEP_ROW_VERSION || typeof r["id"] !== "string" || !r["id"] || typeof r["variant"] !== "string" || typeof r["promptName"] !== "string") return false;
+  if (typeof r["generated"] !== "string" || !(r["correct"] === null || typeof r["correct"] === "boolean") || !(r["expected"] === null || typeof r["expected"] === "string")) return false;
+  const groups = r["groups"];
+  if (typeof groups !== "object" || groups === null || Array.isArray(groups) || !Object.values(groups).every((g) => typeof g === "string")) return false;
+  const numbers = (x: unknown, length?: number) => Array.isArray(x) && (length === undefined || x.length === length) && x.every((n) => typeof n === "number");
+  const entropy = r["entropy"];
+  if (!numbers(entropy) || (entropy as number[]).length < 1) return false;
+  const layers = (entropy as number[]).length;
+  if (!["targetProb", "targetRank", "kl", "cosine", "top1", "finalRank"].every((k) => numbers(r[k], layers)) || !numbers(r["imageShare"], layers - 1)) return false;
+  const c = r["convergenceLayer"];
+  return typeof c === "number" && Number.isInteger(c) && c >= 0 && c < layers;
+}
+
 // --- Aggregates ------------------------------------------------------------------------------
 
 export interface GroupAggregate {
@@ -144,6 +169,8 @@ export interface GroupAggregate {
   /** Rows with an expected answer, and the share of them answered correctly (null when none). */
   scored: number;
   accuracy: number | null;
+  /** Rows whose generated answer is empty (nothing generated, or EOS first); scored ones count as wrong. Absent in older aggregates. */
+  emptyAnswers?: number;
   /** Per lens layer, means over the group's rows. */
   meanEntropy: number[];
   meanTargetProb: number[];
@@ -190,7 +217,7 @@ export function aggregateRows(rows: readonly SweepRow[], groupBy: readonly strin
 
 /** A row's value for a grouping key: its groups, then "prompt" and "variant"; "(none)" when absent. */
 export function groupValue(row: SweepRow, key: string): string {
-  if (key in row.groups) return row.groups[key];
+  if (Object.hasOwn(row.groups, key)) return row.groups[key];
   if (key === "prompt") return row.promptName;
   if (key === "variant") return row.variant;
   return "(none)";
@@ -209,6 +236,7 @@ function aggregate(variant: string, key: string, value: string, rows: SweepRow[]
     n: rows.length,
     scored: scored.length,
     accuracy: scored.length ? scored.filter((r) => r.correct).length / scored.length : null,
+    emptyAnswers: rows.filter((r) => r.generated.trim() === "").length,
     meanEntropy: mean((r) => r.entropy, layers),
     meanTargetProb: mean((r) => r.targetProb, layers),
     meanTargetRank: mean((r) => r.targetRank, layers),
@@ -229,22 +257,16 @@ export function median(values: readonly number[]): number {
 
 // --- CSV -------------------------------------------------------------------------------------
 
-const csvCell = (v: string | number | boolean | null): string => {
-  if (v === null) return "";
-  const s = typeof v === "number" ? (Number.isInteger(v) ? String(v) : String(Math.fround(v))) : String(v);
-  return /[",\n\r]/u.test(s) ? `"${s.replace(/"/gu, '""')}"` : s;
-};
-
 /** One line per (item, layer): the item's identity, its groups and that layer's statistics. */
 export function rowsToCsv(rows: readonly SweepRow[]): string {
   const groupKeys = [...new Set(rows.flatMap((r) => Object.keys(r.groups)))].sort();
   const header = ["id", "index", "image", "prompt_name", "variant", ...groupKeys.map((k) => `group:${k}`), "expected", "generated", "correct", "convergence_layer", "layer", "entropy", "target_prob", "target_rank", "kl", "cosine", "top1_id", "final_rank", "image_share"];
-  const lines = [header.map(csvCell).join(",")];
+  const lines = [header.map(csvField).join(",")];
   for (const r of rows) {
     for (let l = 0; l < r.entropy.length; l++) {
       lines.push(
         [r.id, r.index, r.image, r.promptName, r.variant, ...groupKeys.map((k) => r.groups[k] ?? null), r.expected, r.generated, r.correct, r.convergenceLayer, l, r.entropy[l], r.targetProb[l], r.targetRank[l], r.kl[l], r.cosine[l], r.top1[l], r.finalRank[l], l === 0 ? null : r.imageShare[l - 1]]
-          .map(csvCell)
+          .map(csvField)
           .join(","),
       );
     }
@@ -254,11 +276,11 @@ export function rowsToCsv(rows: readonly SweepRow[]): string {
 
 /** One line per (variant, group, layer). */
 export function aggregatesToCsv(a: SweepAggregates): string {
-  const header = ["variant", "key", "value", "n", "accuracy", "median_convergence_layer", "layer", "mean_entropy", "mean_target_prob", "mean_target_rank", "mean_kl", "converged_here", "mean_image_share"];
-  const lines = [header.join(",")];
+  const header = ["variant", "key", "value", "n", "accuracy", "empty_answers", "median_convergence_layer", "layer", "mean_entropy", "mean_target_prob", "mean_target_rank", "mean_kl", "converged_here", "mean_image_share"];
+  const lines = [csvRow(header)];
   for (const g of a.groups) {
     for (let l = 0; l < a.layers; l++) {
-      lines.push([g.variant, g.key, g.value, g.n, g.accuracy, g.medianConvergenceLayer, l, g.meanEntropy[l], g.meanTargetProb[l], g.meanTargetRank[l], g.meanKl[l], g.convergenceHistogram[l], l === 0 ? null : g.meanImageShare[l - 1]].map(csvCell).join(","));
+      lines.push([g.variant, g.key, g.value, g.n, g.accuracy, g.emptyAnswers ?? null, g.medianConvergenceLayer, l, g.meanEntropy[l], g.meanTargetProb[l], g.meanTargetRank[l], g.meanKl[l], g.convergenceHistogram[l], l === 0 ? null : g.meanImageShare[l - 1]].map(csvField).join(","));
     }
   }
   return `${lines.join("\n")}\n`;

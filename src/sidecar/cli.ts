@@ -4,7 +4,6 @@
  */
 import * as path from "node:path";
 import type { LensRecord, LensSettings } from "../shared/lensRecord";
-import * as fs from "node:fs/promises";
 import { diffToCsv, recordToCsv, recordToJson } from "../shared/exportCsv";
 import { diffRecords } from "../shared/recordDiff";
 import { validateLensRecord } from "../shared/validateRecord";
@@ -18,11 +17,12 @@ import { readFileSync } from "node:fs";
 import { InvalidExperimentError } from "../shared/experiment";
 import type { SweepAggregates } from "../shared/sweep";
 import { defaultModelFolder, samplesFolder } from "./defaults";
-import { outputFolder, readExperimentFile } from "./experiment/paths";
+import { outputFolder, outputOutsideExperiment, readExperimentFile } from "./experiment/paths";
+import { MIB, readInputText } from "./util/readInput";
 import { runSweep } from "./experiment/sweep";
 
 const USAGE = `usage: logit-lens [run] [--model DIR] [--image FILE --prompt TEXT] [options]
-       logit-lens run EXPERIMENT.lens.json [--model DIR] [--out DIR] [--fresh]
+       logit-lens run EXPERIMENT.lens.json [--model DIR] [--out DIR] [--fresh] [--allow-outside]
        logit-lens diff BASE.json OTHER.json [--format table|csv] [--out FILE]
        logit-lens serve     (the sidecar: JSON-RPC on stdin/stdout, for the VS Code extension)
 
@@ -56,7 +56,9 @@ runtime
   --device auto|cpu|cuda|webgpu   --threads N   --verbose
 experiments
   --out DIR                 results folder (default: the file's output.folder, or NAME.results)
-  --fresh                   delete earlier results in the folder and start over
+  --fresh                   delete earlier results in the folder and start over (only the
+                            files a sweep writes)
+  --allow-outside           let the file's output.folder lie outside the experiment's folder
 
 diff compares two records of the same model and input (e.g. heads masked vs not), layer by
 layer: the change in target probability, target rank and entropy, averaged over positions.`;
@@ -71,6 +73,7 @@ interface RunArgs {
   sample?: { image: string; question: string; answer: string };
   experiment?: string;
   fresh: boolean;
+  allowOutside: boolean;
   format: "table" | "json" | "csv";
   out?: string;
   topK: number;
@@ -89,6 +92,9 @@ interface RunArgs {
 
 class UsageError extends Error {}
 
+/** Flags whose value is a path or a name, which an empty string cannot be. */
+const PATH_FLAGS = new Set(["--model", "--image", "--out", "--device", "--format", "--positions"]);
+
 function parseArgs(argv: string[]): RunArgs {
   // "run" may be left out: `logit-lens` alone runs the bundled sample
   const [command, ...afterCommand] = argv;
@@ -100,6 +106,8 @@ function parseArgs(argv: string[]): RunArgs {
   const value = (i: number, flag: string): string => {
     const v = rest[i + 1];
     if (v === undefined || v.startsWith("--")) throw new UsageError(`${flag} needs a value`);
+    // an empty path is no path: `--image ""` would otherwise run text-only without a word
+    if (v.trim() === "" && PATH_FLAGS.has(flag)) throw new UsageError(`${flag} needs a value, got an empty string`);
     return v;
   };
   const track: string[] = [];
@@ -131,6 +139,7 @@ function parseArgs(argv: string[]): RunArgs {
       case "--threads": args.threads = intAtLeast(value(i++, flag), flag, 1); break;
       case "--verbose": args.verbose = true; break;
       case "--fresh": args.fresh = true; break;
+      case "--allow-outside": args.allowOutside = true; break;
       default:
         if (!flag.startsWith("--") && /\.json$/i.test(flag) && args.experiment === undefined) {
           args.experiment = flag;
@@ -164,6 +173,7 @@ function parseArgs(argv: string[]): RunArgs {
     threads: 0,
     verbose: false,
     fresh: false,
+    allowOutside: false,
     ...args,
     track,
   } as RunArgs;
@@ -268,6 +278,10 @@ async function runExperiment(args: RunArgs, progress: (s: string) => void, clear
   }
   if (experiment.model !== "default" && !modelFlagGiven(args)) args.model = path.resolve(path.dirname(file), experiment.model);
   const outDir = args.out ? path.resolve(args.out) : outputFolder(experiment, file);
+  // --out is the user's own choice; a folder the file names elsewhere needs their say-so
+  if (!args.out && !args.allowOutside && outputOutsideExperiment(outDir, file)) {
+    throw new LensInputError(file, `output.folder ${outDir} lies outside the experiment's folder, and a sweep writes (with --fresh, deletes) files there: pass --allow-outside if that is meant, or --out DIR`);
+  }
   const model = await openModel(args, progress);
   let stop = false;
   const onSignal = () => {
@@ -281,6 +295,10 @@ async function runExperiment(args: RunArgs, progress: (s: string) => void, clear
       outDir,
       fresh: args.fresh,
       isCancelled: () => stop,
+      onWarning: (w) => {
+        clearProgress();
+        process.stderr.write(`warning: ${w}\n`);
+      },
       onProgress: (p) => progress(`${p.done}/${p.total} items  ${p.rate.toFixed(1)} items/s  ${formatSeconds(p.etaSeconds)} left`),
     });
     clearProgress();
@@ -303,10 +321,10 @@ function formatSeconds(s: number): string {
 
 /** Accuracy and the median convergence layer per variant and group, then the mean curves of "all". */
 export function formatAggregates(a: SweepAggregates): string {
-  const lines = [`${"variant".padEnd(14)} ${"group".padEnd(28)} ${"n".padStart(5)} ${"accuracy".padStart(9)} ${"converges at".padStart(13)}`];
+  const lines = [`${"variant".padEnd(14)} ${"group".padEnd(28)} ${"n".padStart(5)} ${"accuracy".padStart(9)} ${"empty".padStart(6)} ${"converges at".padStart(13)}`];
   for (const g of a.groups) {
     const acc = g.accuracy === null ? "-" : `${(100 * g.accuracy).toFixed(1)}%`;
-    lines.push(`${g.variant.padEnd(14)} ${(g.key === "all" ? "all" : `${g.key}=${g.value}`).padEnd(28)} ${String(g.n).padStart(5)} ${acc.padStart(9)} ${String(g.medianConvergenceLayer).padStart(13)}`);
+    lines.push(`${g.variant.padEnd(14)} ${(g.key === "all" ? "all" : `${g.key}=${g.value}`).padEnd(28)} ${String(g.n).padStart(5)} ${acc.padStart(9)} ${String(g.emptyAnswers ?? "-").padStart(6)} ${String(g.medianConvergenceLayer).padStart(13)}`);
   }
   for (const g of a.groups.filter((x) => x.key === "all")) {
     lines.push("", `${g.variant}: mean per layer (0 = embeddings)`, `${"layer".padEnd(6)} ${"entropy".padStart(8)} ${"target p".padStart(9)} ${"rank".padStart(8)} ${"image share".padStart(12)}`);
@@ -323,7 +341,10 @@ async function diff(argv: string[]): Promise<void> {
   let out: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === "--format") format = oneOf(argv[++i] ?? "", ["table", "csv"] as const, "--format");
-    else if (argv[i] === "--out") out = argv[++i];
+    else if (argv[i] === "--out") {
+      out = argv[++i];
+      if (out === undefined || out.trim() === "" || out.startsWith("--")) throw new UsageError("--out needs a file name");
+    }
     else if (argv[i] === "--verbose") continue;
     else if (argv[i].startsWith("--")) throw new UsageError(`unknown option ${argv[i]}`);
     else files.push(argv[i]);
@@ -354,17 +375,20 @@ async function diff(argv: string[]): Promise<void> {
 }
 
 async function readRecord(file: string): Promise<LensRecord> {
+  const text = await readInputText(path.resolve(file), { what: "record file", maxBytes: MAX_RECORD_BYTES, fix: "write one with run --json --out FILE" });
   let json: unknown;
   try {
-    json = JSON.parse(await fs.readFile(file, "utf8"));
+    json = JSON.parse(text);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new LensInputError(path.resolve(file), code === "ENOENT" ? "record file not found: write one with run --json --out FILE" : `not a JSON record (${(e as Error).message.split("\n")[0]})`);
+    throw new LensInputError(path.resolve(file), `not a JSON record (${(e as Error).message.split("\n")[0]})`);
   }
   const v = validateLensRecord(json);
   if (!v.ok) throw new LensInputError(path.resolve(file), `not a valid LensRecord (${v.errors[0]}${v.errors.length > 1 ? `, and ${v.errors.length - 1} more` : ""}): write it with run --json`);
   return v.record;
 }
+
+/** A record with image attention over a large image runs to hundreds of megabytes; a JS string holds at most about 512 MiB. */
+const MAX_RECORD_BYTES = 512 * MIB;
 
 /** Each layer's top tokens at the last prompt position, the target's rank, and the generated text. */
 export function formatTable(r: LensRecord): string {

@@ -136,6 +136,7 @@ describe("inputs", () => {
     const dir = tmp();
     fs.mkdirSync(path.join(dir, "data"));
     fs.writeFileSync(path.join(dir, "data/rows.csv"), "image,question,answer,lang\nx.png,Q1,A1,en\ny.png,Q2,A2,de\n");
+    for (const f of ["x.png", "y.png"]) fs.writeFileSync(path.join(dir, "data", f), "png");
     const rows = await resolveInputs([{ kind: "manifest", manifest: "data/rows.csv", imageColumn: "image", groups: { dataset: "toy" } }], dir, "e.lens.json");
     expect(rows).toEqual([
       { image: path.join(dir, "data/x.png"), columns: { dataset: "toy", question: "Q1", answer: "A1", lang: "en" }, source: `${path.join(dir, "data/rows.csv")}:2` },

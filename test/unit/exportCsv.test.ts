@@ -1,17 +1,18 @@
 /** CSV and JSON exports of the LensRecord, and the CSV of a diff: exact text for the hand-made sample, and a round trip. */
 import { describe, expect, it } from "vitest";
-import { csvField, diffToCsv, formatNumber, recordToCsv, recordToJson } from "../../src/shared/exportCsv";
+import { csvField, diffToCsv, formatNumber, neutraliseFormula, recordToCsv, recordToJson } from "../../src/shared/exportCsv";
 import type { LensRecord } from "../../src/shared/lensRecord";
 import { diffRecords, type RecordDiff } from "../../src/shared/recordDiff";
 import { validateLensRecord } from "../../src/shared/validateRecord";
 import { parseCsv } from "../helpers/csv";
 import { MASKED_LENS, sampleRecord } from "../helpers/sampleRecord";
 
-// Token 4 reads `say "hi",` newline `ok`; " red", " blue" and "  " have edge spaces.
+// Token 4 reads `say "hi",` newline `ok`; " red", " blue" and "  " have edge spaces; "=" would
+// start a spreadsheet formula, so it is written '=.
 const EXPECTED_CSV = [
   "position,token,next_token,segment,layer,layer_label,top1_token,top1_prob,top2_token,top2_prob,entropy,kl,cosine,target_token,target_prob,target_rank",
-  '4,"say ""hi"",\nok",ASSISTANT:,text,0,embeddings,"  ",0.25,=,0.125,2.25,4.5,0.1," red",0.01,5',
-  '4,"say ""hi"",\nok",ASSISTANT:,text,1,block 1,ASSISTANT:,0.3,=,0.2,1.2,0.75,0.6," red",0.05,4',
+  '4,"say ""hi"",\nok",ASSISTANT:,text,0,embeddings,"  ",0.25,\'=,0.125,2.25,4.5,0.1," red",0.01,5',
+  '4,"say ""hi"",\nok",ASSISTANT:,text,1,block 1,ASSISTANT:,0.3,\'=,0.2,1.2,0.75,0.6," red",0.05,4',
   '4,"say ""hi"",\nok",ASSISTANT:,text,2,block 2,ASSISTANT:,0.9," blue",0.05,0.4,0,1," red",0.02,3',
   '5,ASSISTANT:," red",template,0,embeddings,Red,0.5," blue",0.25,2.375,3.25,0.2," red",0.02,3',
   '5,ASSISTANT:," red",template,1,block 1," red",0.6," blue",0.1,1.1,0.5,0.7," red",0.6,1',
@@ -33,7 +34,8 @@ describe("recordToCsv", () => {
     const P = r.positions.length;
     const k = r.lens.topK;
     expect(rows).toHaveLength(P * L1);
-    const text = (id: number) => r.tokenTexts[String(id)];
+    // text cells read back as written, but for the quote that keeps a formula from running
+    const text = (id: number) => neutraliseFormula(r.tokenTexts[String(id)]);
     rows.forEach((cells, i) => {
       expect(cells).toHaveLength(header.length);
       const row = Object.fromEntries(header.map((name, c) => [name, cells[c]]));
@@ -43,8 +45,8 @@ describe("recordToCsv", () => {
       // Probabilities and the like read back as the same float32; integers exactly.
       const same32 = (s: string, v: number) => expect(Math.fround(Number(s))).toBe(v);
       expect(Number(row.position)).toBe(pos);
-      expect(row.token).toBe(r.tokens[pos].text);
-      expect(row.next_token).toBe(r.tokens[pos + 1]?.text ?? "");
+      expect(row.token).toBe(neutraliseFormula(r.tokens[pos].text));
+      expect(row.next_token).toBe(neutraliseFormula(r.tokens[pos + 1]?.text ?? ""));
       expect(row.segment).toBe(r.tokens[pos].segment);
       expect(Number(row.layer)).toBe(l);
       expect(row.layer_label).toBe(r.layerLabels[l]);
@@ -81,7 +83,7 @@ describe("csvField and formatNumber", () => {
     ["a\r\nb", '"a\r\nb"'],
     [" lead", '" lead"'],
     ["trail ", '"trail "'],
-    ["\t", '"\t"'],
+    ["\t", '"\'\t"'],
     ["in side", "in side"],
     ["ünï ☃ 字", "ünï ☃ 字"],
   ])("quotes %j as %j", (value, expected) => {

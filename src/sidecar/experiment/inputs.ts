@@ -2,12 +2,16 @@
  * An experiment's inputs, resolved to rows: image files, folders, glob patterns and manifests
  * (JSONL or CSV) become a list of {image, columns} in a fixed order. Paths resolve relative to
  * the experiment file (manifest image paths relative to the manifest). Every problem is a
- * LensInputError naming the file to fix.
+ * LensInputError naming the file to fix. Manifests are read, and every image is checked, as
+ * readInput does it: regular files only (links to them followed), with a size cap, so a FIFO
+ * or a device named as an image or a manifest is refused when the plan is made.
  */
+import type { Dirent } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import type { ExperimentInput } from "../../shared/experiment";
 import { LensInputError } from "../errors";
+import { checkRegularFile, MAX_IMAGE_BYTES, MAX_TEXT_INPUT_BYTES, readInputText } from "../util/readInput";
 
 export const IMAGE_EXTENSIONS = [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"];
 
@@ -25,13 +29,22 @@ export async function resolveInputs(inputs: readonly ExperimentInput[], baseDir:
   for (const input of inputs) {
     const got = input.kind === "manifest" ? await manifestRows(path.resolve(baseDir, input.manifest), input.imageColumn) : await imageRows(input.images, baseDir, experimentFile);
     const limited = input.limit ? got.slice(0, input.limit) : got;
-    for (const r of limited) rows.push({ ...r, columns: { ...input.groups, ...r.columns } });
+    for (const r of limited) {
+      await checkRegularFile(r.image, { what: r.source === r.image ? "image" : `image of ${r.source}`, maxBytes: MAX_IMAGE_BYTES, fix: "fix the experiment's inputs" });
+      rows.push({ ...r, columns: { ...input.groups, ...r.columns } });
+    }
   }
   return rows;
 }
 
 async function imageRows(spec: string, baseDir: string, experimentFile: string): Promise<InputRow[]> {
-  const files = isGlob(spec) ? await globFiles(spec, baseDir) : await filesAt(path.resolve(baseDir, spec), experimentFile);
+  let files: string[];
+  try {
+    files = isGlob(spec) ? await globFiles(spec, baseDir) : await filesAt(path.resolve(baseDir, spec), experimentFile);
+  } catch (e) {
+    if (e instanceof GlobError) throw new LensInputError(experimentFile, `input pattern "${spec}": ${e.message}: fix the pattern (* ? ** [abc] {a,b})`);
+    throw e;
+  }
   const images = files.filter(isImage);
   if (!images.length) throw new LensInputError(experimentFile, `input "${spec}" matches no image (${IMAGE_EXTENSIONS.join(", ")}): fix the path or pattern`);
   return images.map((image) => ({ image, columns: {}, source: image }));
@@ -41,8 +54,23 @@ async function filesAt(target: string, experimentFile: string): Promise<string[]
   const stat = await fs.stat(target).catch(() => undefined);
   if (!stat) throw new LensInputError(experimentFile, `input ${target} does not exist: fix the path (relative paths start at the experiment file's folder)`);
   if (!stat.isDirectory()) return [target];
-  const entries = await fs.readdir(target, { withFileTypes: true });
-  return entries.filter((e) => e.isFile()).map((e) => path.join(target, e.name)).sort(byPath);
+  let entries: Dirent[];
+  try {
+    entries = await fs.readdir(target, { withFileTypes: true });
+  } catch (e) {
+    throw new LensInputError(target, `the input folder cannot be read (${(e as NodeJS.ErrnoException).code ?? String(e)}): check its permissions`);
+  }
+  const files: string[] = [];
+  for (const e of entries) if (await isFileEntry(e, target)) files.push(path.join(target, e.name));
+  return files.sort(byPath);
+}
+
+/** A regular file, or a symbolic link to one (data sets are often kept as links). */
+async function isFileEntry(e: Dirent, dir: string): Promise<boolean> {
+  if (e.isFile()) return true;
+  if (!e.isSymbolicLink()) return false;
+  const stat = await fs.stat(path.join(dir, e.name)).catch(() => undefined);
+  return stat?.isFile() ?? false;
 }
 
 export function isImage(file: string): boolean {
@@ -76,7 +104,7 @@ export async function globFiles(pattern: string, baseDir: string): Promise<strin
       const r = rel ? `${rel}/${e.name}` : e.name;
       if (e.isDirectory()) {
         if (recursive && !e.name.startsWith(".")) await walk(path.join(dir, e.name), r);
-      } else if (e.isFile() && re.test(r)) {
+      } else if (re.test(r) && (await isFileEntry(e, dir))) {
         out.push(path.join(dir, e.name));
       }
     }
@@ -85,6 +113,10 @@ export async function globFiles(pattern: string, baseDir: string): Promise<strin
   return out.sort(byPath);
 }
 
+/** Thrown by globToRegExp for a pattern it cannot read (an unclosed "[" or "{"). */
+export class GlobError extends Error {}
+
+/** A glob as a RegExp; a malformed pattern throws GlobError saying what is wrong. */
 export function globToRegExp(glob: string): RegExp {
   let re = "";
   let inClass = false;
@@ -118,26 +150,28 @@ export function globToRegExp(glob: string): RegExp {
     } else if (c === "," && braces > 0) re += "|";
     else re += c.replace(/[.+^$()|\\]/g, "\\$&");
   }
-  return new RegExp(`^${re}$`);
+  if (inClass) throw new GlobError(`"[" opens a character class that is never closed with "]"`);
+  if (braces > 0) throw new GlobError(`"{" opens alternatives that are never closed with "}"`);
+  try {
+    return new RegExp(`^${re}$`);
+  } catch {
+    throw new GlobError("it is not a pattern this reader understands (a range such as [z-a]?)");
+  }
 }
 
 // --- Manifests -------------------------------------------------------------------------------
 
 async function manifestRows(file: string, imageColumn: string): Promise<InputRow[]> {
-  let text: string;
-  try {
-    text = await fs.readFile(file, "utf8");
-  } catch {
-    throw new LensInputError(file, "manifest not found: fix the manifest path (relative to the experiment file)");
-  }
+  const text = await readInputText(file, { what: "manifest", maxBytes: MAX_TEXT_INPUT_BYTES, fix: "fix the manifest path (relative to the experiment file)" });
   const records = file.toLowerCase().endsWith(".csv") ? csvRecords(text, file) : jsonlRecords(text, file);
+  if (!records.length) throw new LensInputError(file, `manifest has no rows: add one row per item (${file.toLowerCase().endsWith(".csv") ? "a header line, then one line per item" : "one JSON object per line"}), or remove the input`);
   const dir = path.dirname(file);
   return records.map(({ values, line }) => {
     const where = `${file}:${line}`;
-    const image = values[imageColumn];
+    const image = Object.hasOwn(values, imageColumn) ? values[imageColumn] : undefined;
     if (image === undefined || image === "") throw new LensInputError(where, `row has no "${imageColumn}" column: give every row an image path, or set imageColumn`);
-    const columns: Record<string, string> = {};
-    for (const [k, v] of Object.entries(values)) if (k !== imageColumn) columns[k] = v;
+    // fromEntries: a column named "__proto__" stays a column
+    const columns = Object.fromEntries(Object.entries(values).filter(([k]) => k !== imageColumn));
     return { image: path.resolve(dir, image), columns, source: where };
   });
 }
@@ -153,12 +187,11 @@ function jsonlRecords(text: string, file: string): { values: Record<string, stri
       throw new LensInputError(`${file}:${i + 1}`, "is not a JSON object: write one JSON object per line");
     }
     if (typeof v !== "object" || v === null || Array.isArray(v)) throw new LensInputError(`${file}:${i + 1}`, "is not a JSON object: write one JSON object per line");
-    const values: Record<string, string> = {};
-    for (const [k, x] of Object.entries(v)) {
+    const entries = Object.entries(v as Record<string, unknown>);
+    for (const [k, x] of entries) {
       if (x === null || typeof x === "object") throw new LensInputError(`${file}:${i + 1}`, `column "${k}" is not a string or number: manifest values must be plain text`);
-      values[k] = String(x);
     }
-    out.push({ values, line: i + 1 });
+    out.push({ values: Object.fromEntries(entries.map(([k, x]) => [k, String(x)])), line: i + 1 });
   });
   return out;
 }

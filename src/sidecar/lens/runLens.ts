@@ -5,12 +5,12 @@
  * every analysed position and assemble the LensRecord.
  */
 import { createHash } from "node:crypto";
-import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { LENS_RECORD_VERSION, type LensRecord, type LensSettings, type NumericBlock, SEGMENTS } from "../../shared/lensRecord";
 import { LensInputError } from "../errors";
 import type { LoadedModel } from "../model/loadedModel";
 import { segmentTokens } from "../text/segments";
+import { MAX_IMAGE_BYTES, readInputFile } from "../util/readInput";
 
 export type HeadMaskSpec =
   | { heads: Record<string, number[]> }
@@ -73,7 +73,7 @@ export async function runLens(model: LoadedModel, request: LensRunRequest, hooks
   const L = info.numLayers;
   const H = info.hiddenSize;
 
-  const prepared = await time("prepare", () => model.prepare({ prompt: request.prompt, image: request.image }));
+  const prepared = await time("prepare", () => model.prepare({ prompt: request.prompt, image: request.image, maxNewTokens: settings.maxNewTokens }));
   const ids = prepared.inputIds;
   const S = ids.length;
   const tokens = segmentTokens({
@@ -385,7 +385,7 @@ function mulberry32(seed: number): () => number {
 }
 
 async function describeImage(image: string | Uint8Array, prepared: Awaited<ReturnType<LoadedModel["prepare"]>>): Promise<NonNullable<LensRecord["input"]["image"]>> {
-  const bytes = typeof image === "string" ? await fs.readFile(image) : image;
+  const bytes = typeof image === "string" ? await readInputFile(image, { what: "image", maxBytes: MAX_IMAGE_BYTES }) : image;
   const { processedSize, grid, tiles } = prepared.vision!;
   return {
     ...(typeof image === "string" ? { path: path.resolve(image) } : {}),
