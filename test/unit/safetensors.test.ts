@@ -224,6 +224,55 @@ describe("readSafetensorsHeader: corrupt files", () => {
     await expectFileError(readSafetensorsHeader(file), file, /"big" \[0, 32\] and "small" \[20, 24\] overlap/);
   });
 
+  // The Rust crate's rules: the tensors tile the data from 0 to the end of the file.
+  it("a header length one byte short (the padded header loses a space; every tensor would shift)", async () => {
+    const good = rawBytes({ header: { w: { dtype: "F32", shape: [2], data_offsets: [0, 8] } }, data: Buffer.from(new Float32Array([1, 2]).buffer), pad: true });
+    const n = good.readBigUInt64LE(0);
+    const file = path.join(tempDir(), "m.safetensors");
+    fs.writeFileSync(file, Buffer.concat([(() => { const b = Buffer.alloc(8); b.writeBigUInt64LE(n - 1n); return b; })(), good.subarray(8)]));
+    await expectFileError(readSafetensorsHeader(file), file, /the tensors cover 8 bytes of data but the file holds 9 after its \d+-byte header.*the header length is wrong/);
+  });
+
+  it("a header length one byte long", async () => {
+    const good = rawBytes({ header: { w: { dtype: "U8", shape: [8], data_offsets: [0, 8] } }, data: Buffer.from("        "), pad: true });
+    const file = path.join(tempDir(), "m.safetensors");
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(good.readBigUInt64LE(0) + 1n);
+    fs.writeFileSync(file, Buffer.concat([len, good.subarray(8)]));
+    await expectFileError(readSafetensorsHeader(file), file, /data_offsets \[0, 8\] past the end of the data \(7 bytes/);
+  });
+
+  it("bytes after the last tensor", async () => {
+    const file = writeRaw(path.join(tempDir(), "m.safetensors"), { header: { w: { dtype: "F32", shape: [2], data_offsets: [0, 8] } }, data: new Uint8Array(12) });
+    await expectFileError(readSafetensorsHeader(file), file, /the tensors cover 8 bytes of data but the file holds 12/);
+  });
+
+  it("a hole before the first tensor", async () => {
+    const file = writeRaw(path.join(tempDir(), "m.safetensors"), { header: { w: { dtype: "F32", shape: [2], data_offsets: [4, 12] } }, data: new Uint8Array(12) });
+    await expectFileError(readSafetensorsHeader(file), file, /tensor "w" starts at data offset 4 but the data starts at 0: the tensors must cover the data without holes/);
+  });
+
+  it("a hole between two tensors", async () => {
+    const file = writeRaw(path.join(tempDir(), "m.safetensors"), {
+      header: { a: { dtype: "U8", shape: [4], data_offsets: [0, 4] }, b: { dtype: "U8", shape: [4], data_offsets: [60, 64] } },
+      data: new Uint8Array(64),
+    });
+    await expectFileError(readSafetensorsHeader(file), file, /tensor "b" starts at data offset 60 but "a" ends at 4/);
+  });
+
+  it("an empty tensor inside another tensor's bytes", async () => {
+    const file = writeRaw(path.join(tempDir(), "m.safetensors"), {
+      header: { a: { dtype: "U8", shape: [4], data_offsets: [0, 4] }, zero: { dtype: "U8", shape: [0], data_offsets: [2, 2] } },
+      data: new Uint8Array(4),
+    });
+    await expectFileError(readSafetensorsHeader(file), file, /"a" \[0, 4\] and "zero" \[2, 2\] overlap/);
+  });
+
+  it("a header that does not start with {", async () => {
+    const file = writeRaw(path.join(tempDir(), "m.safetensors"), { header: ` ${JSON.stringify({ w: { dtype: "U8", shape: [1], data_offsets: [0, 1] } })}`, data: new Uint8Array(1) });
+    await expectFileError(readSafetensorsHeader(file), file, /the header must start with "\{", got " "/);
+  });
+
   it("__metadata__ that is not a string map", async () => {
     const file = writeRaw(path.join(tempDir(), "m.safetensors"), { header: { __metadata__: { format: "pt", step: 3 } } });
     await expectFileError(readSafetensorsHeader(file), file, /"__metadata__" must map strings to strings/);
@@ -275,17 +324,18 @@ describe("readSafetensorsHeader: valid files", () => {
     expect(Array.from(await readTensorAsFloat32(w))).toEqual([7]);
   });
 
-  it("accepts holes between tensors and tensors stored out of order", async () => {
+  it("accepts tensors stored out of order, and an empty tensor where the tiling has reached", async () => {
     const file = writeRaw(path.join(tempDir(), "m.safetensors"), {
       header: {
-        late: { dtype: "U8", shape: [4], data_offsets: [60, 64] },
+        late: { dtype: "U8", shape: [4], data_offsets: [4, 8] },
         early: { dtype: "U8", shape: [4], data_offsets: [0, 4] },
-        zero: { dtype: "U8", shape: [0], data_offsets: [2, 2] },
+        zero: { dtype: "U8", shape: [0], data_offsets: [4, 4] },
+        end: { dtype: "U8", shape: [0, 3], data_offsets: [8, 8] },
       },
-      data: new Uint8Array(64),
+      data: new Uint8Array(8),
     });
     const { tensors } = await readSafetensorsHeader(file);
-    expect(tensors.size).toBe(3);
+    expect(tensors.size).toBe(4);
   });
 
   it("resolves a relative path to an absolute one", async () => {

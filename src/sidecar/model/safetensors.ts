@@ -8,7 +8,11 @@
  *
  * File layout: 8 bytes little-endian u64 header length N, then N bytes of UTF-8 JSON (padded
  * with spaces to 8-byte alignment), then the data. `data_offsets` are relative to the data
- * start, 8 + N.
+ * start, 8 + N. As in the reference implementation (the Rust crate's Metadata::validate), the
+ * header must start with `{` and the tensors must tile the data exactly: sorted by offset, each
+ * starts where the one before ended, and the last ends at the end of the file. A header length
+ * off by a byte shifts every tensor yet parses (a padding space lost), so only that tiling
+ * catches it.
  */
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
@@ -140,6 +144,9 @@ function parseHeader(
   if (!isObject(header)) {
     throw new LensInputError(file, `the header must be a JSON object of tensors, got ${Array.isArray(header) ? "an array" : q(header)}: ${REDOWNLOAD}`);
   }
+  if (!text.startsWith("{")) {
+    throw new LensInputError(file, `the header must start with "{", got ${q(text.slice(0, 1))} (is the header length ${headerLength} off?): ${REDOWNLOAD}`);
+  }
 
   const dataStart = 8 + headerLength;
   const dataSize = fileSize - dataStart;
@@ -187,20 +194,35 @@ function parseHeader(
       throw bad(name, `has data_offsets [${begin}, ${end}] past the end of the data (${dataSize} bytes after the header); the file is truncated`);
     }
     tensors.set(name, { name, dtype, shape: dims, file, byteOffset: dataStart + begin, byteLength });
-    if (byteLength > 0) ranges.push({ name, begin, end });
+    ranges.push({ name, begin, end });
   }
 
-  // Holes are allowed (some writers align tensors); shared bytes never are.
+  // The data is covered exactly: no shared bytes, no holes, nothing after the last tensor.
+  // Empty tensors take no bytes but still sit where the tiling has reached, as in the crate.
   ranges.sort((a, b) => a.begin - b.begin || a.end - b.end);
-  let furthest: { name: string; begin: number; end: number } | undefined;
+  let reached = 0;
+  let previous: { name: string; begin: number; end: number } | undefined;
   for (const r of ranges) {
-    if (furthest && r.begin < furthest.end) {
+    if (previous && r.begin < reached) {
       throw new LensInputError(
         file,
-        `tensors ${q(furthest.name)} [${furthest.begin}, ${furthest.end}] and ${q(r.name)} [${r.begin}, ${r.end}] overlap: the file is corrupt; re-download or re-save it`,
+        `tensors ${q(previous.name)} [${previous.begin}, ${previous.end}] and ${q(r.name)} [${r.begin}, ${r.end}] overlap: the file is corrupt; re-download or re-save it`,
       );
     }
-    if (!furthest || r.end > furthest.end) furthest = r;
+    if (r.begin > reached) {
+      throw new LensInputError(
+        file,
+        `tensor ${q(r.name)} starts at data offset ${r.begin} but ${previous ? `${q(previous.name)} ends at ${reached}` : "the data starts at 0"}: the tensors must cover the data without holes; the file is corrupt; re-download or re-save it`,
+      );
+    }
+    reached = r.end;
+    previous = r;
+  }
+  if (reached !== dataSize) {
+    throw new LensInputError(
+      file,
+      `the tensors cover ${reached} bytes of data but the file holds ${dataSize} after its ${headerLength}-byte header (${fileSize} bytes in all, expected 8 + ${headerLength} + ${reached}): the header length is wrong or the file has extra bytes; re-download it`,
+    );
   }
   return { tensors, metadata };
 }
