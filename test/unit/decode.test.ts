@@ -4,12 +4,14 @@
  * Pillow's alpha_composite, grey/palette through `convert("RGB")`). Parity means a maximum
  * difference of 0. Bad inputs must fail with a LensInputError that names the file.
  */
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LensInputError } from "../../src/sidecar/errors";
 import { PIL_MAX_IMAGE_PIXELS, compositeOnWhite, decodeImage } from "../../src/sidecar/image/decode";
+import { MAX_IMAGE_BYTES } from "../../src/sidecar/util/readInput";
 
 const DIR = path.resolve(__dirname, "../fixtures/images");
 
@@ -118,6 +120,26 @@ describe("decodeImage refuses bad input with a LensInputError naming the file", 
     const e = await refusal(tmp);
     expect(e.message).toContain(tmp);
     expect(e.message).toMatch(/is a folder/);
+  });
+
+  it.skipIf(process.platform === "win32")("a device such as /dev/zero, refused without reading it", async () => {
+    const e = await refusal("/dev/zero");
+    expect(e.message).toBe("/dev/zero: image file is a device, not a regular file: pick a PNG, JPEG, WebP, GIF, TIFF, BMP or AVIF file");
+  });
+
+  it.skipIf(process.platform === "win32")("a named pipe, refused without waiting for a writer", async () => {
+    const fifo = path.join(tmp, "pipe.png");
+    execFileSync("mkfifo", [fifo]);
+    const e = await refusal(fifo);
+    expect(e.message).toBe(`${fifo}: image file is a named pipe (FIFO), not a regular file: pick a PNG, JPEG, WebP, GIF, TIFF, BMP or AVIF file`);
+  });
+
+  it("a file over the size cap, refused from its size", async () => {
+    const file = path.join(tmp, "huge.png");
+    fs.writeFileSync(file, "");
+    fs.truncateSync(file, MAX_IMAGE_BYTES + 20 * 1024 * 1024); // sparse: no disk used
+    const e = await refusal(file);
+    expect(e.message).toBe(`${file}: image file is 276 MiB, over the 256 MiB limit: pick a PNG, JPEG, WebP, GIF, TIFF, BMP or AVIF file`);
   });
 
   it("a text file", async () => {

@@ -6,9 +6,9 @@
  * `alpha_composite` arithmetic (transformers' `convert_to_rgb`). Resizing is not done here:
  * Pillow-exact resampling lives in resample.ts.
  */
-import { promises as fs } from "node:fs";
 import sharp, { type Metadata, type OutputInfo, type SharpOptions } from "sharp";
 import { LensInputError } from "../errors";
+import { MAX_IMAGE_BYTES, readInputFile } from "../util/readInput";
 import { bmpSize, decodeBmp, isBmp } from "./bmp";
 
 export interface RgbImage {
@@ -82,16 +82,12 @@ function toRgb(data: Uint8Array, pixels: number, channels: number): Uint8Array {
   return out;
 }
 
-async function readImageFile(file: string): Promise<Uint8Array> {
-  try {
-    return await fs.readFile(file);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") throw new LensInputError(file, "image file not found: check the path");
-    if (code === "EISDIR") throw new LensInputError(file, `is a folder, not an image: pick a ${FORMAT_LIST} file`);
-    if (code === "EACCES" || code === "EPERM") throw new LensInputError(file, "image file cannot be read (permission denied): check its permissions");
-    throw new LensInputError(file, `image file cannot be read (${code ?? String(e)}): check the path and the file`);
-  }
+/**
+ * The image file's bytes: a regular file of at most MAX_IMAGE_BYTES (readInput.ts), so a FIFO
+ * does not hold the sidecar and /dev/zero is not read forever.
+ */
+function readImageFile(file: string): Promise<Uint8Array> {
+  return readInputFile(file, { maxBytes: MAX_IMAGE_BYTES, what: "image file", fix: `pick a ${FORMAT_LIST} file` });
 }
 
 function reason(e: unknown): string {

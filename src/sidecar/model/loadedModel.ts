@@ -16,6 +16,7 @@ import { GraphBuilder, type BuiltGraph } from "../graph/onnxBuilder";
 import { type ClipProcessorConfig, parseClipProcessorConfig, preprocessClip } from "../image/clipProcessor";
 import { decodeImage, type RgbImage } from "../image/decode";
 import { type Device, type GraphSession, type HostTensor, intendedProvider, openGraphSession } from "../runtime/ort";
+import { checkContextLength, contextLengthOf } from "../text/limits";
 import { TextProcessor } from "../text/textProcessor";
 import { readJsonObject, settledValue } from "./jsonFile";
 import { WeightIndex } from "./safetensors";
@@ -124,6 +125,8 @@ export interface ModelInfo {
   configHash: string;
   /** Image-token grid of one image (rows, cols), and whether its first token is CLS; absent when it depends on the image (Qwen2-VL). */
   imageGrid?: { rows: number; cols: number; leadingCls: boolean };
+  /** The decoder's context length and the config field it comes from; absent when config.json states none. */
+  contextLength?: { length: number; field: string };
 }
 
 /** A model's three graphs (decoder, lens, vision tower if any), compiled from its config and weights; no session yet. */
@@ -252,6 +255,7 @@ export class LoadedModel {
       vocabSize: plan.decoder.vocabSize,
       weightBytes: weights.index.totalBytes(),
       configHash,
+      contextLength: contextLengthOf(config),
       imageGrid: plan.vision && {
         rows: plan.vision.imageSize / plan.vision.patchSize,
         cols: plan.vision.imageSize / plan.vision.patchSize,
@@ -273,18 +277,22 @@ export class LoadedModel {
   }
 
   /** Renders, expands and tokenizes the prompt, and preprocesses the image, as transformers' processor does. */
-  async prepare(input: { prompt: string; image?: string | Uint8Array | RgbImage }): Promise<PreparedInput> {
+  async prepare(input: { prompt: string; image?: string | Uint8Array | RgbImage; maxNewTokens?: number }): Promise<PreparedInput> {
     if (input.image !== undefined && !this.vision) {
       throw new LensInputError(this.info.folder, `${this.info.architecture} is a text-only model and cannot take an image: drop --image or pick a vision-language model`);
     }
-    let rendered = this.text.renderPrompt(input.prompt, input.image !== undefined);
-    if (input.image === undefined || !this.imagePipeline) return { renderedPrompt: rendered, inputIds: this.text.encodePrompt(rendered) };
+    let rendered = await this.text.renderPrompt(input.prompt, input.image !== undefined);
+    const fits = (ids: number[], imageTokens: number) => {
+      checkContextLength({ promptTokens: ids.length, imageTokens, maxNewTokens: input.maxNewTokens ?? 0, context: this.info.contextLength, configFile: path.join(this.info.folder, "config.json") });
+      return ids;
+    };
+    if (input.image === undefined || !this.imagePipeline) return { renderedPrompt: rendered, inputIds: fits(this.text.encodePrompt(rendered), 0) };
     const { rgb, vision } = await this.preprocessImage(input.image, this.imagePipeline);
     const token = this.imagePipeline.imageToken;
     rendered = rendered.split(token).join(vision.promptText ?? token.repeat(vision.tokenCount));
     return {
       renderedPrompt: rendered,
-      inputIds: this.text.encodePrompt(rendered),
+      inputIds: fits(this.text.encodePrompt(rendered), vision.tokenCount),
       pixelValues: vision.pixelValues,
       image: { width: rgb.width, height: rgb.height },
       vision,

@@ -5,11 +5,13 @@
  */
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
-import { Template } from "@huggingface/jinja";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { LensInputError } from "../errors";
 import type { JsonObject } from "../arch/configUtil";
 import { readJsonObject, settledValue } from "../model/jsonFile";
+import { readInputText } from "../util/readInput";
+import { checkPromptLength, checkTargetLength, MAX_TEMPLATE_SOURCE_BYTES } from "./limits";
+import { renderChatTemplate } from "./templateRenderer";
 import { readTokenizerFiles } from "./tokenizerFiles";
 
 export interface ChatContentPart {
@@ -89,6 +91,7 @@ export class TextProcessor {
    * "red" both give "▁red"). Byte-level BPE tokenizers ("Ġred") take the text as it is.
    */
   encodeContinuation(text: string): number[] {
+    checkTargetLength(text);
     return this.encode(this.prependsSpace ? text.trimStart() : text, false);
   }
 
@@ -108,22 +111,20 @@ export class TextProcessor {
   /**
    * The prompt as the model sees it: the chat template rendered for one user turn (the image
    * first, then the text) with the generation prompt, or the raw text when there is no template.
+   * The template runs in its own process within the bounds of limits.ts (templateRenderer.ts).
    */
-  renderPrompt(prompt: string, withImage: boolean): string {
+  async renderPrompt(prompt: string, withImage: boolean): Promise<string> {
+    checkPromptLength(prompt);
     if (!this.chatTemplate) {
       if (withImage) throw new LensInputError(undefined, "this model folder has no chat template, so there is nowhere to put the image: add chat_template.jinja");
       return prompt;
     }
-    const content: ChatContentPart[] = withImage ? [{ type: "image" }, { type: "text", text: prompt }] : [{ type: "text", text: prompt }];
-    try {
-      return new Template(this.chatTemplate.source).render({
-        messages: [{ role: "user", content }],
-        add_generation_prompt: true,
-        ...this.specialTokens,
-      });
-    } catch (e) {
-      throw new LensInputError(this.chatTemplate.file, `the chat template failed to render (${(e as Error).message}): check the template`);
+    const { source, file } = this.chatTemplate;
+    if (source.length > MAX_TEMPLATE_SOURCE_BYTES) {
+      throw new LensInputError(file, `the chat template is ${source.length.toLocaleString("en-US")} characters, over the ${MAX_TEMPLATE_SOURCE_BYTES.toLocaleString("en-US")}-character limit: check the template`);
     }
+    const content: ChatContentPart[] = withImage ? [{ type: "image" }, { type: "text", text: prompt }] : [{ type: "text", text: prompt }];
+    return renderChatTemplate(source, { messages: [{ role: "user", content }], add_generation_prompt: true, ...this.specialTokens }, file);
   }
 
   /**
@@ -139,11 +140,13 @@ export class TextProcessor {
 /** chat_template.jinja's text, or undefined when the folder has none. */
 async function readChatTemplateJinja(file: string): Promise<{ source: string; file: string } | undefined> {
   try {
-    return { source: await fs.readFile(file, "utf8"), file };
+    await fs.stat(file);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw new LensInputError(file, `cannot read the chat template: ${(e as Error).message}`);
   }
+  // a regular file of bounded size: a FIFO or /dev/zero here would hold the sidecar
+  return { source: await readInputText(file, { maxBytes: MAX_TEMPLATE_SOURCE_BYTES, what: "the chat template", fix: "use a regular chat_template.jinja" }), file };
 }
 
 /**
