@@ -185,6 +185,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
           outDir: params.outDir ? path.resolve(params.outDir) : outputFolder(experiment, file),
           fresh: params.fresh,
           isCancelled: () => token.isCancellationRequested,
+          onWarning: (w) => log("warn", `experiment ${file}: ${w}`),
           onProgress: (p) => void connection.sendNotification(ExperimentProgressNotification, { file, done: p.done, total: p.total, resumed: p.resumed, rate: p.rate, etaSeconds: p.etaSeconds }),
         });
         log("info", `experiment ${file}: ${result.ran} run, ${result.resumed} already done, ${result.total} planned${result.cancelled ? " (cancelled)" : ""}`);
