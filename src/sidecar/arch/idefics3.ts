@@ -11,7 +11,7 @@
  *            tokens row-major on its (M / patch / scale)^2 grid
  */
 import { LensInputError } from "../errors";
-import { type GraphCtx, activation, layerNorm, linear, param } from "../graph/blocks";
+import { type GraphCtx, activation, layerNorm, linear, param, scaledScores } from "../graph/blocks";
 import { parseIdefics3ProcessorConfig, preprocessIdefics3 } from "../image/idefics3Processor";
 import { cfgNumber, cfgObject, type JsonObject } from "./configUtil";
 import { parseVisionTowerConfig, type VisionTowerConfig } from "./clip";
@@ -161,7 +161,7 @@ function buildSiglipTiles(ctx: GraphCtx, cfg: SiglipVisionConfig, prefix: string
       const q = split(linear(ctx, x, `${p}self_attn.q_proj`, D, D, true));
       const k = split(linear(ctx, x, `${p}self_attn.k_proj`, D, D, true));
       const v = split(linear(ctx, x, `${p}self_attn.v_proj`, D, D, true));
-      const scores = b.contribOp("FusedMatMul", [q, k], { transB: 1, alpha: { float: 1 / Math.sqrt(headDim) } }, "scores");
+      const scores = scaledScores(ctx, q, k, 1 / Math.sqrt(headDim), 4);
       const context = b.op("MatMul", [b.op("Softmax", [scores], { axis: -1 }, "probs"), v]);
       const merged = b.op("Reshape", [b.op("Transpose", [context], { perm: [0, 2, 1, 3] }), b.i64(-1, D)]);
       const afterAttn = b.op("Add", [h, linear(ctx, merged, `${p}self_attn.out_proj`, D, D, true)]);

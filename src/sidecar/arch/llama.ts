@@ -18,7 +18,7 @@
  * mapped by one session only.
  */
 import { LensInputError } from "../errors";
-import { type GraphCtx, activation, applyRotary, attentionBias, attentionCore, linear, mergeHeads, multiAxisRotaryTables, rawParam, rmsNorm, rotaryTables, skipRmsNorm, splitHeads } from "../graph/blocks";
+import { type GraphCtx, activation, applyRotary, attentionBias, attentionCore, linear, mergeHeads, multiAxisRotaryTables, rawParam, rmsNorm, rotaryTables, scaledScores, skipRmsNorm, splitHeads } from "../graph/blocks";
 import type { LensHeadSpec } from "../graph/lensGraph";
 import { cfgBool, cfgNumber, cfgString, type JsonObject } from "./configUtil";
 
@@ -176,7 +176,7 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
     const q = b.op("Slice", [b.op("Transpose", [b.op("Gather", [roped, outputPositions], { axis: 0 })], { perm: [1, 0, 2] }), b.i64(0), b.i64(numHeads), b.i64(0)]);
     // Query head h reads key head h // rep: [kvHeads, rep*K, D] against [kvHeads, T, D].
     const grouped = b.op("Reshape", [q, b.i64(numKvHeads, -1, D)]);
-    const scores = b.contribOp("FusedMatMul", [grouped, b.op("Reshape", [keys, b.i64(numKvHeads, -1, D)])], { transB: 1, alpha: { float: 1 / Math.sqrt(D) } }, "scores");
+    const scores = scaledScores(ctx, grouped, b.op("Reshape", [keys, b.i64(numKvHeads, -1, D)]), 1 / Math.sqrt(D), 3);
     const rows = b.op("Softmax", [b.op("Add", [b.op("Reshape", [scores, b.i64(numHeads, -1, 0)], { allowzero: 0 }), mask.readoutBias])], { axis: -1 }, "probs");
     attentionMass.push(b.op("MatMul", [rows, keySegments], {}, "attention_mass"));
     imageAttention.push(b.op("ReduceMean", [b.op("Gather", [rows, imageKeys], { axis: 2 })], { axes: [0], keepdims: 1 }, "image_attention"));

@@ -142,8 +142,7 @@ export function attentionCore(
   const { b } = ctx;
   const rep = opts.heads / opts.kvHeads;
   const qg = rep === 1 ? q : b.op("Reshape", [q, b.i64(opts.kvHeads, -1, opts.headDim)]);
-  // (q @ k^T) * scale as transformers computes it, in one node that reads k transposed in place.
-  let scores = b.contribOp("FusedMatMul", [qg, k], { transB: 1, alpha: { float: opts.scale } }, "scores");
+  let scores = scaledScores(ctx, qg, k, opts.scale, 3);
   // An additive mask (0 or -inf): Add costs a fifth of a Where over the scores (bench:lens
   // prefill). A caller with many layers makes it once (attentionBias) and passes `bias`.
   const bias = opts.bias ?? (opts.allowed ? attentionBias(ctx, opts.allowed, rep) : undefined);
@@ -152,6 +151,26 @@ export function attentionCore(
   let context = b.op("MatMul", [probs, v]);
   if (rep !== 1) context = b.op("Reshape", [context, b.i64(opts.heads, -1, opts.headDim)]);
   return { context, probs };
+}
+
+/**
+ * `(q @ k^T) * scale` as transformers computes it, over the last two axes of rank-`rank` q and k.
+ * On the CPU and CUDA one FusedMatMul reads k transposed in place. WebGPU has no FusedMatMul
+ * kernel (onnxruntime would run it on the CPU, with a GPU drain and two copies per layer), so
+ * there it is a Transpose, a MatMul and a Mul, all with WebGPU kernels.
+ */
+export function scaledScores(ctx: GraphCtx, q: string, k: string, scale: number, rank: number): string {
+  const { b } = ctx;
+  if (!hasFusedMatMul(ctx)) {
+    const perm = [...Array(rank - 2).keys(), rank - 1, rank - 2];
+    return b.op("Mul", [b.op("MatMul", [q, b.op("Transpose", [k], { perm }, "keys_t")]), b.f32(scale)], {}, "scores");
+  }
+  return b.contribOp("FusedMatMul", [q, k], { transB: 1, alpha: { float: scale } }, "scores");
+}
+
+/** Whether the graph's provider has onnxruntime's FusedMatMul kernel (CPU, CUDA: yes; WebGPU: no). */
+export function hasFusedMatMul(ctx: GraphCtx): boolean {
+  return (ctx.provider ?? "cpu") !== "webgpu";
 }
 
 /** The additive mask (0 where `allowed`, else -inf) for `rep` query heads per KV head: `[rep*S, T]`. */

@@ -33,6 +33,8 @@ const MS_DOMAIN = "com.microsoft";
 
 /** A serialised graph and what its session needs to know about it. */
 export interface BuiltGraph {
+  /** The builder's name (decoder, vision, lens, ...): onnxruntime's log id for its session. */
+  name: string;
   bytes: Uint8Array;
   /**
    * Whether some node computes only from initializers and constants (a cast of F16/BF16
@@ -294,7 +296,7 @@ export class GraphBuilder {
       },
     });
     const constants = new Set(this.initializers.map((t) => t.name ?? ""));
-    return { bytes: onnx.ModelProto.encode(model).finish(), foldsConstants: foldsConstants(nodes, constants) };
+    return { name: this.name, bytes: onnx.ModelProto.encode(model).finish(), foldsConstants: foldsConstants(nodes, constants) };
   }
 
   /** The nodes with the outputs' renames applied (see `output()`), and the Identities that remain. */

@@ -100,6 +100,18 @@ function optimizationLevel(graph: BuiltGraph, provider: "cpu" | "cuda" | "webgpu
   return graph.foldsConstants && foldConstants ? "basic" : "disabled";
 }
 
+/**
+ * Set (to anything but "" or "0"), every session logs verbosely to the process's native stderr
+ * under its graph's name, node placement included ("Node(s) placed on [CPUExecutionProvider]").
+ * A hidden switch for test/helpers/webgpuPlacement.ts, which reads that log from a child process.
+ */
+export const VERBOSE_LOG_ENV = "LOGIT_LENS_ORT_VERBOSE";
+
+function verboseLog(): boolean {
+  const v = process.env[VERBOSE_LOG_ENV];
+  return v !== undefined && v !== "" && v !== "0";
+}
+
 export async function openGraphSession(graph: BuiltGraph, opts: SessionOptions): Promise<GraphSession> {
   const candidates = providersFor(opts.device);
   let lastError: unknown;
@@ -107,6 +119,8 @@ export async function openGraphSession(graph: BuiltGraph, opts: SessionOptions):
     try {
       const session = await ort.InferenceSession.create(graph.bytes, {
         executionProviders: [provider],
+        logId: graph.name,
+        ...(verboseLog() ? { logSeverityLevel: 0 as const, logVerbosityLevel: 0 } : {}),
         graphOptimizationLevel: optimizationLevel(graph, provider, opts.foldConstants ?? true),
         intraOpNumThreads: opts.threads ?? 0,
         enableCpuMemArena: opts.memoryArena ?? true,

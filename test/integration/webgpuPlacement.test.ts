@@ -1,0 +1,69 @@
+/**
+ * Graphs built for WebGPU keep every per-layer node on the GPU. onnxruntime runs a node its
+ * WebGPU provider has no kernel for (FusedMatMul, Scan, anything on int64 data) on the CPU, and
+ * every such island costs a GPU drain and two copies: one per layer is ruinous. Each
+ * architecture's tiny fixture is opened on WebGPU (SwiftShader, in a child process) and its
+ * decoder and vision tower may leave on the CPU only the shape and index arithmetic done once
+ * before the layers, with no GPU-to-host copy inside a layer. The lens graph's placement is
+ * printed, not checked (its statistics run on the CPU under WebGPU).
+ */
+import * as path from "node:path";
+import { describe, expect, it } from "vitest";
+import { webgpuSuiteEnv } from "../helpers/webgpuEnv";
+import { describePlacement, parsePlacement, placementOf, placementProblems } from "../helpers/webgpuPlacement";
+
+const FIXTURES = path.resolve(__dirname, "../fixtures");
+const MODELS = [
+  ["LlamaForCausalLM", "models/llama-f32/model"],
+  ["LlavaForConditionalGeneration (GQA)", "models/llava-gqa-f32/model"],
+  ["LlavaForConditionalGeneration (tied)", "models/llava-tied-f32/model"],
+  ["Qwen2VLForConditionalGeneration", "qwen2vl-tiny/model"],
+  ["Idefics3ForConditionalGeneration", "idefics3-tiny/model"],
+] as const;
+
+describe("reading onnxruntime's placement log", () => {
+  const log = [
+    "2026-12-02 06:20:13.44 [I:onnxruntime:decoder, transformer_memcpy.cc:393 AddCopyNode] Add MemcpyToHost before layers.0/Reshape_26 for WebGpuExecutionProvider",
+    "2026-12-02 06:20:13.44 [I:onnxruntime:decoder, transformer_memcpy.cc:393 AddCopyNode] Add MemcpyFromHost after mask/allowed for WebGpuExecutionProvider",
+    "2026-12-02 06:20:13.44 [V:onnxruntime:decoder, session_state.cc:1377 VerifyEachNodeIsAssignedToAnEp] Node placements",
+    "2026-12-02 06:20:13.44 [V:onnxruntime:decoder, session_state.cc:1383 VerifyEachNodeIsAssignedToAnEp]  Node(s) placed on [CPUExecutionProvider]. Number of nodes: 3",
+    "2026-12-02 06:20:13.44 [V:onnxruntime:decoder, session_state.cc:1385 VerifyEachNodeIsAssignedToAnEp]   Range (mask/Range)",
+    "2026-12-02 06:20:13.44 [V:onnxruntime:decoder, session_state.cc:1385 VerifyEachNodeIsAssignedToAnEp]   FusedMatMul (layers.0/scores)",
+    "2026-12-02 06:20:13.44 [V:onnxruntime:decoder, session_state.cc:1385 VerifyEachNodeIsAssignedToAnEp]   Scan (head/scan)",
+    "2026-12-02 06:20:13.44 [V:onnxruntime:decoder, session_state.cc:1383 VerifyEachNodeIsAssignedToAnEp]  Node(s) placed on [WebGpuExecutionProvider]. Number of nodes: 2",
+    "2026-12-02 06:20:13.44 [V:onnxruntime:decoder, session_state.cc:1385 VerifyEachNodeIsAssignedToAnEp]   MatMul (layers.0/MatMul)",
+    "2026-12-02 06:20:13.44 [V:onnxruntime:decoder, session_state.cc:1385 VerifyEachNodeIsAssignedToAnEp]   MemcpyToHost (Memcpy)",
+    "2026-12-02 06:20:13.48 [V:onnxruntime:vision, session_state.cc:1380 VerifyEachNodeIsAssignedToAnEp]  All nodes placed on [WebGpuExecutionProvider]. Number of nodes: 1",
+    "2026-12-02 06:20:13.48 [V:onnxruntime:vision, session_state.cc:1385 VerifyEachNodeIsAssignedToAnEp]   Conv (embeddings/patch_embedding)",
+  ].join("\n");
+
+  it("attributes nodes and copies to their session and flags CPU islands in a layer, model arithmetic on the CPU and copies inside a layer", () => {
+    const sessions = parsePlacement(log);
+    const decoder = sessions.get("decoder")!;
+    expect(decoder.cpu.map((n) => n.name)).toEqual(["mask/Range", "layers.0/scores", "head/scan"]);
+    expect(decoder.gpu.map((n) => n.op)).toEqual(["MatMul", "MemcpyToHost"]);
+    expect(decoder.copiesToHost).toEqual(["layers.0/Reshape_26"]);
+    expect(placementProblems(decoder)).toEqual([
+      "decoder: FusedMatMul (layers.0/scores) of the per-layer path runs on the CPU",
+      "decoder: Scan (head/scan) runs on the CPU and is not shape or index arithmetic",
+      "decoder: a value is copied from the GPU to the host before layers.0/Reshape_26, inside the per-layer path",
+    ]);
+    expect(sessions.get("vision")).toEqual({ session: "vision", counts: { cpu: 0, gpu: 1 }, cpu: [], gpu: [{ op: "Conv", name: "embeddings/patch_embedding" }], copiesToHost: [] });
+    expect(decoder.counts).toEqual({ cpu: 3, gpu: 2 });
+    expect(placementProblems(sessions.get("vision")!)).toEqual([]);
+  });
+});
+
+const env = webgpuSuiteEnv("the WebGPU placement suite");
+
+describe.runIf(env !== undefined).each(MODELS)("%s on WebGPU", (_label, dir) => {
+  it("keeps every decoder and vision-tower node but shape and index arithmetic on the GPU", async () => {
+    const { provider, sessions } = await placementOf(path.join(FIXTURES, dir), env!);
+    expect(provider).toBe("webgpu");
+    console.log(`${dir} on WebGPU:\n${[...sessions.values()].map(describePlacement).join("\n")}`);
+    const checked = [...sessions.values()].filter((s) => s.session === "decoder" || s.session === "vision");
+    expect(checked.map((s) => s.session)).toContain("decoder");
+    for (const s of checked) expect(s.counts.gpu, `${s.session} has nodes on WebGPU`).toBeGreaterThan(0);
+    expect(checked.flatMap(placementProblems)).toEqual([]);
+  });
+});
