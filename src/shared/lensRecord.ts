@@ -136,6 +136,12 @@ export interface LensRecord {
     matches: NumericBlock;
   };
   timings: Record<string, number>;
+  /**
+   * What a reader should know before trusting the numbers, one line each: for example from
+   * which layer and position the lens values stop being finite (NaN or infinite). Absent when
+   * there is nothing to say.
+   */
+  warnings?: string[];
 }
 
 export interface LensSettings {

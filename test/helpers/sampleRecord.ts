@@ -234,6 +234,7 @@ export function sampleRecord(options: SampleOptions = {}): LensRecord {
     headMask: options.headMask ?? null,
     generation: { ids: generated, stoppedBy: generated[G - 1] === 7 ? "eos" : "maxNewTokens", predictingPositions, matches: block([L + 1, G], matches) },
     timings: { prepare: 1.5, vision: 2.25, prefill: 3, decode: 4, lens: 0.5 },
+    warnings: ["a sample warning: the record is made up"],
   };
   return record;
 }

@@ -138,7 +138,7 @@ describe("recordToJson", () => {
     const text = recordToJson(r);
     expect(recordToJson(reversed(r) as LensRecord)).toBe(text);
     const top = Object.keys(JSON.parse(text) as object);
-    expect(top).toEqual(["version", "model", "input", "tokens", "tokenTexts", "layerLabels", "positions", "lens", "tracked", "attention", "patchLens", "headMask", "generation", "timings"]);
+    expect(top).toEqual(["version", "model", "input", "tokens", "tokenTexts", "layerLabels", "positions", "lens", "tracked", "attention", "patchLens", "headMask", "generation", "timings", "warnings"]);
     expect(text).toContain('"timings": { "decode": 4, "lens": 0.5, "prefill": 3, "prepare": 1.5, "vision": 2.25 }');
   });
 

@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { type LensRecord, SEGMENTS } from "../../src/shared/lensRecord";
 import schema from "../../src/shared/lensRecord.schema.json";
 import { assertLensRecord, InvalidLensRecordError, validateLensRecord } from "../../src/shared/validateRecord";
+import { checkFinite, finiteWarnings } from "../../src/sidecar/lens/finiteCheck";
 import { sampleRecord } from "../helpers/sampleRecord";
 
 /** The errors for a copy of the sample changed by `edit` (none when it still validates). */
@@ -37,6 +38,7 @@ describe("validateLensRecord accepts", () => {
     delete r.lens.targetText;
     delete r.lens.answerProb;
     delete r.input.image!.path;
+    delete r.warnings;
     r.input.settings = { positions: "afterImage", topK: 2, maxNewTokens: 4 };
     expect(validateLensRecord(r)).toMatchObject({ ok: true });
   });
@@ -68,6 +70,8 @@ describe("validateLensRecord rejects", () => {
     ["a missing nested field", (r) => delete (r.model as Partial<LensRecord["model"]>).vocabSize, "/model/vocabSize: is required but missing"],
     ["an extra field", (r) => set(r, "extra", 1), "/extra: is not a field of this object (fields: version, model, input"],
     ["an extra field in a block", (r) => set(r.lens.entropy, "dtype", "float32"), "/lens/entropy/dtype: is not a field of this object (fields: shape, data)"],
+    ["warnings that are not strings", (r) => set(r, "warnings", [3]), "/warnings/0: must be a string"],
+    ["an empty warning", (r) => set(r, "warnings", [""]), "/warnings/0: must"],
     ["a field of the wrong type", (r) => set(r, "positions", "4,5,6"), '/positions: must be an array, got the string "4,5,6"'],
     ["a fractional token id", (r) => (r.lens.topkIds.data[3] = 2.5), "/lens/topkIds/data/3: must be an integer, got the number 2.5"],
     ["a top-k block of the wrong k", (r) => (r.lens.topK = 3), "/lens/topkIds/shape/2: must be 3 (lens.topK), got 2"],
@@ -180,5 +184,46 @@ describe("the schema", () => {
     };
     walk(schema as Node, sampleRecord({ headMask: { "0": [1] } }), "");
     expect(missing).toEqual([]);
+  });
+});
+
+describe("finiteWarnings", () => {
+  it("says nothing for a finite record", () => {
+    expect(finiteWarnings(sampleRecord())).toEqual([]);
+  });
+
+  it("names the first layer and position where lens values stop being finite, ahead of KL and cosine that compare with the final layer", () => {
+    const r = sampleRecord();
+    const P = r.positions.length;
+    // Layer 1, second analysed position: entropy; the final layer makes KL NaN everywhere.
+    r.lens.entropy.data[1 * P + 1] = NaN;
+    r.lens.kl.data = r.lens.kl.data.map(() => NaN);
+    r.lens.topkProbs.data[(2 * P + 0) * r.lens.topK] = Infinity;
+    const [w, ...rest] = finiteWarnings(r);
+    expect(rest).toEqual([]);
+    const token = r.tokens[r.positions[1]];
+    expect(w).toBe(
+      `lens values stop being finite at layer 1 (block 1), position ${r.positions[1]} (token ${JSON.stringify(token.text)}): NaN there; not finite: probabilities 1 of ${r.lens.topkProbs.data.length}, entropy 1 of ${r.lens.entropy.data.length}, KL ${r.lens.kl.data.length} of ${r.lens.kl.data.length}. The weights or the run overflow (a corrupt or half-precision checkpoint, or a wrong config): re-download the model or run it in float32`,
+    );
+  });
+
+  it("counts attention blocks from block 1, and reports a non-finite answer probability", () => {
+    const r = sampleRecord();
+    r.attention.mass.data[0] = NaN;
+    r.lens.answerProb = NaN;
+    const w = finiteWarnings(r);
+    expect(w[0]).toMatch(/^lens values stop being finite at layer 1 \(block 1\), position \d+ .*not finite: attention 1 of/);
+    expect(w[1]).toBe("the answer probability is NaN: the final layer's values are not finite");
+  });
+
+  it("checkFinite adds the warnings to the record and logs each; a clean record comes back as it was", () => {
+    const clean = sampleRecord();
+    delete clean.warnings;
+    const logged: string[] = [];
+    expect(checkFinite(clean, (m) => logged.push(m))).toBe(clean);
+    clean.lens.cosine.data[0] = NaN;
+    const checked = checkFinite(clean, (m) => logged.push(m));
+    expect(checked.warnings).toHaveLength(1);
+    expect(logged).toEqual(checked.warnings);
   });
 });

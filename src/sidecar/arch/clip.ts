@@ -3,10 +3,11 @@
  *
  * transformers' CLIP hidden_states: entry 0 is pre_layrnorm(embeddings), entry k the output
  * of encoder layer k-1; post_layernorm is not part of them, so LLaVA never applies it.
+ * Every linear layer of CLIP has a bias (transformers' CLIPAttention and CLIPMLP have no
+ * switch for it), so a missing one is an error, never "no bias".
  */
-import { LensInputError } from "../errors";
 import { type GraphCtx, activation, attentionCore, layerNorm, linear, mergeHeads, param, splitHeads } from "../graph/blocks";
-import { cfgNumber, cfgString, type JsonObject } from "./configUtil";
+import { type ConfigSection, MAX_CONFIG_LAYERS } from "./configUtil";
 
 /** The shape of a ViT-style vision tower (CLIP, SigLIP) as its config.json spells it. */
 export interface VisionTowerConfig {
@@ -24,25 +25,58 @@ export interface VisionTowerConfig {
 export type ClipVisionConfig = VisionTowerConfig;
 
 /** Reads a vision_config; `defaults` are the model family's transformers defaults for the keys that differ. */
-export function parseVisionTowerConfig(c: JsonObject, file: string, defaults: { hiddenSize: number; numHeads: number; hiddenAct: string; layerNormEps: number }): VisionTowerConfig {
-  const hiddenSize = cfgNumber(c, "hidden_size", file, defaults.hiddenSize);
-  const numHeads = cfgNumber(c, "num_attention_heads", file, defaults.numHeads);
-  if (hiddenSize % numHeads !== 0) throw new LensInputError(file, `vision hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads}: fix the config`);
+export function parseVisionTowerConfig(c: ConfigSection, defaults: { hiddenSize: number; numHeads: number; hiddenAct: string; layerNormEps: number }): VisionTowerConfig & { section: ConfigSection } {
+  const hiddenSize = c.size("hidden_size", defaults.hiddenSize);
+  const numHeads = c.size("num_attention_heads", defaults.numHeads);
+  if (hiddenSize % numHeads !== 0) {
+    throw c.error("hidden_size", `${hiddenSize} is not divisible by ${c.name("num_attention_heads")} ${numHeads}: fix the config or re-download it`);
+  }
+  const imageSize = c.size("image_size", 224);
+  const patchSize = c.size("patch_size", 32);
+  if (patchSize > imageSize) throw c.error("patch_size", `${patchSize} is larger than ${c.name("image_size")} ${imageSize}: fix the config or re-download it`);
   return {
     hiddenSize,
-    intermediateSize: cfgNumber(c, "intermediate_size", file, 3072),
-    numLayers: cfgNumber(c, "num_hidden_layers", file, 12),
+    intermediateSize: c.size("intermediate_size", 3072),
+    numLayers: c.size("num_hidden_layers", 12, MAX_CONFIG_LAYERS),
     numHeads,
-    imageSize: cfgNumber(c, "image_size", file, 224),
-    patchSize: cfgNumber(c, "patch_size", file, 32),
-    numChannels: cfgNumber(c, "num_channels", file, 3),
-    hiddenAct: cfgString(c, "hidden_act", file, defaults.hiddenAct),
-    layerNormEps: cfgNumber(c, "layer_norm_eps", file, defaults.layerNormEps),
+    imageSize,
+    patchSize,
+    numChannels: c.size("num_channels", 3),
+    hiddenAct: c.string("hidden_act", defaults.hiddenAct),
+    layerNormEps: c.nonNegative("layer_norm_eps", defaults.layerNormEps),
+    section: c,
   };
 }
 
-export function parseClipVisionConfig(c: JsonObject, file: string): ClipVisionConfig {
-  return parseVisionTowerConfig(c, file, { hiddenSize: 768, numHeads: 12, hiddenAct: "quick_gelu", layerNormEps: 1e-5 });
+export function parseClipVisionConfig(c: ConfigSection): ClipVisionConfig & { section: ConfigSection } {
+  const cfg = parseVisionTowerConfig(c, { hiddenSize: 768, numHeads: 12, hiddenAct: "quick_gelu", layerNormEps: 1e-5 });
+  if (cfg.imageSize % cfg.patchSize !== 0) {
+    throw c.error("image_size", `${cfg.imageSize} is not a multiple of ${c.name("patch_size")} ${cfg.patchSize}: fix the config or re-download it`);
+  }
+  return cfg;
+}
+
+/**
+ * The tower's tensors against its config, before anything is built: patch and position
+ * embeddings, the first layer's widths, and the layer count (the weights must hold the `used`
+ * layers and none past num_hidden_layers; a tower read at layer -2 may lack its last).
+ * `positions` is the position-embedding rows the config implies, with how it got them.
+ */
+export function checkVisionTowerWeights(ctx: GraphCtx, cfg: VisionTowerConfig & { section: ConfigSection }, prefix: string, positions: readonly [number, string], used: number): void {
+  const w = ctx.weights;
+  const c = cfg.section;
+  const hidden = [cfg.hiddenSize, `${c.name("hidden_size")} ${cfg.hiddenSize}`] as const;
+  const patch = [cfg.patchSize, `${c.name("patch_size")} ${cfg.patchSize}`] as const;
+  w.checkShape(`${prefix}embeddings.patch_embedding.weight`, [hidden, [cfg.numChannels, `${c.name("num_channels")} ${cfg.numChannels}`], patch, patch]);
+  w.checkShape(`${prefix}embeddings.position_embedding.weight`, [positions, hidden]);
+  const layers = `${prefix}encoder.layers.`;
+  if (used > 0) {
+    const layerCount = `${c.name("num_hidden_layers")} ${cfg.numLayers}`;
+    w.checkLayerCount(layers, "layer_norm1.weight", used, used === cfg.numLayers ? layerCount : `${layerCount}, of which the features need ${used}`, false);
+    w.checkShape(`${layers}0.mlp.fc1.weight`, [[cfg.intermediateSize, `${c.name("intermediate_size")} ${cfg.intermediateSize}`], hidden]);
+  }
+  const extra = `${layers}${cfg.numLayers}.layer_norm1.weight`;
+  if (w.has(extra)) w.checkAbsent(extra, w.says(`${c.name("num_hidden_layers")} ${cfg.numLayers}`));
 }
 
 /**
@@ -76,20 +110,20 @@ export function buildClipVision(ctx: GraphCtx, cfg: ClipVisionConfig, prefix: st
     const p = `${prefix}encoder.layers.${i}.`;
     h = b.scoped(`vision.layers.${i}`, () => {
       const x = layerNorm(ctx, h, `${p}layer_norm1`, D, cfg.layerNormEps);
-      const q = splitHeads(ctx, linear(ctx, x, `${p}self_attn.q_proj`, D, D, "auto"), cfg.numHeads, headDim);
-      const k = splitHeads(ctx, linear(ctx, x, `${p}self_attn.k_proj`, D, D, "auto"), cfg.numHeads, headDim);
-      const v = splitHeads(ctx, linear(ctx, x, `${p}self_attn.v_proj`, D, D, "auto"), cfg.numHeads, headDim);
+      const q = splitHeads(ctx, linear(ctx, x, `${p}self_attn.q_proj`, D, D, true), cfg.numHeads, headDim);
+      const k = splitHeads(ctx, linear(ctx, x, `${p}self_attn.k_proj`, D, D, true), cfg.numHeads, headDim);
+      const v = splitHeads(ctx, linear(ctx, x, `${p}self_attn.v_proj`, D, D, true), cfg.numHeads, headDim);
       const { context } = attentionCore(ctx, q, k, v, { heads: cfg.numHeads, kvHeads: cfg.numHeads, headDim, scale: 1 / Math.sqrt(headDim) });
-      const attnOut = linear(ctx, mergeHeads(ctx, context, cfg.numHeads, headDim), `${p}self_attn.out_proj`, D, D, "auto");
+      const attnOut = linear(ctx, mergeHeads(ctx, context, cfg.numHeads, headDim), `${p}self_attn.out_proj`, D, D, true);
       const afterAttn = b.op("Add", [h, attnOut]);
       const y = layerNorm(ctx, afterAttn, `${p}layer_norm2`, D, cfg.layerNormEps);
       const mlp = linear(
         ctx,
-        activation(ctx, linear(ctx, y, `${p}mlp.fc1`, D, cfg.intermediateSize, "auto"), cfg.hiddenAct, configFile),
+        activation(ctx, linear(ctx, y, `${p}mlp.fc1`, D, cfg.intermediateSize, true), cfg.hiddenAct, configFile),
         `${p}mlp.fc2`,
         cfg.intermediateSize,
         D,
-        "auto",
+        true,
       );
       return b.op("Add", [afterAttn, mlp]);
     });

@@ -13,39 +13,49 @@
 import { LensInputError } from "../errors";
 import { type GraphCtx, activation, layerNorm, linear, param, scaledScores } from "../graph/blocks";
 import { parseIdefics3ProcessorConfig, preprocessIdefics3 } from "../image/idefics3Processor";
-import { cfgNumber, cfgObject, type JsonObject } from "./configUtil";
-import { parseVisionTowerConfig, type VisionTowerConfig } from "./clip";
+import { checkVisionTowerWeights, parseVisionTowerConfig, type VisionTowerConfig } from "./clip";
+import { ConfigSection } from "./configUtil";
 import { buildLlamaDecoder, llamaLensSpec, parseLlamaConfig, resolveDecoderNames } from "./llama";
 import type { ArchitectureModule, ImagePipeline, ImagePipelineSource } from "./types";
 
 export type SiglipVisionConfig = VisionTowerConfig;
 
-export function parseSiglipVisionConfig(c: JsonObject, file: string): SiglipVisionConfig {
-  return parseVisionTowerConfig(c, file, { hiddenSize: 1152, numHeads: 16, hiddenAct: "gelu_pytorch_tanh", layerNormEps: 1e-6 });
+export function parseSiglipVisionConfig(c: ConfigSection): SiglipVisionConfig & { section: ConfigSection } {
+  return parseVisionTowerConfig(c, { hiddenSize: 1152, numHeads: 16, hiddenAct: "gelu_pytorch_tanh", layerNormEps: 1e-6 });
 }
 
 export const idefics3: ArchitectureModule = {
   architectures: ["Idefics3ForConditionalGeneration"],
   plan(config, configFile, ctx) {
-    const textJson = cfgObject(config, "text_config", configFile);
-    const textType = textJson["model_type"];
+    const top = new ConfigSection(config, configFile);
+    const textSection = top.section("text_config");
+    const textType = textSection.json["model_type"];
     if (textType !== undefined && textType !== "llama") {
       throw new LensInputError(configFile, `text model "${String(textType)}" is not supported for Idefics3 (supported: llama)`);
     }
-    const topTie = typeof config["tie_word_embeddings"] === "boolean" ? (config["tie_word_embeddings"] as boolean) : undefined;
-    const text = parseLlamaConfig(textJson, configFile, topTie);
-    const vision = parseSiglipVisionConfig(cfgObject(config, "vision_config", configFile), configFile);
-    const scale = cfgNumber(config, "scale_factor", configFile, 2);
+    const text = parseLlamaConfig(textSection, top.optionalBool("tie_word_embeddings"));
+    const vision = parseSiglipVisionConfig(top.section("vision_config"));
+    const scale = top.size("scale_factor", 2);
     const side = Math.floor(vision.imageSize / vision.patchSize);
-    if (!Number.isInteger(scale) || scale < 1 || side % scale !== 0) {
+    if (side % scale !== 0) {
       throw new LensInputError(configFile, `scale_factor ${scale} must be a positive integer dividing the ${side} patches per side: fix the config`);
     }
-    const imageTokenId = cfgNumber(config, "image_token_id", configFile, 128257);
+    const imageTokenId = top.index("image_token_id", 128257);
+    if (imageTokenId >= text.vocabSize) {
+      throw top.error("image_token_id", `${imageTokenId} is not a token of the ${text.vocabSize}-token vocabulary (text_config.vocab_size): fix the config or re-download it`);
+    }
     const tokensPerTile = (side / scale) ** 2;
 
     const names = resolveDecoderNames(ctx, text, ["model.text_model.", "text_model."], ["", "model."]);
     const visionPrefix = ctx.weights.findPrefix(["model.vision_model.", "vision_model."], "embeddings.patch_embedding.weight", "vision tower");
+    const positionRows = [side * side, `vision_config.image_size / patch_size = ${vision.imageSize} / ${vision.patchSize} (${side} x ${side} patches)`] as const;
+    checkVisionTowerWeights(ctx, vision, visionPrefix, positionRows, vision.numLayers);
     const connectorPrefix = ctx.weights.findPrefix(["model.connector.", "connector."], "modality_projection.proj.weight", "connector");
+    ctx.weights.checkShape(`${connectorPrefix}modality_projection.proj.weight`, [
+      [text.hiddenSize, `text_config.hidden_size ${text.hiddenSize}`],
+      [vision.hiddenSize * scale * scale, `vision_config.hidden_size x scale_factor^2 = ${vision.hiddenSize} x ${scale * scale}`],
+    ]);
+    ctx.weights.checkAbsent(`${connectorPrefix}modality_projection.proj.bias`, "Idefics3's connector projection has no bias");
 
     return {
       architecture: "Idefics3ForConditionalGeneration",

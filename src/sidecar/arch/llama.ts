@@ -17,10 +17,11 @@
  * graph (graph/lensGraph.ts) turns hidden states into tokens, so the unembedding matrix is
  * mapped by one session only.
  */
+import * as path from "node:path";
 import { LensInputError } from "../errors";
 import { type GraphCtx, activation, applyRotary, attentionBias, attentionCore, linear, mergeHeads, multiAxisRotaryTables, rawParam, rmsNorm, rotaryTables, scaledScores, skipRmsNorm, splitHeads } from "../graph/blocks";
 import type { LensHeadSpec } from "../graph/lensGraph";
-import { cfgBool, cfgNumber, cfgString, type JsonObject } from "./configUtil";
+import { type ConfigSection, MAX_CONFIG_LAYERS } from "./configUtil";
 
 export interface LlamaTextConfig {
   vocabSize: number;
@@ -33,43 +34,62 @@ export interface LlamaTextConfig {
   rmsNormEps: number;
   ropeTheta: number;
   hiddenAct: string;
-  attentionBias: boolean;
+  /** Bias on q/k/v, and on o_proj: LLaMA's attention_bias sets both; Qwen2 has the first, not the second. */
+  qkvBias: boolean;
+  outputBias: boolean;
+  /** The architecture fixes the attention biases; attention_bias is not read. */
+  fixedBias: boolean;
   mlpBias: boolean;
   tieWordEmbeddings: boolean;
+  /** The context length, when the config states one. */
+  maxPositionEmbeddings?: number;
+  /** The section the fields came from, to name them in errors ("text_config."). */
+  section: ConfigSection;
 }
 
-/** Reads a LLaMA text config with LlamaConfig's defaults; `parentTie` is the outer (VLM) config's tie flag, if any. */
-export function parseLlamaConfig(c: JsonObject, file: string, parentTie?: boolean): LlamaTextConfig {
-  const hiddenSize = cfgNumber(c, "hidden_size", file, 4096);
-  const numHeads = cfgNumber(c, "num_attention_heads", file, 32);
-  const numKvHeads = cfgNumber(c, "num_key_value_heads", file, numHeads);
-  const headDim = cfgNumber(c, "head_dim", file, Math.floor(hiddenSize / numHeads));
+/**
+ * Reads a LLaMA text config with LlamaConfig's defaults; `parentTie` is the outer (VLM) config's
+ * tie flag, if any; `bias` overrides attention_bias for families whose biases are fixed (Qwen2).
+ */
+export function parseLlamaConfig(c: ConfigSection, parentTie?: boolean, bias?: { qkv: boolean; output: boolean }): LlamaTextConfig {
+  const hiddenSize = c.size("hidden_size", 4096);
+  const numHeads = c.size("num_attention_heads", 32);
+  const numKvHeads = c.size("num_key_value_heads", numHeads);
+  if (!c.has("head_dim") && hiddenSize % numHeads !== 0) {
+    throw c.error("hidden_size", `${hiddenSize} is not divisible by ${c.name("num_attention_heads")} ${numHeads}, and there is no head_dim: fix the config or re-download it`);
+  }
+  const headDim = c.size("head_dim", hiddenSize / numHeads);
+  if (headDim % 2 !== 0) throw c.error("head_dim", `${headDim} is odd; rotary embeddings turn pairs of dimensions: fix the config or re-download it`);
   if (numHeads % numKvHeads !== 0) {
-    throw new LensInputError(file, `num_attention_heads (${numHeads}) is not a multiple of num_key_value_heads (${numKvHeads}): fix the config`);
+    throw c.error("num_attention_heads", `${numHeads} is not a multiple of ${c.name("num_key_value_heads")} ${numKvHeads}: fix the config or re-download it`);
   }
   // transformers 5 keeps rope settings in rope_parameters; 4.x in rope_theta + rope_scaling.
-  const ropeParams = (c["rope_parameters"] ?? c["rope_scaling"] ?? null) as JsonObject | null;
-  const ropeType = ropeParams ? String(ropeParams["rope_type"] ?? ropeParams["type"] ?? "default") : "default";
+  const rope = c.optionalSection("rope_parameters") ?? c.optionalSection("rope_scaling");
+  const ropeType = rope ? String(rope.json["rope_type"] ?? rope.json["type"] ?? "default") : "default";
   if (ropeType !== "default") {
-    throw new LensInputError(file, `rope type "${ropeType}" is not supported yet (supported: default): use a model with plain rotary embeddings`);
+    throw new LensInputError(c.file, `rope type "${ropeType}" is not supported yet (supported: default): use a model with plain rotary embeddings`);
   }
-  const ropeTheta = Number((ropeParams?.["rope_theta"] as number | undefined) ?? cfgNumber(c, "rope_theta", file, 10000));
-  const tieOwn = c["tie_word_embeddings"];
+  const ropeTheta = rope?.has("rope_theta") ? rope.positive("rope_theta") : c.positive("rope_theta", 10000);
+  const attnBias = c.bool("attention_bias", false);
   return {
-    vocabSize: cfgNumber(c, "vocab_size", file, 32000),
+    vocabSize: c.size("vocab_size", 32000),
     hiddenSize,
-    intermediateSize: cfgNumber(c, "intermediate_size", file, 11008),
-    numLayers: cfgNumber(c, "num_hidden_layers", file, 32),
+    intermediateSize: c.size("intermediate_size", 11008),
+    numLayers: c.size("num_hidden_layers", 32, MAX_CONFIG_LAYERS),
     numHeads,
     numKvHeads,
     headDim,
-    rmsNormEps: cfgNumber(c, "rms_norm_eps", file, 1e-6),
+    rmsNormEps: c.nonNegative("rms_norm_eps", 1e-6),
     ropeTheta,
-    hiddenAct: cfgString(c, "hidden_act", file, "silu"),
-    attentionBias: cfgBool(c, "attention_bias", file, false),
-    mlpBias: cfgBool(c, "mlp_bias", file, false),
+    hiddenAct: c.string("hidden_act", "silu"),
+    qkvBias: bias?.qkv ?? attnBias,
+    outputBias: bias?.output ?? attnBias,
+    fixedBias: bias !== undefined,
+    mlpBias: c.bool("mlp_bias", false),
     // transformers ties when either the outer or the text config says so.
-    tieWordEmbeddings: tieOwn === true || parentTie === true,
+    tieWordEmbeddings: c.optionalBool("tie_word_embeddings") === true || parentTie === true,
+    ...(c.has("max_position_embeddings") ? { maxPositionEmbeddings: c.size("max_position_embeddings") } : {}),
+    section: c,
   };
 }
 
@@ -90,23 +110,55 @@ export interface DecoderNames {
   lmHead: string;
 }
 
-/** Resolves the decoder's tensor names among the key layouts transformers has used. */
+/**
+ * Resolves the decoder's tensor names among the key layouts transformers has used, and checks
+ * the weights against the config before anything is built from it.
+ */
 export function resolveDecoderNames(ctx: GraphCtx, cfg: LlamaTextConfig, bodyPrefixes: readonly string[], headPrefixes: readonly string[]): DecoderNames {
   const body = ctx.weights.findPrefix(bodyPrefixes, "embed_tokens.weight", "decoder");
   const head = headPrefixes.map((p) => `${p}lm_head.weight`).find((n) => ctx.weights.has(n));
-  if (head) return { body, lmHead: head };
-  if (!cfg.tieWordEmbeddings) {
+  let names: DecoderNames;
+  if (head) names = { body, lmHead: head };
+  else if (!cfg.tieWordEmbeddings) {
     throw new LensInputError(ctx.weights.folder, `no lm_head.weight and tie_word_embeddings is false in config.json: the checkpoint is incomplete`);
-  }
-  return { body, lmHead: `${body}embed_tokens.weight` };
+  } else names = { body, lmHead: `${body}embed_tokens.weight` };
+  checkDecoderWeights(ctx, cfg, names);
+  return names;
+}
+
+/** The decoder's tensors against the config: sizes, the layer count, and biases present exactly when the config has them. */
+function checkDecoderWeights(ctx: GraphCtx, cfg: LlamaTextConfig, names: DecoderNames): void {
+  const w = ctx.weights;
+  const c = cfg.section;
+  const says = (key: string, value: number | boolean) => `${c.name(key)} ${value}`;
+  const hidden = [cfg.hiddenSize, says("hidden_size", cfg.hiddenSize)] as const;
+  const vocab = [cfg.vocabSize, says("vocab_size", cfg.vocabSize)] as const;
+  const qWidth = [cfg.numHeads * cfg.headDim, `${c.name("num_attention_heads")} x head_dim = ${cfg.numHeads} x ${cfg.headDim}`] as const;
+  const kvWidth = [cfg.numKvHeads * cfg.headDim, `${c.name("num_key_value_heads")} x head_dim = ${cfg.numKvHeads} x ${cfg.headDim}`] as const;
+  const inter = [cfg.intermediateSize, says("intermediate_size", cfg.intermediateSize)] as const;
+  w.checkShape(`${names.body}embed_tokens.weight`, [vocab, hidden]);
+  w.checkLayerCount(`${names.body}layers.`, "input_layernorm.weight", cfg.numLayers, says("num_hidden_layers", cfg.numLayers), true);
+  const p = `${names.body}layers.0.`;
+  w.checkShape(`${p}self_attn.q_proj.weight`, [qWidth, hidden]);
+  w.checkShape(`${p}self_attn.k_proj.weight`, [kvWidth, hidden]);
+  w.checkShape(`${p}self_attn.v_proj.weight`, [kvWidth, hidden]);
+  w.checkShape(`${p}self_attn.o_proj.weight`, [hidden, qWidth]);
+  w.checkShape(`${p}mlp.gate_proj.weight`, [inter, hidden]);
+  w.checkShape(`${p}mlp.down_proj.weight`, [hidden, inter]);
+  w.checkShape(`${names.body}norm.weight`, [hidden]);
+  w.checkShape(names.lmHead, [vocab, hidden]);
+  // A bias the config turns off but the checkpoint holds would be dropped without a word; one
+  // it turns on but the checkpoint lacks is reported by the graph builder, naming the tensor.
+  const flag = (key: string) => (c.has(key) ? w.says(says(key, false)) : `${path.basename(c.file)} does not set ${c.name(key)} (default false)`);
+  const attnFlag = cfg.fixedBias ? "this architecture has no such bias" : flag("attention_bias");
+  if (!cfg.qkvBias) for (const m of ["q_proj", "k_proj", "v_proj"]) w.checkAbsent(`${p}self_attn.${m}.bias`, attnFlag);
+  if (!cfg.outputBias) w.checkAbsent(`${p}self_attn.o_proj.bias`, attnFlag);
+  if (!cfg.mlpBias) for (const m of ["gate_proj", "up_proj", "down_proj"]) w.checkAbsent(`${p}mlp.${m}.bias`, flag("mlp_bias"));
 }
 
 export interface DecoderGraphOptions {
   /** When set, positions holding this token id take their embedding from `image_features`. */
   imageTokenId?: number;
-  /** Bias on q/k/v and on o_proj; each defaults to the config's attention_bias (Qwen2 has the first, not the second). */
-  qkvBias?: boolean;
-  outputBias?: boolean;
   /**
    * M-RoPE (Qwen2-VL): `position_ids` becomes `[axes, S]` and the first `mropeSection[0]` rotary
    * frequencies take axis 0's position, the next `mropeSection[1]` axis 1's, and so on.
@@ -160,8 +212,7 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
       : rotaryTables(ctx, positionIds, defaultInvFreq(D, cfg.ropeTheta));
     return { cos: b.op("Unsqueeze", [t.cos, b.i64(1)]), sin: b.op("Unsqueeze", [t.sin, b.i64(1)]) };
   });
-  const qkvBias = opts.qkvBias ?? cfg.attentionBias;
-  const outputBias = opts.outputBias ?? cfg.attentionBias;
+  const { qkvBias, outputBias } = cfg;
 
   // Attention read-outs for the analysed queries: mass per key segment ([T, G] one-hot from
   // the caller) per head, and the head-averaged row over the image keys the caller lists.

@@ -1,11 +1,12 @@
 /** LlamaForCausalLM: the text-only LLaMA family. */
+import { ConfigSection } from "./configUtil";
 import { buildLlamaDecoder, llamaLensSpec, parseLlamaConfig, resolveDecoderNames } from "./llama";
 import type { ArchitectureModule } from "./types";
 
 export const llamaForCausalLM: ArchitectureModule = {
   architectures: ["LlamaForCausalLM"],
   plan(config, configFile, ctx) {
-    const text = parseLlamaConfig(config, configFile);
+    const text = parseLlamaConfig(new ConfigSection(config, configFile));
     const names = resolveDecoderNames(ctx, text, ["model.", ""], [""]);
     return {
       architecture: "LlamaForCausalLM",

@@ -4,38 +4,42 @@
  */
 import { LensInputError } from "../errors";
 import { activation, linear } from "../graph/blocks";
-import { buildClipVision, parseClipVisionConfig } from "./clip";
-import { cfgBool, cfgNumber, cfgObject, cfgString } from "./configUtil";
+import { buildClipVision, checkVisionTowerWeights, parseClipVisionConfig } from "./clip";
+import { ConfigSection } from "./configUtil";
 import { buildLlamaDecoder, llamaLensSpec, parseLlamaConfig, resolveDecoderNames } from "./llama";
 import type { ArchitectureModule } from "./types";
 
 export const llava: ArchitectureModule = {
   architectures: ["LlavaForConditionalGeneration"],
   plan(config, configFile, ctx) {
-    const topTie = typeof config["tie_word_embeddings"] === "boolean" ? (config["tie_word_embeddings"] as boolean) : undefined;
-    const text = parseLlamaConfig(cfgObject(config, "text_config", configFile), configFile, topTie);
-    const visionJson = cfgObject(config, "vision_config", configFile);
-    const visionType = visionJson["model_type"];
+    const top = new ConfigSection(config, configFile);
+    const text = parseLlamaConfig(top.section("text_config"), top.optionalBool("tie_word_embeddings"));
+    const visionSection = top.section("vision_config");
+    const visionType = visionSection.json["model_type"];
     if (visionType !== undefined && visionType !== "clip_vision_model") {
       throw new LensInputError(configFile, `vision tower "${String(visionType)}" is not supported for LLaVA (supported: clip_vision_model)`);
     }
-    const vision = parseClipVisionConfig(visionJson, configFile);
-    const imageTokenId = cfgNumber(config, "image_token_id", configFile, cfgNumber(config, "image_token_index", configFile, 32000));
-    const strategy = cfgString(config, "vision_feature_select_strategy", configFile, "default");
+    const vision = parseClipVisionConfig(visionSection);
+    const imageTokenKey = top.has("image_token_id") ? "image_token_id" : "image_token_index";
+    const imageTokenId = top.index(imageTokenKey, 32000);
+    if (imageTokenId >= text.vocabSize) {
+      throw top.error(imageTokenKey, `${imageTokenId} is not a token of the ${text.vocabSize}-token vocabulary (text_config.vocab_size): fix the config or re-download it`);
+    }
+    const strategy = top.string("vision_feature_select_strategy", "default");
     if (strategy !== "default" && strategy !== "full") {
       throw new LensInputError(configFile, `vision_feature_select_strategy "${strategy}" is not supported (supported: default, full)`);
     }
     const layerSpec = config["vision_feature_layer"] ?? -2;
     const layers = (Array.isArray(layerSpec) ? layerSpec : [layerSpec]).map((l) => {
-      const n = Number(l);
+      const n = typeof l === "number" ? l : NaN;
       const index = n < 0 ? vision.numLayers + 1 + n : n;
       if (!Number.isInteger(n) || index < 0 || index > vision.numLayers) {
         throw new LensInputError(configFile, `vision_feature_layer ${JSON.stringify(l)} is outside the tower's ${vision.numLayers} layers: fix the config`);
       }
       return index;
     });
-    const projectorAct = cfgString(config, "projector_hidden_act", configFile, "gelu");
-    const projectorBias = cfgBool(config, "multimodal_projector_bias", configFile, true);
+    const projectorAct = top.string("projector_hidden_act", "gelu");
+    const projectorBias = top.bool("multimodal_projector_bias", true);
     const patches = (vision.imageSize / vision.patchSize) ** 2;
     const tokensPerImage = patches + (strategy === "full" ? 1 : 0);
 
@@ -45,7 +49,15 @@ export const llava: ArchitectureModule = {
       "embeddings.patch_embedding.weight",
       "vision tower",
     );
+    const positionRows = [patches + 1, `vision_config.image_size / patch_size = ${vision.imageSize} / ${vision.patchSize} (${patches} patches and CLS)`] as const;
+    checkVisionTowerWeights(ctx, vision, visionPrefix, positionRows, Math.max(...layers));
     const projectorPrefix = ctx.weights.findPrefix(["multi_modal_projector.", "model.multi_modal_projector."], "linear_1.weight", "projector");
+    const textHidden = [text.hiddenSize, `text_config.hidden_size ${text.hiddenSize}`] as const;
+    ctx.weights.checkShape(`${projectorPrefix}linear_1.weight`, [textHidden, [vision.hiddenSize * layers.length, `vision_config.hidden_size x ${layers.length} feature layer(s) = ${vision.hiddenSize} x ${layers.length}`]]);
+    ctx.weights.checkShape(`${projectorPrefix}linear_2.weight`, [textHidden, textHidden]);
+    if (!projectorBias) {
+      for (const l of ["linear_1", "linear_2"]) ctx.weights.checkAbsent(`${projectorPrefix}${l}.bias`, ctx.weights.says("multimodal_projector_bias false"));
+    }
 
     return {
       architecture: "LlavaForConditionalGeneration",

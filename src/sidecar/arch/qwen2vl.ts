@@ -14,7 +14,7 @@ import { LensInputError } from "../errors";
 import { type GraphCtx, activation, applyRotary, attentionCore, layerNorm, linear, mergeHeads, param } from "../graph/blocks";
 import { parseQwen2VlProcessorConfig, preprocessQwen2Vl } from "../image/qwen2vlProcessor";
 import type { HostTensor } from "../runtime/ort";
-import { cfgNumber, cfgObject, cfgString, isObject, type JsonObject } from "./configUtil";
+import { ConfigSection, MAX_CONFIG_LAYERS } from "./configUtil";
 import { buildLlamaDecoder, defaultInvFreq, llamaLensSpec, parseLlamaConfig, resolveDecoderNames } from "./llama";
 import type { ArchitectureModule, ImagePipeline, ImagePipelineSource, ImageTokenGrid, MultiAxisPositions } from "./types";
 
@@ -31,27 +31,30 @@ export interface Qwen2VisionConfig {
   spatialMergeSize: number;
   temporalPatchSize: number;
   ropeTheta: number;
+  section: ConfigSection;
 }
 
-export function parseQwen2VisionConfig(c: JsonObject, file: string): Qwen2VisionConfig {
-  const embedDim = cfgNumber(c, "embed_dim", file, 1280);
-  const numHeads = cfgNumber(c, "num_heads", file, 16);
+export function parseQwen2VisionConfig(c: ConfigSection): Qwen2VisionConfig {
+  const embedDim = c.size("embed_dim", 1280);
+  const numHeads = c.size("num_heads", 16);
   if (embedDim % numHeads !== 0 || (embedDim / numHeads) % 4 !== 0) {
-    throw new LensInputError(file, `vision embed_dim ${embedDim} over num_heads ${numHeads} must give a head size divisible by 4 (2D rotary): fix the config`);
+    throw c.error("embed_dim", `${embedDim} over ${c.name("num_heads")} ${numHeads} must give a head size divisible by 4 (2D rotary): fix the config or re-download it`);
   }
-  const rope = isObject(c["rope_parameters"]) ? c["rope_parameters"] : {};
+  const rope = c.optionalSection("rope_parameters");
+  const channelsKey = c.has("in_channels") || !c.has("in_chans") ? "in_channels" : "in_chans";
   return {
-    depth: cfgNumber(c, "depth", file, 32),
+    depth: c.size("depth", 32, MAX_CONFIG_LAYERS),
     embedDim,
-    hiddenSize: cfgNumber(c, "hidden_size", file, 3584),
-    hiddenAct: cfgString(c, "hidden_act", file, "quick_gelu"),
-    mlpRatio: cfgNumber(c, "mlp_ratio", file, 4),
+    hiddenSize: c.size("hidden_size", 3584),
+    hiddenAct: c.string("hidden_act", "quick_gelu"),
+    mlpRatio: c.positive("mlp_ratio", 4),
     numHeads,
-    inChannels: cfgNumber(c, "in_channels", file, cfgNumber(c, "in_chans", file, 3)),
-    patchSize: cfgNumber(c, "patch_size", file, 14),
-    spatialMergeSize: cfgNumber(c, "spatial_merge_size", file, 2),
-    temporalPatchSize: cfgNumber(c, "temporal_patch_size", file, 2),
-    ropeTheta: cfgNumber(rope, "rope_theta", file, 10000),
+    inChannels: c.size(channelsKey, 3),
+    patchSize: c.size("patch_size", 14),
+    spatialMergeSize: c.size("spatial_merge_size", 2),
+    temporalPatchSize: c.size("temporal_patch_size", 2),
+    ropeTheta: rope ? rope.positive("rope_theta", 10000) : 10000,
+    section: c,
   };
 }
 
@@ -60,22 +63,24 @@ export function parseQwen2VisionConfig(c: JsonObject, file: string): Qwen2Vision
  * keys at the top level and rope settings as `rope_scaling: {type: "mrope", mrope_section}`;
  * transformers 5 nests them in text_config.rope_parameters with rope_type "default".
  */
-function parseText(config: JsonObject, file: string) {
-  const text = isObject(config["text_config"]) ? config["text_config"] : config;
-  const rope = [text["rope_parameters"], text["rope_scaling"], config["rope_scaling"]].find(isObject) ?? {};
+function parseText(top: ConfigSection) {
+  const text = top.optionalSection("text_config") ?? top;
+  const ropeSection = text.optionalSection("rope_parameters") ?? text.optionalSection("rope_scaling") ?? top.optionalSection("rope_scaling");
+  const rope = ropeSection?.json ?? {};
   const ropeType = String(rope["rope_type"] ?? rope["type"] ?? "default");
   if (ropeType !== "default" && ropeType !== "mrope") {
-    throw new LensInputError(file, `rope type "${ropeType}" is not supported for Qwen2-VL (supported: default, mrope): use a model with plain M-RoPE`);
+    throw new LensInputError(top.file, `rope type "${ropeType}" is not supported for Qwen2-VL (supported: default, mrope): use a model with plain M-RoPE`);
   }
-  if (text["use_sliding_window"] === true) {
-    throw new LensInputError(file, "use_sliding_window is true: sliding-window attention is not supported; set it to false (Qwen2-VL checkpoints ship with it off)");
+  if (text.json["use_sliding_window"] === true) {
+    throw new LensInputError(top.file, "use_sliding_window is true: sliding-window attention is not supported; set it to false (Qwen2-VL checkpoints ship with it off)");
   }
-  const theta = typeof rope["rope_theta"] === "number" ? rope["rope_theta"] : cfgNumber(text, "rope_theta", file, 1000000);
-  const topTie = typeof config["tie_word_embeddings"] === "boolean" ? (config["tie_word_embeddings"] as boolean) : undefined;
-  const cfg = parseLlamaConfig({ ...text, rope_parameters: { rope_type: "default", rope_theta: theta }, rope_scaling: null }, file, topTie);
+  const theta = ropeSection?.has("rope_theta") ? ropeSection.positive("rope_theta") : text.positive("rope_theta", 1000000);
+  const plain = new ConfigSection({ ...text.json, rope_parameters: { rope_type: "default", rope_theta: theta }, rope_scaling: null }, text.file, text.path);
+  // Qwen2's attention has q/k/v biases and none on o_proj, whatever attention_bias says.
+  const cfg = parseLlamaConfig(plain, top.optionalBool("tie_word_embeddings"), { qkv: true, output: false });
   const section = rope["mrope_section"] ?? [16, 24, 24];
   if (!Array.isArray(section) || !section.every((n) => Number.isInteger(n) && (n as number) >= 0) || section.reduce((a: number, n) => a + (n as number), 0) !== cfg.headDim / 2) {
-    throw new LensInputError(file, `mrope_section ${JSON.stringify(section)} must be non-negative integers summing to head_dim / 2 = ${cfg.headDim / 2}: fix the config`);
+    throw new LensInputError(top.file, `mrope_section ${JSON.stringify(section)} must be non-negative integers summing to head_dim / 2 = ${cfg.headDim / 2}: fix the config`);
   }
   return { cfg, mropeSection: section as number[] };
 }
@@ -122,14 +127,19 @@ export function mropePositions(ids: readonly number[], imageTokenId: number, gri
 export const qwen2vl: ArchitectureModule = {
   architectures: ["Qwen2VLForConditionalGeneration"],
   plan(config, configFile, ctx) {
-    const { cfg: text, mropeSection } = parseText(config, configFile);
-    const vision = parseQwen2VisionConfig(cfgObject(config, "vision_config", configFile), configFile);
+    const top = new ConfigSection(config, configFile);
+    const { cfg: text, mropeSection } = parseText(top);
+    const vision = parseQwen2VisionConfig(top.section("vision_config"));
     if (vision.hiddenSize !== text.hiddenSize) {
       throw new LensInputError(configFile, `vision_config.hidden_size ${vision.hiddenSize} differs from the decoder's hidden_size ${text.hiddenSize}: fix the config`);
     }
-    const imageTokenId = cfgNumber(config, "image_token_id", configFile, 151655);
+    const imageTokenId = top.index("image_token_id", 151655);
+    if (imageTokenId >= text.vocabSize) {
+      throw top.error("image_token_id", `${imageTokenId} is not a token of the ${text.vocabSize}-token vocabulary (${text.section.name("vocab_size")}): fix the config or re-download it`);
+    }
     const names = resolveDecoderNames(ctx, text, ["model.language_model.", "model."], [""]);
     const visionPrefix = ctx.weights.findPrefix(["model.visual.", "visual."], "patch_embed.proj.weight", "vision tower");
+    checkQwen2VisionWeights(ctx, vision, visionPrefix);
     const positions: MultiAxisPositions = { axes: 3, prefill: (ids, grids) => mropePositions(ids, imageTokenId, grids) };
 
     return {
@@ -138,7 +148,7 @@ export const qwen2vl: ArchitectureModule = {
       imageTokenId,
       lens: llamaLensSpec(text, names),
       positions,
-      buildDecoder: (c) => buildLlamaDecoder(c, text, names, { imageTokenId, qkvBias: true, outputBias: false, mropeSection }, configFile),
+      buildDecoder: (c) => buildLlamaDecoder(c, text, names, { imageTokenId, mropeSection }, configFile),
       buildVision: (c) => buildQwen2Vision(c, vision, visionPrefix, configFile),
       imagePipeline: (source) => qwen2vlImagePipeline(source, vision, imageTokenId, configFile),
     };
@@ -199,6 +209,21 @@ export function visionLayoutFeeds(frames: number, gh: number, gw: number, merge:
             seg[i] = BigInt(t);
           }
   return { vision_position_ids: { data: pos, dims: [n, 2] }, vision_segment_ids: { data: seg, dims: [n] } };
+}
+
+/** The tower's tensors against vision_config, before anything is built from it. */
+function checkQwen2VisionWeights(ctx: GraphCtx, cfg: Qwen2VisionConfig, prefix: string): void {
+  const w = ctx.weights;
+  const c = cfg.section;
+  const says = (key: string, v: number) => [v, `${c.name(key)} ${v}`] as const;
+  const embed = says("embed_dim", cfg.embedDim);
+  const patch = says("patch_size", cfg.patchSize);
+  w.checkShape(`${prefix}patch_embed.proj.weight`, [embed, says("in_channels", cfg.inChannels), says("temporal_patch_size", cfg.temporalPatchSize), patch, patch]);
+  w.checkLayerCount(`${prefix}blocks.`, "norm1.weight", cfg.depth, `${c.name("depth")} ${cfg.depth}`, true);
+  const mlpDim = Math.trunc(cfg.embedDim * cfg.mlpRatio);
+  w.checkShape(`${prefix}blocks.0.mlp.fc1.weight`, [[mlpDim, `${c.name("embed_dim")} x mlp_ratio = ${cfg.embedDim} x ${cfg.mlpRatio}`], embed]);
+  const m2 = cfg.spatialMergeSize * cfg.spatialMergeSize;
+  w.checkShape(`${prefix}merger.mlp.2.weight`, [says("hidden_size", cfg.hiddenSize), [cfg.embedDim * m2, `${c.name("embed_dim")} x spatial_merge_size^2 = ${cfg.embedDim} x ${m2}`]]);
 }
 
 function buildQwen2Vision(ctx: GraphCtx, cfg: Qwen2VisionConfig, prefix: string, configFile: string): void {

@@ -10,6 +10,7 @@ import { LENS_RECORD_VERSION, type LensRecord, type LensSettings, type NumericBl
 import { LensInputError } from "../errors";
 import type { LoadedModel } from "../model/loadedModel";
 import { segmentTokens } from "../text/segments";
+import { checkFinite } from "./finiteCheck";
 import { MAX_IMAGE_BYTES, readInputFile } from "../util/readInput";
 
 export type HeadMaskSpec =
@@ -205,7 +206,7 @@ export async function runLens(model: LoadedModel, request: LensRunRequest, hooks
   for (const id of [...ids, ...generated, ...stats.tracked, ...targetIds, ...(patchLens?.topIds.data ?? [])]) tokenTexts[String(id)] ??= text.tokenLabel(id);
 
   const imageInput = request.image === undefined ? null : await describeImage(request.image, prepared);
-  return {
+  return checkFinite({
     version: LENS_RECORD_VERSION,
     model: {
       id: path.basename(info.folder),
@@ -242,7 +243,7 @@ export async function runLens(model: LoadedModel, request: LensRunRequest, hooks
     headMask,
     generation: { ids: generated, stoppedBy, predictingPositions, matches: block([L + 1, generated.length], matches) },
     timings,
-  };
+  });
 }
 
 const SETTING_KEYS: readonly (keyof LensSettings)[] = ["positions", "topK", "maxNewTokens", "target", "answerProb", "trackTokens", "imageAttention", "patchLens"];

@@ -236,11 +236,21 @@ export class LoadedModel {
     // C allocator to hold on to freed chunks (bench:lens peak RSS 650-870 MiB without it,
     // 660-730 with it).
     const sessionOptions = { weightsFolder: weights.index.dataFolder, device, threads: opts.threads, prepackWeights: opts.prepackWeights, memoryArena: false };
-    const [decoder, lensSession, vision] = await Promise.all([
+    // The NaN/Inf scan of the small tensors (weights.ts) runs beside session creation; its
+    // error, if any, wins, and the sessions made meanwhile are released.
+    const opened = await Promise.allSettled([
       openGraphSession(decoderGraph, sessionOptions),
       openGraphSession(lensGraph, { ...sessionOptions, memoryArena: true }),
-      visionGraph ? openGraphSession(visionGraph, sessionOptions) : undefined,
-    ]);
+      visionGraph ? openGraphSession(visionGraph, sessionOptions) : Promise.resolve(undefined),
+      weights.scanSmallTensors(),
+    ] as const);
+    if (opened.some((r) => r.status === "rejected")) {
+      const sessions = [opened[0], opened[1], opened[2]].flatMap((r) => (r.status === "fulfilled" && r.value ? [r.value] : []));
+      await Promise.all(sessions.map((session) => session.release()));
+      const scan = opened[3];
+      throw scan.status === "rejected" ? scan.reason : opened.find((r) => r.status === "rejected")!.reason;
+    }
+    const [decoder, lensSession, vision] = [settledValue(opened[0]), settledValue(opened[1]), settledValue(opened[2])];
     const t2 = performance.now();
 
     const eos = eosIds(generationConfig, config, text);
