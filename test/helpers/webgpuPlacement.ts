@@ -68,11 +68,17 @@ export function parsePlacement(log: string): Map<string, SessionPlacement> {
 const PER_LAYER = /(^|\/)(vision\.)?(layers|blocks)\.\d+\//;
 
 /**
- * Ops that compute shapes and indices (int64 positions, masks, lengths) once per run, before the
- * layers: they have no int64 kernels on WebGPU, and on the CPU they read only graph inputs and
- * shapes. Anything else on the CPU (FusedMatMul, Scan, Softmax, ...) is model arithmetic.
+ * Ops that compute shapes, indices (int64 positions, masks, lengths) and the rotary tables from
+ * them, once per run, before the layers: WebGPU has no int64 kernels, and the graphs pin the
+ * rotary cos/sin to the CPU on purpose (GraphBuilder.onCpu: WGSL's sin/cos are not float32
+ * accurate). On the CPU they read only graph inputs and shapes. Anything else on the CPU
+ * (FusedMatMul, Scan, Softmax, ...) is model arithmetic.
  */
-const INDEX_OPS: ReadonlySet<string> = new Set(["Shape", "Size", "Gather", "Squeeze", "Unsqueeze", "Slice", "Concat", "Reshape", "Range", "Add", "Sub", "Mul", "Cast", "Equal", "Greater", "Less", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Not", "Where", "CumSum", "Expand"]);
+const INDEX_OPS: ReadonlySet<string> = new Set([
+  ...["Shape", "Size", "Gather", "Squeeze", "Unsqueeze", "Slice", "Split", "Concat", "Reshape", "Transpose", "Expand", "Range", "CumSum"],
+  ...["Add", "Sub", "Mul", "Cast", "Equal", "Greater", "Less", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Not", "Where"],
+  ...["Cos", "Sin"],
+]);
 
 /** What is wrong with a decoder's or vision tower's placement: a CPU island in a layer, model arithmetic on the CPU, a GPU-to-host copy inside a layer. */
 export function placementProblems(p: SessionPlacement): string[] {

@@ -244,14 +244,15 @@ function buildQwen2Vision(ctx: GraphCtx, cfg: Qwen2VisionConfig, prefix: string,
 
   // 2D rotary: the first quarter of the frequencies turn with the row, the next with the column,
   // and the half repeats (cat(freqs, freqs)), as transformers' VisionRotaryEmbedding.
-  const { cos, sin } = b.scoped("rope", () => {
+  // The tables are computed on the CPU under WebGPU (see GraphBuilder.onCpu).
+  const { cos, sin } = b.scoped("rope", () => b.onCpu(() => {
     const invFreq = defaultInvFreq(headDim / 2, cfg.ropeTheta);
     const pos = b.op("Cast", [positionIds], { to: 1 });
     const axis = (i: number) => b.op("Mul", [b.op("Slice", [pos, b.i64(i), b.i64(i + 1), b.i64(1)]), b.constant("float32", invFreq, [1, invFreq.length])]);
     const hw = b.op("Concat", [axis(0), axis(1)], { axis: -1 });
     const emb = b.op("Concat", [hw, hw], { axis: -1 });
     return { cos: b.op("Cos", [emb], {}, "cos"), sin: b.op("Sin", [emb], {}, "sin") };
-  });
+  }));
   const allowed = b.op("Equal", [b.op("Unsqueeze", [segmentIds, b.i64(1)]), b.op("Unsqueeze", [segmentIds, b.i64(0)])], {}, "same_image");
 
   const mlpDim = Math.trunc(D * cfg.mlpRatio);

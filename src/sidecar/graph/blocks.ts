@@ -201,6 +201,10 @@ export function applyRotary(ctx: GraphCtx, x: string, cos: string, sin: string, 
 
 /** cos/sin `[S, D]` for integer positions `[S]` and inverse frequencies (D/2 of them), in float32. */
 export function rotaryTables(ctx: GraphCtx, positions: string, invFreq: Float32Array): { cos: string; sin: string } {
+  return ctx.b.onCpu(() => rotaryTablesHere(ctx, positions, invFreq));
+}
+
+function rotaryTablesHere(ctx: GraphCtx, positions: string, invFreq: Float32Array): { cos: string; sin: string } {
   const { b } = ctx;
   const pos = b.op("Unsqueeze", [b.op("Cast", [positions], { to: 1 }), b.i64(1)]);
   const freqs = b.op("Mul", [pos, b.constant("float32", invFreq, [1, invFreq.length])]);
@@ -215,6 +219,10 @@ export function rotaryTables(ctx: GraphCtx, positions: string, invFreq: Float32A
  * every axis and then keeps one slice per mrope_section.
  */
 export function multiAxisRotaryTables(ctx: GraphCtx, positions: string, invFreq: Float32Array, axisOfFreq: readonly number[]): { cos: string; sin: string } {
+  return ctx.b.onCpu(() => multiAxisRotaryTablesHere(ctx, positions, invFreq, axisOfFreq));
+}
+
+function multiAxisRotaryTablesHere(ctx: GraphCtx, positions: string, invFreq: Float32Array, axisOfFreq: readonly number[]): { cos: string; sin: string } {
   const { b } = ctx;
   if (axisOfFreq.length !== invFreq.length) throw new Error(`multiAxisRotaryTables: ${axisOfFreq.length} axes for ${invFreq.length} frequencies`);
   const perFreq = b.op("Transpose", [b.op("Gather", [positions, b.i64(...axisOfFreq)], { axis: 0 })], { perm: [1, 0] });

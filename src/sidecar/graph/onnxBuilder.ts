@@ -43,6 +43,11 @@ export interface BuiltGraph {
    * changed nothing else, since the graphs are built already fused.
    */
   foldsConstants: boolean;
+  /**
+   * Nodes to run on the CPU even when a GPU provider has kernels for them (see
+   * GraphBuilder.onCpu): onnxruntime's WebGPU provider takes them as forceCpuNodeNames.
+   */
+  cpuNodes: readonly string[];
 }
 
 export class GraphBuilder {
@@ -57,6 +62,8 @@ export class GraphBuilder {
   private counter = 0;
   private usesContribOps = false;
   private readonly outputAliases: { value: string; name: string }[] = [];
+  private cpuDepth = 0;
+  private readonly cpuNodes: string[] = [];
 
   constructor(readonly name: string) {}
 
@@ -67,6 +74,21 @@ export class GraphBuilder {
       return fn();
     } finally {
       this.scopeStack.pop();
+    }
+  }
+
+  /**
+   * Runs `fn` with every node it adds marked to run on the CPU under a GPU provider. For small
+   * tables computed from positions once per run, before the layers: the rotary cos/sin, whose
+   * WGSL builtins are accurate to 2^-11 only (inside [-pi, pi]; rotary angles reach thousands of
+   * radians), where transformers computes them in float32.
+   */
+  onCpu<T>(fn: () => T): T {
+    this.cpuDepth++;
+    try {
+      return fn();
+    } finally {
+      this.cpuDepth--;
     }
   }
 
@@ -170,6 +192,7 @@ export class GraphBuilder {
     if (this.usedNames.has(name)) throw new Error(`graph ${this.name}: value name ${name} is taken`);
     this.usedNames.add(name);
     this.nodes.push({ opType, input: inputs, output: [name], name, attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)) });
+    if (this.cpuDepth > 0) this.cpuNodes.push(name);
     return name;
   }
 
@@ -201,6 +224,7 @@ export class GraphBuilder {
       name: outputs[0],
       attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)),
     });
+    if (this.cpuDepth > 0) this.cpuNodes.push(outputs[0]);
     return outputs;
   }
 
@@ -296,7 +320,7 @@ export class GraphBuilder {
       },
     });
     const constants = new Set(this.initializers.map((t) => t.name ?? ""));
-    return { name: this.name, bytes: onnx.ModelProto.encode(model).finish(), foldsConstants: foldsConstants(nodes, constants) };
+    return { name: this.name, bytes: onnx.ModelProto.encode(model).finish(), foldsConstants: foldsConstants(nodes, constants), cpuNodes: [...this.cpuNodes] };
   }
 
   /** The nodes with the outputs' renames applied (see `output()`), and the Identities that remain. */

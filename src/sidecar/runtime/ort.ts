@@ -118,7 +118,7 @@ export async function openGraphSession(graph: BuiltGraph, opts: SessionOptions):
   for (const provider of candidates) {
     try {
       const session = await ort.InferenceSession.create(graph.bytes, {
-        executionProviders: [provider],
+        executionProviders: [provider === "webgpu" && graph.cpuNodes.length > 0 ? { name: "webgpu", forceCpuNodeNames: graph.cpuNodes } : provider],
         logId: graph.name,
         ...(verboseLog() ? { logSeverityLevel: 0 as const, logVerbosityLevel: 0 } : {}),
         graphOptimizationLevel: optimizationLevel(graph, provider, opts.foldConstants ?? true),

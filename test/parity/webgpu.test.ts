@@ -1,0 +1,187 @@
+/**
+ * Parity with transformers on WebGPU, in float32, within the CPU suites' bounds: one case of each
+ * architecture's tiny fixture (LLaMA, LLaVA with grouped KV heads, Qwen2-VL, Idefics3) through
+ * the same checks as test/parity/*.test.ts, with every session on the webgpu provider.
+ *
+ * WebGPU runs here on SwiftShader, which a process only picks up when it starts with Chromium's
+ * Vulkan loader on LD_LIBRARY_PATH (test/helpers/webgpuEnv.ts). So this file runs twice: as
+ * itself it starts vitest on this same file in a child process with that environment and
+ * LOGIT_LENS_WEBGPU_PARITY=child, which runs the checks below and must pass. SwiftShader is slow
+ * and has no shader-f16, so the suite stays on the float32 tiny fixtures. Without SwiftShader it
+ * is skipped, and in CI it fails.
+ */
+import { spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { SEGMENTS, type LensRecord } from "../../src/shared/lensRecord";
+import { assertLensRecord } from "../../src/shared/validateRecord";
+import { runLens } from "../../src/sidecar/lens/runLens";
+import { LoadedModel } from "../../src/sidecar/model/loadedModel";
+import { maxAbsDiff, relativeError } from "../helpers/fixtures";
+import { expectLensMatches } from "../helpers/lensParity";
+import { forwardParityTests, lensRunTests, type VlmCase, type VlmFixture, vlmFixture } from "../helpers/vlmParity";
+import { webgpuSuiteEnv } from "../helpers/webgpuEnv";
+
+const CHILD_ENV = "LOGIT_LENS_WEBGPU_PARITY";
+const ROOT = path.resolve(__dirname, "../..");
+const FIXTURES = path.resolve(__dirname, "../fixtures");
+/** The whole child run (session creation and SwiftShader's shader compiles included) must end within this. */
+const CHILD_TIMEOUT_MS = 540_000;
+
+if (process.env[CHILD_ENV] !== "child") {
+  const env = webgpuSuiteEnv("the WebGPU parity suite");
+  describe.runIf(env !== undefined)("parity with transformers on WebGPU (SwiftShader)", () => {
+    it("passes in a child process whose WebGPU runs on SwiftShader", async () => {
+      const vitest = path.join(ROOT, "node_modules", "vitest", "vitest.mjs");
+      const child = spawn(process.execPath, [vitest, "run", path.relative(ROOT, __filename)], { cwd: ROOT, env: { ...env, [CHILD_ENV]: "child", FORCE_COLOR: "0", NO_COLOR: "1" }, stdio: ["ignore", "pipe", "pipe"] });
+      let output = "";
+      child.stdout.setEncoding("utf8").on("data", (d: string) => (output += d));
+      child.stderr.setEncoding("utf8").on("data", (d: string) => (output += d));
+      const timer = setTimeout(() => child.kill("SIGKILL"), CHILD_TIMEOUT_MS);
+      const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+      clearTimeout(timer);
+      const text = output.replace(/\x1b\[[0-9;]*m/g, "");
+      // The child's measured errors and its summary.
+      const lines = text.split("\n").filter((l) => / error|Tests |Test Files |FAIL/.test(l));
+      console.log(`WebGPU parity child (exit ${code}):\n${lines.join("\n")}`);
+      expect(code, text.slice(-4000)).toBe(0);
+      // Every test ran and passed: none skipped, none filtered out.
+      const summary = /Tests\s+(\d+) passed \((\d+)\)/.exec(text);
+      expect(summary, "the child's test summary").not.toBeNull();
+      expect(Number(summary![1])).toBe(Number(summary![2]));
+      expect(Number(summary![1])).toBeGreaterThanOrEqual(20);
+    }, CHILD_TIMEOUT_MS + 30_000);
+  });
+} else {
+  childSuites();
+}
+
+/** The checks the child runs, every model on WebGPU. */
+function childSuites(): void {
+  const models = new Map<string, Promise<LoadedModel>>();
+  const open = (dir: string) => {
+    let m = models.get(dir);
+    if (!m) models.set(dir, (m = LoadedModel.open(dir, { device: "webgpu" })));
+    return m;
+  };
+  afterAll(async () => {
+    for (const m of models.values()) await (await m).dispose();
+  });
+
+  for (const lensCase of ["llama-f32/long.json", "llava-gqa-f32/square.json"]) lensFixtureChecks(path.join(FIXTURES, "lens", lensCase), open);
+
+  for (const [root, architecture] of [
+    ["qwen2vl-tiny", "Qwen2VLForConditionalGeneration"],
+    ["idefics3-tiny", "Idefics3ForConditionalGeneration"],
+  ] as const) {
+    const base = vlmFixture(path.join(FIXTURES, root));
+    const fixture: VlmFixture = { ...base, open: () => open(base.modelDir) };
+    const c: VlmCase = base.cases[0];
+    describe(`${root}/${c.case} on WebGPU`, () => {
+      it("opens on the webgpu provider", async () => {
+        expect((await fixture.open()).info.provider).toBe("webgpu");
+      });
+      forwardParityTests(fixture, c, `${root}/${c.case} webgpu`, { features: "image features", greedy: "generates the same greedy tokens" });
+      lensRunTests(fixture, c, `${root}/${c.case} webgpu`, architecture, {
+        title: "produces a valid LensRecord over prompt + generated tokens, run on webgpu",
+        check: (r) => expect(r.model.executionProvider).toBe("webgpu"),
+      });
+    });
+  }
+}
+
+interface Blob {
+  file: string;
+  dtype: "float32" | "int32";
+  shape: number[];
+}
+
+/** A lens fixture (tools/reference/make_lens_fixtures.py): the record of prompt + greedy tokens against transformers' hidden states and attentions. */
+function lensFixtureChecks(file: string, open: (dir: string) => Promise<LoadedModel>): void {
+  const c = JSON.parse(fs.readFileSync(file, "utf8")) as Record<string, unknown> & {
+    model: string;
+    case: string;
+    model_dir: string;
+    source_case: string;
+    num_layers: number;
+    num_heads: number;
+    prompt_length: number;
+    greedy_tokens: number[];
+    ids: number[];
+    top_k: number;
+    target_ids: number[];
+    head_mask: Record<string, number[]>;
+  };
+  const blob = (key: string): Float32Array | Int32Array => {
+    const b = c[key] as Blob;
+    const buf = fs.readFileSync(path.join(path.dirname(file), b.file));
+    const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
+    return b.dtype === "int32" ? new Int32Array(ab) : new Float32Array(ab);
+  };
+  const sourceFile = path.resolve(path.dirname(file), c.source_case);
+  const source = JSON.parse(fs.readFileSync(sourceFile, "utf8")) as { prompt: string; image: string | null };
+  const modelDir = path.resolve(path.dirname(file), c.model_dir);
+  const image = source.image ? path.resolve(path.dirname(sourceFile), source.image) : undefined;
+  const label = `${c.model}/${c.case} webgpu`;
+  const L = c.num_layers;
+  let record: Promise<LensRecord> | undefined;
+  const getRecord = () => (record ??= open(modelDir).then((m) => runLens(m, { prompt: source.prompt, image, settings: { positions: "all", topK: c.top_k, maxNewTokens: c.greedy_tokens.length } })));
+
+  describe(`${c.model}/${c.case} on WebGPU`, () => {
+    it("runs prompt + greedy generation on webgpu over the same tokens, and the record validates", async () => {
+      const r = await getRecord();
+      assertLensRecord(r);
+      expect(r.model.executionProvider).toBe("webgpu");
+      expect(r.tokens.map((t) => t.id)).toEqual([...c.ids, c.greedy_tokens[c.greedy_tokens.length - 1]]);
+      expect(r.generation.ids).toEqual(c.greedy_tokens);
+    });
+
+    it("top-k (near ties aside), probabilities, entropy, KL and cosine match transformers' (1e-4)", async () => {
+      const ref = { topK: c.top_k, topkIds: Float32Array.from(blob("topk_ids")), topkProbs: blob("topk_probs") as Float32Array, entropy: blob("entropy") as Float32Array, kl: blob("kl") as Float32Array, cosine: blob("cosine") as Float32Array };
+      expectLensMatches(await getRecord(), ref, label, 1e-4);
+    });
+
+    it("targets with their probability and rank at every layer", async () => {
+      const r = await getRecord();
+      expect(r.lens.targetIds).toEqual(c.target_ids);
+      expect(maxAbsDiff(r.lens.targetProb.data, blob("target_prob"))).toBeLessThanOrEqual(1e-4);
+      const ranks = blob("target_rank");
+      const margins = blob("target_rank_margin");
+      r.lens.targetRank.data.forEach((rank, i) => expect(Math.abs(rank - ranks[i])).toBeLessThanOrEqual(margins[i] <= 1e-5 ? 1 : 0));
+    });
+
+    it("attention mass per layer, head, query and segment matches transformers' attentions (1e-5)", async () => {
+      const r = await getRecord();
+      const att = blob("attentions");
+      const S = c.prompt_length;
+      const nH = c.num_heads;
+      const G = SEGMENTS.length;
+      const P = r.positions.length;
+      const seg = r.tokens.map((t) => SEGMENTS.indexOf(t.segment));
+      let worst = 0;
+      for (let l = 0; l < L; l++)
+        for (let h = 0; h < nH; h++)
+          for (let q = 0; q < S; q++) {
+            const expected = new Array<number>(G).fill(0);
+            for (let k = 0; k < S; k++) expected[seg[k]] += att[((l * nH + h) * S + q) * S + k];
+            for (let g = 0; g < G; g++) worst = Math.max(worst, Math.abs(r.attention.mass.data[((l * nH + h) * P + q) * G + g] - expected[g]));
+          }
+      console.log(`${label} attention segment mass max abs error: ${worst.toExponential(2)}`);
+      expect(worst).toBeLessThanOrEqual(1e-5);
+    });
+
+    it("logits and hidden states with heads masked match transformers' o_proj hook (1e-4)", async () => {
+      const m = await open(modelDir);
+      const prepared = await m.prepare({ prompt: source.prompt, image });
+      const mask = new Float32Array(L * c.num_heads).fill(1);
+      for (const [layer, heads] of Object.entries(c.head_mask)) for (const h of heads) mask[Number(layer) * c.num_heads + h] = 0;
+      const fwd = await m.forward(prepared.inputIds, { imageFeatures: await m.imageFeaturesFor(prepared), positions: prepared.inputIds.map((_, i) => i), headMask: mask });
+      const logitsError = relativeError(await m.logits(fwd), blob("masked_logits") as Float32Array);
+      const hiddenError = relativeError(fwd.hiddenStates, blob("masked_hidden_states") as Float32Array);
+      console.log(`${label} masked: logits rel. error ${logitsError.toExponential(2)}, hidden states ${hiddenError.toExponential(2)}`);
+      expect(logitsError).toBeLessThanOrEqual(1e-4);
+      expect(hiddenError).toBeLessThanOrEqual(1e-4);
+    });
+  });
+}
