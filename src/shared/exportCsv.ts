@@ -174,22 +174,22 @@ function orderedEntries(value: object, node: SchemaNode): [string, unknown][] {
 
 const isPlain = (v: unknown) => v === null || typeof v !== "object";
 
-function plainJson(value: unknown, path: string): string {
-  if (typeof value === "number" && !Number.isFinite(value)) throw new Error(`${path || "/"}: ${value} cannot be written as JSON`);
-  if (Array.isArray(value)) {
-    const bad = value.findIndex((v) => typeof v === "number" && !Number.isFinite(v));
-    if (bad >= 0) throw new Error(`${path}/${bad}: ${String(value[bad])} cannot be written as JSON`);
-  }
+/**
+ * JSON has no NaN or Infinity. A record holds them only when the model produced them (its
+ * `warnings` say from which layer on), and the file must still be written: they become null,
+ * as JSON.stringify writes them.
+ */
+function plainJson(value: unknown): string {
   return JSON.stringify(value);
 }
 
 /** The value on one line if it fits in `budget` characters and holds no array of objects. */
 function inlineJson(value: unknown, node: SchemaNode, budget: number, path: string): string | undefined {
-  if (isPlain(value)) return plainJson(value, path);
+  if (isPlain(value)) return plainJson(value);
   if (Array.isArray(value)) {
     // Each item takes at least two characters; a long array is not worth rendering to find out.
     if (value.length * 2 > budget || !value.every(isPlain)) return undefined;
-    const text = plainJson(value, path);
+    const text = plainJson(value);
     return text.length <= budget ? text : undefined;
   }
   // "{ " + members joined by ", " + " }"
@@ -215,7 +215,7 @@ function writeJson(value: unknown, node: SchemaNode, indent: string, path: strin
   const inner = indent + "  ";
   if (Array.isArray(value)) {
     if (value.every(isPlain)) {
-      out.push(plainJson(value, path));
+      out.push(plainJson(value));
       return;
     }
     const itemNode = resolve(Array.isArray(node.items) ? undefined : node.items);

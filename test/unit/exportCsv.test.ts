@@ -154,13 +154,17 @@ describe("recordToJson", () => {
     expect(lines.length).toBeLessThan(150);
   });
 
-  it("leaves out undefined fields and refuses numbers JSON cannot hold", () => {
+  it("leaves out undefined fields and writes the numbers JSON cannot hold as null (the record's warnings say why)", () => {
     const r = sampleRecord();
     expect(recordToJson(r)).toContain('"answerProb": 0.875');
     r.lens.answerProb = undefined;
     expect(recordToJson(r)).not.toContain('"answerProb": 0.875');
     r.lens.kl.data[1] = NaN;
-    expect(() => recordToJson(r)).toThrow("/lens/kl/data/1: NaN cannot be written as JSON");
+    r.lens.kl.data[2] = Infinity;
+    const kl = (JSON.parse(recordToJson(r)) as { lens: { kl: { data: (number | null)[] } } }).lens.kl.data;
+    expect(kl[1]).toBeNull();
+    expect(kl[2]).toBeNull();
+    expect(kl[0]).toBe(r.lens.kl.data[0]);
   });
 });
 
