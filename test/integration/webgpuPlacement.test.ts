@@ -7,8 +7,16 @@
  * before the layers, with no GPU-to-host copy inside a layer. The lens graph's placement is
  * printed, not checked (its statistics run on the CPU under WebGPU).
  */
+import * as fs from "node:fs";
 import * as path from "node:path";
+import { onnx } from "onnx-proto";
 import { describe, expect, it } from "vitest";
+import { findArchitecture } from "../../src/sidecar/arch";
+import type { JsonObject } from "../../src/sidecar/arch/configUtil";
+import { compileGraphs } from "../../src/sidecar/model/loadedModel";
+import { WeightIndex } from "../../src/sidecar/model/safetensors";
+import { ModelWeights } from "../../src/sidecar/model/weights";
+import { intendedProvider } from "../../src/sidecar/runtime/ort";
 import { webgpuSuiteEnv } from "../helpers/webgpuEnv";
 import { describePlacement, parsePlacement, placementOf, placementProblems } from "../helpers/webgpuPlacement";
 
@@ -51,6 +59,45 @@ describe("reading onnxruntime's placement log", () => {
     expect(sessions.get("vision")).toEqual({ session: "vision", counts: { cpu: 0, gpu: 1 }, cpu: [], gpu: [{ op: "Conv", name: "embeddings/patch_embedding" }], copiesToHost: [] });
     expect(decoder.counts).toEqual({ cpu: 3, gpu: 2 });
     expect(placementProblems(sessions.get("vision")!)).toEqual([]);
+  });
+});
+
+/** Every op type in a graph, subgraphs included. */
+function opTypes(bytes: Uint8Array): Set<string> {
+  const out = new Set<string>();
+  const walk = (nodes: onnx.INodeProto[]) => {
+    for (const n of nodes) {
+      out.add(n.opType ?? "");
+      for (const a of n.attribute ?? []) if (a.g) walk(a.g.node ?? []);
+    }
+  };
+  walk(onnx.ModelProto.decode(bytes).graph?.node ?? []);
+  return out;
+}
+
+// Without SwiftShader the suite below is skipped; what the graphs are built of is checked everywhere.
+describe.each(MODELS)("%s built for WebGPU", (_label, dir) => {
+  it("has no op WebGPU lacks kernels for in its decoder and vision tower, and computes its rotary tables on the CPU", async () => {
+    const folder = path.join(FIXTURES, dir);
+    const configFile = path.join(folder, "config.json");
+    const config = JSON.parse(fs.readFileSync(configFile, "utf8")) as JsonObject;
+    const weights = new ModelWeights(await WeightIndex.open(folder), configFile);
+    const module = findArchitecture(config["architectures"], configFile).module;
+    const gpu = compileGraphs(module, config, configFile, weights, { provider: "webgpu" });
+    for (const graph of [gpu.decoder, gpu.vision]) {
+      if (!graph) continue;
+      const ops = opTypes(graph.bytes);
+      for (const op of ["FusedMatMul", "Scan", "Loop", "Unique", "NonZero", "GroupQueryAttention"]) expect(ops.has(op), `${graph.name} has ${op}`).toBe(false);
+    }
+    expect(gpu.decoder.cpuNodes).toEqual(expect.arrayContaining(["rope/cos", "rope/sin"]));
+    // The CPU keeps its fused product.
+    expect(opTypes(compileGraphs(module, config, configFile, weights, { provider: "cpu" }).decoder.bytes).has("FusedMatMul")).toBe(true);
+  });
+});
+
+describe("device auto", () => {
+  it("never picks WebGPU, whose adapter (hardware or software) onnxruntime-node cannot name", () => {
+    expect(["cuda", "cpu"]).toContain(intendedProvider("auto"));
   });
 });
 

@@ -60,6 +60,11 @@ function providersFor(device: Device): ("cpu" | "cuda" | "webgpu")[] {
     case "webgpu":
       return ["webgpu"];
     case "auto":
+      // Never WebGPU: onnxruntime-node 1.30 cannot tell a hardware adapter from a software one
+      // (SwiftShader, llvmpipe, WARP), which would run far slower than the CPU provider. Its
+      // binding exports only sessions and listSupportedBackends, ort.env.webgpu stays empty in
+      // Node, and the WebGPU provider logs its context's pointers, never the adapter it got.
+      // An explicit `webgpu` device still runs on whatever adapter Dawn picks.
       return isBundled("cuda") ? ["cuda", "cpu"] : ["cpu"];
   }
 }
