@@ -410,6 +410,18 @@ async function main(): Promise<void> {
     const trackedShown = await page.isVisible('[data-card="tracked"] svg');
     check(trackedShown, "a TrackedMessage draws the tracked tokens' ranks");
 
+    // A record that carries warnings (values that stopped being finite) shows them above it; the next record without any hides them.
+    const warning = "lens values stop being finite at layer 4 (block 4), position 20: NaN there; re-download the model or run it in float32";
+    await page.evaluate(`(() => {
+      const r = { ...window.__record, warnings: [${JSON.stringify(warning)}] };
+      window.dispatchEvent(new MessageEvent("message", { data: { type: "show", record: r, imageUri: null, title: "with a warning" } }));
+    })()`);
+    const warned = (await page.evaluate(`({ visible: !document.getElementById("record-warnings")?.hidden, text: document.getElementById("record-warnings")?.textContent })`)) as { visible: boolean; text?: string };
+    check(warned.visible && (warned.text ?? "").includes(warning), `a record's warnings are shown above it (${JSON.stringify(warned)})`);
+    if (screenshots) await page.screenshot({ path: path.join(screenshots, "webview-warnings.png") });
+    await page.evaluate(`window.dispatchEvent(new MessageEvent("message", { data: { type: "show", record: window.__record, imageUri: null, title: "again" } }))`);
+    check(await page.isHidden("#record-warnings"), "a record without warnings hides them");
+
     // Reload: the panel redraws from its saved state before the host sends anything.
     await page.evaluate(`(() => {
       const small = (${syntheticRecord.toString()})({ numLayers: 8, numHeads: 4, positions: 60, grid: [4, 4], generated: 4, pool: 40 });

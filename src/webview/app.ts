@@ -81,6 +81,8 @@ export class App {
   private readonly previewEl: HTMLElement;
   private readonly promptEl: HTMLElement;
   private readonly problemsEl: HTMLElement;
+  /** The record's own warnings (values that stopped being finite, say): shown above it, never hidden by a later view. */
+  private readonly warningsEl: HTMLElement;
   private readonly recordEl: HTMLElement;
   private readonly infoEl: HTMLElement;
   private readonly placeholder: HTMLElement;
@@ -115,6 +117,8 @@ export class App {
     this.promptEl = el("p", { id: "prompt", class: "prompt" });
     this.problemsEl = el("section", { id: "problems", class: "problems", attrs: { role: "alert", "aria-label": "Problems" } });
     this.problemsEl.hidden = true;
+    this.warningsEl = el("section", { id: "record-warnings", class: "record-warnings", attrs: { role: "alert", "aria-label": "Warnings" } });
+    this.warningsEl.hidden = true;
     this.placeholder = el("p", { class: "placeholder", text: "Waiting for a lens run…" });
 
     const metric = select("metric", "Colour", METRICS.map((m) => [m, METRIC_LABELS[m]] as const), this.ui.metric);
@@ -234,7 +238,7 @@ export class App {
     );
     this.comparison.element.hidden = true;
 
-    root.replaceChildren(el("header", { class: "app-header" }, this.titleEl, this.statusEl), this.previewEl, this.problemsEl, this.placeholder, this.recordEl, this.comparison.element);
+    root.replaceChildren(el("header", { class: "app-header" }, this.titleEl, this.statusEl), this.previewEl, this.problemsEl, this.warningsEl, this.placeholder, this.recordEl, this.comparison.element);
     root.removeAttribute("aria-busy");
 
     if (saved?.kind) this.kind = saved.kind;
@@ -295,6 +299,9 @@ export class App {
     performance.measure("logitLens:show:view", { start: t, end: performance.now() });
     this.view = view;
     if (!restoring) this.problemsEl.hidden = true;
+    const warnings = record.warnings ?? [];
+    this.warningsEl.hidden = warnings.length === 0;
+    this.warningsEl.replaceChildren(el("strong", { text: warnings.length === 1 ? "Warning" : `${warnings.length} warnings` }), el("ul", {}, ...warnings.map((w) => el("li", { text: w }))));
     this.placeholder.hidden = true;
     this.comparison.element.hidden = true;
     this.recordEl.hidden = false;
@@ -388,6 +395,7 @@ export class App {
     this.previewEl.textContent = "";
     this.placeholder.hidden = true;
     this.recordEl.hidden = true;
+    this.warningsEl.hidden = true;
     this.comparison.element.hidden = false;
     this.comparison.render(message, this.ui.groupKey, this.palette);
     this.save();
