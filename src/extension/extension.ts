@@ -77,8 +77,16 @@ export function activate(context: vscode.ExtensionContext): LogitLensApi {
       output.info(`node: ${process.version} (${process.platform}-${process.arch}), extension host ${vscode.env.remoteName ?? "local"}`);
       try {
         const server = await sidecar.server();
-        output.info(`sidecar ${server.serverVersion}, providers: ${server.providers.map((p) => `${p.name}${p.bundled ? "" : " (not bundled)"}`).join(", ")}`);
+        const present = server.providers.filter((p) => p.bundled).map((p) => p.name);
+        const absent = server.providers.filter((p) => !p.bundled).map((p) => p.name);
+        output.info(`sidecar ${server.serverVersion}, execution providers present: ${present.join(", ")}${absent.length ? ` (${absent.join(", ")} need onnxruntime-node's own libraries: reinstall it with --onnxruntime-node-install=cuda12 on a machine with internet)` : ""}`);
         output.info(`architectures: ${server.architectures.join(", ")}; bundled model: ${server.defaultModel}`);
+        const state = sidecar.state;
+        const model = "model" in state ? state.model : undefined;
+        if (model) {
+          output.info(`model: ${model.folder} (${model.architecture}), ${model.dtype} weights, ${model.computeDtype ?? "float32"} compute, on ${model.provider}`);
+          if (model.memory) output.info(`memory: ${model.memory.reason} (${(model.memory.availableBytes / 1e9).toFixed(1)} GB was free when it opened)`);
+        }
       } catch (e) {
         output.error(String(e));
       }
@@ -110,7 +118,9 @@ function renderStatus(item: vscode.StatusBarItem, s: SidecarState): void {
       break;
     case "ready":
       item.text = `$(telescope) ${modelName(s.model?.folder)}${s.model ? ` · ${s.model.provider}` : ""}`;
-      item.tooltip = s.model ? `Logit Lens: ${s.model.folder}\n${s.model.architecture}, ${s.model.dtype}, ${s.model.numLayers} layers, on ${s.model.provider}` : "Logit Lens: ready";
+      item.tooltip = s.model
+        ? `Logit Lens: ${s.model.folder}\n${s.model.architecture}, ${s.model.dtype} weights, ${s.model.numLayers} layers, on ${s.model.provider}${s.model.memory ? `\n${s.model.memory.reason}` : ""}`
+        : "Logit Lens: ready";
       item.backgroundColor = undefined;
       break;
     case "busy":

@@ -49,9 +49,13 @@ export interface LensRecord {
     architecture: string;
     /** SHA-256 of config.json, so records from different checkpoints are never mixed up. */
     configHash: string;
-    /** Storage dtype of the weights; compute is float32. */
+    /** Storage dtype of the weights (see computeDtype). */
     dtype: string;
     executionProvider: string;
+    /** The dtype the graphs computed in (absent in records made before it was recorded: float32). */
+    computeDtype?: "float32" | "float16" | "bfloat16";
+    /** How the weights were held in memory (see the schema). */
+    weightPlan?: "float32" | "half-per-use";
     numLayers: number;
     numHeads: number;
     vocabSize: number;

@@ -63,6 +63,11 @@ export interface ModelSummary {
   vocabSize: number;
   hasVision: boolean;
   openMs: number;
+  /** The dtype the graphs compute in, and how the weights are held (see the LensRecord's model). */
+  computeDtype?: "float32" | "float16" | "bfloat16";
+  weightPlan?: "float32" | "half-per-use";
+  /** The memory the model was estimated to need before it opened, what was free, and why this weight plan. */
+  memory?: { estimateBytes: number; availableBytes: number; reason: string };
 }
 /** Extension -> sidecar, when the configured model changes; replaces the open model. */
 export const OpenModelRequest = new RequestType<OpenModelParams, ModelSummary, void>("lens/openModel");

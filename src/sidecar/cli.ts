@@ -234,6 +234,7 @@ async function run(args: RunArgs): Promise<void> {
   if (args.experiment !== undefined) return runExperiment(args, progress, clearProgress);
   const t0 = performance.now();
   const model = await openModel(args, progress);
+  if (args.verbose || model.info.weightPlan === "half-per-use") progress(`memory: ${model.info.memory.reason}`);
   if (args.sample) {
     progress(`no --image and --prompt: running the sample ${path.basename(args.sample.image)}, "${args.sample.question}" (expected answer: ${args.sample.answer})`);
   }
@@ -398,7 +399,8 @@ export function formatTable(r: LensRecord): string {
   const k = r.lens.topK;
   const show = Math.min(k, 5);
   const lines: string[] = [];
-  lines.push(`${r.model.architecture} · ${r.model.dtype} · ${r.model.executionProvider} · ${promptLength} prompt tokens${r.headMask ? ` · masked heads ${JSON.stringify(r.headMask)}` : ""}`);
+  const weights = r.model.weightPlan === "half-per-use" ? `${r.model.dtype} weights kept half` : r.model.dtype;
+  lines.push(`${r.model.architecture} · ${weights} · ${r.model.computeDtype ?? "float32"} compute · ${r.model.executionProvider} · ${promptLength} prompt tokens${r.headMask ? ` · masked heads ${JSON.stringify(r.headMask)}` : ""}`);
   if (r.generation.ids.length) {
     lines.push(`generated (${r.generation.stoppedBy}): ${JSON.stringify(r.tokens.slice(promptLength).map((t) => t.text).join(""))}`);
   }

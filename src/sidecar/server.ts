@@ -65,7 +65,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
     await model?.dispose();
     model = next;
     lastRun = undefined;
-    log("info", `opened ${next.info.folder} (${next.info.architecture}, ${next.info.dtype}) on ${next.info.provider}`);
+    log("info", `opened ${next.info.folder} (${next.info.architecture}, ${next.info.dtype} weights, ${next.info.computeDtype} compute) on ${next.info.provider}: ${next.info.memory.reason}`);
     return next;
   };
 
@@ -137,6 +137,9 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
           vocabSize: info.vocabSize,
           hasVision: next.hasVision,
           openMs: performance.now() - t0,
+          computeDtype: info.computeDtype,
+          weightPlan: info.weightPlan,
+          memory: info.memory,
         };
       }),
     ),

@@ -201,6 +201,8 @@ export function sampleRecord(options: SampleOptions = {}): LensRecord {
       configHash: "0123456789abcdef".repeat(4),
       dtype: "float32",
       executionProvider: "cpu",
+      computeDtype: "float32",
+      weightPlan: "float32",
       numLayers: L,
       numHeads: HEADS,
       vocabSize: SAMPLE_VOCAB.length,

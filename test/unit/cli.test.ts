@@ -118,7 +118,7 @@ describe("logit-lens CLI", () => {
     const r = cli();
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/running the sample color-main-1\.png/);
-    expect(r.stdout).toMatch(/^LlavaForConditionalGeneration · F32 · cpu/m);
+    expect(r.stdout).toMatch(/^LlavaForConditionalGeneration · F32 · float32 compute · cpu/m);
     const rows = r.stdout.split("\n").filter((l) => /^(embeddings|block \d+) /.test(l));
     expect(rows).toHaveLength(9); // the bundled model's embeddings and 8 blocks
     // It answers the sample, and the lens shows the answer arriving in a middle block.

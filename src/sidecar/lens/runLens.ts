@@ -215,6 +215,8 @@ export async function runLens(model: LoadedModel, request: LensRunRequest, hooks
       configHash: info.configHash,
       dtype: info.dtype,
       executionProvider: info.provider,
+      computeDtype: info.computeDtype,
+      weightPlan: info.weightPlan,
       numLayers: L,
       numHeads: nH,
       vocabSize: V,

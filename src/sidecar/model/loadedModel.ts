@@ -4,7 +4,9 @@
  * decode with the KV cache).
  */
 import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 import * as fs from "node:fs/promises";
+import * as os from "node:os";
 import * as path from "node:path";
 import { findArchitecture } from "../arch";
 import { cfgNumber, isObject, type JsonObject } from "../arch/configUtil";
@@ -16,6 +18,7 @@ import { GraphBuilder, type BuiltGraph } from "../graph/onnxBuilder";
 import { type ClipProcessorConfig, parseClipProcessorConfig, preprocessClip } from "../image/clipProcessor";
 import { decodeImage, type RgbImage } from "../image/decode";
 import { type Device, type GraphSession, type HostTensor, intendedProvider, openGraphSession } from "../runtime/ort";
+import { availableMemory, chooseCpuPlan, formatGB, type MemoryEstimate, type ModelFootprint, type WeightPlan } from "../runtime/memoryEstimate";
 import { checkContextLength, contextLengthOf } from "../text/limits";
 import { TextProcessor } from "../text/textProcessor";
 import { readJsonObject, settledValue } from "./jsonFile";
@@ -33,6 +36,13 @@ export interface OpenOptions {
   rankMethod?: RankMethod;
   /** Bytes of logits a lens run keeps in the graph at once (default LOGITS_BUDGET); any bound gives the same record. For tests. */
   logitsBudget?: number;
+  /**
+   * How half-precision weights are held on the CPU (default: float32 copies when they fit in
+   * the memory that is free, else kept half and converted per use; see runtime/memoryEstimate).
+   */
+  weightPlan?: WeightPlan;
+  /** Bytes of memory taken as free, instead of reading the machine's. For tests. */
+  availableMemory?: number;
 }
 
 export interface PreparedInput {
@@ -113,8 +123,14 @@ const PREPARED_IMAGES = 4;
 export interface ModelInfo {
   folder: string;
   architecture: string;
-  /** Storage dtype of the weights (the most common one). Compute is float32. */
+  /** Storage dtype of the weights (the most common one). */
   dtype: string;
+  /** The dtype the graphs compute in (the lens statistics are always accumulated in float32). */
+  computeDtype: "float32";
+  /** How the weights are held: as float32 (half ones converted at open), or half and converted per use. */
+  weightPlan: WeightPlan;
+  /** What the model was estimated to need before it opened, what was free then, and why this plan. */
+  memory: { estimateBytes: number; availableBytes: number; reason: string };
   provider: string;
   numLayers: number;
   numHeads: number;
@@ -228,6 +244,8 @@ export class LoadedModel {
     }
     const t1 = performance.now();
 
+    const memory = planMemory(weights.index, plan.decoder, contextLengthOf(config)?.length, opts.logitsBudget ?? LOGITS_BUDGET, opts);
+
     progress("creating sessions");
     // No memory arena for the decoder and vision tower: the weights are memory-mapped, so
     // activations are what an arena would pin; returning them after each run halves the peak
@@ -235,7 +253,14 @@ export class LoadedModel {
     // statistics at a time), and an arena of its own keeps those blocks instead of leaving the
     // C allocator to hold on to freed chunks (bench:lens peak RSS 650-870 MiB without it,
     // 660-730 with it).
-    const sessionOptions = { weightsFolder: weights.index.dataFolder, device, threads: opts.threads, prepackWeights: opts.prepackWeights, memoryArena: false };
+    const sessionOptions = {
+      weightsFolder: weights.index.dataFolder,
+      device,
+      threads: opts.threads,
+      prepackWeights: opts.prepackWeights,
+      memoryArena: false,
+      foldConstants: memory.estimate.plan === "float32",
+    };
     // The NaN/Inf scan of the small tensors (weights.ts) runs beside session creation; its
     // error, if any, wins, and the sessions made meanwhile are released.
     const opened = await Promise.allSettled([
@@ -258,6 +283,9 @@ export class LoadedModel {
       folder: dir,
       architecture: plan.architecture,
       dtype: dominantDtype(weights.index),
+      computeDtype: "float32",
+      weightPlan: memory.estimate.plan,
+      memory: { estimateBytes: memory.estimate.totalBytes, availableBytes: memory.available, reason: memory.reason },
       provider: decoder.provider,
       numLayers: plan.decoder.numLayers,
       numHeads: plan.decoder.numHeads,
@@ -619,6 +647,57 @@ function eosIds(generationConfig: JsonObject | undefined, config: JsonObject, te
   }
   const fromTokenizer = text.eosTokenId;
   return new Set(fromTokenizer === undefined ? [] : [fromTokenizer]);
+}
+
+/**
+ * The weight plan and memory estimate of a model about to open; refuses with one line when the
+ * model cannot fit, before any session allocates. Tokens: the context length up to 4,096 (a
+ * LLaVA-1.5 record is about 600, Qwen2-VL's grow with the image).
+ */
+function planMemory(
+  index: WeightIndex,
+  decoder: ArchitecturePlan["decoder"],
+  contextLength: number | undefined,
+  logitsBudget: number,
+  opts: OpenOptions,
+): { estimate: MemoryEstimate; available: number; reason: string } {
+  let f32Bytes = 0;
+  let halfBytes = 0;
+  let largestHalfBytes = 0;
+  let intermediate = 0;
+  for (const name of index.names()) {
+    const e = index.get(name);
+    if (e.dtype === "F16" || e.dtype === "BF16") {
+      halfBytes += e.byteLength;
+      largestHalfBytes = Math.max(largestHalfBytes, e.byteLength);
+    } else f32Bytes += e.byteLength;
+    if (/\.mlp\.(up_proj|fc1|gate_proj)\.weight$/.test(name) && e.shape.length === 2) intermediate = Math.max(intermediate, e.shape[0]);
+  }
+  const footprint: ModelFootprint = {
+    f32Bytes,
+    halfBytes,
+    largestHalfBytes,
+    layers: decoder.numLayers,
+    kvHeads: decoder.numKvHeads,
+    headDim: decoder.headDim,
+    hidden: decoder.hiddenSize,
+    intermediate: intermediate || 4 * decoder.hiddenSize,
+    vocab: decoder.vocabSize,
+    tokens: Math.min(contextLength ?? 4096, 4096),
+    logitsBudget,
+  };
+  const available =
+    opts.availableMemory ??
+    availableMemory((file) => {
+      try {
+        return readFileSync(file, "utf8");
+      } catch {
+        return undefined;
+      }
+    }, os.freemem);
+  const choice = chooseCpuPlan(footprint, available, opts.weightPlan);
+  if ("refused" in choice) throw new LensInputError(index.folder, choice.refused);
+  return { estimate: choice.estimate, available, reason: `${choice.reason}; needs about ${formatGB(choice.estimate.totalBytes)}` };
 }
 
 function dominantDtype(index: WeightIndex): string {

@@ -47,7 +47,8 @@ export interface MemoryEstimate {
 const BASE_BYTES = 256 * 1024 * 1024;
 
 export function estimateMemory(m: ModelFootprint, plan: WeightPlan): MemoryEstimate {
-  const weightsBytes = plan === "float32" ? m.f32Bytes + 2 * m.halfBytes : m.f32Bytes + m.halfBytes + 2 * 2 * m.largestHalfBytes;
+  // kept half: the files, plus the float32 copy of the largest matrix with room for a second (never more than all copies at once)
+  const weightsBytes = plan === "float32" ? m.f32Bytes + 2 * m.halfBytes : m.f32Bytes + m.halfBytes + Math.min(2 * 2 * m.largestHalfBytes, 2 * m.halfBytes);
   const kv = m.layers * 2 * m.kvHeads * m.headDim * m.tokens * 4;
   // one layer at a time: the residual stream, q/k/v, the MLP's two intermediate products, attention scores of one head group
   const activations = m.tokens * (6 * m.hidden + 3 * m.intermediate) * 4;

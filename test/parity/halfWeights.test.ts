@@ -1,0 +1,61 @@
+/**
+ * Half-precision checkpoints that do not fit as float32 keep their weights half in memory and
+ * convert each where it is used (weightPlan "half-per-use"): the same float32 compute as the
+ * copies made at open, so the same parity with transformers' float32 run over those weights,
+ * and the same greedy tokens. Also: the plan is chosen from the memory that is free, and a model
+ * that cannot fit at all is refused with one line before any session allocates.
+ */
+import { afterAll, describe, expect, it } from "vitest";
+import { LoadedModel } from "../../src/sidecar/model/loadedModel";
+import { listCases, readTensor, relativeError } from "../helpers/fixtures";
+
+const halfCases = listCases().filter((c) => c.compute_dtype === "float32" && (c as { checkpoint_dtype?: string }).checkpoint_dtype !== "float32");
+const opened: LoadedModel[] = [];
+afterAll(async () => {
+  for (const m of opened) await m.dispose();
+});
+
+it("has float32 reference runs over half-precision checkpoints", () => {
+  expect(new Set(halfCases.map((c) => c.model))).toEqual(new Set(["llama-f16", "llava-gqa-bf16"]));
+});
+
+describe.each(halfCases.map((c) => [`${c.model}/${c.case}`, c] as const))("%s with its weights kept half", (_name, c) => {
+  it("matches transformers' float32 run as the float32 copies do, with the same greedy tokens", async () => {
+    const perUse = await LoadedModel.open(c.modelDir, { device: "cpu", weightPlan: "half-per-use" });
+    const copies = await LoadedModel.open(c.modelDir, { device: "cpu", weightPlan: "float32" });
+    opened.push(perUse, copies);
+    expect(perUse.info.weightPlan).toBe("half-per-use");
+    expect(copies.info.weightPlan).toBe("float32");
+    const prepared = await perUse.prepare({ prompt: c.prompt, image: c.imagePath ?? undefined });
+    const positions = c.input_ids.map((_, i) => i);
+    const a = await perUse.forward(c.input_ids, { imageFeatures: await perUse.imageFeaturesFor(prepared), positions });
+    const b = await copies.forward(c.input_ids, { imageFeatures: await copies.imageFeaturesFor(prepared), positions });
+    // the same float32 arithmetic either way: a cast per use gives the very numbers the folded cast gives
+    expect(relativeError(a.hiddenStates, b.hiddenStates)).toBeLessThanOrEqual(1e-6);
+    expect(relativeError(a.hiddenStates, readTensor(c, c.hidden_states))).toBeLessThanOrEqual(1e-4);
+    expect(relativeError(await perUse.logits(a), readTensor(c, c.logits))).toBeLessThanOrEqual(1e-4);
+    expect(await perUse.generate(prepared, c.greedy_tokens.length)).toEqual(c.greedy_tokens);
+  });
+});
+
+describe("the weight plan follows the memory that is free", () => {
+  const dir = () => halfCases[0].modelDir;
+  it("makes float32 copies when they fit and keeps weights half when only that fits", async () => {
+    const roomy = await LoadedModel.open(dir(), { device: "cpu", availableMemory: 64e9 });
+    opened.push(roomy);
+    expect(roomy.info.weightPlan).toBe("float32");
+    expect(roomy.info.memory.reason).toMatch(/^half-precision weights converted to float32 at open/);
+    // one byte short of what the float32 copies need, beside the 512 MB kept free for the rest of the machine
+    const kept = await LoadedModel.open(dir(), { device: "cpu", availableMemory: roomy.info.memory.estimateBytes + 512e6 - 1 });
+    opened.push(kept);
+    expect(kept.info.weightPlan).toBe("half-per-use");
+    expect(kept.info.memory.reason).toMatch(/^half-precision weights kept half and converted per use: as float32 they would need about/);
+  });
+
+  it("refuses a model that cannot fit, with one line naming the folder, before opening anything", async () => {
+    await expect(LoadedModel.open(dir(), { device: "cpu", availableMemory: 100e6 })).rejects.toThrow(
+      /^\S+llama-f16\/model: needs about \d+ MB even with its weights kept in half precision \(\d+ MB as float32\) and 100 MB is free: close other programs, or use a machine or GPU with more memory$/,
+    );
+    await expect(LoadedModel.open(dir(), { device: "cpu", availableMemory: 100e6, weightPlan: "float32" })).rejects.toThrow(/needs about \d+ MB as float32 and 100 MB is free: use dtype auto to keep the weights in half precision/);
+  });
+});
