@@ -34,11 +34,14 @@ import {
   type FuzzCase,
   FUZZ_SEED,
   judge,
+  judgeCli,
   RawSidecar,
   recordProblem,
   type Reply,
   Rng,
   runCategory,
+  runCli,
+  selected,
   short,
   SIDECAR,
   slowest,
@@ -51,6 +54,7 @@ import {
   EXTRA_FRAME_IDS,
   ID_BASE,
   ID_PLACEHOLDER,
+  cliCase,
   configCase,
   experimentCase,
   type FileSpec,
@@ -349,6 +353,21 @@ describe("fuzz", () => {
         return judge(r, { expect: "answer" });
       },
     });
+  });
+
+  it("command line", { timeout: CATEGORY_LIMIT_MS }, async () => {
+    // No sidecar here: each case is one CLI process, which must exit by 0, 1 or 2 with one error line.
+    const cases = makeCases("cli", 14, (rng, i) => cliCase(rng, i, { model: LLAVA, image: IMAGE, dir: path.join(root, `cli-${i}`) }));
+    const rs: CaseResult[] = [];
+    for (const c of cases.filter((c) => selected("cli", Number(c.id.split("#")[1])))) {
+      const dir = path.join(root, c.id.replace("#", "-"));
+      fs.mkdirSync(dir, { recursive: true });
+      for (const [f, spec] of Object.entries(c.write ?? {})) makeFile(path.join(dir, f), spec);
+      const r = await runCli(c.args);
+      rs.push({ ...c, category: "cli", ...judgeCli(r, c.expect), ms: r.ms });
+    }
+    results.push(...rs);
+    expect(failureList(rs), "cli: failing cases").toBe("");
   });
 
   it("request parameters", { timeout: CATEGORY_LIMIT_MS }, async () => {

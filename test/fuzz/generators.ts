@@ -878,7 +878,7 @@ export const ID_BASE = 100_000;
 /** Ids of the valid frames a case sends besides its own (the harness ignores their answers). */
 export const EXTRA_FRAME_IDS = 1_000_000;
 
-const validBody = (id: string | number = "{{ID}}") => `{"jsonrpc":"2.0","id":${id},"method":"lens/initialize","params":{"protocolVersion":2,"clientName":"fuzz"}}`;
+const validBody = (id: string | number = ID_PLACEHOLDER) => `{"jsonrpc":"2.0","id":${id},"method":"lens/initialize","params":{"protocolVersion":2,"clientName":"fuzz"}}`;
 
 function frame(header: string, body: string | Buffer): Buffer {
   return Buffer.concat([Buffer.from(header, "latin1"), typeof body === "string" ? Buffer.from(body, "utf8") : body]);
@@ -1133,4 +1133,71 @@ export function paramsCase(rng: Rng, i: number, c: ParamsContext): ParamsCase {
   let expect: Expect = accepts(spec.fields[field], v) && !(required && v === MISSING) ? "either" : "error";
   if (method === "lens/initialize" && field === "clientName" && v === MISSING) expect = "either";
   return { label: `${method} ${field} = ${describeValue(v)}`, expect, method, params };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line
+
+export interface CliContext {
+  model: string;
+  image: string;
+  /** A folder for the case's files. */
+  dir: string;
+}
+
+export interface CliCase {
+  label: string;
+  expect: Expect;
+  args: string[];
+  /** Files to make in the case's folder first. */
+  write?: Record<string, FileSpec>;
+}
+
+const CLI_KINDS: ((rng: Rng, c: CliContext) => CliCase)[] = [
+  (rng, c) => {
+    const v = rng.pick<[string, string, Record<string, FileSpec>]>([
+      ["/dev/zero", "/dev/zero", {}],
+      ["a FIFO", `${c.dir}/fifo.png`, { "fifo.png": { fifo: true } }],
+      ["a folder", c.dir, {}],
+      ["an empty path", "", {}],
+      ["a missing file", `${c.dir}/missing.png`, {}],
+      ["garbage bytes", `${c.dir}/g.png`, { "g.png": "not an image" }],
+    ]);
+    return { label: `--image ${v[0]}`, expect: "error", args: ["--model", c.model, "--image", v[1], "--prompt", "hi", "--max-new-tokens", "1"], write: v[2] };
+  },
+  (rng, c) => {
+    // An empty prompt with an image is a question about the image alone: valid.
+    const prompt = rng.pick(["a".repeat(32_000), "word ".repeat(8000), "", " ", "a".repeat(2000)]);
+    return { label: `--prompt ${describeValue(prompt)}`, expect: "either", args: ["--model", c.model, "--image", c.image, "--prompt", prompt, "--max-new-tokens", "1"] };
+  },
+  (rng, c) => {
+    const v = rng.pick<[string, string]>([["--top-k", "0"], ["--top-k", "1e9"], ["--top-k", "abc"], ["--max-new-tokens", "-1"], ["--max-new-tokens", "1e9"], ["--threads", "1e9"], ["--device", "bogus"], ["--positions", "bogus"], ["--mask", "x"], ["--mask", "99:0"], ["--mask-random", "abc"], ["--mask-top-image", "-1"]]);
+    return { label: `${v[0]} ${v[1]}`, expect: "error", args: ["--model", c.model, "--image", c.image, "--prompt", "hi", "--max-new-tokens", "1", ...v] };
+  },
+  (rng, c) => {
+    const v = rng.pick<[string, string, Record<string, FileSpec>]>([
+      ["a missing folder", "/no/such/model", {}],
+      ["a file", c.image, {}],
+      ["a folder whose config.json is a FIFO", `${c.dir}/m`, { "m/config.json": { fifo: true } }],
+      ["an empty folder", `${c.dir}/e`, { e: { folder: true } }],
+    ]);
+    return { label: `--model ${v[0]}`, expect: "error", args: ["--model", v[1], "--image", c.image, "--prompt", "hi"], write: v[2] };
+  },
+  (rng, c) => {
+    const v = rng.pick<[string, FileSpec]>([["missing", ""], ["invalid JSON", "{"], ["a link to /dev/zero", { link: "/dev/zero" }], ["a FIFO", { fifo: true }], ["nested 100,000 deep", "[".repeat(100_000) + "]".repeat(100_000)]]);
+    const write: Record<string, FileSpec> = v[0] === "missing" ? {} : { "x.lens.json": v[1] };
+    return { label: `run EXPERIMENT that is ${v[0]}`, expect: "error", args: ["run", `${c.dir}/x.lens.json`], write };
+  },
+  (rng, c) => {
+    const v = rng.pick<[string, FileSpec]>([["garbage", "{"], ["a FIFO", { fifo: true }], ["an empty file", ""], ["a non-record", "{}"]]);
+    return { label: `diff of ${v[0]}`, expect: "error", args: ["diff", `${c.dir}/a.json`, `${c.dir}/a.json`], write: { "a.json": v[1] } };
+  },
+  (rng) => {
+    const args = rng.pick([["--bogus"], ["run"], ["diff"], ["--image"], ["--top-k"], ["nonsense-command"]]);
+    return { label: `arguments ${args.join(" ")}`, expect: "error", args };
+  },
+];
+
+export function cliCase(rng: Rng, i: number, c: CliContext): CliCase {
+  return CLI_KINDS[i % CLI_KINDS.length](rng, c);
 }

@@ -16,7 +16,8 @@ import { decodeBlocks } from "../../src/shared/blockTransport";
 import { ErrorCode, PROTOCOL_VERSION } from "../../src/shared/protocol";
 import { validateLensRecord } from "../../src/shared/validateRecord";
 
-export const SIDECAR = path.resolve(__dirname, "../../dist/sidecar.js");
+/** The built sidecar bundle; $LOGIT_LENS_FUZZ_SIDECAR points the suite at another build (an older commit's, to compare). */
+export const SIDECAR = process.env["LOGIT_LENS_FUZZ_SIDECAR"] || path.resolve(__dirname, "../../dist/sidecar.js");
 
 // ---------------------------------------------------------------------------------------------
 // Seeds
@@ -503,4 +504,43 @@ export function failureList(results: CaseResult[]): string {
     .filter((r) => r.outcome === "failure")
     .map((r) => `${r.id} (LOGIT_LENS_FUZZ_SEED=${FUZZ_SEED} LOGIT_LENS_FUZZ_ONLY=${r.id}, case seed ${r.seed}) ${r.label}: ${r.detail}`)
     .join("\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line
+
+/** Exit codes the CLI may end with: 0, 1 (an input error) and 2 (a usage error). */
+const CLI_EXIT_CODES: ReadonlySet<number> = new Set([0, INPUT_ERROR_EXIT, 2]);
+
+/** Runs `sidecar.js <args>` (the CLI) with stdout discarded; kills it past the limit. */
+export function runCli(args: string[], timeoutMs = CASE_LIMIT_MS): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; ms: number; timedOut: boolean }> {
+  const t0 = performance.now();
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [SIDECAR, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    let timedOut = false;
+    child.stderr!.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-STDERR_KEEP)));
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill("SIGKILL");
+    }, timeoutMs);
+    child.on("exit", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stderr, ms: Math.round(performance.now() - t0), timedOut });
+    });
+  });
+}
+
+/** A CLI run must exit by 0, 1 or 2 within the limit; a failing one says why on one "error:" line. */
+export function judgeCli(r: Awaited<ReturnType<typeof runCli>>, expect: "error" | "either"): Verdict {
+  if (r.timedOut) return failure(`no exit within ${(r.ms / 1000).toFixed(1)} s (hang)`);
+  if (r.signal) return failure(`killed by ${r.signal} (crash): ${short(r.stderr, 200)}`);
+  if (!CLI_EXIT_CODES.has(r.code!)) return failure(`exit code ${r.code}: ${short(r.stderr, 200)}`);
+  if (/\n\s+at /.test(r.stderr)) return failure(`a stack trace on stderr: ${short(r.stderr, 200)}`);
+  if (r.code === 0) return expect === "error" ? failure("exit code 0 (should be a clear error)") : correctAnswer(`exit 0 in ${r.ms} ms`);
+  const errors = r.stderr.split("\n").filter((l) => l.startsWith("error:"));
+  if (errors.length !== 1) return failure(`exit code ${r.code} with ${errors.length} "error:" lines: ${short(r.stderr, 200)}`);
+  if (/internal error/i.test(errors[0])) return failure(`an internal error: ${short(errors[0])}`);
+  if (errors[0].length > 2000) return failure(`an error line of ${errors[0].length} characters`);
+  return clearError(`exit ${r.code}: ${short(errors[0], 160)}`);
 }
