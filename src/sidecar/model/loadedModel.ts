@@ -151,17 +151,17 @@ export function compileGraphs(
   config: JsonObject,
   configFile: string,
   weights: ModelWeights,
-  opts: { rankMethod?: RankMethod; provider?: GraphCtx["provider"] } = {},
+  opts: { rankMethod?: RankMethod; provider?: GraphCtx["provider"]; halfWeightsPerUse?: boolean } = {},
 ): { plan: ArchitecturePlan; decoder: BuiltGraph; lens: BuiltGraph; vision?: BuiltGraph } {
-  const { provider } = opts;
+  const { provider, halfWeightsPerUse } = opts;
   const decoderBuilder = new GraphBuilder("decoder");
-  const plan = module.plan(config, configFile, { b: decoderBuilder, weights, provider });
-  plan.buildDecoder({ b: decoderBuilder, weights, provider });
+  const plan = module.plan(config, configFile, { b: decoderBuilder, weights, provider, halfWeightsPerUse });
+  plan.buildDecoder({ b: decoderBuilder, weights, provider, halfWeightsPerUse });
   const lensBuilder = new GraphBuilder("lens");
-  buildLensGraph({ b: lensBuilder, weights, provider }, plan.lens, opts.rankMethod);
+  buildLensGraph({ b: lensBuilder, weights, provider, halfWeightsPerUse }, plan.lens, opts.rankMethod);
   let vision: BuiltGraph | undefined;
   if (plan.buildVision) {
-    const visionCtx: GraphCtx = { b: new GraphBuilder("vision"), weights, provider };
+    const visionCtx: GraphCtx = { b: new GraphBuilder("vision"), weights, provider, halfWeightsPerUse };
     plan.buildVision(visionCtx);
     vision = visionCtx.b.build();
   }
@@ -223,10 +223,11 @@ export class LoadedModel {
 
     progress("compiling graphs");
     const device = opts.device ?? "auto";
-    const { plan, decoder: decoderGraph, lens: lensGraph, vision: visionGraph } = compileGraphs(module, config, configFile, weights, {
-      rankMethod: opts.rankMethod,
-      provider: intendedProvider(device),
-    });
+    const compile = (halfWeightsPerUse: boolean) => compileGraphs(module, config, configFile, weights, { rankMethod: opts.rankMethod, provider: intendedProvider(device), halfWeightsPerUse });
+    let { plan, decoder: decoderGraph, lens: lensGraph, vision: visionGraph } = compile(false);
+    const memory = planMemory(weights.index, plan.decoder, contextLengthOf(config)?.length, opts.logitsBudget ?? LOGITS_BUDGET, opts);
+    // the graphs are compiled again (tens of ms) when the weights stay half: each cast then waits for its layer
+    if (memory.estimate.plan === "half-per-use") ({ plan, decoder: decoderGraph, lens: lensGraph, vision: visionGraph } = compile(true));
 
     let imagePipeline: ImagePipeline | undefined;
     if (plan.vision || plan.imagePipeline) {
@@ -243,8 +244,6 @@ export class LoadedModel {
         : clipImagePipeline(plan, parseClipProcessorConfig(imageProcessor.json, imageProcessor.file), processorConfig, text, dir);
     }
     const t1 = performance.now();
-
-    const memory = planMemory(weights.index, plan.decoder, contextLengthOf(config)?.length, opts.logitsBudget ?? LOGITS_BUDGET, opts);
 
     progress("creating sessions");
     // No memory arena for the decoder and vision tower: the weights are memory-mapped, so
