@@ -416,6 +416,8 @@ export interface CaseResult extends FuzzCase {
 
 /** Stop a category after this many hangs: each costs the whole case limit. */
 const MAX_HANGS = 2;
+/** Or once it has taken this long ($LOGIT_LENS_FUZZ_CATEGORY_MS): a broken sidecar must not hold the suite for many minutes. */
+const CATEGORY_BUDGET_MS = Number(process.env["LOGIT_LENS_FUZZ_CATEGORY_MS"] ?? "") || 90_000;
 
 export async function runCategory<C extends FuzzCase>(spec: CategorySpec<C>): Promise<CaseResult[]> {
   const results: CaseResult[] = [];
@@ -423,10 +425,12 @@ export async function runCategory<C extends FuzzCase>(spec: CategorySpec<C>): Pr
   if (cases.length === 0) return results;
   let sc = await spec.start();
   let hangs = 0;
+  const started = performance.now();
   try {
     for (const c of cases) {
-      if (hangs >= MAX_HANGS) {
-        results.push({ ...c, category: spec.name, outcome: "failure", detail: `not run: ${MAX_HANGS} cases of this category hung already`, ms: 0 });
+      const stop = hangs >= MAX_HANGS ? `${MAX_HANGS} cases of this category hung already` : performance.now() - started > CATEGORY_BUDGET_MS ? `the category took over ${CATEGORY_BUDGET_MS / 1000} s already` : undefined;
+      if (stop) {
+        results.push({ ...c, category: spec.name, outcome: "failure", detail: `not run: ${stop}`, ms: 0 });
         continue;
       }
       if (!sc.alive) sc = await spec.start();
