@@ -120,7 +120,7 @@ function parseArgs(argv: string[]): RunArgs {
       case "--format": args.format = oneOf(value(i++, flag), ["table", "json", "csv"] as const, flag); break;
       case "--json": args.format = "json"; break;
       case "--out": args.out = value(i++, flag); break;
-      case "--top-k": args.topK = intAtLeast(value(i++, flag), flag, 1); break;
+      case "--top-k": args.topK = intInRange(value(i++, flag), flag, 1, 100); break;
       case "--positions": args.positions = oneOf(value(i++, flag), ["afterImage", "image", "all"] as const, flag); break;
       case "--target": args.target = value(i++, flag); break;
       case "--answer-prob": args.answerProb = true; break;
@@ -136,7 +136,7 @@ function parseArgs(argv: string[]): RunArgs {
       }
       case "--mask-top-image": args.headMask = { strategy: "topImage", count: intAtLeast(value(i++, flag), flag, 1) }; break;
       case "--device": args.device = value(i++, flag); break;
-      case "--threads": args.threads = intAtLeast(value(i++, flag), flag, 1); break;
+      case "--threads": args.threads = intInRange(value(i++, flag), flag, 1, 256); break;
       case "--verbose": args.verbose = true; break;
       case "--fresh": args.fresh = true; break;
       case "--allow-outside": args.allowOutside = true; break;
@@ -187,6 +187,13 @@ function oneOf<T extends string>(v: string, options: readonly T[], flag: string)
 function intAtLeast(v: string, flag: string, min: number): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < min) throw new UsageError(`${flag} must be an integer >= ${min}, got ${v}`);
+  return n;
+}
+
+/** The same ranges as the sidecar's protocol (src/shared/protocolValidation.ts). */
+function intInRange(v: string, flag: string, min: number, max: number): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${flag} must be an integer from ${min} to ${max}, got ${v}`);
   return n;
 }
 

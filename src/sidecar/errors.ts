@@ -12,10 +12,21 @@ export class LensInputError extends Error {
     /** What is wrong, then what to do about it, in one line. */
     message: string,
   ) {
-    super(file ? `${file}: ${message}` : message);
+    super(clip(file ? `${shorten(file)}: ${message}` : message));
   }
 }
 
 export function isLensInputError(e: unknown): e is LensInputError {
   return e instanceof LensInputError;
+}
+
+/** A path as a message shows it: whole up to 300 characters, else its start and its end. */
+function shorten(file: string): string {
+  return file.length <= 300 ? file : `${file.slice(0, 150)}…${file.slice(-120)} (${file.length.toLocaleString("en-US")} characters)`;
+}
+
+/** One line, and a readable one: a message built from a huge value is cut. */
+function clip(message: string): string {
+  const line = message.replace(/[\r\n]+/g, " ");
+  return line.length <= 1000 ? line : `${line.slice(0, 990)}… (cut)`;
 }

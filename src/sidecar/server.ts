@@ -86,12 +86,15 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
   };
 
   /** Maps what a handler throws to a response: input errors and cancellations are expected; the server carries on. */
-  const guarded = async <T>(name: string, f: () => Promise<T>): Promise<T> => {
+  /** `inFile`: the experiment file a request works on, named by the input errors that name no file of their own (a target too long, say). */
+  const guarded = async <T>(name: string, f: () => Promise<T>, inFile?: string): Promise<T> => {
     try {
       return encodeBlocks(await f(), "base64");
-    } catch (e) {
+    } catch (caught) {
+      let e = caught;
       if (e instanceof ResponseError) throw e;
       if (e instanceof LensCancelledError) throw new ResponseError(REQUEST_CANCELLED, "cancelled");
+      if (isLensInputError(e) && e.file === undefined && inFile) e = new LensInputError(inFile, e.message);
       if (isLensInputError(e)) {
         log("warn", e.message);
         throw new ResponseError(ErrorCode.INPUT_ERROR, e.message, { file: e.file });
@@ -194,6 +197,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
         log("info", `experiment ${file}: ${result.ran} run, ${result.resumed} already done, ${result.total} planned${result.cancelled ? " (cancelled)" : ""}`);
         return { outDir: result.outDir, total: result.total, ran: result.ran, resumed: result.resumed, cancelled: result.cancelled, seconds: result.seconds, aggregates: result.aggregates };
       }),
+      path.resolve(params.file),
     ),
   );
 
@@ -224,6 +228,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
         if (previews.size > PREVIEW_CACHE_SIZE) previews.delete(previews.keys().next().value as string);
         return { record, item: summary, cached: false };
       }),
+      path.resolve(params.file),
     ),
   );
 

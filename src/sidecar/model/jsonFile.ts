@@ -1,6 +1,10 @@
 import * as fs from "node:fs/promises";
 import { LensInputError } from "../errors";
 import { isObject, type JsonObject } from "../arch/configUtil";
+import { MIB, readInputText } from "../util/readInput";
+
+/** The largest JSON file of a model folder read: tokenizer.json of a 150k vocabulary is about 11 MB. */
+const MAX_JSON_BYTES = 256 * MIB;
 
 /** Reads a JSON object file; `undefined` when it does not exist and `optional` is set. */
 export async function readJsonObject(file: string, what: string, optional: true): Promise<JsonObject | undefined>;
@@ -8,14 +12,15 @@ export async function readJsonObject(file: string, what: string, optional?: fals
 export async function readJsonObject(file: string, what: string, optional = false): Promise<JsonObject | undefined> {
   let text: string;
   try {
-    text = await fs.readFile(file, "utf8");
+    await fs.lstat(file);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") {
       if (optional) return undefined;
       throw new LensInputError(file, `${what} does not exist: pick a Hugging Face model folder (it needs config.json, *.safetensors, tokenizer.json)`);
     }
-    throw new LensInputError(file, `cannot read ${what} (${(e as Error).message}): check the file's permissions`);
   }
+  // a regular file of bounded size: a FIFO or a link to /dev/zero must not hold the sidecar
+  text = await readInputText(file, { maxBytes: MAX_JSON_BYTES, what, fix: "re-download the model" });
   let value: unknown;
   try {
     value = JSON.parse(text);

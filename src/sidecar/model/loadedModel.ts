@@ -20,6 +20,7 @@ import { decodeImage, type RgbImage } from "../image/decode";
 import { type Device, type GraphSession, type HostTensor, intendedProvider, openGraphSession } from "../runtime/ort";
 import { availableMemory, chooseCpuPlan, formatGB, type MemoryEstimate, type ModelFootprint, type WeightPlan } from "../runtime/memoryEstimate";
 import { checkContextLength, contextLengthOf } from "../text/limits";
+import { MIB, readInputFile } from "../util/readInput";
 import { TextProcessor } from "../text/textProcessor";
 import { readJsonObject, settledValue } from "./jsonFile";
 import { WeightIndex } from "./safetensors";
@@ -209,7 +210,7 @@ export class LoadedModel {
       WeightIndex.open(dir),
       processorRead,
       readJsonObject(path.join(dir, "generation_config.json"), "generation_config.json", true),
-      fs.readFile(configFile),
+      readInputFile(configFile, { maxBytes: 64 * MIB, what: "config.json", fix: "re-download the model" }),
       readJsonObject(preprocessorFile, "preprocessor_config.json", true),
       processorRead.then((processorConfig) => TextProcessor.open(dir, processorConfig)),
     ] as const);
@@ -399,7 +400,7 @@ export class LoadedModel {
       // A decode step without features embeds a generated image token as text (the graph does).
       const decoding = cache.length > 0 && opts.imageFeatures === undefined;
       if (!decoding && features.dims[0] !== expected) {
-        throw new LensInputError(undefined, `the prompt holds ${expected} image tokens but the image gives ${features.dims[0]} features: use the model's chat template, with one image`);
+        throw new LensInputError(this.text.chatTemplate?.file, `the prompt holds ${expected} image tokens but the image gives ${features.dims[0]} features: the chat template must place exactly one image`);
       }
       feeds["image_features"] = { data: features.data, dims: features.dims };
     }
@@ -650,7 +651,7 @@ function eosIds(generationConfig: JsonObject | undefined, config: JsonObject, te
 
 /**
  * The weight plan and memory estimate of a model about to open; refuses with one line when the
- * model cannot fit, before any session allocates. Tokens: the context length up to 4,096 (a
+ * model cannot fit, before any session allocates. Tokens: the context length up to 2,048 (a
  * LLaVA-1.5 record is about 600, Qwen2-VL's grow with the image).
  */
 function planMemory(
@@ -682,7 +683,7 @@ function planMemory(
     hidden: decoder.hiddenSize,
     intermediate: intermediate || 4 * decoder.hiddenSize,
     vocab: decoder.vocabSize,
-    tokens: Math.min(contextLength ?? 4096, 4096),
+    tokens: Math.min(contextLength ?? 2048, 2048),
     logitsBudget,
   };
   const available =

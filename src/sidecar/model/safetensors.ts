@@ -14,6 +14,7 @@
  * off by a byte shifts every tensor yet parses (a padding space lost), so only that tiling
  * catches it.
  */
+import { constants } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { isObject } from "../arch/configUtil";
@@ -66,8 +67,16 @@ function firstLine(message: string): string {
 
 async function openForReading(file: string, what: string): Promise<fs.FileHandle> {
   try {
-    return await fs.open(file, "r");
+    // O_NONBLOCK: a FIFO in place of a shard must not block the sidecar until something writes to it
+    const handle = await fs.open(file, constants.O_RDONLY | constants.O_NONBLOCK);
+    const stat = await handle.stat();
+    if (!stat.isFile()) {
+      await handle.close();
+      throw new LensInputError(file, `${what} is ${stat.isDirectory() ? "a folder" : stat.isFIFO() ? "a named pipe (FIFO)" : "a device or special file"}, not a regular file: re-download the model`);
+    }
+    return handle;
   } catch (e) {
+    if (e instanceof LensInputError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     if (code === "ENOENT") throw new LensInputError(file, `${what} does not exist: re-download the model`);
     if (code === "EISDIR") throw new LensInputError(file, `${what} is a folder, not a file: remove it or re-download the model`);

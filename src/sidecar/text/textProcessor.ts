@@ -165,6 +165,7 @@ function chooseChatTemplate(
   const jsonFile = path.join(folder, "chat_template.json");
   const json = templateJson();
   if (json && typeof json["chat_template"] === "string") return { source: json["chat_template"], file: jsonFile };
+  if (json && "chat_template" in json) throw new LensInputError(jsonFile, `chat_template must be the template's text, got ${describeJson(json["chat_template"])}: repair or re-download the file`);
   if (processorConfig && typeof processorConfig["chat_template"] === "string") {
     return { source: processorConfig["chat_template"], file: path.join(folder, "processor_config.json") };
   }
@@ -176,5 +177,15 @@ function chooseChatTemplate(
     const source = (named as { template?: unknown } | undefined)?.template;
     if (typeof source === "string") return { source, file: tokFile };
   }
+  if (t !== undefined && t !== null) throw new LensInputError(tokFile, `chat_template must be the template's text or a list of {name, template}, got ${describeJson(t)}: repair or re-download the file`);
   return undefined;
+}
+
+/** A JSON value in a few characters, for messages: "an empty list", "a list of 3 items", "5". */
+function describeJson(v: unknown): string {
+  if (Array.isArray(v)) return v.length === 0 ? "an empty list" : `a list of ${v.length} items without a template`;
+  if (v === null) return "null";
+  if (typeof v === "object") return "an object";
+  const text = JSON.stringify(v) ?? String(v);
+  return text.length > 40 ? `${text.slice(0, 37)}...` : text;
 }
