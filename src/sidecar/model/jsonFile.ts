@@ -10,7 +10,6 @@ const MAX_JSON_BYTES = 256 * MIB;
 export async function readJsonObject(file: string, what: string, optional: true): Promise<JsonObject | undefined>;
 export async function readJsonObject(file: string, what: string, optional?: false): Promise<JsonObject>;
 export async function readJsonObject(file: string, what: string, optional = false): Promise<JsonObject | undefined> {
-  let text: string;
   try {
     await fs.lstat(file);
   } catch (e) {
@@ -20,7 +19,7 @@ export async function readJsonObject(file: string, what: string, optional = fals
     }
   }
   // a regular file of bounded size: a FIFO or a link to /dev/zero must not hold the sidecar
-  text = await readInputText(file, { maxBytes: MAX_JSON_BYTES, what, fix: "re-download the model" });
+  const text = await readInputText(file, { maxBytes: MAX_JSON_BYTES, what, fix: "re-download the model" });
   let value: unknown;
   try {
     value = JSON.parse(text);
