@@ -180,6 +180,16 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
 
     const input = page.locator(".quick-input-widget input.input");
     await input.waitFor({ state: "visible" });
+    // Enter on an empty box keeps it open and says a prompt is needed (it used to cancel silently)
+    await input.press("Enter");
+    await page.waitForFunction(
+      `(() => { const w = document.querySelector(".quick-input-widget"); const box = w && w.querySelector("input.input");
+        return Boolean(w && box && ((w.textContent || "") + " " + (box.getAttribute("placeholder") || "")).includes("Type a prompt first")); })()`,
+      undefined,
+      { timeout: 10_000 },
+    );
+    expect(await input.isVisible()).toBe(true);
+    await shot("01b-empty-prompt");
     await input.fill(PROMPT);
     await input.press("Enter");
 
