@@ -12,6 +12,18 @@ export function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
+/** Reads every weight file of a folder once (the floor for opening a model); milliseconds. */
+export function readAllWeights(dir: string): number {
+  const t0 = performance.now();
+  const buf = Buffer.allocUnsafe(16 << 20);
+  for (const f of fs.readdirSync(dir).filter((f) => f.endsWith(".safetensors"))) {
+    const fd = fs.openSync(path.join(dir, f), "r");
+    while (fs.readSync(fd, buf, 0, buf.length, null) > 0);
+    fs.closeSync(fd);
+  }
+  return performance.now() - t0;
+}
+
 /** The checkpoint folder, built on first use. */
 export function benchCheckpoint(): string {
   const dir = path.join(WORK, "llava-100m");

@@ -21,7 +21,7 @@ import * as path from "node:path";
 import { runLens } from "../src/sidecar/lens/runLens";
 import { LoadedModel } from "../src/sidecar/model/loadedModel";
 import type { WeightPlan } from "../src/sidecar/runtime/memoryEstimate";
-import { BENCH_IMAGE, median, ROOT, WORK } from "./checkpoint";
+import { BENCH_IMAGE, median, readAllWeights, ROOT, WORK } from "./checkpoint";
 
 const args = process.argv.slice(2);
 const flag = (name: string) => {
@@ -81,17 +81,6 @@ async function oursChild(dir: string, inputs: string, plan: string): Promise<voi
   };
   process.stdout.write(JSON.stringify(out) + "\n");
   await model.dispose();
-}
-
-function readAllWeights(dir: string): number {
-  const t0 = performance.now();
-  const buf = Buffer.allocUnsafe(16 << 20);
-  for (const f of fs.readdirSync(dir).filter((f) => f.endsWith(".safetensors"))) {
-    const fd = fs.openSync(path.join(dir, f), "r");
-    while (fs.readSync(fd, buf, 0, buf.length, null) > 0);
-    fs.closeSync(fd);
-  }
-  return performance.now() - t0;
 }
 
 function weightBytes(dir: string): number {

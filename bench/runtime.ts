@@ -16,7 +16,7 @@ import * as readline from "node:readline";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { LoadedModel } from "../src/sidecar/model/loadedModel";
-import { BENCH_IMAGE, BENCH_PROMPT, benchCheckpoint, median, ROOT, WORK } from "./checkpoint";
+import { BENCH_IMAGE, BENCH_PROMPT, benchCheckpoint, median, readAllWeights, ROOT, WORK } from "./checkpoint";
 
 const args = process.argv.slice(2);
 const flag = (name: string) => {
@@ -27,17 +27,6 @@ const runs = Number(flag("--runs") ?? 5);
 const pairs = Number(flag("--pairs") ?? 15);
 // Threads for both sides (onnxruntime intra-op and torch); 0 = each library's default.
 const threads = Number(flag("--threads") ?? 0);
-
-function readAllWeights(dir: string): number {
-  const t0 = performance.now();
-  const buf = Buffer.allocUnsafe(16 << 20);
-  for (const f of fs.readdirSync(dir).filter((f) => f.endsWith(".safetensors"))) {
-    const fd = fs.openSync(path.join(dir, f), "r");
-    while (fs.readSync(fd, buf, 0, buf.length, null) > 0);
-    fs.closeSync(fd);
-  }
-  return performance.now() - t0;
-}
 
 async function main(): Promise<void> {
   const modelDir = flag("--model") ?? benchCheckpoint();
