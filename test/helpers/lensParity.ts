@@ -51,3 +51,23 @@ export function expectLensMatches(r: LensRecord, ref: LensReference, label: stri
   });
   expect(swapped).toBeLessThanOrEqual(8);
 }
+
+/**
+ * The largest difference between the record's attention mass per layer, head, query and segment
+ * and the same sums over transformers' attention probabilities ([L, heads, S, S], the prompt's
+ * S positions analysed first in the record).
+ */
+export function attentionMassError(r: LensRecord, att: ArrayLike<number>, layers: number, heads: number, S: number): number {
+  const G = SEGMENTS.length;
+  const P = r.positions.length;
+  const seg = r.tokens.map((t) => SEGMENTS.indexOf(t.segment));
+  let worst = 0;
+  for (let l = 0; l < layers; l++)
+    for (let h = 0; h < heads; h++)
+      for (let q = 0; q < S; q++) {
+        const expected = new Array<number>(G).fill(0);
+        for (let k = 0; k < S; k++) expected[seg[k]] += att[((l * heads + h) * S + q) * S + k];
+        for (let g = 0; g < G; g++) worst = Math.max(worst, Math.abs(r.attention.mass.data[((l * heads + h) * P + q) * G + g] - expected[g]));
+      }
+  return worst;
+}

@@ -9,12 +9,13 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { SEGMENTS, type LensRecord } from "../../src/shared/lensRecord";
+import type { LensRecord } from "../../src/shared/lensRecord";
 import { assertLensRecord } from "../../src/shared/validateRecord";
 import { runLens } from "../../src/sidecar/lens/runLens";
 import type { RankMethod } from "../../src/sidecar/graph/lensGraph";
 import { LoadedModel } from "../../src/sidecar/model/loadedModel";
 import { maxAbsDiff, relativeError } from "../helpers/fixtures";
+import { attentionMassError } from "../helpers/lensParity";
 
 const LENS = path.resolve(__dirname, "../fixtures/lens");
 interface Blob {
@@ -165,20 +166,7 @@ describe.each(cases.map(({ file, c }) => [`${c.model}/${c.case}`, file, c] as [s
 
   it(`attention mass per layer, head, query and segment matches transformers' attentions (<= ${ATTENTION})`, async () => {
     const r = await getRecord();
-    const att = blob(file, c["attentions"] as Blob);
-    const S = c.prompt_length;
-    const nH = c.num_heads;
-    const G = SEGMENTS.length;
-    const P = r.positions.length;
-    const seg = r.tokens.map((t) => SEGMENTS.indexOf(t.segment));
-    let worst = 0;
-    for (let l = 0; l < L; l++)
-      for (let h = 0; h < nH; h++)
-        for (let q = 0; q < S; q++) {
-          const expected = new Array<number>(G).fill(0);
-          for (let k = 0; k < S; k++) expected[seg[k]] += att[((l * nH + h) * S + q) * S + k];
-          for (let g = 0; g < G; g++) worst = Math.max(worst, Math.abs(r.attention.mass.data[((l * nH + h) * P + q) * G + g] - expected[g]));
-        }
+    const worst = attentionMassError(r, blob(file, c["attentions"] as Blob), L, c.num_heads, c.prompt_length);
     console.log(`${c.model}/${c.case} attention segment mass max abs error: ${worst.toExponential(2)}`);
     expect(worst).toBeLessThanOrEqual(ATTENTION);
   });

@@ -14,12 +14,12 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { SEGMENTS, type LensRecord } from "../../src/shared/lensRecord";
+import type { LensRecord } from "../../src/shared/lensRecord";
 import { assertLensRecord } from "../../src/shared/validateRecord";
 import { runLens } from "../../src/sidecar/lens/runLens";
 import { LoadedModel } from "../../src/sidecar/model/loadedModel";
 import { maxAbsDiff, relativeError } from "../helpers/fixtures";
-import { expectLensMatches } from "../helpers/lensParity";
+import { attentionMassError, expectLensMatches } from "../helpers/lensParity";
 import { forwardParityTests, lensRunTests, type VlmCase, type VlmFixture, vlmFixture } from "../helpers/vlmParity";
 import { webgpuSuiteEnv } from "../helpers/webgpuEnv";
 
@@ -153,20 +153,7 @@ function lensFixtureChecks(file: string, open: (dir: string) => Promise<LoadedMo
 
     it("attention mass per layer, head, query and segment matches transformers' attentions (1e-5)", async () => {
       const r = await getRecord();
-      const att = blob("attentions");
-      const S = c.prompt_length;
-      const nH = c.num_heads;
-      const G = SEGMENTS.length;
-      const P = r.positions.length;
-      const seg = r.tokens.map((t) => SEGMENTS.indexOf(t.segment));
-      let worst = 0;
-      for (let l = 0; l < L; l++)
-        for (let h = 0; h < nH; h++)
-          for (let q = 0; q < S; q++) {
-            const expected = new Array<number>(G).fill(0);
-            for (let k = 0; k < S; k++) expected[seg[k]] += att[((l * nH + h) * S + q) * S + k];
-            for (let g = 0; g < G; g++) worst = Math.max(worst, Math.abs(r.attention.mass.data[((l * nH + h) * P + q) * G + g] - expected[g]));
-          }
+      const worst = attentionMassError(r, blob("attentions"), L, c.num_heads, c.prompt_length);
       console.log(`${label} attention segment mass max abs error: ${worst.toExponential(2)}`);
       expect(worst).toBeLessThanOrEqual(1e-5);
     });
