@@ -48,10 +48,22 @@ export interface InitializeResult {
 /** Extension -> sidecar, once, right after spawning it. */
 export const InitializeRequest = new RequestType<InitializeParams, InitializeResult, void>("lens/initialize");
 
+/**
+ * The compute dtype a model opens with. auto: float32 on the CPU (half-precision weights as
+ * float32 copies when they fit, else kept half and converted per use); float32: always float32
+ * copies (refused when they cannot fit); float16: float16 weights used as stored in every
+ * matrix product (activations rounded to float16 there, everything else float32); bfloat16:
+ * has no CPU kernels in onnxruntime, refused on the CPU with what to use instead.
+ */
+export const DTYPE_CHOICES = ["auto", "float32", "float16", "bfloat16"] as const;
+export type DtypeChoice = (typeof DTYPE_CHOICES)[number];
+
 export interface OpenModelParams {
   folder: string;
   device?: "auto" | "cpu" | "cuda" | "webgpu";
   threads?: number;
+  /** Default auto. */
+  dtype?: DtypeChoice;
 }
 export interface ModelSummary {
   folder: string;
