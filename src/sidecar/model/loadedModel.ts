@@ -22,6 +22,7 @@ import { availableMemory, chooseCpuPlan, formatGB, type MemoryEstimate, type Mod
 import { checkContextLength, contextLengthOf } from "../text/limits";
 import { MIB, readInputFile } from "../util/readInput";
 import { TextProcessor } from "../text/textProcessor";
+import { DTYPE_CHOICES, type DtypeChoice } from "../../shared/protocol";
 import { readJsonObject, settledValue } from "./jsonFile";
 import { WeightIndex } from "./safetensors";
 import { ModelWeights } from "./weights";
@@ -44,6 +45,8 @@ export interface OpenOptions {
   weightPlan?: WeightPlan;
   /** Bytes of memory taken as free, instead of reading the machine's. For tests. */
   availableMemory?: number;
+  /** The compute dtype (src/shared/protocol.ts DtypeChoice); default auto. */
+  dtype?: DtypeChoice;
 }
 
 export interface PreparedInput {
@@ -155,14 +158,15 @@ export function compileGraphs(
   opts: { rankMethod?: RankMethod; provider?: GraphCtx["provider"]; halfWeightsPerUse?: boolean } = {},
 ): { plan: ArchitecturePlan; decoder: BuiltGraph; lens: BuiltGraph; vision?: BuiltGraph } {
   const { provider, halfWeightsPerUse } = opts;
+  const ctxOf = (b: GraphBuilder): GraphCtx => ({ b, weights, provider, halfWeightsPerUse });
   const decoderBuilder = new GraphBuilder("decoder");
-  const plan = module.plan(config, configFile, { b: decoderBuilder, weights, provider, halfWeightsPerUse });
-  plan.buildDecoder({ b: decoderBuilder, weights, provider, halfWeightsPerUse });
+  const plan = module.plan(config, configFile, ctxOf(decoderBuilder));
+  plan.buildDecoder(ctxOf(decoderBuilder));
   const lensBuilder = new GraphBuilder("lens");
-  buildLensGraph({ b: lensBuilder, weights, provider, halfWeightsPerUse }, plan.lens, opts.rankMethod);
+  buildLensGraph(ctxOf(lensBuilder), plan.lens, opts.rankMethod);
   let vision: BuiltGraph | undefined;
   if (plan.buildVision) {
-    const visionCtx: GraphCtx = { b: new GraphBuilder("vision"), weights, provider, halfWeightsPerUse };
+    const visionCtx = ctxOf(new GraphBuilder("vision"));
     plan.buildVision(visionCtx);
     vision = visionCtx.b.build();
   }
@@ -224,9 +228,12 @@ export class LoadedModel {
 
     progress("compiling graphs");
     const device = opts.device ?? "auto";
+    const computeDtype = chooseComputeDtype(opts.dtype ?? "auto", dir);
     const compile = (halfWeightsPerUse: boolean) => compileGraphs(module, config, configFile, weights, { rankMethod: opts.rankMethod, provider: intendedProvider(device), halfWeightsPerUse });
     let { plan, decoder: decoderGraph, lens: lensGraph, vision: visionGraph } = compile(false);
-    const memory = planMemory(weights.index, plan.decoder, contextLengthOf(config)?.length, opts.logitsBudget ?? LOGITS_BUDGET, opts);
+    // dtype float32 always makes float32 copies (refused when they cannot fit)
+    const forcedPlan: WeightPlan | undefined = opts.dtype === "float32" ? "float32" : opts.weightPlan;
+    const memory = planMemory(weights.index, plan.decoder, contextLengthOf(config)?.length, opts.logitsBudget ?? LOGITS_BUDGET, { ...opts, weightPlan: forcedPlan });
     // the graphs are compiled again (tens of ms) when the weights stay half: each cast then waits for its layer
     if (memory.estimate.plan === "half-per-use") ({ plan, decoder: decoderGraph, lens: lensGraph, vision: visionGraph } = compile(true));
 
@@ -283,7 +290,7 @@ export class LoadedModel {
       folder: dir,
       architecture: plan.architecture,
       dtype: dominantDtype(weights.index),
-      computeDtype: "float32",
+      computeDtype,
       weightPlan: memory.estimate.plan,
       memory: { estimateBytes: memory.estimate.totalBytes, availableBytes: memory.available, reason: memory.reason },
       provider: decoder.provider,
@@ -698,6 +705,25 @@ function planMemory(
   const choice = chooseCpuPlan(footprint, available, opts.weightPlan);
   if ("refused" in choice) throw new LensInputError(index.folder, choice.refused);
   return { estimate: choice.estimate, available, reason: `${choice.reason}; needs about ${formatGB(choice.estimate.totalBytes)}` };
+}
+
+/**
+ * The dtype the graphs compute in for a dtype choice: float32 for auto and float32. Half
+ * precision does not compute in half here: onnxruntime's CPU provider has no float16 kernels
+ * for Gemm or MatMul on x64 (it inserts casts to float32 around them, and drops a Cast pair
+ * float32 -> float16 -> float32 as redundant, so even rounding the activations does not happen:
+ * seen with onnxruntime-node 1.30, a float16 product of 1.0001 x 1 gave 1.0001), and none at all
+ * for bfloat16. So both are refused with what to use instead; on a GPU they are not built yet.
+ */
+function chooseComputeDtype(choice: DtypeChoice, folder: string): "float32" {
+  if (!(DTYPE_CHOICES as readonly string[]).includes(choice)) throw new LensInputError(undefined, `unknown dtype "${String(choice)}": choose one of ${DTYPE_CHOICES.join(", ")}`);
+  if (choice === "float16" || choice === "bfloat16") {
+    throw new LensInputError(
+      folder,
+      `dtype ${choice} cannot compute in ${choice} here: onnxruntime has no ${choice} kernels for matrix products on this provider; use dtype auto (half-precision weights stay half in memory when float32 copies do not fit, and compute in float32)`,
+    );
+  }
+  return "float32";
 }
 
 function dominantDtype(index: WeightIndex): string {
