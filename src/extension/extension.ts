@@ -93,11 +93,11 @@ export function activate(context: vscode.ExtensionContext): LogitLensApi {
       output.show(true);
     }),
     vscode.workspace.onDidChangeConfiguration((e) => {
-      if (e.affectsConfiguration(`${SECTION}.model`) || e.affectsConfiguration(`${SECTION}.device`) || e.affectsConfiguration(`${SECTION}.threads`)) {
+      if (e.affectsConfiguration(`${SECTION}.model`) || e.affectsConfiguration(`${SECTION}.device`) || e.affectsConfiguration(`${SECTION}.dtype`) || e.affectsConfiguration(`${SECTION}.threads`)) {
         // the next request reopens with the new settings; forget crashes of the old model
         sidecar.reset();
         const cfg = readConfig();
-        output.info(`model setting: ${cfg.model || "(bundled)"} on ${cfg.device}; it opens on the next run`);
+        output.info(`model setting: ${cfg.model || "(bundled)"} on ${cfg.device}, dtype ${cfg.dtype}; it opens on the next run`);
       }
     }),
   );

@@ -1,13 +1,13 @@
 /**
  * The extension's settings (package.json "contributes.configuration"). In an untrusted
- * workspace VS Code ignores workspace values of the restricted ones (model, device, cache
- * folder: package.json "capabilities.untrustedWorkspaces"), so a cloned repository cannot point
+ * workspace VS Code ignores workspace values of the restricted ones (model, device, dtype,
+ * threads, cache folder: package.json "capabilities.untrustedWorkspaces"), so a cloned repository cannot point
  * the sidecar at a folder of its choosing.
  */
 import * as os from "node:os";
 import * as path from "node:path";
 import * as vscode from "vscode";
-import type { OpenModelParams } from "../shared/protocol";
+import { DTYPE_CHOICES, type DtypeChoice, type OpenModelParams } from "../shared/protocol";
 
 export const SECTION = "logitLens";
 
@@ -17,6 +17,8 @@ export interface LensConfig {
   /** A Hugging Face model folder; "" = the bundled model. */
   model: string;
   device: Device;
+  /** What the model computes in (OpenModelParams.dtype). */
+  dtype: DtypeChoice;
   threads: number;
   topK: number;
   maxNewTokens: number;
@@ -29,6 +31,7 @@ export function readConfig(): LensConfig {
   return {
     model: expandHome(c.get<string>("model", "").trim()),
     device: c.get<Device>("device", "auto"),
+    dtype: oneOf(c.get<string>("dtype", "auto"), DTYPE_CHOICES, "auto"),
     threads: Math.max(0, Math.floor(c.get<number>("threads", 0))),
     topK: clampInt(c.get<number>("topK", 10), 1, 100),
     maxNewTokens: clampInt(c.get<number>("maxNewTokens", 8), 0, 512),
@@ -37,7 +40,7 @@ export function readConfig(): LensConfig {
 }
 
 export function openModelParams(config: LensConfig = readConfig()): OpenModelParams {
-  return { folder: config.model, device: config.device, ...(config.threads > 0 ? { threads: config.threads } : {}) };
+  return { folder: config.model, device: config.device, dtype: config.dtype, ...(config.threads > 0 ? { threads: config.threads } : {}) };
 }
 
 export function recordsFolder(context: vscode.ExtensionContext, config: LensConfig = readConfig()): string {
@@ -46,6 +49,11 @@ export function recordsFolder(context: vscode.ExtensionContext, config: LensConf
 
 function expandHome(p: string): string {
   return p === "~" || p.startsWith("~/") ? path.join(os.homedir(), p.slice(1)) : p;
+}
+
+/** A settings.json value outside the enum (hand-edited) falls back to the default instead of failing every open. */
+function oneOf<T extends string>(v: unknown, choices: readonly T[], fallback: T): T {
+  return typeof v === "string" && (choices as readonly string[]).includes(v) ? (v as T) : fallback;
 }
 
 function clampInt(v: number, lo: number, hi: number): number {

@@ -186,6 +186,7 @@ export class SidecarClient {
 
   private async ensureModel(): Promise<Running> {
     const params = this.options.model();
+    // every field counts: another folder, device, threads or dtype reopens the model
     const key = JSON.stringify(params);
     let running = await this.ensureStarted();
     if (running.modelKey !== key || !running.model) {
@@ -196,7 +197,7 @@ export class SidecarClient {
         running.model = await running.connection.sendRequest(OpenModelRequest, params);
         running.modelKey = key;
         this.options.log.info(
-          `model: ${running.model.folder} (${running.model.architecture}, ${running.model.dtype}, ${running.model.provider}, opened in ${running.model.openMs.toFixed(0)} ms)`,
+          `model: ${running.model.folder} (${running.model.architecture}, ${running.model.dtype} weights, ${running.model.computeDtype ?? "float32"} compute, ${running.model.provider}, opened in ${running.model.openMs.toFixed(0)} ms)`,
         );
       } finally {
         this.busy--;

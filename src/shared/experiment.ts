@@ -10,6 +10,7 @@
 import Ajv, { type ErrorObject, type ValidateFunction } from "ajv";
 import { type ParseError, parse as parseJsonc, printParseErrorCode } from "jsonc-parser";
 import type { LensSettings } from "./lensRecord";
+import type { DtypeChoice } from "./protocol";
 import experimentSchema from "./lensExperiment.schema.json";
 import { describeSchemaErrors } from "./schemaErrors";
 import { locatePointer, splitProblem } from "./jsonLocation";
@@ -42,6 +43,8 @@ export interface LensExperiment {
   description?: string;
   /** A model folder as written (relative to the file), or "default". */
   model: string;
+  /** The dtype the file asks for; absent: the open model's (auto for a model opened for the file). */
+  dtype?: DtypeChoice;
   inputs: ExperimentInput[];
   prompts: ExperimentPrompt[];
   target?: string;
@@ -141,6 +144,7 @@ export function validateExperiment(value: unknown): ExperimentValidation {
       name: raw.name ?? "experiment",
       description: raw.description,
       model: raw.model ?? "default",
+      ...(raw.dtype !== undefined ? { dtype: raw.dtype } : {}),
       inputs,
       prompts,
       target: raw.target,
@@ -246,6 +250,7 @@ interface RawExperiment {
   name?: string;
   description?: string;
   model?: string;
+  dtype?: DtypeChoice;
   inputs: (string | { images: string; groups?: Record<string, string>; limit?: number } | { manifest: string; imageColumn?: string; groups?: Record<string, string>; limit?: number })[];
   prompts: (string | { name?: string; template: string })[];
   target?: string;

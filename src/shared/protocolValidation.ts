@@ -31,6 +31,7 @@ import type {
   TrackTokensParams,
   TrackTokensRequest,
 } from "./protocol";
+import { DTYPE_CHOICES } from "./protocol";
 
 /** Ranges of numeric params (package.json's logitLens.topK, logitLens.maxNewTokens, logitLens.threads). */
 export const PARAM_LIMITS = {
@@ -153,6 +154,7 @@ function validateOpenModel(params: unknown): OpenModelParams {
   const out: OpenModelParams = { folder: string(p.folder, "params.folder") };
   if (p.device !== undefined) out.device = oneOf(p.device, "params.device", DEVICES);
   if (p.threads !== undefined) out.threads = integer(p.threads, "params.threads", PARAM_LIMITS.threads);
+  if (p.dtype !== undefined) out.dtype = oneOf(p.dtype, "params.dtype", DTYPE_CHOICES);
   return out;
 }
 

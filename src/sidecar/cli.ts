@@ -13,12 +13,13 @@ import { LoadedModel } from "./model/loadedModel";
 import { serve } from "./server";
 import { parseDevice } from "./runtime/ort";
 import { writeFileAtomic } from "./util/atomicWrite";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { InvalidExperimentError } from "../shared/experiment";
 import type { SweepAggregates } from "../shared/sweep";
 import { defaultModelFolder, samplesFolder } from "./defaults";
 import { outputFolder, outputOutsideExperiment, readExperimentFile } from "./experiment/paths";
 import { MIB, readInputText } from "./util/readInput";
+import { DTYPE_CHOICES, type DtypeChoice } from "../shared/protocol";
 import { runSweep } from "./experiment/sweep";
 
 const USAGE = `usage: logit-lens [run] [--model DIR] [--image FILE --prompt TEXT] [options]
@@ -54,6 +55,11 @@ head masking
   --mask-top-image N        zero the N heads that attend most to the image
 runtime
   --device auto|cpu|cuda|webgpu   --threads N   --verbose
+  --dtype auto|float32|float16|bfloat16
+                            what the model computes in (default auto: float32, with
+                            half-precision weights kept half when float32 copies do not
+                            fit; float16 and bfloat16 are refused for now); an experiment
+                            file's "dtype" is used when this is left out
 experiments
   --out DIR                 results folder (default: the file's output.folder, or NAME.results)
   --fresh                   delete earlier results in the folder and start over (only the
@@ -86,6 +92,8 @@ interface RunArgs {
   patchLens: boolean;
   headMask?: HeadMaskSpec;
   device: string;
+  /** Absent: not given (auto, or an experiment file's own dtype). */
+  dtype?: DtypeChoice;
   threads: number;
   verbose: boolean;
 }
@@ -93,7 +101,7 @@ interface RunArgs {
 class UsageError extends Error {}
 
 /** Flags whose value is a path or a name, which an empty string cannot be. */
-const PATH_FLAGS = new Set(["--model", "--image", "--out", "--device", "--format", "--positions"]);
+const PATH_FLAGS = new Set(["--model", "--image", "--out", "--device", "--dtype", "--format", "--positions"]);
 
 function parseArgs(argv: string[]): RunArgs {
   // "run" may be left out: `logit-lens` alone runs the bundled sample
@@ -136,6 +144,7 @@ function parseArgs(argv: string[]): RunArgs {
       }
       case "--mask-top-image": args.headMask = { strategy: "topImage", count: intAtLeast(value(i++, flag), flag, 1) }; break;
       case "--device": args.device = value(i++, flag); break;
+      case "--dtype": args.dtype = oneOf(value(i++, flag), DTYPE_CHOICES, flag); break;
       case "--threads": args.threads = intInRange(value(i++, flag), flag, 1, 256); break;
       case "--verbose": args.verbose = true; break;
       case "--fresh": args.fresh = true; break;
@@ -222,12 +231,13 @@ function firstSample(): { image: string; question: string; answer: string } {
   return { image: path.join(dir, first.image), question: first.question, answer: first.answer ?? "" };
 }
 
-async function openModel(args: RunArgs, progress: (s: string) => void): Promise<LoadedModel> {
+async function openModel(args: RunArgs, progress: (s: string) => void, dtype: DtypeChoice = args.dtype ?? "auto"): Promise<LoadedModel> {
   const device = parseDevice(args.device);
   try {
-    return await LoadedModel.open(args.model, { device, threads: args.threads, onProgress: (s) => progress(`${s}…`) });
+    return await LoadedModel.open(args.model, { device, dtype, threads: args.threads, onProgress: (s) => progress(`${s}…`) });
   } catch (e) {
-    if (args.bundledModel && isLensInputError(e)) {
+    // the bundled model's own refusals (a dtype it cannot compute in, say) are not a broken install
+    if (args.bundledModel && isLensInputError(e) && !existsSync(path.join(args.model, "config.json"))) {
       throw new LensInputError(args.model, "the bundled model is missing from this install: reinstall, or pass --model DIR (a Hugging Face model folder)");
     }
     throw e;
@@ -284,13 +294,17 @@ async function runExperiment(args: RunArgs, progress: (s: string) => void, clear
     if (e instanceof InvalidExperimentError) throw new LensInputError(file, `${e.errors.join("; ")}: fix the file (the schema is lensExperiment.schema.json)`);
     throw e;
   }
-  if (experiment.model !== "default" && !modelFlagGiven(args)) args.model = path.resolve(path.dirname(file), experiment.model);
+  if (experiment.model !== "default" && !modelFlagGiven(args)) {
+    args.model = path.resolve(path.dirname(file), experiment.model);
+    args.bundledModel = false;
+  }
   const outDir = args.out ? path.resolve(args.out) : outputFolder(experiment, file);
   // --out is the user's own choice; a folder the file names elsewhere needs their say-so
   if (!args.out && !args.allowOutside && outputOutsideExperiment(outDir, file)) {
     throw new LensInputError(file, `output.folder ${outDir} lies outside the experiment's folder, and a sweep writes (with --fresh, deletes) files there: pass --allow-outside if that is meant, or --out DIR`);
   }
-  const model = await openModel(args, progress);
+  // --dtype wins over the file's own dtype, as --model wins over its model
+  const model = await openModel(args, progress, args.dtype ?? experiment.dtype ?? "auto");
   let stop = false;
   const onSignal = () => {
     if (stop) process.exit(130);

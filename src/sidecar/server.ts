@@ -12,6 +12,7 @@ import { CancellationToken, createMessageConnection, ErrorCodes, type Message, R
 import { encodeBlocks } from "../shared/blockTransport";
 import type { LensRecord } from "../shared/lensRecord";
 import {
+  type DtypeChoice,
   ErrorCode,
   ExperimentProgressNotification,
   InitializeRequest,
@@ -36,7 +37,7 @@ import { MAX_IMAGE_BYTES, readInputFile } from "./util/readInput";
 
 const SERVER_VERSION = "0.1.0";
 const REQUEST_CANCELLED = -32800;
-/** Preview records kept, by (model, image bytes, prompt, settings, mask). */
+/** Preview records kept, by (model and its dtype, image bytes, prompt, settings, mask). */
 const PREVIEW_CACHE_SIZE = 64;
 
 export async function serve(input: NodeJS.ReadableStream = process.stdin, output: NodeJS.WritableStream = process.stdout): Promise<void> {
@@ -49,6 +50,8 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
   const connection = createMessageConnection(new FramedMessageReader(input, refused), writer);
   let initialized = false;
   let model: LoadedModel | undefined;
+  /** How the open model was opened: an experiment's model opens on the same device, and reopens for another dtype. */
+  let openedWith: { device?: string; threads?: number; dtype: DtypeChoice } = { dtype: "auto" };
   let lastRun: { record: LensRecord; hidden: Float32Array } | undefined;
   // Requests that use the model run one at a time, in arrival order.
   let queue: Promise<unknown> = Promise.resolve();
@@ -60,20 +63,28 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
   const log = (level: "info" | "warn" | "error", message: string) => void connection.sendNotification(LogNotification, { level, message });
   const previews = new Map<string, LensRecord>();
 
-  const open = async (folder: string, device?: string, threads?: number): Promise<LoadedModel> => {
-    const next = await LoadedModel.open(folder, { device: parseDevice(device ?? "auto"), threads, onProgress: (stage) => void connection.sendNotification(ProgressNotification, { stage }) });
+  const open = async (folder: string, how: { device?: string; threads?: number; dtype?: DtypeChoice } = {}): Promise<LoadedModel> => {
+    const { device, threads, dtype = "auto" } = how;
+    const next = await LoadedModel.open(folder, { device: parseDevice(device ?? "auto"), dtype, threads, onProgress: (stage) => void connection.sendNotification(ProgressNotification, { stage }) });
     await model?.dispose();
     model = next;
+    openedWith = { device, threads, dtype };
     lastRun = undefined;
     log("info", `opened ${next.info.folder} (${next.info.architecture}, ${next.info.dtype} weights, ${next.info.computeDtype} compute) on ${next.info.provider}: ${next.info.memory.reason}`);
     return next;
   };
 
-  /** The model an experiment names: "default" is the open model (or the default one); a path is opened unless it is open already. */
+  /**
+   * The model an experiment names: "default" is the open model (or the default one); a path is
+   * opened unless it is open already. A dtype the file names that differs from the one the model
+   * was opened with reopens it; without one, an open model is used as it is. The device and
+   * threads stay those of the last lens/openModel.
+   */
   const modelFor = async (experiment: LensExperiment, file: string): Promise<LoadedModel> => {
-    if (experiment.model === "default") return model ?? open(defaultModelFolder());
-    const folder = path.resolve(path.dirname(file), experiment.model);
-    return model && path.resolve(model.info.folder) === folder ? model : open(folder);
+    const folder = experiment.model === "default" ? (model?.info.folder ?? defaultModelFolder()) : path.resolve(path.dirname(file), experiment.model);
+    const dtype = experiment.dtype ?? (model ? openedWith.dtype : "auto");
+    if (model && path.resolve(model.info.folder) === path.resolve(folder) && openedWith.dtype === dtype) return model;
+    return open(folder, { device: openedWith.device, threads: openedWith.threads, dtype });
   };
 
   const readExperiment = async (file: string, text?: string): Promise<LensExperiment> => {
@@ -128,7 +139,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
       serial(async () => {
         const t0 = performance.now();
         // An empty folder is the default: $LOGIT_LENS_MODEL, else the bundled model.
-        const next = await open(params.folder || defaultModelFolder(), params.device, params.threads);
+        const next = await open(params.folder || defaultModelFolder(), { device: params.device, threads: params.threads, dtype: params.dtype });
         const { info } = next;
         return {
           folder: info.folder,
@@ -214,7 +225,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
         const bytes = await readInputFile(item.image, { maxBytes: MAX_IMAGE_BYTES, what: "image", fix: "fix the experiment's inputs" });
         const m = await modelFor(experiment, file);
         const request = itemRequest(item);
-        const key = createHash("sha256").update(JSON.stringify([m.info.configHash, request.prompt, request.settings, request.headMask ?? null])).update(bytes).digest("hex");
+        const key = createHash("sha256").update(JSON.stringify([m.info.configHash, m.info.computeDtype, m.info.weightPlan, request.prompt, request.settings, request.headMask ?? null])).update(bytes).digest("hex");
         const summary = { index, total: items.length, image: item.imageRel, prompt: item.prompt, variant: item.variant.name, expected: item.expected };
         const hit = previews.get(key);
         if (hit) {

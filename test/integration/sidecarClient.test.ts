@@ -78,6 +78,15 @@ describe("SidecarClient", () => {
     expect(c.pid).toBe(pid); // same process, another model
   });
 
+  it("reopens the model when only the dtype setting changes", async () => {
+    let dtype: "float32" | "bfloat16" = "float32";
+    const { c, log } = client({ model: () => ({ folder: MODEL, device: "cpu", dtype }) });
+    assertLensRecord(await c.request(RunRequest, { prompt: "hi", settings: { maxNewTokens: 0 } }));
+    expect(log.lines.filter((l) => l.startsWith("info model: "))).toEqual([expect.stringContaining("float32 compute")]);
+    dtype = "bfloat16"; // refused on the CPU: the request fails because the model was opened again with it
+    await expect(c.request(RunRequest, { prompt: "hi", settings: { maxNewTokens: 0 } })).rejects.toMatchObject({ code: ErrorCode.INPUT_ERROR, message: expect.stringMatching(/dtype bfloat16 cannot compute/) });
+  });
+
   it("reports a bad model folder as an input error and keeps running", async () => {
     const { c, setFolder } = client();
     setFolder("/nonexistent/model");

@@ -11,6 +11,7 @@ import { FIXTURES } from "../helpers/fixtures";
 const BIN = path.resolve(__dirname, "../../bin/logit-lens.js");
 const LLAVA = path.join(FIXTURES, "llava-gqa-f32/model");
 const IMAGE = path.join(FIXTURES, "images/landscape.png");
+const LLAMA_F16 = path.join(FIXTURES, "llama-f16/model");
 
 function cli(...args: string[]) {
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8" });
@@ -125,6 +126,40 @@ describe("logit-lens CLI", () => {
     expect(r.stdout).toMatch(/generated \(eos\): "red/);
     expect(rows[0]).not.toMatch(/^embeddings\s+"red"/);
     expect(rows[8]).toMatch(/^block 8\s+"red"/);
+  });
+
+  it("--dtype reaches the model: float32 runs, another word names the choices, bfloat16 on the CPU is refused in one line", () => {
+    const f32 = cli("run", "--model", LLAMA_F16, "--prompt", "The capital of France is", "--dtype", "float32", "--device", "cpu", "--max-new-tokens", "1", "--json");
+    expect(f32.code, f32.stderr).toBe(0);
+    expect(assertLensRecord(JSON.parse(f32.stdout)).model).toMatchObject({ dtype: "F16", computeDtype: "float32", weightPlan: "float32" });
+
+    const bad = cli("run", "--model", LLAVA, "--prompt", "hi", "--dtype", "half");
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^error: --dtype must be one of auto, float32, float16, bfloat16, got half$/m);
+    expect(cli("--help").stdout).toMatch(/--dtype auto\|float32\|float16\|bfloat16/);
+
+    const bf16 = cli("run", "--model", LLAVA, "--prompt", "hi", "--dtype", "bfloat16", "--device", "cpu");
+    expect(bf16.code).toBe(1);
+    const lines = bf16.stderr.split("\n").filter((l) => l.trim() && !l.endsWith("…"));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^error: .*llava-gqa-f32\/model: dtype bfloat16 cannot compute/);
+    // the bundled model's refusal is its own, not "the bundled model is missing"
+    const bundled = cli("--dtype", "bfloat16", "--device", "cpu");
+    expect(bundled.code).toBe(1);
+    expect(bundled.stderr).toMatch(/lens-scenes-tiny: dtype bfloat16 cannot compute/);
+  });
+
+  it("an experiment file's dtype opens its model, and --dtype wins over it", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lens-cli-dtype-"));
+    const file = path.join(dir, "dtype.lens.json");
+    const scenes = path.resolve(__dirname, "../fixtures/scenes/questions.jsonl");
+    fs.writeFileSync(file, JSON.stringify({ model: LLAVA, dtype: "bfloat16", inputs: [{ manifest: scenes, limit: 1 }], prompts: ["{question}"], generation: { maxNewTokens: 1 } }));
+    const refused = cli("run", file, "--device", "cpu");
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/dtype bfloat16 cannot compute/);
+    const overridden = cli("run", file, "--device", "cpu", "--dtype", "float32");
+    expect(overridden.code, overridden.stderr).toBe(0);
+    expect(overridden.stderr).toMatch(/done: 1 run/);
   });
 
   it("an unknown device names the valid ones", () => {

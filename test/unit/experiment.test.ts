@@ -8,6 +8,8 @@ import { lineColumn, locatePointer, pointerSegments } from "../../src/shared/jso
 import { globFiles, globToRegExp, parseCsv, resolveInputs } from "../../src/sidecar/experiment/inputs";
 import { planExperiment } from "../../src/sidecar/experiment/sweep";
 import { LensInputError } from "../../src/sidecar/errors";
+import { DTYPE_CHOICES } from "../../src/shared/protocol";
+import experimentSchema from "../../src/shared/lensExperiment.schema.json";
 
 const SAMPLES = path.resolve(__dirname, "../../media/samples");
 
@@ -57,6 +59,16 @@ describe("experiment validation", () => {
     ]);
   });
 
+  it("reads dtype, one of the protocol's choices, and leaves it out when the file does", () => {
+    expect(experimentSchema.properties.dtype.enum).toEqual([...DTYPE_CHOICES]);
+    for (const dtype of DTYPE_CHOICES) {
+      const v = validateExperiment({ ...minimal, dtype });
+      expect(v.ok && v.experiment.dtype).toBe(dtype);
+    }
+    const v = validateExperiment(minimal);
+    expect(v.ok && "dtype" in v.experiment).toBe(false);
+  });
+
   // Each bad file, and the exact place and words of its first problem.
   const bad: [string, unknown, string][] = [
     ["missing inputs", { prompts: ["x"] }, "/inputs: is required but missing"],
@@ -74,6 +86,7 @@ describe("experiment validation", () => {
     ["placeholder without a manifest", { inputs: ["*.png"], prompts: ["{question}"] }, "/prompts/0: needs the column {question}, which image input 0 (*.png) does not have"],
     ["target placeholder without a manifest", { inputs: ["a.png"], prompts: ["x"], target: "{answer}" }, "/target: needs the column {answer}"],
     ["answerProb without target", { ...minimal, lens: { answerProb: true } }, "/lens/answerProb: needs a target"],
+    ["unknown dtype", { ...minimal, dtype: "half" }, '/dtype: must be one of "auto", "float32", "float16", "bfloat16"; got "half"'],
   ];
   for (const [name, value, first] of bad) {
     it(`refuses ${name}`, () => {

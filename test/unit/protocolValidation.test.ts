@@ -35,6 +35,7 @@ describe("protocol params validation", () => {
     expect(validateParams("lens/initialize", { protocolVersion: protocol.PROTOCOL_VERSION, clientName: "vscode" })).toEqual({ protocolVersion: 2, clientName: "vscode" });
     expect(validateParams("lens/initialize", [{ protocolVersion: 2, clientName: "vscode" }])).toEqual({ protocolVersion: 2, clientName: "vscode" });
     expect(validateParams("lens/openModel", { folder: "", device: "auto", threads: 0 })).toEqual({ folder: "", device: "auto", threads: 0 });
+    for (const dtype of protocol.DTYPE_CHOICES) expect(validateParams("lens/openModel", { folder: "", dtype })).toEqual({ folder: "", dtype });
     const settings = { positions: "afterImage", topK: 10, maxNewTokens: 8, target: "red", answerProb: true, trackTokens: [" red"], imageAttention: true, patchLens: false };
     expect(validateParams("lens/run", { prompt: "What color?", image: "/tmp/a.png", settings, headMask: { heads: { "0": [1, 2] } } })).toEqual({
       prompt: "What color?",
@@ -69,6 +70,8 @@ describe("protocol params validation", () => {
     ["lens/openModel", { folder: "", threads: -1 }, "lens/openModel: params.threads must be an integer from 0 to 256, got -1"],
     ["lens/openModel", { folder: "", threads: 1.5 }, "lens/openModel: params.threads must be an integer from 0 to 256, got 1.5"],
     ["lens/openModel", { folder: "", device: "tpu" }, 'lens/openModel: params.device must be one of auto, cpu, cuda, webgpu, got "tpu"'],
+    ["lens/openModel", { folder: "", dtype: "half" }, 'lens/openModel: params.dtype must be one of auto, float32, float16, bfloat16, got "half"'],
+    ["lens/openModel", { folder: "", dtype: 16 }, "lens/openModel: params.dtype must be one of auto, float32, float16, bfloat16, got 16"],
     ["lens/run", {}, "lens/run: params.prompt must be a string, got nothing"],
     ["lens/run", { prompt: 5 }, "lens/run: params.prompt must be a string, got 5"],
     ["lens/run", { prompt: "x", image: "" }, 'lens/run: params.image must be the path of an image file, got ""'],

@@ -1,0 +1,104 @@
+/**
+ * The dtype a model opens with, through the real sidecar process: lens/openModel's dtype reaches
+ * the model (float32 runs, bfloat16 is refused on the CPU as an input error and the open model
+ * stays), a dtype that is not a choice is refused at the boundary, and an experiment's dtype
+ * reopens the model only when it differs from the one it is open with.
+ */
+import type { ChildProcess } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type MessageConnection, ResponseError } from "vscode-jsonrpc/node";
+import { ErrorCode, InitializeRequest, LogNotification, OpenModelRequest, PreviewExperimentRequest, PROTOCOL_VERSION, RunExperimentRequest, RunRequest, ShutdownRequest } from "../../src/shared/protocol";
+import { assertLensRecord } from "../../src/shared/validateRecord";
+import { FIXTURES } from "../helpers/fixtures";
+import { type SidecarProcess, spawnSidecar } from "../helpers/sidecarProcess";
+
+const MODEL = path.join(FIXTURES, "llava-gqa-f32/model");
+const IMAGE = path.join(FIXTURES, "images/landscape.png");
+const SCENES = path.resolve(__dirname, "../fixtures/scenes/questions.jsonl");
+
+let child: ChildProcess;
+let connection: MessageConnection;
+let send: SidecarProcess["send"];
+const logs: string[] = [];
+let dir: string;
+
+/** How many models the sidecar has opened so far (one info line each). */
+const opens = () => logs.filter((l) => l.startsWith("info: opened ")).length;
+
+async function errorOf(p: Promise<unknown>): Promise<ResponseError<{ field?: string; file?: string }>> {
+  try {
+    await p;
+  } catch (e) {
+    return e as ResponseError<{ field?: string; file?: string }>;
+  }
+  throw new Error("the request did not fail");
+}
+
+function experimentFile(name: string, over: Record<string, unknown>): string {
+  const file = path.join(dir, `${name}.lens.json`);
+  fs.writeFileSync(file, JSON.stringify({ model: MODEL, inputs: [{ manifest: SCENES, limit: 1 }], prompts: ["{question}"], generation: { maxNewTokens: 1 }, ...over }));
+  return file;
+}
+
+beforeAll(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "lens-rpc-dtype-"));
+  ({ child, connection, send } = spawnSidecar("inherit"));
+  connection.onNotification(LogNotification, (p) => logs.push(`${p.level}: ${p.message}`));
+  connection.listen();
+  await connection.sendRequest(InitializeRequest, { protocolVersion: PROTOCOL_VERSION, clientName: "test" });
+});
+
+afterAll(async () => {
+  await connection.sendRequest(ShutdownRequest).catch(() => undefined);
+  connection.dispose();
+  child.kill();
+});
+
+describe("dtype over JSON-RPC", () => {
+  it("opens the bundled model in float32 and runs a normal record", async () => {
+    const m = await connection.sendRequest(OpenModelRequest, { folder: "", device: "cpu", dtype: "float32" });
+    expect(m).toMatchObject({ computeDtype: "float32", weightPlan: "float32", provider: "cpu" });
+    const record = assertLensRecord(await send(RunRequest, { prompt: "What color is the circle?", image: IMAGE, settings: { maxNewTokens: 2 } }));
+    expect(record.model.computeDtype).toBe("float32");
+    expect(record.generation.ids).toHaveLength(2);
+  });
+
+  it("answers bfloat16 on the CPU with a one-line input error, and the open model stays", async () => {
+    const e = await errorOf(connection.sendRequest(OpenModelRequest, { folder: "", device: "cpu", dtype: "bfloat16" }));
+    expect(e.code).toBe(ErrorCode.INPUT_ERROR);
+    expect(e.message).toMatch(/dtype bfloat16 cannot compute/);
+    expect(e.message).not.toContain("\n");
+    assertLensRecord(await send(RunRequest, { prompt: "hi", settings: { maxNewTokens: 0 } }));
+  });
+
+  it("refuses a dtype that is not a choice at the boundary, naming the choices", async () => {
+    const e = await errorOf(connection.sendRequest(OpenModelRequest, { folder: "", dtype: "half" } as never));
+    expect(e.code).toBe(ErrorCode.INPUT_ERROR);
+    expect(e.data?.field).toBe("params.dtype");
+    expect(e.message).toBe('lens/openModel: params.dtype must be one of auto, float32, float16, bfloat16, got "half"');
+  });
+
+  it("an experiment's dtype opens its model with it, and reopens an open model only for another dtype", async () => {
+    const refused = experimentFile("bf16", { dtype: "bfloat16" });
+    const e = await errorOf(send(RunExperimentRequest, { file: refused }));
+    expect(e.code).toBe(ErrorCode.INPUT_ERROR);
+    expect(e.message).toMatch(/dtype bfloat16 cannot compute/);
+    expect((await errorOf(send(PreviewExperimentRequest, { file: refused }))).message).toMatch(/dtype bfloat16 cannot compute/);
+
+    // the model opened with auto; a file asking for float32 reopens it once, then uses it as it is
+    await connection.sendRequest(OpenModelRequest, { folder: MODEL, device: "cpu" });
+    const before = opens();
+    const f32 = experimentFile("f32", { dtype: "float32" });
+    const first = await send(PreviewExperimentRequest, { file: f32 });
+    expect(first.record.model.computeDtype).toBe("float32");
+    expect(opens()).toBe(before + 1);
+    expect((await send(RunExperimentRequest, { file: f32, outDir: path.join(dir, "out") })).ran).toBe(1);
+    expect(opens()).toBe(before + 1);
+    // a file that names no dtype takes the open model as it is
+    await send(PreviewExperimentRequest, { file: experimentFile("none", {}) });
+    expect(opens()).toBe(before + 1);
+  });
+});
