@@ -63,6 +63,18 @@ export type SidecarState =
   | { kind: "busy"; model: ModelSummary | null; what: string }
   | { kind: "failed"; message: string };
 
+/**
+ * Whether a request may have left another model open in the sidecar than the one the settings
+ * name: an experiment opens the model its file names. A preview says which model it ran; a
+ * whole sweep, and a request that failed, are taken to have opened their own.
+ */
+function opensItsOwnModel(method: string, result: unknown, open: ModelSummary | null): boolean {
+  if (method === "lens/runExperiment") return true;
+  if (method !== "lens/previewExperiment") return false;
+  const folder = (result as { record?: { model?: { folder?: string } } } | undefined)?.record?.model?.folder;
+  return folder === undefined || folder !== open?.folder;
+}
+
 /** Thrown when the sidecar cannot be (re)started any more; the message names what happened. */
 export class SidecarUnavailableError extends Error {}
 
@@ -134,8 +146,16 @@ export class SidecarClient {
     this.busyWhat = what;
     this.emit();
     try {
-      const result = token ? await running.connection.sendRequest(type, params, token) : await running.connection.sendRequest(type, params);
+      let result: R;
+      try {
+        result = token ? await running.connection.sendRequest(type, params, token) : await running.connection.sendRequest(type, params);
+      } catch (e) {
+        // a failed experiment request may have opened the file's model before it failed
+        if (opensItsOwnModel(type.method, undefined, running.model)) running.modelKey = "";
+        throw e;
+      }
       this.crashes = 0; // a request went through: earlier crashes no longer count towards giving up
+      if (opensItsOwnModel(type.method, result, running.model)) running.modelKey = ""; // the next run reopens the setting's model
       return decodeBlocks(result);
     } finally {
       this.busy--;

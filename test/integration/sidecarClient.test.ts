@@ -9,7 +9,7 @@ import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { CancellationTokenSource } from "vscode-jsonrpc/node";
 import { SidecarClient, type SidecarState, SidecarUnavailableError } from "../../src/extension/sidecarClient";
-import { ErrorCode, RunRequest, TrackTokensRequest } from "../../src/shared/protocol";
+import { ErrorCode, PreviewExperimentRequest, RunRequest, TrackTokensRequest } from "../../src/shared/protocol";
 import { assertLensRecord } from "../../src/shared/validateRecord";
 import { FIXTURES } from "../helpers/fixtures";
 
@@ -85,6 +85,20 @@ describe("SidecarClient", () => {
     expect(log.lines.filter((l) => l.startsWith("info model: "))).toEqual([expect.stringContaining("float32 compute")]);
     dtype = "bfloat16"; // refused on the CPU: the request fails because the model was opened again with it
     await expect(c.request(RunRequest, { prompt: "hi", settings: { maxNewTokens: 0 } })).rejects.toMatchObject({ code: ErrorCode.INPUT_ERROR, message: expect.stringMatching(/dtype bfloat16 cannot compute/) });
+  });
+
+  it("runs with the settings' model again after a preview opened the experiment's own model", async () => {
+    const { c } = client();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lens-client-"));
+    const file = path.join(dir, "text.lens.json");
+    fs.copyFileSync(IMAGE, path.join(dir, "scene.png"));
+    fs.writeFileSync(file, JSON.stringify({ version: 1, model: TEXT_MODEL, inputs: [{ images: "scene.png" }], prompts: ["The red circle"] }));
+    const first = await c.request(RunRequest, { prompt: "What color is the circle?", image: IMAGE, settings: { maxNewTokens: 1 } });
+    expect(first.model.folder).toBe(MODEL);
+    // the experiment names a text-only model: its preview fails on the image, after opening that model
+    await expect(c.request(PreviewExperimentRequest, { file })).rejects.toThrow(/text-only model and cannot take an image/);
+    const again = await c.request(RunRequest, { prompt: "What color is the circle?", image: IMAGE, settings: { maxNewTokens: 1 } });
+    expect(again.model.folder).toBe(MODEL);
   });
 
   it("reports a bad model folder as an input error and keeps running", async () => {
