@@ -2,7 +2,7 @@
 transformers' own forward on them.
 
 usage:
-  python3 bench/hf_real.py build CONFIG_DIR TOKENIZER_DIR OUT_DIR [--layers N] [--dtype float16]
+  python3 bench/hf_real.py build CONFIG_DIR TOKENIZER_DIR OUT_DIR [--layers N] [--dtype float16|bfloat16]
       transformers builds the model from CONFIG_DIR/config.json (on the meta device: no memory),
       then every tensor of its state dict is filled with seeded random values of the checkpoint's
       dtype and written shard by shard (2 GB shards and an index, as save_pretrained writes them),
@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import save_file
-from transformers import AutoConfig, LlavaForConditionalGeneration
+from transformers import AutoConfig, LlavaForConditionalGeneration, Qwen2VLForConditionalGeneration
+
+CLASSES = {"llava": LlavaForConditionalGeneration, "qwen2_vl": Qwen2VLForConditionalGeneration}
 
 SHARD_BYTES = 2 * 1024**3
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -27,14 +29,19 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 
 def build(config_dir: Path, tokenizer_dir: Path, out: Path, layers: int | None, dtype: torch.dtype) -> None:
     config_json = json.loads((config_dir / "config.json").read_text())
-    tok = json.loads((tokenizer_dir / "tokenizer.json").read_text())
-    image_id = next(t["id"] for t in tok["added_tokens"] if t["content"] == "<image>")
-    config_json["image_token_index"] = image_id
+    kind = config_json["model_type"]
+    if kind == "llava":
+        # the benchmark's tokenizer is the fixtures' LLaMA one: its <image> token stands for LLaVA's
+        tok = json.loads((tokenizer_dir / "tokenizer.json").read_text())
+        config_json["image_token_index"] = next(t["id"] for t in tok["added_tokens"] if t["content"] == "<image>")
     if layers is not None:
-        config_json.setdefault("text_config", {})["num_hidden_layers"] = layers
+        if kind == "llava":
+            config_json.setdefault("text_config", {})["num_hidden_layers"] = layers
+        else:
+            config_json["num_hidden_layers"] = layers
     config = AutoConfig.for_model(**config_json)
     with torch.device("meta"):
-        model = LlavaForConditionalGeneration(config)
+        model = CLASSES[kind](config)
     out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(1234)
     shard: dict[str, torch.Tensor] = {}
@@ -58,9 +65,13 @@ def build(config_dir: Path, tokenizer_dir: Path, out: Path, layers: int | None, 
             weight_map[name] = file
         shard, shard_bytes = {}, 0
 
+    tied = bool(config_json.get("tie_word_embeddings"))
     for name, p in model.state_dict().items():
+        if tied and name == "lm_head.weight":
+            continue  # the embedding matrix itself, as save_pretrained leaves it out
         n = p.numel()
-        if name.endswith("norm.weight") or "layernorm" in name.split(".")[-2] or "layer_norm" in name or "pre_layrnorm" in name:
+        part = name.split(".")[-2] if "." in name else name
+        if "norm" in part or "layrnorm" in part or part.startswith("ln_"):
             t = torch.ones(p.shape, dtype=dtype) if name.endswith("weight") else torch.zeros(p.shape, dtype=dtype)
         else:
             fan_in = p.shape[-1] if p.dim() > 1 else 64
@@ -82,33 +93,38 @@ def build(config_dir: Path, tokenizer_dir: Path, out: Path, layers: int | None, 
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     config_json["torch_dtype"] = [k for k, v in DTYPES.items() if v == dtype][0]
     (out / "config.json").write_text(json.dumps(config_json, indent=2))
-    for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "chat_template.json"]:
+    for f in ["tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "chat_template.json"]:
         if (tokenizer_dir / f).exists():
             shutil.copy(tokenizer_dir / f, out / f)
     shutil.copy(config_dir / "preprocessor_config.json", out / "preprocessor_config.json")
     vc = config_json["vision_config"]
-    (out / "processor_config.json").write_text(json.dumps({
-        "processor_class": "LlavaProcessor", "patch_size": vc["patch_size"], "image_token": "<image>",
-        "vision_feature_select_strategy": config_json.get("vision_feature_select_strategy", "default"), "num_additional_image_tokens": 1,
-    }, indent=2))
+    if kind == "llava":
+        (out / "processor_config.json").write_text(json.dumps({
+            "processor_class": "LlavaProcessor", "patch_size": vc["patch_size"], "image_token": "<image>",
+            "vision_feature_select_strategy": config_json.get("vision_feature_select_strategy", "default"), "num_additional_image_tokens": 1,
+        }, indent=2))
     print(json.dumps({"built": str(out), "bytes": total, "shards": count, "seconds": time.perf_counter() - t0}), flush=True)
 
 
 def forward(model_dir: Path, inputs_dir: Path, threads: int) -> None:
     if threads > 0:
         torch.set_num_threads(threads)
-    dtype = DTYPES[json.loads((model_dir / "config.json").read_text()).get("torch_dtype", "float32")]
+    config_json = json.loads((model_dir / "config.json").read_text())
+    dtype = DTYPES[config_json.get("torch_dtype", "float32")]
     t0 = time.perf_counter()
-    model = LlavaForConditionalGeneration.from_pretrained(str(model_dir), dtype=dtype, attn_implementation="eager").eval()
+    model = CLASSES[config_json["model_type"]].from_pretrained(str(model_dir), dtype=dtype, attn_implementation="eager").eval()
     load_ms = (time.perf_counter() - t0) * 1000
     ids = torch.tensor([json.loads((inputs_dir / "input_ids.json").read_text())])
-    side = model.config.vision_config.image_size
-    pixels = torch.from_numpy(np.fromfile(inputs_dir / "pixel_values.f32", dtype=np.float32).reshape(1, 3, side, side)).to(dtype)
+    shape = json.loads((inputs_dir / "pixel_values.json").read_text())
+    pixels = torch.from_numpy(np.fromfile(inputs_dir / "pixel_values.f32", dtype=np.float32).reshape(shape)).to(dtype)
+    extra = {}
+    if (inputs_dir / "image_grid_thw.json").exists():
+        extra["image_grid_thw"] = torch.tensor(json.loads((inputs_dir / "image_grid_thw.json").read_text()))
 
     def once():
         t = time.perf_counter()
         with torch.inference_mode():
-            out = model(input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids), output_hidden_states=True)
+            out = model(input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids), output_hidden_states=True, **extra)
         return (time.perf_counter() - t) * 1000, out
 
     warm = len(sys.argv) <= 5 or sys.argv[5] != "--once"

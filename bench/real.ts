@@ -1,10 +1,11 @@
 /**
- * npm run bench:real [-- --full] [--rounds R] [--threads N] [--plan auto|float32|half-per-use]
+ * npm run bench:real [-- --full | --models llava-1.5-7b,llava-1.5-7b-4l,qwen2-vl-2b] [--rounds R] [--threads N] [--plan auto|float32|half-per-use]
  *
  * The researchers' real model at real size: a LLaVA-1.5-7B checkpoint (bench/configs: CLIP
  * ViT-L/14-336 and Vicuna-7B, float16) with random weights, built by transformers
  * (bench/hf_real.py build, bounded memory) under bench/.work: by default a 4-decoder-layer cut
- * (2.8 GB), with --full all 32 layers (13.5 GB). For each, in fresh processes that alternate
+ * (2.8 GB), with --full all 32 layers (13.5 GB) and Qwen2-VL-2B-Instruct (bench/configs, bfloat16,
+ * 4.4 GB; tokenizer and chat template from ../shared/reference-configs). For each, in fresh processes that alternate
  * over R rounds (the machine is shared; each side's peak RSS is its own):
  *  - reading every weight file once (page cache warm), against our model open;
  *  - our full record (the lens at every layer for the prompt tail and 8 generated tokens,
@@ -53,6 +54,7 @@ interface HfResult {
 
 /** The child that runs our side: open, one full record, and the inputs transformers gets. */
 async function oursChild(dir: string, inputs: string, plan: string): Promise<void> {
+  const config = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8")) as { vision_config?: { spatial_merge_size?: number } };
   const t0 = performance.now();
   const model = await LoadedModel.open(dir, { device: "cpu", threads, weightPlan: plan === "auto" ? undefined : (plan as WeightPlan) });
   const openMs = performance.now() - t0;
@@ -60,6 +62,13 @@ async function oursChild(dir: string, inputs: string, plan: string): Promise<voi
   fs.mkdirSync(inputs, { recursive: true });
   fs.writeFileSync(path.join(inputs, "input_ids.json"), JSON.stringify(prepared.inputIds));
   fs.writeFileSync(path.join(inputs, "pixel_values.f32"), new Uint8Array(prepared.pixelValues!.data.buffer, prepared.pixelValues!.data.byteOffset, prepared.pixelValues!.data.byteLength));
+  fs.writeFileSync(path.join(inputs, "pixel_values.json"), JSON.stringify(prepared.pixelValues!.shape));
+  const merge = config.vision_config?.spatial_merge_size;
+  if (merge) {
+    // Qwen2-VL: transformers' image_grid_thw counts patches before the merge
+    const g = prepared.vision!.grid;
+    fs.writeFileSync(path.join(inputs, "image_grid_thw.json"), JSON.stringify([[g.frames, g.rows * merge, g.cols * merge]]));
+  }
   const t1 = performance.now();
   const record = await runLens(model, { prompt: PROMPT, image: BENCH_IMAGE, settings: { positions: "afterImage", topK: 10, maxNewTokens: 8 } });
   const recordMs = performance.now() - t1;
@@ -103,21 +112,40 @@ function runChild<T>(command: string, argv: string[]): Promise<T> {
   });
 }
 
-function ensureCheckpoint(name: string, layers: number | undefined): string {
-  const dir = path.join(WORK, name);
+interface Spec {
+  name: string;
+  /** bench/configs/<config>: the published config and preprocessor config. */
+  config: string;
+  /** Where the tokenizer and chat template come from. */
+  tokenizer: string;
+  layers?: number;
+  dtype: "float16" | "bfloat16";
+}
+
+const LLAVA_TOKENIZER = path.join(ROOT, "test/fixtures/models/llava-gqa-f32/model");
+const QWEN_TOKENIZER = path.join(ROOT, "..", "shared", "reference-configs", "Qwen__Qwen2.5-VL-3B-Instruct");
+const SPECS: Record<string, Spec> = {
+  "llava-1.5-7b": { name: "llava-1.5-7b", config: "llava-1.5-7b-hf", tokenizer: LLAVA_TOKENIZER, dtype: "float16" },
+  "llava-1.5-7b-4l": { name: "llava-1.5-7b-4l", config: "llava-1.5-7b-hf", tokenizer: LLAVA_TOKENIZER, layers: 4, dtype: "float16" },
+  "qwen2-vl-2b": { name: "qwen2-vl-2b", config: "qwen2-vl-2b-instruct", tokenizer: QWEN_TOKENIZER, dtype: "bfloat16" },
+};
+
+function ensureCheckpoint(spec: Spec): string {
+  const dir = path.join(WORK, spec.name);
   if (fs.existsSync(path.join(dir, "model.safetensors.index.json"))) return dir;
-  console.log(`building ${name} with transformers (bench/hf_real.py build)…`);
+  console.log(`building ${spec.name} with transformers (bench/hf_real.py build)…`);
   const r = spawnSync(
     "python3",
-    [path.join(ROOT, "bench/hf_real.py"), "build", path.join(ROOT, "bench/configs/llava-1.5-7b-hf"), path.join(ROOT, "test/fixtures/models/llava-gqa-f32/model"), dir, ...(layers ? ["--layers", String(layers)] : [])],
+    [path.join(ROOT, "bench/hf_real.py"), "build", path.join(ROOT, "bench/configs", spec.config), spec.tokenizer, dir, "--dtype", spec.dtype, ...(spec.layers ? ["--layers", String(spec.layers)] : [])],
     { stdio: ["ignore", "inherit", "inherit"] },
   );
-  if (r.status !== 0) throw new Error(`building ${name} failed (python3 with torch and transformers is needed: pip install torch transformers safetensors)`);
+  if (r.status !== 0) throw new Error(`building ${spec.name} failed (python3 with torch and transformers is needed: pip install torch transformers safetensors)`);
   return dir;
 }
 
-async function benchOne(name: string, layers: number | undefined, rounds: number, plan: string): Promise<void> {
-  const dir = ensureCheckpoint(name, layers);
+async function benchOne(spec: Spec, rounds: number, plan: string): Promise<void> {
+  const name = spec.name;
+  const dir = ensureCheckpoint(spec);
   const inputs = path.join(WORK, `${name}-inputs`);
   const bytes = weightBytes(dir);
   readAllWeights(dir);
@@ -132,7 +160,7 @@ async function benchOne(name: string, layers: number | undefined, rounds: number
   const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
   const mib = (m: number) => `${(m / 1024).toFixed(2)} GiB`;
   const o = ours[ours.length - 1];
-  console.log(`\n${name}: ${gb(bytes)} of float16 weights, ${rounds} alternating round(s), threads ${threads || "default"}, ${new Date().toISOString()}`);
+  console.log(`\n${name}: ${gb(bytes)} of ${spec.dtype} weights, ${rounds} alternating round(s), threads ${threads || "default"}, ${new Date().toISOString()}`);
   console.log(`  weight plan (ours): ${o.weightPlan}; ${o.memoryReason}`);
   console.log(`  read weights        ${median(reads).toFixed(0).padStart(8)} ms`);
   console.log(`  open (ours)         ${median(ours.map((x) => x.openMs)).toFixed(0).padStart(8)} ms   ratio to read ${median(ours.map((x, i) => x.openMs / reads[i])).toFixed(2)}x (target <= 1.5x)`);
@@ -148,8 +176,12 @@ async function main(): Promise<void> {
   if (args[0] === "--child-ours") return oursChild(args[1], args[2], args[3]);
   const plan = flag("--plan") ?? "auto";
   const rounds = Number(flag("--rounds") ?? (args.includes("--full") ? 1 : 2));
-  if (args.includes("--full")) await benchOne("llava-1.5-7b", undefined, rounds, plan);
-  else await benchOne("llava-1.5-7b-4l", 4, rounds, plan);
+  const names = flag("--models")?.split(",") ?? (args.includes("--full") ? ["llava-1.5-7b", "qwen2-vl-2b"] : ["llava-1.5-7b-4l"]);
+  for (const n of names) {
+    const spec = SPECS[n];
+    if (!spec) throw new Error(`unknown --models entry ${n}: choose from ${Object.keys(SPECS).join(", ")}`);
+    await benchOne(spec, rounds, plan);
+  }
 }
 
 main().catch((e: unknown) => {
