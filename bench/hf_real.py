@@ -120,6 +120,8 @@ def forward(model_dir: Path, inputs_dir: Path, threads: int) -> None:
     extra = {}
     if (inputs_dir / "image_grid_thw.json").exists():
         extra["image_grid_thw"] = torch.tensor(json.loads((inputs_dir / "image_grid_thw.json").read_text()))
+        # transformers 5 computes M-RoPE from the processor's modality ids: 1 for image tokens, 0 for text
+        extra["mm_token_type_ids"] = (ids == config_json["image_token_id"]).long()
 
     def once():
         t = time.perf_counter()
