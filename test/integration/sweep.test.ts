@@ -109,6 +109,15 @@ describe("sweep", () => {
     const r2 = spawnSync(process.execPath, [BIN, "run", file, "--model", other, "--fresh"], { encoding: "utf8" });
     expect(r2.status, r2.stderr).toBe(0);
     expect(lines(path.join(dir, "small.results", "results.jsonl"))).toHaveLength(1);
+    // a folder whose results were computed in another dtype is not resumed either
+    const runFile = path.join(dir, "small.results", "run.json");
+    const run = JSON.parse(fs.readFileSync(runFile, "utf8")) as { model: { computeDtype?: string } };
+    expect(run.model.computeDtype).toBe("float32");
+    run.model.computeDtype = "float16";
+    fs.writeFileSync(runFile, JSON.stringify(run));
+    const r3 = spawnSync(process.execPath, [BIN, "run", file, "--model", other], { encoding: "utf8" });
+    expect(r3.status).toBe(1);
+    expect(r3.stderr.trim().split("\n").at(-1)).toMatch(/small\.results: holds results computed in float16, and this run computes in float32: choose another output folder, or run with --fresh to start over$/);
   }, 60_000);
 
   it("an invalid experiment file is one line naming the file, the place and the fix", () => {

@@ -178,9 +178,19 @@ async function sweepLocked(model: LoadedModel, experiment: LensExperiment, file:
   const earlier = await checkOutputFiles(outDir);
   if (opts.fresh) await Promise.all(OUTPUT_FILES.map((f) => fs.rm(path.join(outDir, f), { force: true })));
 
-  const run = { format: RUN_FORMAT, experiment: experiment.name, file: path.resolve(file), model: { folder: model.info.folder, configHash: model.info.configHash } };
-  if (!opts.fresh && earlier && (earlier as typeof run).model?.configHash !== run.model.configHash) {
-    throw new LensInputError(outDir, `holds results of another model (${(earlier as typeof run).model?.folder}): choose another output folder, or run with --fresh to start over`);
+  const run = {
+    format: RUN_FORMAT,
+    experiment: experiment.name,
+    file: path.resolve(file),
+    model: { folder: model.info.folder, configHash: model.info.configHash, computeDtype: model.info.computeDtype },
+  };
+  const before = earlier as Partial<typeof run> | undefined;
+  if (!opts.fresh && before && before.model?.configHash !== run.model.configHash) {
+    throw new LensInputError(outDir, `holds results of another model (${before.model?.folder}): choose another output folder, or run with --fresh to start over`);
+  }
+  // results computed in another dtype would be mixed with these (folders from before this field: float32)
+  if (!opts.fresh && before && (before.model?.computeDtype ?? "float32") !== run.model.computeDtype) {
+    throw new LensInputError(outDir, `holds results computed in ${before.model?.computeDtype}, and this run computes in ${run.model.computeDtype}: choose another output folder, or run with --fresh to start over`);
   }
   await writeFileAtomic(runFile, `${JSON.stringify(run, null, 2)}\n`);
 
