@@ -33,6 +33,8 @@ import { syntheticRecord } from "./syntheticRecord";
 
 // playwright-core is loaded from node_modules at run time: bundled, it cannot find its own files.
 const { chromium } = createRequire(__filename)("playwright-core") as typeof import("playwright-core");
+// sharp (librsvg) is a strict XML parser: an exported SVG it renders is well-formed.
+const sharp = createRequire(__filename)("sharp") as typeof import("sharp").default;
 
 const ROOT = path.resolve(__dirname, "../..");
 
@@ -196,6 +198,12 @@ async function main(): Promise<void> {
     await page.waitForFunction(() => (globalThis as unknown as PageGlobals).__posted.some((m) => m.type === "ready"));
     check(true, "the page posts {type: 'ready'} on load");
 
+    // An invalid experiment before any record: the problems are listed at once, with no "Waiting for a lens run…".
+    await page.evaluate(`window.dispatchEvent(new MessageEvent("message", { data: { type: "problems", file: "/ws/broken.lens.json", problems: [{ path: "/prompts", message: "must be an array of strings", line: 4, column: 14 }] } }))`);
+    const early = (await page.evaluate(`({ problems: document.getElementById("problems")?.hidden === false ? document.getElementById("problems")?.textContent : null, waiting: [...document.querySelectorAll(".placeholder")].some((p) => !p.hidden && p.offsetParent !== null) })`)) as { problems: string | null; waiting: boolean };
+    check(!!early.problems?.includes("must be an array of strings") && !early.problems.includes("last good run") && !early.waiting, `problems sent before any record are listed at once, without the waiting placeholder (${JSON.stringify(early)})`);
+    if (screenshots) await page.screenshot({ path: path.join(screenshots, "webview-problems-first.png") });
+
     // The record is made in the page: sending ~100 MB of JSON through DevTools would time the pipe.
     const options = { numLayers, positions, imageRows };
     const made = (await page.evaluate(`(() => {
@@ -328,6 +336,59 @@ async function main(): Promise<void> {
     check(exports.filter((e) => e.format === "svg" && e.head.startsWith("<svg")).length === 2, `SVG exports post the chart's SVG text (${JSON.stringify(exports.map((e) => [e.format, e.name, e.head.slice(0, 5)]))})`);
     check(exports.some((e) => e.format === "png" && e.head.startsWith("data:image/png;base64,")), "PNG export posts a PNG data URL");
     const heatmapSvgSize = exports.find((e) => e.name.endsWith("heatmap.svg"))?.size ?? 0;
+
+    // The heatmap as PNG, with a token whose text XML 1.0 cannot hold (U+000B): it must come back as a PNG, not an error.
+    await page.evaluate(`(() => {
+      const r = window.__record;
+      for (const k of Object.keys(r.tokenTexts).slice(3, 12)) r.tokenTexts[k] = "a\\u000bb\\u0001\\uffff\\ud800";
+      r.tokens[r.tokens.length - 1].text = "\\u000b";
+      if (r.input.image) r.input.image.path = "/ws/images/scene.png";
+      window.dispatchEvent(new MessageEvent("message", { data: { type: "show", record: r, imageUri: window.__image, title: "scene.png: Describe\\u000b the image." } }));
+      window.__posted.length = 0;
+    })()`);
+    await page.click('[data-export="png"][data-chart="heatmap"]');
+    await page.waitForFunction(() => (globalThis as unknown as PageGlobals).__posted.length >= 1, undefined, { timeout: 20_000 }).catch(() => undefined);
+    const heatmapPng = (await page.evaluate(`window.__posted.map((m) => ({ type: m.type, format: m.format, name: m.name, head: (m.data || "").slice(0, 30), message: m.message }))`)) as { type: string; format?: string; head: string; message?: string }[];
+    const statusText = await page.textContent("#status");
+    check(heatmapPng.some((e) => e.format === "png" && e.head.startsWith("data:image/png;base64,")), `heatmap PNG export posts a PNG data URL (${JSON.stringify(heatmapPng)}; status ${JSON.stringify(statusText)})`);
+
+    // The SVGs of the heatmap and of a chart holding a raw U+000B are well-formed: sharp renders them.
+    await page.evaluate(`(() => {
+      const t = document.querySelector('[data-card="layers-entropy"] svg text');
+      if (t) t.textContent += " \\u000b\\u0001";
+      window.__posted.length = 0;
+    })()`);
+    await page.click('[data-export="svg"][data-chart="heatmap"]');
+    await page.click('[data-export="svg"][data-chart="layers-entropy"]');
+    const svgs = (await page.evaluate(`window.__posted.filter((m) => m.format === "svg").map((m) => ({ name: m.name, data: m.data }))`)) as { name: string; data: string }[];
+    for (const { name, data } of svgs) {
+      const image = sharp(Buffer.from(data, "utf8"), { limitInputPixels: false });
+      if (screenshots) await image.clone().extract({ left: 0, top: 0, width: 1000, height: 200 }).png().toFile(path.join(screenshots, `export-${name.replace(/\.svg$/u, "")}.png`)).catch(() => undefined);
+      const rendered = await image
+        .resize({ width: 800 })
+        .png()
+        .toBuffer()
+        .then(() => "")
+        .catch((e: unknown) => (e instanceof Error ? e.message : String(e)));
+      check(rendered === "" && !/[\u0000-\u0008\u000B\u000C\u000E-\u001F]/u.test(data), `${name} is well-formed XML with its control characters written out (sharp: ${rendered || "renders it"})`);
+    }
+    check(svgs.length === 2 && svgs.every((e) => /^[A-Za-z0-9-]+\.svg$/u.test(e.name) && e.name.startsWith("scene-Describe")), `export names come from the image and the prompt (${svgs.map((e) => e.name).join(", ")})`);
+    if (screenshots) await page.screenshot({ path: path.join(screenshots, "webview-controls.png") });
+
+    // A PNG export that fails says why in full, reports it to the host (which logs it), and clears on the next action.
+    await page.evaluate(`(() => { window.__getContext = HTMLCanvasElement.prototype.getContext; HTMLCanvasElement.prototype.getContext = () => null; window.__posted.length = 0; })()`);
+    await page.click('[data-export="png"][data-chart="attention"]');
+    await page.waitForFunction(() => (globalThis as unknown as PageGlobals).__posted.length >= 1, undefined, { timeout: 10_000 }).catch(() => undefined);
+    await page.evaluate(`HTMLCanvasElement.prototype.getContext = window.__getContext`);
+    const failed = (await page.evaluate(`(() => { const s = document.getElementById("status"); return { text: s.textContent, cut: s.scrollWidth > s.clientWidth + 1, posted: window.__posted.map((m) => ({ type: m.type, name: m.name, error: m.error })) }; })()`)) as { text: string; cut: boolean; posted: { type: string; name: string; error?: string }[] };
+    check(/^Error: could not export scene-\S+-attention\.png: the browser gave no canvas of \d+ x \d+ px to draw the PNG on; export it as SVG instead$/u.test(failed.text) && !failed.cut, `a failed PNG export shows its reason in full (${JSON.stringify(failed.text)}${failed.cut ? ", cut off" : ""})`);
+    check(failed.posted.some((m) => m.type === "export" && !!m.error?.includes("no canvas")), `a failed export is posted to the host with its reason, for the output channel (${JSON.stringify(failed.posted)})`);
+    if (screenshots) {
+      await page.evaluate("window.scrollTo(0, 0)");
+      await page.screenshot({ path: path.join(screenshots, "webview-export-failed.png"), clip: { x: 0, y: 0, width: 1400, height: 160 } });
+    }
+    await page.mouse.click(5, 300);
+    check((await page.textContent("#status")) === "Idle", `the export's error clears on the next action (${await page.textContent("#status")})`);
 
     // Track token: posts a track request and renders the answer.
     await page.fill("#track-input input", " kaka");

@@ -53,13 +53,29 @@ export function pathsOutside(paths: readonly ExperimentPath[], workspaceFolders:
 
 /**
  * The paths a user must allow before a preview or a run: those outside every workspace folder,
- * and a results folder outside the experiment file's folder, each with the reason.
+ * and a results folder outside the experiment file's folder, each with the reason. A preview
+ * reads the model and one input and writes nothing, so its results folder never needs consent:
+ * only a run (`purpose` "run") asks about it.
  */
-export function pathsNeedingConsent(paths: readonly ExperimentPath[], workspaceFolders: readonly string[], file: string): (ExperimentPath & { reason: string })[] {
+export function pathsNeedingConsent(paths: readonly ExperimentPath[], workspaceFolders: readonly string[], file: string, purpose: "run" | "preview" = "run"): (ExperimentPath & { reason: string })[] {
   const out: (ExperimentPath & { reason: string })[] = [];
   for (const p of paths) {
+    if (purpose === "preview" && p.role === "output") continue;
     if (!workspaceFolders.some((w) => isInside(p.path, w))) out.push({ ...p, reason: "outside the workspace" });
     else if (p.role === "output" && outputOutsideExperiment(p.path, file)) out.push({ ...p, reason: "outside the experiment's folder; a run writes files there" });
   }
   return out;
+}
+
+/**
+ * The folder a save dialog opens in for an export: the workspace folder that holds the image or
+ * the experiment file, else the first workspace folder, else (no workspace) the image's folder,
+ * else the experiment file's folder; undefined when there is none of these.
+ */
+export function exportFolder(workspaceFolders: readonly string[], imagePath?: string, sourceFile?: string): string | undefined {
+  const near = [imagePath, sourceFile].filter((p): p is string => !!p).map((p) => path.resolve(p));
+  const holding = workspaceFolders.find((w) => near.some((p) => isInside(p, w)));
+  if (holding) return holding;
+  if (workspaceFolders.length) return workspaceFolders[0];
+  return near.length ? path.dirname(near[0]) : undefined;
 }

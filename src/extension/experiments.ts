@@ -160,6 +160,7 @@ export class Experiments implements vscode.Disposable {
     const doc = p.doc;
     const file = doc.uri.fsPath;
     const text = doc.getText();
+    p.panel.sourceFile = file;
     const { experiment, problems } = checkExperimentText(text);
     if (!experiment) {
       p.panel.post({
@@ -173,8 +174,8 @@ export class Experiments implements vscode.Disposable {
       return;
     }
     // a preview that merely followed the active editor never pops a dialog by itself
-    if (!(await this.allowed(file, experiment, p.asked === file))) {
-      p.panel.post({ type: "status", state: "error", message: `${path.basename(file)} names paths outside the workspace (or the workspace is not trusted): run "Logit Lens: Open Preview to the Side" on it to allow them.` });
+    if (!(await this.allowed(file, experiment, p.asked === file, "preview"))) {
+      p.panel.post({ type: "status", state: "error", message: `${path.basename(file)} reads a model or inputs outside the workspace (or the workspace is not trusted): run "Logit Lens: Open Preview to the Side" on it to allow them.` });
       return;
     }
     p.cts?.cancel();
@@ -199,9 +200,10 @@ export class Experiments implements vscode.Disposable {
   }
 
   /** The user's consent for untrusted workspaces and for paths outside the workspace. */
-  private async allowed(file: string, experiment: LensExperiment, ask = true): Promise<boolean> {
+  private async allowed(file: string, experiment: LensExperiment, ask = true, purpose: "run" | "preview" = "run"): Promise<boolean> {
     const folders = (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath);
-    const outside = pathsNeedingConsent(experimentPaths(experiment, file), folders, file);
+    // a preview writes nothing: it never asks about the results folder (Run Experiment does)
+    const outside = pathsNeedingConsent(experimentPaths(experiment, file), folders, file, purpose);
     const untrusted = !vscode.workspace.isTrusted;
     if (!outside.length && !untrusted) return true;
     const key = `${file}\n${untrusted}\n${outside.map((o) => o.path).join("\n")}`;
@@ -215,7 +217,7 @@ export class Experiments implements vscode.Disposable {
       .filter(Boolean)
       .join("\n\n");
     const allow = "Allow";
-    const answer = await vscode.window.showWarningMessage(`Run ${path.basename(file)}?`, { modal: true, detail }, allow);
+    const answer = await vscode.window.showWarningMessage(`${purpose === "preview" ? "Preview" : "Run"} ${path.basename(file)}?`, { modal: true, detail }, allow);
     if (answer !== allow) return false;
     this.confirmed.add(key);
     return true;

@@ -17,9 +17,10 @@ import { recordToCsv, recordToJson } from "../shared/exportCsv";
 import type { LensRecord } from "../shared/lensRecord";
 import { aggregatesToCsv } from "../shared/sweep";
 import { type RunParams, RunRequest, TrackTokensRequest } from "../shared/protocol";
-import type { ComparisonMessage, HostState, HostToWebview, PanelState, ShowRecordMessage, WebviewToHost } from "../shared/webviewProtocol";
+import type { ComparisonMessage, HostState, HostToWebview, PanelState, ProblemsMessage, ShowRecordMessage, StatusMessage, WebviewToHost } from "../shared/webviewProtocol";
 import { writeFileAtomic } from "../sidecar/util/atomicWrite";
 import { panelHtml } from "../webview/html";
+import { exportFolder } from "./experimentPaths";
 import type { SidecarClient } from "./sidecarClient";
 
 export const PANEL_VIEW_TYPE = "logitLens.panel";
@@ -36,6 +37,11 @@ interface PanelEntry {
   /** Where the record is kept, for the page to store in its state (sent again on every "ready"). */
   host?: HostState;
   ready: boolean;
+  /** A preview's .lens.json file (where its exports go when there is no workspace). */
+  sourceFile?: string;
+  /** The last problems and status posted, sent again on "ready": a page still loading drops what is posted to it. */
+  problems?: ProblemsMessage;
+  status?: StatusMessage;
 }
 
 
@@ -68,6 +74,7 @@ export class LensPanels implements vscode.Disposable {
   /** A panel that follows a .lens.json file (experimentPreview.ts drives it). */
   createPreview(file: string): PreviewPanel {
     const entry = this.create("preview", `Preview ${path.basename(file)}`, undefined, vscode.ViewColumn.Beside, true);
+    entry.sourceFile = file;
     return new PreviewPanel(this, entry);
   }
 
@@ -97,6 +104,7 @@ export class LensPanels implements vscode.Disposable {
       entry.panel.webview.options = this.webviewOptions(imagePath);
     }
     entry.record = record;
+    entry.problems = undefined; // a good record replaces the problems (the page hides them too)
     entry.panel.title = title;
     const message: ShowRecordMessage = {
       type: "show",
@@ -112,6 +120,8 @@ export class LensPanels implements vscode.Disposable {
 
   /** @internal */
   post(entry: PanelEntry, message: HostToWebview): void {
+    if (message.type === "problems") entry.problems = message;
+    else if (message.type === "status") entry.status = message;
     // Large blocks go as typed arrays, which VS Code hands to the page as bytes (main.ts decodes).
     if (entry.ready) void entry.panel.webview.postMessage(encodeBlocks(message, "typed"));
   }
@@ -158,17 +168,21 @@ export class LensPanels implements vscode.Disposable {
       if (m.type === "ready") {
         entry.ready = true;
         if (entry.last) this.post(entry, entry.last);
+        // after the record: its "show" hides problems, and these are newer
+        if (entry.problems) this.post(entry, entry.problems);
+        if (entry.status) this.post(entry, entry.status);
         if (entry.host) this.post(entry, { type: "hostState", state: entry.host });
       } else if (m.type === "track") {
         await this.track(entry, m.text);
       } else if (m.type === "export") {
-        await this.export(entry, m.format, m.name, m.data);
+        await this.export(entry, m.format, m.name, m.data, m.error);
       }
     } catch (e) {
-      const message = e instanceof Error ? e.message : String(e);
+      const reason = e instanceof Error ? e.message : String(e);
+      const message = m.type === "export" ? `could not export ${m.name}: ${reason}` : reason;
       this.log.error(`panel ${m.type}: ${message}`);
       this.post(entry, { type: "status", state: "error", message });
-      if (m.type === "export") void vscode.window.showErrorMessage(`Logit Lens: export failed: ${message}`);
+      if (m.type === "export") void vscode.window.showErrorMessage(`Logit Lens: ${message}`);
     }
   }
 
@@ -186,7 +200,9 @@ export class LensPanels implements vscode.Disposable {
     this.post(entry, { type: "status", state: "idle" });
   }
 
-  private async export(entry: PanelEntry, format: "csv" | "json" | "svg" | "png", name: string, data?: string): Promise<void> {
+  private async export(entry: PanelEntry, format: "csv" | "json" | "svg" | "png", name: string, data?: string, error?: string): Promise<void> {
+    // the panel could not make the file: its reason goes to the log and back to the panel (onMessage)
+    if (error !== undefined) throw new Error(String(error));
     let bytes: Uint8Array;
     if ((format === "csv" || format === "json") && entry.last?.type === "comparison") {
       // a comparison view exports its aggregates, as aggregates.csv / aggregates.json of a sweep
@@ -203,7 +219,7 @@ export class LensPanels implements vscode.Disposable {
       if (!match) throw new Error("the panel sent no PNG");
       bytes = Buffer.from(match[1], "base64");
     }
-    const base = entry.imagePath ? path.dirname(entry.imagePath) : vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
+    const base = exportFolder((vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath), entry.imagePath, entry.sourceFile);
     const suggested = safeName(name, format);
     const target = await vscode.window.showSaveDialog({
       defaultUri: base ? vscode.Uri.file(path.join(base, suggested)) : undefined,
@@ -290,6 +306,11 @@ export class PreviewPanel {
 
   post(message: HostToWebview): void {
     this.panels.post(this.entry, message);
+  }
+
+  /** The .lens.json file the preview follows now. */
+  set sourceFile(file: string) {
+    this.entry.sourceFile = file;
   }
 }
 

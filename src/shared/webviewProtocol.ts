@@ -92,6 +92,8 @@ export interface ExportMessage {
   /** A suggested file name without folder, e.g. "heatmap.svg". */
   name: string;
   data?: string;
+  /** The panel could not make the file (a PNG the browser would not draw, say): the host logs this reason and reports it. */
+  error?: string;
 }
 
 export type WebviewToHost = ReadyMessage | TrackMessage | ExportMessage;

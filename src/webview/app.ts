@@ -13,6 +13,7 @@ import { lineChart, matrixChart, stackedBars } from "./charts";
 import { ComparisonView } from "./comparison";
 import { button, el, formatNumber, type Select, select, type TextField, textField } from "./dom";
 import { serializeSvg, svgToPng } from "./exporting";
+import { exportBaseName } from "./fileNames";
 import { HeatmapView } from "./heatmap";
 import { heatmapSvg } from "./heatmapSvg";
 import {
@@ -61,8 +62,6 @@ const ZOOMS: readonly (readonly [string, string])[] = [
   ["72", "72 px"],
 ];
 
-const fileBase = (title: string): string => title.replace(/[^\w.-]+/gu, "-").replace(/^-+|-+$/gu, "").slice(0, 60) || "logit-lens";
-
 export class App {
   private palette: Palette;
   private ui: UiState;
@@ -75,6 +74,8 @@ export class App {
   private saveTimer: ReturnType<typeof setTimeout> | undefined;
   private chartsFrame = 0;
   private hovers = 0;
+  /** The status shows an export's failure, which the next click or key press clears. */
+  private transientError = false;
 
   private readonly titleEl: HTMLElement;
   private readonly statusEl: HTMLElement;
@@ -240,6 +241,11 @@ export class App {
 
     root.replaceChildren(el("header", { class: "app-header" }, this.titleEl, this.statusEl), this.previewEl, this.problemsEl, this.warningsEl, this.placeholder, this.recordEl, this.comparison.element);
     root.removeAttribute("aria-busy");
+    const clearTransient = () => {
+      if (this.transientError) this.onStatus({ type: "status", state: "idle" });
+    };
+    root.ownerDocument.addEventListener("pointerdown", clearTransient, true);
+    root.ownerDocument.addEventListener("keydown", clearTransient, true);
 
     if (saved?.kind) this.kind = saved.kind;
     this.host = saved?.host;
@@ -354,6 +360,8 @@ export class App {
   }
 
   private onStatus(message: StatusMessage): void {
+    // An export's failure is about that click: the next action clears it (see the constructor).
+    this.transientError = message.state === "error" && (message.message ?? "").startsWith("could not export ");
     const text = message.state === "running" ? "Running…" : message.state === "error" ? "Error" : "Idle";
     this.statusEl.className = `status ${message.state}`;
     this.statusEl.textContent = message.message ? `${text}: ${message.message}` : text;
@@ -365,6 +373,8 @@ export class App {
   private onProblems(message: ProblemsMessage): void {
     const n = message.problems.length;
     this.problemsEl.hidden = n === 0;
+    // no record shown yet: the problems are the answer, not a wait for a run that will not come
+    if (!this.view && this.last?.type !== "comparison") this.placeholder.hidden = n > 0;
     this.problemsEl.replaceChildren(
       el("h2", { class: "panel-title", text: `${message.file}: ${n} problem${n === 1 ? "" : "s"}${this.view ? " (showing the last good run)" : ""}` }),
       el(
@@ -671,7 +681,7 @@ export class App {
   // --- Export and state ----------------------------------------------------------------------
 
   private baseName(): string {
-    return fileBase(this.last?.title ?? "logit-lens");
+    return exportBaseName(this.last?.type === "show" ? this.last.record : undefined, this.last?.title);
   }
 
   private chartSvg(chart: string): string | null {
@@ -689,7 +699,7 @@ export class App {
   private async exportChart(chart: string, format: "svg" | "png"): Promise<void> {
     const svg = this.chartSvg(chart);
     if (!svg) {
-      this.onStatus({ type: "status", state: "error", message: `there is no ${chart} chart to export yet` });
+      this.onStatus({ type: "status", state: "error", message: `could not export the ${chart} chart: there is none yet; run the lens first` });
       return;
     }
     const name = `${this.baseName()}-${chart}.${format}`;
@@ -697,7 +707,10 @@ export class App {
       const data = format === "svg" ? svg : await svgToPng(svg, chart === "heatmap" ? 1 : 2);
       this.post({ type: "export", format, name, data });
     } catch (error) {
-      this.onStatus({ type: "status", state: "error", message: `could not export ${name}: ${error instanceof Error ? error.message : String(error)}` });
+      const reason = error instanceof Error ? error.message : String(error);
+      this.onStatus({ type: "status", state: "error", message: `could not export ${name}: ${reason}` });
+      // the host logs it in the output channel (and reports it), so the reason is not lost with the page
+      this.post({ type: "export", format, name, error: reason });
     }
   }
 

@@ -4,6 +4,7 @@
  * the CSP allows). The host saves what is posted; the webview never touches files.
  */
 import { SVG_NS } from "./dom";
+import { xmlForbidden, xmlSafe } from "./heatmapSvg";
 
 export function serializeSvg(svg: SVGSVGElement, background: string): string {
   const copy = svg.cloneNode(true) as SVGSVGElement;
@@ -17,7 +18,9 @@ export function serializeSvg(svg: SVGSVGElement, background: string): string {
   fill.setAttribute("height", "100%");
   fill.setAttribute("fill", background);
   copy.insertBefore(fill, copy.firstChild);
-  return new XMLSerializer().serializeToString(copy);
+  // XMLSerializer writes a text's control characters (a token's U+000B, say) as they are, which
+  // no XML parser accepts: write them out visibly instead.
+  return xmlSafe(new XMLSerializer().serializeToString(copy));
 }
 
 /** The size an SVG text declares (width/height attributes), or 800 x 600. */
@@ -33,13 +36,17 @@ const MAX_SIDE = 16384;
 export async function svgToPng(svgText: string, scale = 2): Promise<string> {
   const { width, height } = svgSize(svgText);
   const s = Math.max(0.1, Math.min(scale, MAX_SIDE / width, MAX_SIDE / height));
+  // An image that is not well-formed XML fails to load with no reason given: say which character
+  // broke it. (DOMParser would say more, but takes over a minute on a large heatmap.)
+  const bad = xmlForbidden(svgText);
+  if (bad) throw new Error(`the chart's SVG holds ${bad}, which XML does not allow; export it as SVG and report the file`);
   const url = URL.createObjectURL(new Blob([svgText], { type: "image/svg+xml" }));
   try {
     const image = new Image();
     image.decoding = "async";
     const loaded = new Promise<void>((resolve, reject) => {
       image.onload = () => resolve();
-      image.onerror = () => reject(new Error("the chart's SVG could not be drawn as an image"));
+      image.onerror = () => reject(new Error(`the browser could not draw the chart's SVG (${width} x ${height} px) as an image; export it as SVG instead`));
     });
     image.src = url;
     await loaded;
@@ -47,7 +54,7 @@ export async function svgToPng(svgText: string, scale = 2): Promise<string> {
     canvas.width = Math.max(1, Math.round(width * s));
     canvas.height = Math.max(1, Math.round(height * s));
     const ctx = canvas.getContext("2d");
-    if (!ctx) throw new Error("no 2D canvas context to draw the PNG on");
+    if (!ctx) throw new Error(`the browser gave no canvas of ${canvas.width} x ${canvas.height} px to draw the PNG on; export it as SVG instead`);
     ctx.drawImage(image, 0, 0, canvas.width, canvas.height);
     return canvas.toDataURL("image/png");
   } finally {

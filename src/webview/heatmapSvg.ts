@@ -19,7 +19,23 @@ export interface HeatmapSvgOptions {
   title?: string;
 }
 
-export const escapeXml = (s: string): string => s.replace(/&/gu, "&amp;").replace(/</gu, "&lt;").replace(/>/gu, "&gt;").replace(/"/gu, "&quot;").replace(/'/gu, "&apos;");
+/**
+ * Characters XML 1.0 cannot hold at all, not even as a character reference: C0 controls other
+ * than tab, LF and CR, U+FFFE, U+FFFF and lone surrogates (in a /u regex a surrogate range only
+ * matches one that is not half of a pair).
+ */
+const XML_FORBIDDEN = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF\uD800-\uDFFF]/gu;
+
+/** `s` with every character XML 1.0 forbids written out visibly as "\uXXXX", so a file that holds it stays well-formed. */
+export const xmlSafe = (s: string): string => s.replace(XML_FORBIDDEN, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+
+/** The first character XML 1.0 forbids in `s`, as "U+000B at offset 12", or null. */
+export function xmlForbidden(s: string): string | null {
+  const m = new RegExp(XML_FORBIDDEN.source, "u").exec(s);
+  return m ? `U+${m[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")} at offset ${m.index}` : null;
+}
+
+export const escapeXml = (s: string): string => xmlSafe(s).replace(/&/gu, "&amp;").replace(/</gu, "&lt;").replace(/>/gu, "&gt;").replace(/"/gu, "&quot;").replace(/'/gu, "&apos;");
 
 /** Text cut to fit about `chars` characters. */
 export function clip(text: string, chars: number): string {

@@ -107,10 +107,20 @@ export function tokenText(record: LensRecord, id: number): string {
   return record.tokenTexts[String(id)] ?? `#${id}`;
 }
 
-/** Token text with whitespace made visible, for chips, cells and lists ("" reads as "∅"). */
+/**
+ * Token text with whitespace and control characters made visible, for chips, cells, lists and
+ * exported figures ("" reads as "∅"): other C0 controls and DEL as their Control Pictures
+ * (U+000B as "␋"), U+FFFE, U+FFFF and lone surrogates as "\uXXXX".
+ */
 export function visibleToken(text: string): string {
   if (text === "") return "∅";
-  return text.replace(/ /gu, "·").replace(/\n/gu, "↵").replace(/\r/gu, "␍").replace(/\t/gu, "⇥");
+  return text
+    .replace(/ /gu, "·")
+    .replace(/\n/gu, "↵")
+    .replace(/\r/gu, "␍")
+    .replace(/\t/gu, "⇥")
+    .replace(/[\u0000-\u001F\u007F]/gu, (c) => String.fromCharCode(c === "\u007F" ? 0x2421 : 0x2400 + c.charCodeAt(0)))
+    .replace(/[\uFFFE\uFFFF\uD800-\uDFFF]/gu, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
 // --- Heatmap ---------------------------------------------------------------------------------

@@ -334,4 +334,38 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     await dialog.locator(".monaco-button", { hasText: "Allow" }).click();
     await expect.poll(() => fs.existsSync(path.join(results, "aggregates.json")), { timeout: 120_000 }).toBe(true);
   }, 300_000);
+
+  it("a preview never asks about the results folder, and the preview of an invalid file lists its problems at once", async () => {
+    onTestFailed(() => shot("failed-invalid-preview"));
+    const open = async (name: string, text: string) => {
+      await command("Go to File...").catch(() => undefined);
+      const quick = page.locator(".quick-input-widget input.input");
+      await quick.fill(name);
+      await page.locator(".quick-input-list .monaco-list-row", { hasText: name }).first().waitFor({ timeout: 30_000 });
+      await quick.press("Enter");
+      await page.locator(".monaco-editor .view-lines", { hasText: text }).first().waitFor();
+    };
+    // a results folder outside the file's folder (as the samples had): the preview writes nothing, so it asks nothing
+    fs.writeFileSync(path.join(workspace, "far-results.lens.json"), `${JSON.stringify({ ...STUDY("circle"), output: { folder: "../../far-results" } }, null, 2)}\n`);
+    await command("View: Close All Editors");
+    await open("far-results.lens.json", "far-results");
+    await command("Logit Lens: Open Preview to the Side");
+    await panelFrame().locator("#heatmap").waitFor({ state: "visible", timeout: 120_000 });
+    await expect.poll(() => panelFrame().locator("#prompt").textContent(), { timeout: 60_000 }).toContain("circle");
+    expect(await page.locator(".monaco-dialog-box").isVisible()).toBe(false);
+
+    // a fresh preview of an invalid file: the problems at once, not "Waiting for a lens run…"
+    fs.writeFileSync(path.join(workspace, "broken.lens.json"), `${JSON.stringify({ ...STUDY("square"), inputs: [] }, null, 2)}\n`);
+    await command("View: Close All Editors");
+    await open("broken.lens.json", "inputs");
+    await command("Logit Lens: Open Preview to the Side");
+    const frame = panelFrame();
+    await frame.locator("#problems").waitFor({ state: "visible", timeout: 30_000 });
+    const problems = (await frame.locator("#problems").textContent()) ?? "";
+    expect(problems).toContain("broken.lens.json");
+    expect(problems).toMatch(/\/inputs/u);
+    expect(problems).not.toContain("last good run");
+    expect(await frame.locator(".placeholder:visible").count()).toBe(0);
+    await shot("10-invalid-preview");
+  }, 300_000);
 });

@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { experimentPaths, globBase, isInside, pathsOutside } from "../../src/extension/experimentPaths";
+import { experimentPaths, exportFolder, globBase, isInside, pathsNeedingConsent, pathsOutside } from "../../src/extension/experimentPaths";
 import { describeModelFolder, findCachedModels, hubCacheFolder } from "../../src/extension/modelFolders";
 import { parseExperiment } from "../../src/shared/experiment";
 
@@ -93,5 +93,28 @@ describe("experiment paths", () => {
     expect(pathsOutside(paths, []).length).toBe(4);
     expect(isInside("/ws2/x", "/ws")).toBe(false);
     expect(isInside("/ws", "/ws")).toBe(true);
+  });
+
+  it("asks a preview about the model and inputs it reads, never about the results folder (only a run writes there)", () => {
+    const out = parseExperiment(JSON.stringify({ version: 1, inputs: ["a.png"], prompts: ["x"], output: { folder: "../../out/results" } }), file);
+    const paths = experimentPaths(out, file);
+    // a run asks about a results folder outside the file's folder, or outside the workspace
+    expect(pathsNeedingConsent(paths, ["/ws"], file).map((p) => [p.role, p.reason])).toEqual([["output", "outside the workspace"]]);
+    expect(pathsNeedingConsent(paths, ["/"], file, "run").map((p) => p.role)).toEqual(["output"]);
+    // a preview writes nothing
+    expect(pathsNeedingConsent(paths, ["/ws"], file, "preview")).toEqual([]);
+    expect(pathsNeedingConsent(paths, [], file, "preview").map((p) => p.role)).toEqual(["input"]);
+    expect(pathsNeedingConsent(experimentPaths(experiment, file), ["/ws"], file, "preview").map((p) => p.role)).toEqual(["manifest"]);
+  });
+});
+
+describe("the folder an export's save dialog opens in", () => {
+  it("is the workspace folder holding the image or experiment, else the first workspace folder, else the image's or experiment's folder", () => {
+    expect(exportFolder(["/a", "/ws"], "/ws/img/cat.png", undefined)).toBe("/ws");
+    expect(exportFolder(["/a", "/ws"], "/elsewhere/cat.png", "/ws/exp/e.lens.json")).toBe("/ws");
+    expect(exportFolder(["/a", "/ws"], "/elsewhere/cat.png")).toBe("/a");
+    expect(exportFolder([], "/pics/cat.png", "/exp/e.lens.json")).toBe("/pics");
+    expect(exportFolder([], undefined, "/exp/e.lens.json")).toBe("/exp");
+    expect(exportFolder([])).toBeUndefined();
   });
 });
