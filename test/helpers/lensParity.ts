@@ -7,6 +7,31 @@ import { expect } from "vitest";
 import { type LensRecord, SEGMENTS } from "../../src/shared/lensRecord";
 import { maxAbsDiff } from "./fixtures";
 
+/** A tensor a lens fixture (tools/reference/make_lens_fixtures.py) keeps in a file of its own. */
+export interface LensFixtureBlob {
+  file: string;
+  dtype: "float32" | "int32";
+  shape: number[];
+}
+
+/** A lens fixture's case: the record of prompt + greedy tokens against transformers' hidden states and attentions; its tensors are blobs by key. */
+export interface LensFixtureCase {
+  model: string;
+  case: string;
+  model_dir: string;
+  source_case: string;
+  num_layers: number;
+  num_heads: number;
+  prompt_length: number;
+  greedy_tokens: number[];
+  ids: number[];
+  top_k: number;
+  target_ids: number[];
+  tracked_ids: number[];
+  head_mask: Record<string, number[]>;
+  [blob: string]: unknown;
+}
+
 /** `ref` is transformers' attention mass on the image tokens, [L, heads, S] over the first S analysed positions. */
 export function expectImageAttentionMatches(r: LensRecord, ref: Float32Array, shape: number[], label: string, bound = 1e-5): void {
   const [L, nH, S] = shape;

@@ -15,30 +15,11 @@ import { runLens } from "../../src/sidecar/lens/runLens";
 import type { RankMethod } from "../../src/sidecar/graph/lensGraph";
 import { LoadedModel } from "../../src/sidecar/model/loadedModel";
 import { maxAbsDiff, relativeError } from "../helpers/fixtures";
-import { attentionMassError } from "../helpers/lensParity";
+import { attentionMassError, type LensFixtureBlob, type LensFixtureCase } from "../helpers/lensParity";
 
 const LENS = path.resolve(__dirname, "../fixtures/lens");
-interface Blob {
-  file: string;
-  dtype: "float32" | "int32";
-  shape: number[];
-}
-interface LensCase {
-  model: string;
-  case: string;
-  model_dir: string;
-  source_case: string;
-  num_layers: number;
-  num_heads: number;
-  prompt_length: number;
-  greedy_tokens: number[];
-  ids: number[];
-  top_k: number;
-  target_ids: number[];
-  tracked_ids: number[];
-  head_mask: Record<string, number[]>;
-  [blob: string]: unknown;
-}
+type Blob = LensFixtureBlob;
+type LensCase = LensFixtureCase;
 
 const index = JSON.parse(fs.readFileSync(path.join(LENS, "index.json"), "utf8")) as { cases: string[] };
 const cases = index.cases.map((f) => ({ file: path.join(LENS, f), c: JSON.parse(fs.readFileSync(path.join(LENS, f), "utf8")) as LensCase }));

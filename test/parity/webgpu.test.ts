@@ -19,7 +19,7 @@ import { assertLensRecord } from "../../src/shared/validateRecord";
 import { runLens } from "../../src/sidecar/lens/runLens";
 import { LoadedModel } from "../../src/sidecar/model/loadedModel";
 import { maxAbsDiff, relativeError } from "../helpers/fixtures";
-import { attentionMassError, expectLensMatches } from "../helpers/lensParity";
+import { attentionMassError, expectLensMatches, type LensFixtureBlob, type LensFixtureCase } from "../helpers/lensParity";
 import { forwardParityTests, lensRunTests, type VlmCase, type VlmFixture, vlmFixture } from "../helpers/vlmParity";
 import { webgpuSuiteEnv } from "../helpers/webgpuEnv";
 
@@ -91,28 +91,11 @@ function childSuites(): void {
   }
 }
 
-interface Blob {
-  file: string;
-  dtype: "float32" | "int32";
-  shape: number[];
-}
+type Blob = LensFixtureBlob;
 
 /** A lens fixture (tools/reference/make_lens_fixtures.py): the record of prompt + greedy tokens against transformers' hidden states and attentions. */
 function lensFixtureChecks(file: string, open: (dir: string) => Promise<LoadedModel>): void {
-  const c = JSON.parse(fs.readFileSync(file, "utf8")) as Record<string, unknown> & {
-    model: string;
-    case: string;
-    model_dir: string;
-    source_case: string;
-    num_layers: number;
-    num_heads: number;
-    prompt_length: number;
-    greedy_tokens: number[];
-    ids: number[];
-    top_k: number;
-    target_ids: number[];
-    head_mask: Record<string, number[]>;
-  };
+  const c = JSON.parse(fs.readFileSync(file, "utf8")) as LensFixtureCase;
   const blob = (key: string): Float32Array | Int32Array => {
     const b = c[key] as Blob;
     const buf = fs.readFileSync(path.join(path.dirname(file), b.file));

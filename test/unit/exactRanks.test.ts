@@ -5,6 +5,7 @@
  * an outlier that stretches the value range, a constant row.
  */
 import * as os from "node:os";
+import { mulberry32 } from "../../src/shared/seededRandom";
 import { describe, expect, it } from "vitest";
 import type { GraphCtx } from "../../src/sidecar/graph/blocks";
 import { exactRanks } from "../../src/sidecar/graph/lensGraph";
@@ -26,15 +27,6 @@ function bruteRank(row: Float32Array, q: number): number {
   return r;
 }
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function check(session: GraphSession, rows: Float32Array[], queries: number[][]): Promise<void> {
   const V = rows[0].length;
@@ -50,7 +42,7 @@ async function check(session: GraphSession, rows: Float32Array[], queries: numbe
 
 describe.each(["sort", "bins"] as const)("exactRanks by %s", (method) => {
   const V = 997;
-  const rand = rng(7);
+  const rand = mulberry32(7);
   const gaussian = () => Math.sqrt(-2 * Math.log(rand() + 1e-12)) * Math.cos(2 * Math.PI * rand());
   const randomQueries = (count: number) => Array.from({ length: count }, () => Math.floor(rand() * V));
 

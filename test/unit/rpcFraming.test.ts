@@ -4,6 +4,7 @@
  * Content-Length that allocates nothing, and random garbage that never throws and never keeps
  * the next good frame from being read.
  */
+import { mulberry32 } from "../../src/shared/seededRandom";
 import { describe, expect, it } from "vitest";
 import { classifyMessage, FrameDecoder, type FrameEvent, INVALID_REQUEST, MAX_FRAME_BYTES } from "../../src/sidecar/rpcFraming";
 
@@ -20,17 +21,6 @@ function decodeAll(...chunks: (Buffer | string)[]): FrameEvent[] {
   return chunks.flatMap((c) => d.push(typeof c === "string" ? Buffer.from(c, "latin1") : c));
 }
 
-/** A small seeded PRNG, so a failing case can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe("FrameDecoder", () => {
   it("reads a frame split at any byte, and several frames in one chunk", () => {
@@ -108,7 +98,7 @@ describe("FrameDecoder", () => {
     const stream = Buffer.concat(parts);
     const whole = decodeAll(stream);
     expect(ids(whole)).toEqual([1, 2, 3, 4]);
-    const rand = rng(1);
+    const rand = mulberry32(1);
     for (let trial = 0; trial < 200; trial++) {
       const chunks: Buffer[] = [];
       for (let at = 0; at < stream.length; ) {
@@ -123,7 +113,7 @@ describe("FrameDecoder", () => {
   });
 
   it("never throws on random bytes, and reads a good frame after them", () => {
-    const rand = rng(42);
+    const rand = mulberry32(42);
     const alphabet = ["Content-Length: ", "Content-Type: ", "charset=", "\r\n", "\n", "\r\n\r\n", "{", "}", '"', ":", "\0", "\xff", "12", "-1", "9999999999999", " ", "x"];
     for (let trial = 0; trial < 500; trial++) {
       let junk = "";

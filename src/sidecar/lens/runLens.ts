@@ -5,6 +5,7 @@
  * every analysed position and assemble the LensRecord.
  */
 import { createHash } from "node:crypto";
+import { mulberry32 } from "../../shared/seededRandom";
 import * as path from "node:path";
 import { LENS_RECORD_VERSION, type LensRecord, type LensSettings, type NumericBlock, SEGMENTS } from "../../shared/lensRecord";
 import { LensInputError } from "../errors";
@@ -375,17 +376,6 @@ function maskToArray(heads: Record<string, number[]>, layers: number, nH: number
   return m;
 }
 
-/** A small seeded PRNG, so "random N heads with seed s" is the same mask everywhere. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function describeImage(image: string | Uint8Array, prepared: Awaited<ReturnType<LoadedModel["prepare"]>>): Promise<NonNullable<LensRecord["input"]["image"]>> {
   const bytes = typeof image === "string" ? await readInputFile(image, { what: "image", maxBytes: MAX_IMAGE_BYTES }) : image;

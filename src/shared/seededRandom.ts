@@ -1,0 +1,15 @@
+/**
+ * mulberry32: a small seeded PRNG with uniform values in [0, 1). Used wherever a run must be
+ * repeatable from its seed ("random N heads with seed s" is the same mask everywhere) and by
+ * tests that replay a failing case.
+ */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
