@@ -337,6 +337,10 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
 
   it("a preview never asks about the results folder, and the preview of an invalid file lists its problems at once", async () => {
     onTestFailed(() => shot("failed-invalid-preview"));
+    // a clean window: the earlier steps leave panels, a consent flow and the focus inside a webview
+    await page.reload();
+    await page.locator(".statusbar-item", { hasText: "Logit Lens" }).first().waitFor({ timeout: 60_000 });
+    await page.keyboard.press("Escape");
     const open = async (name: string, text: string) => {
       await command("Go to File...").catch(() => undefined);
       const quick = page.locator(".quick-input-widget input.input");
