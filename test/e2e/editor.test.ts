@@ -341,13 +341,12 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     await page.reload();
     await page.locator(".statusbar-item", { hasText: "Logit Lens" }).first().waitFor({ timeout: 60_000 });
     await page.keyboard.press("Escape");
+    // opened from the Explorer, which follows the file watcher (Go to File's index may not have a file written a moment ago)
     const open = async (name: string, text: string) => {
-      await command("Go to File...").catch(() => undefined);
-      const quick = page.locator(".quick-input-widget input.input");
-      await quick.fill(name);
-      await page.locator(".quick-input-list .monaco-list-row", { hasText: name }).first().waitFor({ timeout: 30_000 });
-      await quick.press("Enter");
-      await page.locator(".monaco-editor .view-lines", { hasText: text }).first().waitFor();
+      const row = page.locator(".explorer-folders-view .monaco-list-row", { hasText: name }).first();
+      await row.waitFor({ timeout: 30_000 });
+      await row.click();
+      await page.locator(".monaco-editor .view-lines", { hasText: text }).first().waitFor({ timeout: 30_000 });
     };
     // a results folder outside the file's folder (as the samples had): the preview writes nothing, so it asks nothing
     fs.writeFileSync(path.join(workspace, "far-results.lens.json"), `${JSON.stringify({ ...STUDY("circle"), output: { folder: "../../far-results" } }, null, 2)}\n`);
