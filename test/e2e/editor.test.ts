@@ -16,7 +16,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { type Browser, chromium, type FrameLocator, type Page } from "playwright-core";
+import { type Browser, chromium, type Frame, type FrameLocator, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
 
 const ROOT = path.resolve(__dirname, "../..");
@@ -79,6 +79,38 @@ async function shot(name: string): Promise<void> {
 /** The panel's document: VS Code puts each webview in an iframe holding another iframe. */
 function panelFrame(): FrameLocator {
   return page.frameLocator("iframe.webview.ready").last().frameLocator("#active-frame");
+}
+
+/** What every webview shows (title, status, problems): the message of a wait that timed out. */
+async function panelsText(): Promise<string> {
+  const out: string[] = [];
+  for (const f of page.frames()) {
+    const title = await f.locator("#title").textContent({ timeout: 500 }).catch(() => null);
+    if (title === null) continue;
+    const status = await f.locator("#status").textContent({ timeout: 500 }).catch(() => "");
+    const problems = await f.locator("#problems").textContent({ timeout: 500 }).catch(() => "");
+    const heatmap = await f.locator("#heatmap").isVisible().catch(() => false);
+    out.push(`"${title}" status "${status}" heatmap ${heatmap ? "visible" : "hidden"}${problems ? ` problems "${problems.slice(0, 300)}"` : ""}`);
+  }
+  return out.length ? out.join("\n") : "no panel";
+}
+
+/**
+ * The panel that shows `selector` and mentions `text` (in its title, the previewed file or its
+ * problems), found among all webview documents: the DOM order of VS Code's webview iframes is not
+ * the order they were opened in.
+ */
+async function panelShowing(text: string, selector: string, timeout: number): Promise<Frame> {
+  const end = Date.now() + timeout;
+  for (;;) {
+    for (const f of page.frames()) {
+      if (!(await f.locator(selector).isVisible().catch(() => false))) continue;
+      const t = await f.locator("#root").textContent({ timeout: 200 }).catch(() => null);
+      if (t?.includes(text)) return f;
+    }
+    if (Date.now() > end) throw new Error(`no panel that mentions "${text}" showed ${selector} within ${timeout} ms; the panels:\n${await panelsText()}`);
+    await page.waitForTimeout(250);
+  }
 }
 
 /** Runs a command from the Command Palette. */
@@ -353,8 +385,8 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     await command("View: Close All Editors");
     await open("far-results.lens.json", "far-results");
     await command("Logit Lens: Open Preview to the Side");
-    await panelFrame().locator("#heatmap").waitFor({ state: "visible", timeout: 120_000 });
-    await expect.poll(() => panelFrame().locator("#prompt").textContent(), { timeout: 60_000 }).toContain("circle");
+    const far = await panelShowing("far-results", "#heatmap", 120_000);
+    await expect.poll(() => far.locator("#prompt").textContent(), { timeout: 60_000 }).toContain("circle");
     expect(await page.locator(".monaco-dialog-box").isVisible()).toBe(false);
 
     // a fresh preview of an invalid file: the problems at once, not "Waiting for a lens run…"
@@ -362,8 +394,7 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     await command("View: Close All Editors");
     await open("broken.lens.json", "inputs");
     await command("Logit Lens: Open Preview to the Side");
-    const frame = panelFrame();
-    await frame.locator("#problems").waitFor({ state: "visible", timeout: 30_000 });
+    const frame = await panelShowing("broken.lens.json", "#problems", 30_000);
     const problems = (await frame.locator("#problems").textContent()) ?? "";
     expect(problems).toContain("broken.lens.json");
     expect(problems).toMatch(/\/inputs/u);
