@@ -10,14 +10,17 @@
 import * as path from "node:path";
 import * as vscode from "vscode";
 import { checkExperimentText, type LensExperiment } from "../shared/experiment";
+import type { LensRecord } from "../shared/lensRecord";
 import { PreviewExperimentRequest, RunExperimentRequest } from "../shared/protocol";
-import type { SweepAggregates } from "../shared/sweep";
+import type { SweepAggregates, SweepRow } from "../shared/sweep";
+import { comparisonItems } from "../shared/sweepCompare";
 import type { ComparisonMessage } from "../shared/webviewProtocol";
 import { MIB, readInputText } from "../sidecar/util/readInput";
 import { experimentPaths, pathsNeedingConsent } from "./experimentPaths";
 import { isExperimentDocument } from "./experimentDiagnostics";
 import type { LensPanels, PreviewPanel } from "./lensPanel";
 import type { SidecarClient } from "./sidecarClient";
+import { readSweepRows, SweepRecordIndex } from "./sweepItems";
 
 const PREVIEW_DEBOUNCE_MS = 400;
 
@@ -112,7 +115,7 @@ export class Experiments implements vscode.Disposable {
     );
     if (!summary) return;
     this.log.info(`${name}: ran ${summary.ran}, resumed ${summary.resumed}, of ${summary.total} in ${summary.seconds.toFixed(1)} s${summary.cancelled ? " (cancelled)" : ""} -> ${summary.outDir}`);
-    this.panels.showComparison(comparisonMessage(`Compare ${experiment.name}`, summary.aggregates));
+    await this.showComparison(`Compare ${experiment.name}`, summary.aggregates, summary.outDir, file);
     const open = "Open Results Folder";
     const done = summary.cancelled ? `cancelled after ${summary.ran} new items (rerun to continue)` : `${summary.total} items done (${summary.ran} run now)`;
     void vscode.window.showInformationMessage(`Logit Lens: ${name}: ${done}.`, open).then((a) => {
@@ -138,7 +141,50 @@ export class Experiments implements vscode.Disposable {
       void vscode.window.showErrorMessage(`Logit Lens: ${file}: not a sweep's aggregates (${errorText(e)}): pick the folder that \`logit-lens run FILE.lens.json\` wrote`);
       return;
     }
-    this.panels.showComparison(comparisonMessage(`Compare ${data.experiment ?? path.basename(path.dirname(file))}`, { layers: data.layers, groups: data.groups }));
+    const outDir = path.dirname(file);
+    // run.json names the experiment file, which can compute an item again when no record was kept
+    let experimentFile: string | null = null;
+    try {
+      const run = JSON.parse(await readInputText(path.join(outDir, "run.json"), { what: "run file", maxBytes: MIB })) as { file?: unknown };
+      if (typeof run.file === "string") experimentFile = run.file;
+    } catch {
+      // a folder without run.json: its items open only from records.jsonl
+    }
+    await this.showComparison(`Compare ${data.experiment ?? path.basename(outDir)}`, { layers: data.layers, groups: data.groups, variants: data.variants, differences: data.differences }, outDir, experimentFile);
+  }
+
+  private async showComparison(title: string, aggregates: SweepAggregates, outDir: string, experimentFile: string | null): Promise<void> {
+    let rows: SweepRow[] = [];
+    try {
+      rows = await readSweepRows(outDir);
+    } catch (e) {
+      this.log.warn(`${path.join(outDir, "results.jsonl")}: ${errorText(e)}; the comparison has no per-item table`);
+    }
+    // records.jsonl is indexed on the first item opened, once for this comparison
+    let records: Promise<SweepRecordIndex | null> | undefined;
+    const kept = (id: string) => (records ??= SweepRecordIndex.open(outDir)).then((index) => index?.get(id) ?? null);
+    this.panels.showComparison(comparisonMessage(title, aggregates, comparisonItems(rows)), (id) => this.openItem(outDir, experimentFile, rows, id, kept));
+  }
+
+  /** A row of the comparison's per-item table, in a run panel: its kept record, or that planned item computed again. */
+  private async openItem(outDir: string, experimentFile: string | null, rows: readonly SweepRow[], id: string, keptRecord: (id: string) => Promise<LensRecord | null>): Promise<void> {
+    const row = rows.find((r) => r.id === id);
+    if (!row) throw new Error(`${path.join(outDir, "results.jsonl")} has no item ${id}`);
+    const image = row.image !== null && experimentFile ? path.resolve(path.dirname(experimentFile), row.image) : undefined;
+    const kept = await keptRecord(id);
+    const heading = `Item ${row.index + 1} (${row.variant})`;
+    if (kept) {
+      await this.panels.showRun(kept, undefined, image, heading);
+      return;
+    }
+    if (!experimentFile) throw new Error(`${outDir} kept no record of item ${row.index + 1} and its run.json names no experiment to compute it again: rerun the sweep with output.records on`);
+    const text = await readInputText(experimentFile, { what: "experiment file", maxBytes: MIB });
+    const { experiment, problems } = checkExperimentText(text);
+    if (!experiment) throw new Error(`${experimentFile}: ${problems[0]?.message ?? "not a valid experiment"}: fix it, or rerun the sweep with output.records on`);
+    if (!(await this.allowed(experimentFile, experiment, true, "preview"))) return;
+    const r = await this.client.request(PreviewExperimentRequest, { file: experimentFile, text, item: row.index }, undefined, `computing item ${row.index + 1}`);
+    if (r.item.id !== id) throw new Error(`${experimentFile} changed since this sweep: its item ${row.index + 1} is now another one (${r.item.variant} on ${r.item.image}); rerun the sweep to open its items`);
+    await this.panels.showRun(r.record, undefined, image, heading);
   }
 
   dispose(): void {
@@ -224,9 +270,9 @@ export class Experiments implements vscode.Disposable {
   }
 }
 
-function comparisonMessage(title: string, aggregates: SweepAggregates): ComparisonMessage {
+function comparisonMessage(title: string, aggregates: SweepAggregates, items: ComparisonMessage["items"]): ComparisonMessage {
   const layerLabels = ["embeddings", ...Array.from({ length: Math.max(0, aggregates.layers - 1) }, (_, i) => `block ${i + 1}`)];
-  return { type: "comparison", title, aggregates, layerLabels };
+  return { type: "comparison", title, aggregates, layerLabels, items };
 }
 
 async function experimentDocument(uri?: vscode.Uri): Promise<vscode.TextDocument | undefined> {

@@ -42,6 +42,8 @@ interface PanelEntry {
   /** The last problems and status posted, sent again on "ready": a page still loading drops what is posted to it. */
   problems?: ProblemsMessage;
   status?: StatusMessage;
+  /** A comparison view's handler for its per-item table. */
+  openItem?: (id: string) => Promise<void>;
 }
 
 
@@ -62,8 +64,8 @@ export class LensPanels implements vscode.Disposable {
   }
 
   /** Opens a panel for a finished run. */
-  async showRun(record: LensRecord, request: RunParams, imagePath: string | undefined): Promise<vscode.WebviewPanel> {
-    const title = panelTitle(record, imagePath);
+  async showRun(record: LensRecord, request: RunParams | undefined, imagePath: string | undefined, heading?: string): Promise<vscode.WebviewPanel> {
+    const title = heading ? `${heading}: ${panelTitle(record, imagePath)}` : panelTitle(record, imagePath);
     const entry = this.create("run", title, imagePath, vscode.ViewColumn.Beside);
     entry.request = request;
     this.lastRun = entry;
@@ -78,10 +80,11 @@ export class LensPanels implements vscode.Disposable {
     return new PreviewPanel(this, entry);
   }
 
-  /** A comparison view of a finished sweep's aggregates. */
-  showComparison(message: ComparisonMessage): vscode.WebviewPanel {
+  /** A comparison view of a finished sweep's aggregates; `openItem` opens a row of its per-item table. */
+  showComparison(message: ComparisonMessage, openItem?: (id: string) => Promise<void>): vscode.WebviewPanel {
     const entry = this.create("comparison", message.title, undefined, vscode.ViewColumn.Active);
     entry.last = message;
+    entry.openItem = openItem;
     this.post(entry, message);
     return entry.panel;
   }
@@ -176,6 +179,11 @@ export class LensPanels implements vscode.Disposable {
         await this.track(entry, m.text);
       } else if (m.type === "export") {
         await this.export(entry, m.format, m.name, m.data, m.error);
+      } else if (m.type === "openItem") {
+        if (!entry.openItem) throw new Error("this comparison no longer knows its results folder: open it again with Logit Lens: Compare Results");
+        this.post(entry, { type: "status", state: "running", message: "opening the item" });
+        await entry.openItem(m.id);
+        this.post(entry, { type: "status", state: "idle" });
       }
     } catch (e) {
       const reason = e instanceof Error ? e.message : String(e);

@@ -164,7 +164,8 @@ export interface PreviewExperimentParams {
 }
 export interface PreviewExperimentResult {
   record: LensRecord;
-  item: { index: number; total: number; image: string; prompt: string; variant: string; expected: string | null };
+  /** The previewed planned item; `id` is the id its row gets in a sweep's results.jsonl. */
+  item: { id: string; index: number; total: number; image: string; prompt: string; variant: string; expected: string | null };
   /** Whether the record came from the cache (same model, image bytes, prompt, settings and mask). */
   cached: boolean;
 }

@@ -6,6 +6,7 @@
  */
 import { csvField, csvRow } from "./exportCsv";
 import { at, type LensRecord, SEGMENTS } from "./lensRecord";
+import { type DifferenceAggregate, summarizeVariants, type VariantSummary, variantDifferences, wilsonInterval } from "./sweepCompare";
 
 export const SWEEP_ROW_VERSION = 1;
 
@@ -169,6 +170,8 @@ export interface GroupAggregate {
   /** Rows with an expected answer, and the share of them answered correctly (null when none). */
   scored: number;
   accuracy: number | null;
+  /** Wilson 95% interval of the accuracy (null when nothing was scored). Absent in older aggregates. */
+  accuracyInterval?: [number, number] | null;
   /** Rows whose generated answer is empty (nothing generated, or EOS first); scored ones count as wrong. Absent in older aggregates. */
   emptyAnswers?: number;
   /** Per lens layer, means over the group's rows. */
@@ -186,6 +189,10 @@ export interface GroupAggregate {
 export interface SweepAggregates {
   layers: number;
   groups: GroupAggregate[];
+  /** Per variant, in the experiment's order (the first is the baseline): accuracy with its interval and the heads it masked. Absent in older aggregates. */
+  variants?: VariantSummary[];
+  /** Per other variant, group and statistic: the per-layer change against the baseline for the same items. Absent in older aggregates. */
+  differences?: DifferenceAggregate[];
 }
 
 /** What a sweep did: where its results are, how many items it ran and found done, its aggregates. */
@@ -212,7 +219,7 @@ export function aggregateRows(rows: readonly SweepRow[], groupBy: readonly strin
       for (const value of values) out.push(aggregate(variant, key, value, mine.filter((r) => groupValue(r, key) === value), layers));
     }
   }
-  return { layers, groups: out };
+  return { layers, groups: out, variants: summarizeVariants(rows), differences: variantDifferences(rows, groupBy, groupValue) };
 }
 
 /** A row's value for a grouping key: its groups, then "prompt" and "variant"; "(none)" when absent. */
@@ -227,6 +234,7 @@ function aggregate(variant: string, key: string, value: string, rows: SweepRow[]
   const mean = (pick: (r: SweepRow) => number[], length: number) =>
     Array.from({ length }, (_, l) => rows.reduce((s, r) => s + pick(r)[l], 0) / rows.length);
   const scored = rows.filter((r) => r.correct !== null);
+  const correct = scored.filter((r) => r.correct).length;
   const histogram = new Array<number>(layers).fill(0);
   for (const r of rows) histogram[r.convergenceLayer]++;
   return {
@@ -235,7 +243,8 @@ function aggregate(variant: string, key: string, value: string, rows: SweepRow[]
     value,
     n: rows.length,
     scored: scored.length,
-    accuracy: scored.length ? scored.filter((r) => r.correct).length / scored.length : null,
+    accuracy: scored.length ? correct / scored.length : null,
+    accuracyInterval: wilsonInterval(correct, scored.length),
     emptyAnswers: rows.filter((r) => r.generated.trim() === "").length,
     meanEntropy: mean((r) => r.entropy, layers),
     meanTargetProb: mean((r) => r.targetProb, layers),
@@ -274,13 +283,13 @@ export function rowsToCsv(rows: readonly SweepRow[]): string {
   return `${lines.join("\n")}\n`;
 }
 
-/** One line per (variant, group, layer). */
+/** One line per (variant, group, layer); the accuracy interval is Wilson's at 95%. */
 export function aggregatesToCsv(a: SweepAggregates): string {
-  const header = ["variant", "key", "value", "n", "accuracy", "empty_answers", "median_convergence_layer", "layer", "mean_entropy", "mean_target_prob", "mean_target_rank", "mean_kl", "converged_here", "mean_image_share"];
+  const header = ["variant", "key", "value", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "empty_answers", "median_convergence_layer", "layer", "mean_entropy", "mean_target_prob", "mean_target_rank", "mean_kl", "converged_here", "mean_image_share"];
   const lines = [csvRow(header)];
   for (const g of a.groups) {
     for (let l = 0; l < a.layers; l++) {
-      lines.push([g.variant, g.key, g.value, g.n, g.accuracy, g.emptyAnswers ?? null, g.medianConvergenceLayer, l, g.meanEntropy[l], g.meanTargetProb[l], g.meanTargetRank[l], g.meanKl[l], g.convergenceHistogram[l], l === 0 ? null : g.meanImageShare[l - 1]].map(csvField).join(","));
+      lines.push([g.variant, g.key, g.value, g.n, g.accuracy, g.accuracyInterval?.[0] ?? null, g.accuracyInterval?.[1] ?? null, g.emptyAnswers ?? null, g.medianConvergenceLayer, l, g.meanEntropy[l], g.meanTargetProb[l], g.meanTargetRank[l], g.meanKl[l], g.convergenceHistogram[l], l === 0 ? null : g.meanImageShare[l - 1]].map(csvField).join(","));
     }
   }
   return `${lines.join("\n")}\n`;

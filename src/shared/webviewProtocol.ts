@@ -5,6 +5,7 @@
  */
 import type { LensRecord, NumericBlock } from "./lensRecord";
 import type { SweepAggregates } from "./sweep";
+import type { ComparisonItem } from "./sweepCompare";
 
 export const WEBVIEW_PROTOCOL_VERSION = 1;
 
@@ -53,6 +54,8 @@ export interface ComparisonMessage {
   aggregates: SweepAggregates;
   /** Layer labels of the model that ran the sweep ("embeddings", "block 1", ...). */
   layerLabels: string[];
+  /** The sweep's items in plan order, for the per-item table (absent when its results.jsonl could not be read). */
+  items?: ComparisonItem[];
 }
 
 /** Where the host keeps the panel's record, so that a panel restored after a reload can read it back. */
@@ -96,7 +99,13 @@ export interface ExportMessage {
   error?: string;
 }
 
-export type WebviewToHost = ReadyMessage | TrackMessage | ExportMessage;
+/** A comparison view asks for one sweep item's full record in a run panel (a row of its per-item table). */
+export interface OpenItemMessage {
+  type: "openItem";
+  id: string;
+}
+
+export type WebviewToHost = ReadyMessage | TrackMessage | ExportMessage | OpenItemMessage;
 
 /** What the webview keeps with vscode.setState, so a panel comes back after a reload. */
 export interface PanelState {

@@ -236,6 +236,7 @@ export class App {
         this.save();
       },
       (format) => this.post({ type: "export", format, name: `${this.baseName()}-aggregates.${format}` }),
+      (id) => this.post({ type: "openItem", id }),
     );
     this.comparison.element.hidden = true;
 

@@ -11,7 +11,7 @@ import { rampIndex } from "./color";
 import { formatNumber, SVG_NS } from "./dom";
 import type { Palette } from "./theme";
 
-type Svg = Selection<SVGSVGElement, unknown, null, undefined>;
+export type Svg = Selection<SVGSVGElement, unknown, null, undefined>;
 
 export interface LineSeries {
   label: string;
@@ -39,7 +39,7 @@ export interface LineChartOptions {
   legend?: boolean;
 }
 
-function frame(title: string, width: number, height: number, palette: Palette): Svg {
+export function frame(title: string, width: number, height: number, palette: Palette): Svg {
   const svg = select(document.createElementNS(SVG_NS, "svg") as SVGSVGElement)
     .attr("width", width)
     .attr("height", height)

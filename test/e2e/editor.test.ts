@@ -402,4 +402,68 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     expect(await frame.locator(".placeholder:visible").count()).toBe(0);
     await shot("10-invalid-preview");
   }, 300_000);
+
+  it("the comparison of a masked sweep: accuracy with intervals, the masked heads, the change against the baseline, and items that open", async () => {
+    onTestFailed(() => shot("failed-comparison"));
+    await page.reload();
+    await page.locator(".statusbar-item", { hasText: "Logit Lens" }).first().waitFor({ timeout: 60_000 });
+    await page.keyboard.press("Escape");
+    const samples = path.join(workspace, "samples");
+    fs.mkdirSync(samples, { recursive: true });
+    for (const f of fs.readdirSync(path.join(ROOT, "media", "samples"))) if (/\.(png|jsonl)$/u.test(f)) fs.copyFileSync(path.join(ROOT, "media", "samples", f), path.join(samples, f));
+    const study = {
+      version: 1,
+      name: "masking",
+      model: "default",
+      inputs: [{ manifest: "questions.jsonl" }],
+      prompts: ["{question}"],
+      target: "{answer}",
+      generation: { maxNewTokens: 2 },
+      variants: [{ name: "baseline" }, { name: "two-heads", mask: { "1": [1, 0] } }],
+      groupBy: ["group"],
+    };
+    fs.writeFileSync(path.join(samples, "masking.lens.json"), `${JSON.stringify(study, null, 2)}\n`);
+    await command("View: Close All Editors");
+    // the Explorer: open the folder, then the file
+    const folder = page.locator(".explorer-folders-view .monaco-list-row", { hasText: "samples" }).first();
+    await folder.waitFor({ timeout: 30_000 });
+    await folder.click();
+    const row = page.locator(".explorer-folders-view .monaco-list-row", { hasText: "masking.lens.json" }).first();
+    await row.waitFor({ timeout: 30_000 });
+    await row.click();
+    await page.locator(".monaco-editor .view-lines", { hasText: "two-heads" }).first().waitFor({ timeout: 30_000 });
+    await command("Logit Lens: Run Experiment");
+    const cmp = await panelShowing("two-heads", "#cmp-variants", 180_000);
+    const items = fs.readFileSync(path.join(samples, "masking.results", "results.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { id: string; variant: string; correct: boolean | null });
+
+    // the variants table: the baseline, the masked heads as blocks and heads counted from 1 and 0, accuracy with its interval
+    const variants = cmp.locator("#cmp-variants tbody tr");
+    await expect.poll(() => variants.count()).toBe(2);
+    expect(await variants.nth(0).textContent()).toContain("baseline (baseline)");
+    const masked = (await variants.nth(1).textContent()) ?? "";
+    expect(masked).toContain("block 2: heads 0, 1");
+    expect(masked).toMatch(/\d+\.\d% \(\d+\.\d% to \d+\.\d%\)/u);
+    const right = items.filter((i) => i.variant === "baseline" && i.correct).length;
+    expect(await variants.nth(0).textContent()).toContain(`${((100 * right) / (items.length / 2)).toFixed(1)}%`);
+    // the change against the baseline: four band charts; the settle distribution as bars
+    expect(await cmp.locator("#cmp-differences svg").count()).toBe(4);
+    expect(await cmp.locator('[data-card="cmp-convergence"] svg rect').count()).toBeGreaterThan(0);
+    await shot("11-comparison-variants");
+
+    // the per-item table lists every item; a masked item opens in a run panel with its mask
+    expect(await cmp.locator("#cmp-items tbody tr").count()).toBe(items.length);
+    const filter = cmp.locator("#item-filter");
+    await filter.scrollIntoViewIfNeeded();
+    await filter.click();
+    await filter.locator('[role="option"]', { hasText: "variant two-heads" }).click();
+    await expect.poll(() => cmp.locator("#cmp-items tbody tr").count()).toBe(items.length / 2);
+    const first = items.find((i) => i.variant === "two-heads")!;
+    await cmp.locator(`#cmp-items [data-open-item="${first.id}"]`).scrollIntoViewIfNeeded();
+    await shot("12-comparison-items");
+    await cmp.locator(`#cmp-items [data-open-item="${first.id}"]`).click();
+    const opened = await panelShowing("masked heads block 2: 0,1", "#heatmap", 120_000);
+    const index = items.indexOf(first) + 1;
+    expect(await opened.locator("#title").textContent()).toContain(`Item ${index} (two-heads)`);
+    await shot("13-comparison-item-opened");
+  }, 300_000);
 });

@@ -63,7 +63,7 @@ describe("sweep aggregates", () => {
     expect(csv[2]).toBe("a,0,a.png,prompt,base,x,red,red,true,2,1,2,0.5,2,0,1,7,1,0.5");
     const agg = aggregatesToCsv(a).trimEnd().split("\n");
     expect(agg).toHaveLength(1 + 5 * 3);
-    expect(agg[0]).toBe("variant,key,value,n,accuracy,empty_answers,median_convergence_layer,layer,mean_entropy,mean_target_prob,mean_target_rank,mean_kl,converged_here,mean_image_share");
-    expect(agg[1]).toBe("base,all,all,3,0.6666667,0,2,0,2,0.2,7,0,0,");
+    expect(agg[0]).toBe("variant,key,value,n,accuracy,accuracy_ci_low,accuracy_ci_high,empty_answers,median_convergence_layer,layer,mean_entropy,mean_target_prob,mean_target_rank,mean_kl,converged_here,mean_image_share");
+    expect(agg[1]).toBe("base,all,all,3,0.6666667,0.2076596,0.93850806,0,2,0,2,0.2,7,0,0,");
   });
 });
