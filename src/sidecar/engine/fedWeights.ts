@@ -1,0 +1,96 @@
+/**
+ * The float32 copies of half-precision weights under the CPU's "float32" weight plan, made by
+ * the sidecar itself and fed to every run (BuiltGraph.fedWeights), instead of a Cast per
+ * weight that onnxruntime constant-folds at session creation: its folding took 25x (LLaVA-7B
+ * width, float16) to 40x (Qwen2-VL-2B, bfloat16) the time to read the weights. onnxruntime-node
+ * wraps a fed Float32Array without copying it, so each copy exists once, shared by every
+ * session that reads the tensor (the lens and unembedding graphs share the unembedding).
+ *
+ * Loading streams the tensors in file order in chunks: the read of the next chunk (libuv's
+ * thread pool) overlaps the widening of this one (the main thread), so the two cores work at
+ * once. Each chunk is read straight into the upper half of its tensor's float32 buffer and
+ * widened in place (engine/halfToFloat.ts), so no staging buffer exists.
+ */
+import type { FileHandle } from "node:fs/promises";
+import { LensInputError } from "../errors";
+import type { FedWeight } from "../graph/onnxBuilder";
+import { openForReading, readFully, type TensorEntry, type WeightIndex } from "../model/safetensors";
+import type { HostTensor } from "../runtime/ort";
+import { type HalfDType, widen } from "./halfToFloat";
+
+/** Half values per chunk: 16 MiB of file, small enough that reading and widening interleave finely. */
+const CHUNK_VALUES = 8 << 20;
+
+export class FedWeights {
+  private readonly arrays = new Map<string, Float32Array>();
+
+  constructor(private readonly index: WeightIndex) {}
+
+  /** Bytes of float32 copies held. */
+  get bytes(): number {
+    let n = 0;
+    for (const a of this.arrays.values()) n += a.byteLength;
+    return n;
+  }
+
+  /** Widens every tensor the graphs take as fed inputs that is not yet held. */
+  async load(weights: readonly FedWeight[]): Promise<void> {
+    const wanted = [...new Set(weights.map((w) => w.tensor))].filter((t) => !this.arrays.has(t)).map((t) => this.index.get(t));
+    wanted.sort((a, b) => (a.file === b.file ? a.byteOffset - b.byteOffset : a.file < b.file ? -1 : 1));
+    const chunks: { entry: TensorEntry; out: Float32Array; from: number; to: number }[] = [];
+    for (const entry of wanted) {
+      if (entry.dtype !== "F16" && entry.dtype !== "BF16") throw new Error(`fed weight ${entry.name} is ${entry.dtype}, not a half-precision tensor`);
+      const count = entry.byteLength / 2;
+      const out = new Float32Array(count);
+      this.arrays.set(entry.name, out);
+      for (let from = 0; from < count; from += CHUNK_VALUES) chunks.push({ entry, out, from, to: Math.min(count, from + CHUNK_VALUES) });
+    }
+    const handles = new Map<string, Promise<FileHandle>>();
+    const handle = (file: string) => {
+      let h = handles.get(file);
+      if (!h) handles.set(file, (h = openForReading(file, "the safetensors file")));
+      return h;
+    };
+    // where chunk k's half values land: the upper half of its tensor's buffer, at the same index
+    const halfView = ({ out, from, to }: (typeof chunks)[number]) => new Uint16Array(out.buffer, out.byteOffset + 2 * out.length + 2 * from, to - from);
+    const read = async (k: number): Promise<void> => {
+      const c = chunks[k];
+      const bytes = new Uint8Array(halfView(c).buffer, halfView(c).byteOffset, 2 * (c.to - c.from));
+      const got = await readFully(await handle(c.entry.file), bytes, c.entry.byteOffset + 2 * c.from);
+      if (got !== bytes.length) {
+        throw new LensInputError(c.entry.file, `the file ended while reading tensor ${JSON.stringify(c.entry.name)} (it changed after its header was read?): the file is truncated; re-download it`);
+      }
+    };
+    try {
+      let next = chunks.length ? read(0) : undefined;
+      for (let k = 0; k < chunks.length; k++) {
+        await next;
+        next = k + 1 < chunks.length ? read(k + 1) : undefined;
+        // keep a failed read-ahead from being reported as unhandled while this chunk widens
+        next?.catch(() => undefined);
+        const c = chunks[k];
+        widen(new Uint32Array(c.out.buffer, c.out.byteOffset + 4 * c.from, c.to - c.from), halfView(c), c.entry.dtype as HalfDType);
+      }
+    } catch (e) {
+      for (const entry of wanted) this.arrays.delete(entry.name);
+      throw e;
+    } finally {
+      await Promise.all([...handles.values()].map((h) => h.then((fh) => fh.close()).catch(() => undefined)));
+    }
+  }
+
+  /** The feeds of a graph's fed weights (all loaded before). */
+  feeds(weights: readonly FedWeight[]): Record<string, HostTensor> {
+    const feeds: Record<string, HostTensor> = {};
+    for (const w of weights) {
+      const data = this.arrays.get(w.tensor);
+      if (!data) throw new Error(`fed weight ${w.tensor} was not loaded`);
+      feeds[w.input] = { data, dims: w.dims };
+    }
+    return feeds;
+  }
+
+  release(): void {
+    this.arrays.clear();
+  }
+}
