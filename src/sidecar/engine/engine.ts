@@ -226,6 +226,11 @@ export class Engine {
     return this.decoder.provider;
   }
 
+  /** Bytes of float32 copies of half-precision weights the engine made and feeds (the CPU's float32 plan). */
+  get fedBytes(): number {
+    return this.fed.bytes;
+  }
+
   get hasVision(): boolean {
     return this.vision !== undefined;
   }

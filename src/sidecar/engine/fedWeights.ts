@@ -24,7 +24,11 @@ const CHUNK_VALUES = 8 << 20;
 export class FedWeights {
   private readonly arrays = new Map<string, Float32Array>();
 
-  constructor(private readonly index: WeightIndex) {}
+  constructor(
+    private readonly index: WeightIndex,
+    /** Half values read and widened at a time (default CHUNK_VALUES); any size gives the same arrays. For tests. */
+    private readonly chunkValues = CHUNK_VALUES,
+  ) {}
 
   /** Bytes of float32 copies held. */
   get bytes(): number {
@@ -43,7 +47,7 @@ export class FedWeights {
       const count = entry.byteLength / 2;
       const out = new Float32Array(count);
       this.arrays.set(entry.name, out);
-      for (let from = 0; from < count; from += CHUNK_VALUES) chunks.push({ entry, out, from, to: Math.min(count, from + CHUNK_VALUES) });
+      for (let from = 0; from < count; from += this.chunkValues) chunks.push({ entry, out, from, to: Math.min(count, from + this.chunkValues) });
     }
     const handles = new Map<string, Promise<FileHandle>>();
     const handle = (file: string) => {
@@ -77,6 +81,11 @@ export class FedWeights {
     } finally {
       await Promise.all([...handles.values()].map((h) => h.then((fh) => fh.close()).catch(() => undefined)));
     }
+  }
+
+  /** The float32 copy of a tensor, when loaded. */
+  get(tensor: string): Float32Array | undefined {
+    return this.arrays.get(tensor);
   }
 
   /** The feeds of a graph's fed weights (all loaded before). */
