@@ -63,8 +63,11 @@ describe.each(HALF)("%s", (name) => {
     const weights = graphs.flatMap((g) => g.fedWeights);
     const whole = new FedWeights(index);
     const chunked = new FedWeights(index, 7);
+    // a worker thread shares the load (as for any model past 256 MB)
+    const shared = new FedWeights(index, 5, 0);
     await whole.load(weights);
     await chunked.load(weights);
+    await shared.load(weights);
     for (const tensor of new Set(weights.map((w) => w.tensor))) {
       const e = index.get(tensor);
       const fd = fs.openSync(e.file, "r");
@@ -74,6 +77,7 @@ describe.each(HALF)("%s", (name) => {
       const expected = new Uint32Array(halfToFloat32(bytes, e.dtype as "F16" | "BF16").buffer);
       expect(new Uint32Array(whole.get(tensor)!.buffer)).toEqual(expected);
       expect(new Uint32Array(chunked.get(tensor)!.buffer)).toEqual(expected);
+      expect(new Uint32Array(shared.get(tensor)!.buffer)).toEqual(expected);
     }
     expect(whole.bytes).toBe(2 * [...new Set(weights.map((w) => w.tensor))].reduce((n, t) => n + index.get(t).byteLength, 0));
   });
@@ -87,14 +91,19 @@ describe.each(HALF)("%s", (name) => {
   });
 });
 
-it("names the file when it ends before a fed tensor does", async () => {
+it.each([
+  ["this thread", Infinity],
+  ["the worker thread", 0],
+])("names the file when it ends before a fed tensor does, read on %s", async (_where, workerBytes) => {
   const dir = copyFixtureModel("llama-f16");
   const index = await WeightIndex.open(dir);
   const file = index.files[0];
   fs.truncateSync(file, fs.statSync(file).size - 3);
-  const name = index.names().filter((n) => index.get(n).file === file).sort((a, b) => index.get(b).byteOffset - index.get(a).byteOffset)[0];
-  await expect(new FedWeights(index).load([{ input: name, tensor: name, dims: index.get(name).shape }])).rejects.toThrow(
-    new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}: the file ended while reading tensor "${name}" .*re-download it$`),
+  // in file order: the first tensor is read here, the second (the last in the file, cut short) by the worker when there is one
+  const [last, other] = index.names().filter((n) => index.get(n).file === file).sort((a, b) => index.get(b).byteOffset - index.get(a).byteOffset);
+  const fed = [other, last].map((name) => ({ input: name, tensor: name, dims: index.get(name).shape }));
+  await expect(new FedWeights(index, undefined, workerBytes).load(fed)).rejects.toThrow(
+    new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}: the file ended while reading tensor "${last}" .*re-download it$`),
   );
   fs.rmSync(dir, { recursive: true, force: true });
 });

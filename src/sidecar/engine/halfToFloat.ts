@@ -46,11 +46,19 @@ export type HalfDType = "F16" | "BF16";
  * could reach it. Two values per load where `src` is 4-byte aligned: a third faster.
  */
 export function widen(dst: Uint32Array, src: Uint16Array, dtype: HalfDType): void {
+  if (dst.length !== src.length) throw new Error(`widen: ${dst.length} floats for ${src.length} half values`);
+  widenKernel(dst, src, dtype === "BF16", dtype === "BF16" ? new Uint32Array(0) : float16Table());
+}
+
+/**
+ * `widen` itself, with the float16 table passed in. It refers to nothing outside itself, so its
+ * source can run in a worker thread as it is (engine/fedWeights.ts).
+ */
+export function widenKernel(dst: Uint32Array, src: Uint16Array, bfloat16: boolean, table: Uint32Array): void {
   const count = src.length;
-  if (dst.length !== count) throw new Error(`widen: ${dst.length} floats for ${count} half values`);
   const pairs = src.byteOffset % 4 === 0 ? count >> 1 : 0;
   const packed = pairs > 0 ? new Uint32Array(src.buffer, src.byteOffset, pairs) : new Uint32Array(0);
-  if (dtype === "BF16") {
+  if (bfloat16) {
     for (let j = 0; j < pairs; j++) {
       const v = packed[j];
       dst[2 * j] = v << 16;
@@ -59,7 +67,6 @@ export function widen(dst: Uint32Array, src: Uint16Array, dtype: HalfDType): voi
     for (let i = 2 * pairs; i < count; i++) dst[i] = src[i] << 16;
     return;
   }
-  const table = float16Table();
   for (let j = 0; j < pairs; j++) {
     const v = packed[j];
     dst[2 * j] = table[v & 0xffff];
