@@ -16,17 +16,25 @@ export interface GraphCtx {
    * operators have kernels on some providers only (GroupQueryAttention in float32: CPU).
    */
   provider?: "cpu" | "cuda" | "webgpu";
-  /**
-   * Half-precision matrices stay half and are converted where they are used (the CPU's
-   * "half-per-use" weight plan, for models whose float32 copies would not fit). onnxruntime may
-   * run a node as soon as its inputs are ready, and a Cast of a weight needs nothing but the
-   * weight, so every cast would run at the start and all the float32 copies would be alive at
-   * once (measured: 1.9x the file size of peak RSS on a LLaVA-7B 4-layer cut). Each cast
-   * therefore sits in an If whose condition is computed from the activation that reads the
-   * weight: it runs when its layer runs, and its copy is freed after the product.
-   */
-  halfWeightsPerUse?: boolean;
+  /** How half-precision weights become the float32 the graph computes in (default "cast"). */
+  halfWeights?: HalfWeights;
 }
+
+/**
+ * - "cast": a Cast of the weight, which onnxruntime constant-folds at session creation (its
+ *   folding is slow: a LLaVA-7B-width cut opened 25x slower than its weights were read). For
+ *   GPU providers, where the weights must live on the device.
+ * - "fed": the graph takes the weight as a float32 input and the engine feeds it the array it
+ *   widened at open (engine/halfWeights.ts): the CPU's "float32" weight plan.
+ * - "per-use": the weights stay half and are converted where they are used (the CPU's
+ *   "half-per-use" plan, for models whose float32 copies would not fit). onnxruntime may run a
+ *   node as soon as its inputs are ready, and a Cast of a weight needs nothing but the weight,
+ *   so every cast would run at the start and all the float32 copies would be alive at once
+ *   (measured: 1.9x the file size of peak RSS on a LLaVA-7B 4-layer cut). Each cast therefore
+ *   sits in an If whose condition is computed from the activation that reads the weight: it
+ *   runs when its layer runs, and its copy is freed after the product.
+ */
+export type HalfWeights = "cast" | "fed" | "per-use";
 
 const SAFETENSORS_ELEM: Record<string, ElemType> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
 
@@ -47,8 +55,9 @@ export function rawParam(ctx: GraphCtx, name: string, shape: readonly number[], 
 
 const castCache = new WeakMap<GraphBuilder, Map<string, string>>();
 
-/** The checkpoint's tensor as float32 (F16/BF16 weights are cast once; onnxruntime folds it at load). */
+/** The checkpoint's tensor as float32 (F16/BF16 weights by ctx.halfWeights: cast once and folded at load, or fed). */
 export function param(ctx: GraphCtx, name: string, shape: readonly number[], view?: readonly number[]): string {
+  if (ctx.halfWeights === "fed" && ctx.weights.entry(name, shape).dtype !== "F32") return fedParam(ctx, name, shape, view);
   const { value, type } = rawParam(ctx, name, shape, view);
   if (type === "float32") return value;
   let cache = castCache.get(ctx.b);
@@ -60,11 +69,18 @@ export function param(ctx: GraphCtx, name: string, shape: readonly number[], vie
   return cast;
 }
 
+/** A half-precision tensor as a float32 graph input the engine feeds (see HalfWeights "fed"). */
+function fedParam(ctx: GraphCtx, name: string, shape: readonly number[], view?: readonly number[]): string {
+  const dims = view ?? shape;
+  if (dims.reduce((a, d) => a * d, 1) !== shape.reduce((a, d) => a * d, 1)) throw new Error(`view [${dims.join(", ")}] of ${name} has another size than [${shape.join(", ")}]`);
+  return ctx.b.fedWeight(view ? `${name}@${view.join("x")}` : name, name, dims);
+}
+
 const readyFlags = new WeakMap<GraphBuilder, Map<string, string>>();
 
 /**
  * The checkpoint's tensor as float32, converted only once `reader` (the activation it will
- * multiply) exists (see GraphCtx.halfWeightsPerUse). Both branches of the If cast: the
+ * multiply) exists (see HalfWeights "per-use"). Both branches of the If cast: the
  * condition's value does not matter, only that it depends on `reader`.
  */
 function paramWhenUsed(ctx: GraphCtx, name: string, shape: readonly number[], reader: string): string {
@@ -80,7 +96,7 @@ function paramWhenUsed(ctx: GraphCtx, name: string, shape: readonly number[], re
 
 /** `x @ W.T + b` for a Hugging Face Linear stored as `[out, in]`; bias "auto" uses one when the checkpoint has it. */
 export function linear(ctx: GraphCtx, x: string, prefix: string, inFeatures: number, outFeatures: number, bias: boolean | "auto"): string {
-  const w = ctx.halfWeightsPerUse ? paramWhenUsed(ctx, `${prefix}.weight`, [outFeatures, inFeatures], x) : param(ctx, `${prefix}.weight`, [outFeatures, inFeatures]);
+  const w = ctx.halfWeights === "per-use" ? paramWhenUsed(ctx, `${prefix}.weight`, [outFeatures, inFeatures], x) : param(ctx, `${prefix}.weight`, [outFeatures, inFeatures]);
   const useBias = bias === "auto" ? ctx.weights.has(`${prefix}.bias`) : bias;
   const inputs = [x, w];
   if (useBias) inputs.push(param(ctx, `${prefix}.bias`, [outFeatures]));

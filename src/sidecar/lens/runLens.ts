@@ -14,6 +14,13 @@ import { segmentTokens } from "../text/segments";
 import { checkFinite } from "./finiteCheck";
 import { MAX_IMAGE_BYTES, readInputFile } from "../util/readInput";
 
+/**
+ * What a lens run needs of an opened model: input preparation (prepare, text), decoder calls
+ * and image features, and the lens read-outs. Which provider, dtype or weight plan runs them
+ * is the engine's business (engine/engine.ts), never the lens run's.
+ */
+export type LensRunModel = Pick<LoadedModel, "info" | "text" | "imageTokenId" | "eosTokenIds" | "prepare" | "imageFeaturesFor" | "forward" | "lens">;
+
 export type HeadMaskSpec =
   | { heads: Record<string, number[]> }
   | { strategy: "random"; count: number; seed: number }
@@ -53,7 +60,7 @@ const block = (shape: number[], data: ArrayLike<number | bigint>): NumericBlock 
   return { shape, data: out };
 };
 
-export async function runLens(model: LoadedModel, request: LensRunRequest, hooks: LensRunHooks = {}): Promise<LensRecord> {
+export async function runLens(model: LensRunModel, request: LensRunRequest, hooks: LensRunHooks = {}): Promise<LensRecord> {
   const settings = knownSettings(request.settings);
   if (!Number.isInteger(settings.topK) || settings.topK < 1) throw new LensInputError(undefined, `topK must be a positive integer, got ${settings.topK}`);
   if (!Number.isInteger(settings.maxNewTokens) || settings.maxNewTokens < 0) throw new LensInputError(undefined, `maxNewTokens must be 0 or more, got ${settings.maxNewTokens}`);
@@ -260,7 +267,7 @@ function knownSettings(given: Partial<LensSettings> | undefined): LensSettings {
 }
 
 /** The first token of every way the model could write `word`: with or without a leading space, in several cases. */
-export function targetVariants(model: LoadedModel, word: string): { ids: number[]; variants: { text: string; ids: number[] }[] } {
+export function targetVariants(model: LensRunModel, word: string): { ids: number[]; variants: { text: string; ids: number[] }[] } {
   const trimmed = word.trim();
   if (!trimmed) throw new LensInputError(undefined, "the target is empty: give the expected answer as a word");
   const forms = new Set<string>();
@@ -283,7 +290,7 @@ export function targetVariants(model: LoadedModel, word: string): { ids: number[
   return { ids: [...new Set(kept.map((v) => v.ids[0]))], variants: kept };
 }
 
-export function firstTokenOf(model: LoadedModel, s: string): number {
+export function firstTokenOf(model: LensRunModel, s: string): number {
   const ids = model.text.encodeContinuation(s);
   if (!ids.length) throw new LensInputError(undefined, `the token string ${JSON.stringify(s)} tokenizes to nothing: give a non-empty string`);
   return ids[0];
@@ -291,7 +298,7 @@ export function firstTokenOf(model: LoadedModel, s: string): number {
 
 /** The final layer's probability of the whole answer, teacher-forced after the prompt. */
 async function wholeAnswerProbability(
-  model: LoadedModel,
+  model: LensRunModel,
   answer: string,
   prefill: Awaited<ReturnType<LoadedModel["forward"]>>,
   lastRow: number,
@@ -321,7 +328,7 @@ async function wholeAnswerProbability(
 }
 
 async function resolveHeadMask(
-  model: LoadedModel,
+  model: LensRunModel,
   spec: HeadMaskSpec | undefined,
   run: { ids: number[]; features: Awaited<ReturnType<LoadedModel["imageFeaturesFor"]>>; positions: number[]; keySegments: number[] },
 ): Promise<Record<string, number[]> | null> {
@@ -377,7 +384,7 @@ function maskToArray(heads: Record<string, number[]>, layers: number, nH: number
 }
 
 
-async function describeImage(image: string | Uint8Array, prepared: Awaited<ReturnType<LoadedModel["prepare"]>>): Promise<NonNullable<LensRecord["input"]["image"]>> {
+async function describeImage(image: string | Uint8Array, prepared: Awaited<ReturnType<LensRunModel["prepare"]>>): Promise<NonNullable<LensRecord["input"]["image"]>> {
   const bytes = typeof image === "string" ? await readInputFile(image, { what: "image", maxBytes: MAX_IMAGE_BYTES }) : image;
   const { processedSize, grid, tiles } = prepared.vision!;
   return {

@@ -18,6 +18,7 @@ import { constants } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { isObject } from "../arch/configUtil";
+import { float16Table } from "../engine/halfToFloat";
 import { LensInputError } from "../errors";
 import { readJsonObject } from "./jsonFile";
 
@@ -65,7 +66,7 @@ function firstLine(message: string): string {
   return message.replace(/\s+/g, " ").trim();
 }
 
-async function openForReading(file: string, what: string): Promise<fs.FileHandle> {
+export async function openForReading(file: string, what: string): Promise<fs.FileHandle> {
   try {
     // O_NONBLOCK: a FIFO in place of a shard must not block the sidecar until something writes to it
     const handle = await fs.open(file, constants.O_RDONLY | constants.O_NONBLOCK);
@@ -85,7 +86,7 @@ async function openForReading(file: string, what: string): Promise<fs.FileHandle
 }
 
 /** Reads until `buf` is full or the file ends; returns the number of bytes read. */
-async function readFully(handle: fs.FileHandle, buf: Uint8Array, position: number): Promise<number> {
+export async function readFully(handle: fs.FileHandle, buf: Uint8Array, position: number): Promise<number> {
   let done = 0;
   while (done < buf.length) {
     const { bytesRead } = await handle.read(buf, done, buf.length - done, position + done);
@@ -396,37 +397,6 @@ function sortByName(entries: Map<string, TensorEntry>): Map<string, TensorEntry>
   return new Map([...entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
-/**
- * float16 bit pattern -> float32 bit pattern, for all 65536 values. Working on bit patterns
- * (never through a JS number) keeps -0, infinities and NaN payloads exactly.
- */
-let f16Table: Uint32Array | undefined;
-function halfToFloatBits(): Uint32Array {
-  if (f16Table) return f16Table;
-  const table = new Uint32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = (h & 0x8000) << 16;
-    const exp = (h >> 10) & 0x1f;
-    let mant = h & 0x3ff;
-    if (exp === 0x1f) {
-      table[h] = sign | 0x7f800000 | (mant << 13);
-    } else if (exp !== 0) {
-      table[h] = sign | ((exp - 15 + 127) << 23) | (mant << 13);
-    } else if (mant === 0) {
-      table[h] = sign;
-    } else {
-      // Subnormal: mant * 2^-24. Shift the leading 1 up to the implicit-bit position.
-      let e = -14;
-      while ((mant & 0x400) === 0) {
-        mant <<= 1;
-        e--;
-      }
-      table[h] = sign | ((e + 127) << 23) | ((mant & 0x3ff) << 13);
-    }
-  }
-  return (f16Table = table);
-}
-
 /** Decoded in chunks so a large tensor does not need its raw bytes and its floats in memory at once. */
 const CHUNK_BYTES = 1 << 24;
 
@@ -443,7 +413,7 @@ export async function readTensorAsFloat32(entry: TensorEntry): Promise<Float32Ar
   try {
     const chunk = new Uint8Array(Math.min(entry.byteLength, CHUNK_BYTES - (CHUNK_BYTES % size)));
     const view = new DataView(chunk.buffer);
-    const table = dtype === "F16" ? halfToFloatBits() : new Uint32Array(0);
+    const table = dtype === "F16" ? float16Table() : new Uint32Array(0);
     for (let done = 0; done < entry.byteLength; ) {
       const want = Math.min(chunk.length, entry.byteLength - done);
       const got = await readFully(handle, chunk.subarray(0, want), entry.byteOffset + done);

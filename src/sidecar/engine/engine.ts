@@ -1,0 +1,407 @@
+/**
+ * The engine: everything about where and in what form a model runs. It decides the weight plan
+ * from the memory that is free, compiles the architecture's graphs for the provider, creates
+ * the onnxruntime sessions (with their fed float32 weights), holds the KV cache between decoder
+ * calls, and runs the graphs. Input preparation (model/inputPreparation.ts) and the lens run
+ * (lens/) know nothing of providers, dtypes or sessions; adding a provider touches this file
+ * and runtime/ort.ts, adding an architecture touches neither.
+ */
+import { readFileSync } from "node:fs";
+import * as os from "node:os";
+import type { ArchitectureModule, ArchitecturePlan, ImageTokenGrid, PreparedImage } from "../arch/types";
+import type { JsonObject } from "../arch/configUtil";
+import { LensInputError } from "../errors";
+import type { GraphCtx, HalfWeights } from "../graph/blocks";
+import { buildLensGraph, buildUnembeddingGraph, type RankMethod } from "../graph/lensGraph";
+import { GraphBuilder, type BuiltGraph } from "../graph/onnxBuilder";
+import type { WeightIndex } from "../model/safetensors";
+import type { ModelWeights } from "../model/weights";
+import { availableMemory, chooseCpuPlan, formatGB, type MemoryEstimate, type ModelFootprint, type WeightPlan } from "../runtime/memoryEstimate";
+import { type Device, type GraphSession, type HostTensor, intendedProvider, openGraphSession, type SessionOptions } from "../runtime/ort";
+import { contextLengthOf } from "../text/limits";
+import { DTYPE_CHOICES, type DtypeChoice } from "../../shared/protocol";
+import { FedWeights } from "./fedWeights";
+
+export interface EngineOptions {
+  device?: Device;
+  threads?: number;
+  /** Prepack weights for onnxruntime's GEMM kernels (slower open; see bench:runtime). */
+  prepackWeights?: boolean;
+  /** How the lens graph computes ranks (default: by vocabulary size); both are exact. For tests. */
+  rankMethod?: RankMethod;
+  /** Bytes of logits a lens run keeps in the graph at once; sizes the memory estimate. */
+  logitsBudget: number;
+  /** How half-precision weights are held on the CPU (default: by the memory that is free). */
+  weightPlan?: WeightPlan;
+  /** Bytes of memory taken as free, instead of reading the machine's. For tests. */
+  availableMemory?: number;
+  /** The compute dtype; default auto. */
+  dtype?: DtypeChoice;
+}
+
+export interface KvCache {
+  keys: HostTensor[];
+  values: HostTensor[];
+  length: number;
+  /** What a later token adds to its index to get its rotary position (M-RoPE's rope_deltas; 0 otherwise). */
+  positionDelta?: number;
+}
+
+/** One decoder call's inputs beside the token ids (see LoadedModel.forward for their meaning). */
+export interface DecoderCall {
+  cache: KvCache;
+  positions: readonly number[];
+  keySegments?: readonly number[];
+  segmentCount: number;
+  imageKeys: readonly number[];
+  headMask?: Float32Array;
+  /** Image features [tokens, hidden] for the image tokens in the ids, with their grids (M-RoPE needs them). */
+  imageFeatures?: HostTensor;
+  grids: readonly ImageTokenGrid[];
+}
+
+export interface DecoderOutput {
+  /** transformers' hidden_states for the requested positions: [L+1, K, hidden], flattened. */
+  hiddenStates: Float32Array;
+  attentionMass: Float32Array;
+  imageAttention: Float32Array;
+  cache: KvCache;
+}
+
+/** A model's three graphs (decoder, lens, vision tower if any), compiled from its config and weights; no session yet. */
+export function compileGraphs(
+  module: ArchitectureModule,
+  config: JsonObject,
+  configFile: string,
+  weights: ModelWeights,
+  opts: { rankMethod?: RankMethod; provider?: GraphCtx["provider"]; halfWeights?: HalfWeights } = {},
+): { plan: ArchitecturePlan; decoder: BuiltGraph; lens: BuiltGraph; vision?: BuiltGraph } {
+  const { provider, halfWeights } = opts;
+  const ctxOf = (b: GraphBuilder): GraphCtx => ({ b, weights, provider, halfWeights });
+  const decoderBuilder = new GraphBuilder("decoder");
+  const plan = module.plan(config, configFile, ctxOf(decoderBuilder));
+  plan.buildDecoder(ctxOf(decoderBuilder));
+  const lensBuilder = new GraphBuilder("lens");
+  buildLensGraph(ctxOf(lensBuilder), plan.lens, opts.rankMethod);
+  let vision: BuiltGraph | undefined;
+  if (plan.buildVision) {
+    const visionCtx = ctxOf(new GraphBuilder("vision"));
+    plan.buildVision(visionCtx);
+    vision = visionCtx.b.build();
+  }
+  return { plan, decoder: decoderBuilder.build(), lens: lensBuilder.build(), vision };
+}
+
+/**
+ * How half-precision weights reach the graphs for a weight plan on a provider. The CPU widens
+ * them itself and feeds the copies ("fed"); a GPU provider needs them as initializers on the
+ * device, so there they stay a Cast that onnxruntime folds at load.
+ */
+function halfWeightsFor(plan: WeightPlan, provider: "cpu" | "cuda" | "webgpu"): HalfWeights {
+  if (plan === "half-per-use") return "per-use";
+  return provider === "cpu" ? "fed" : "cast";
+}
+
+/** A model's graphs and memory plan, before any session exists. */
+export interface PlannedEngine extends ReturnType<typeof compileGraphs> {
+  memory: { estimate: MemoryEstimate; available: number; reason: string };
+  halfWeights: HalfWeights;
+  computeDtype: "float32";
+  start(beside: () => Promise<unknown>): Promise<Engine>;
+}
+
+export class Engine {
+  private constructor(
+    readonly plan: ArchitecturePlan,
+    readonly weightPlan: WeightPlan,
+    readonly memory: { estimateBytes: number; availableBytes: number; reason: string },
+    readonly computeDtype: "float32",
+    private readonly decoder: GraphSession,
+    private readonly lensSession: GraphSession,
+    private readonly vision: GraphSession | undefined,
+    private readonly openUnembedding: () => Promise<GraphSession>,
+    private readonly fed: FedWeights,
+    /** Milliseconds spent widening fed weights, and creating sessions. */
+    readonly timings: { widenMs: number; sessionMs: number },
+  ) {}
+
+  private unembedding?: Promise<GraphSession>;
+
+  /**
+   * Compiles the graphs and plans memory, refusing a model that cannot fit before anything is
+   * allocated. The sessions open with `start` on what this returns.
+   */
+  static plan(module: ArchitectureModule, config: JsonObject, configFile: string, weights: ModelWeights, opts: EngineOptions): PlannedEngine {
+    const device = opts.device ?? "auto";
+    const provider = intendedProvider(device);
+    const computeDtype = chooseComputeDtype(opts.dtype ?? "auto", weights.folder);
+    const compile = (halfWeights: HalfWeights) => compileGraphs(module, config, configFile, weights, { rankMethod: opts.rankMethod, provider, halfWeights });
+    // the plan's shapes come from a first compile; it is compiled again (tens of ms) when the plan calls for another form of the half weights
+    let compiled = compile(halfWeightsFor("float32", provider));
+    // dtype float32 always makes float32 copies (refused when they cannot fit)
+    const forcedPlan: WeightPlan | undefined = opts.dtype === "float32" ? "float32" : opts.weightPlan;
+    const memory = planMemory(weights.index, compiled.plan.decoder, contextLengthOf(config)?.length, opts.logitsBudget, forcedPlan, opts.availableMemory);
+    const halfWeights = halfWeightsFor(memory.estimate.plan, provider);
+    if (halfWeights !== halfWeightsFor("float32", provider)) compiled = compile(halfWeights);
+    return { ...compiled, memory, halfWeights, computeDtype, start: (beside) => Engine.start(compiled, weights, opts, memory, halfWeights, computeDtype, beside) };
+  }
+
+  /**
+   * Widens the fed weights and opens the sessions. `beside` runs while the sessions are created
+   * (the NaN/Inf scan of small tensors); its error wins over theirs, and sessions made meanwhile
+   * are released.
+   */
+  private static async start(
+    compiled: ReturnType<typeof compileGraphs>,
+    weights: ModelWeights,
+    opts: EngineOptions,
+    memory: PlannedEngine["memory"],
+    halfWeights: HalfWeights,
+    computeDtype: "float32",
+    beside: () => Promise<unknown>,
+  ): Promise<Engine> {
+    const device = opts.device ?? "auto";
+    const provider = intendedProvider(device);
+    const { plan, decoder: decoderGraph, lens: lensGraph, vision: visionGraph } = compiled;
+    const t0 = performance.now();
+    const fed = new FedWeights(weights.index);
+    await fed.load([decoderGraph, lensGraph, visionGraph].flatMap((g) => g?.fedWeights ?? []));
+    const t1 = performance.now();
+
+    // No memory arena for the decoder and vision tower: the weights are memory-mapped, so
+    // activations are what an arena would pin; returning them after each run halves the peak
+    // (bench:lens). The lens graph's working set is bounded (the logits budget, then one
+    // position's statistics at a time), and an arena of its own keeps those blocks instead of
+    // leaving the C allocator to hold on to freed chunks (bench:lens peak RSS 650-870 MiB
+    // without it, 660-730 with it).
+    const sessionOptions: SessionOptions = {
+      weightsFolder: weights.index.dataFolder,
+      device,
+      threads: opts.threads,
+      prepackWeights: opts.prepackWeights,
+      memoryArena: false,
+      foldConstants: memory.estimate.plan === "float32",
+    };
+    const open = (graph: BuiltGraph, options: SessionOptions) => openGraphSession(graph, options).then((s) => withFedWeights(s, fed.feeds(graph.fedWeights)));
+    const opened = await Promise.allSettled([
+      open(decoderGraph, sessionOptions),
+      open(lensGraph, { ...sessionOptions, memoryArena: true }),
+      visionGraph ? open(visionGraph, sessionOptions) : Promise.resolve(undefined),
+      beside(),
+    ] as const);
+    if (opened.some((r) => r.status === "rejected")) {
+      const sessions = [opened[0], opened[1], opened[2]].flatMap((r) => (r.status === "fulfilled" && r.value ? [r.value] : []));
+      await Promise.all(sessions.map((session) => session.release()));
+      fed.release();
+      const scan = opened[3];
+      throw scan.status === "rejected" ? scan.reason : opened.find((r) => r.status === "rejected")!.reason;
+    }
+    const value = <T>(r: PromiseSettledResult<T>): T => (r as PromiseFulfilledResult<T>).value;
+    const t2 = performance.now();
+    // Full logits are for callers that want whole distributions (parity checks); a lens run
+    // never needs them, so their session (a second mapping of the unembedding) opens on first use.
+    const openUnembedding = async () => {
+      const b = new GraphBuilder("unembedding");
+      buildUnembeddingGraph({ b, weights, provider, halfWeights }, plan.lens);
+      const graph = b.build();
+      await fed.load(graph.fedWeights);
+      return open(graph, sessionOptions);
+    };
+    return new Engine(
+      plan,
+      memory.estimate.plan,
+      { estimateBytes: memory.estimate.totalBytes, availableBytes: memory.available, reason: memory.reason },
+      computeDtype,
+      value(opened[0]),
+      value(opened[1]),
+      value(opened[2]),
+      openUnembedding,
+      fed,
+      { widenMs: t1 - t0, sessionMs: t2 - t1 },
+    );
+  }
+
+  /** The execution provider the decoder really runs on. */
+  get provider(): string {
+    return this.decoder.provider;
+  }
+
+  /** Bytes of float32 copies of half-precision weights the engine made and feeds (the CPU's float32 plan). */
+  get fedBytes(): number {
+    return this.fed.bytes;
+  }
+
+  get hasVision(): boolean {
+    return this.vision !== undefined;
+  }
+
+  /** Projected image features [tokens, hidden] for a preprocessed image. */
+  async encodeImage(image: PreparedImage): Promise<HostTensor> {
+    if (!this.vision) throw new Error("encodeImage called on a model without a vision tower");
+    return (await this.vision.run(image.feeds, ["image_features"]))["image_features"];
+  }
+
+  emptyCache(): KvCache {
+    const { numLayers, numKvHeads, headDim } = this.plan.decoder;
+    const empty = (): HostTensor => ({ data: new Float32Array(0), dims: [1, numKvHeads, 0, headDim] });
+    return { keys: Array.from({ length: numLayers }, empty), values: Array.from({ length: numLayers }, empty), length: 0, positionDelta: 0 };
+  }
+
+  /** One decoder call over `ids` (at positions cache.length..), returning the new cache. */
+  async decode(ids: readonly number[], call: DecoderCall): Promise<DecoderOutput> {
+    const { cache, positions, segmentCount } = call;
+    const { numLayers, numHeads } = this.plan.decoder;
+    const total = cache.length + ids.length;
+    const segments = new Float32Array(total * segmentCount);
+    for (let t = 0; t < total; t++) segments[t * segmentCount + (call.keySegments?.[t] ?? 0)] = 1;
+    const feeds: Record<string, HostTensor> = {
+      input_ids: { data: BigInt64Array.from(ids, BigInt), dims: [ids.length] },
+      output_positions: { data: BigInt64Array.from(positions, BigInt), dims: [positions.length] },
+      key_segments: { data: segments, dims: [total, segmentCount] },
+      image_key_positions: { data: BigInt64Array.from(call.imageKeys, BigInt), dims: [call.imageKeys.length] },
+      head_mask: { data: call.headMask ?? new Float32Array(numLayers * numHeads).fill(1), dims: [numLayers, numHeads] },
+    };
+    if (this.plan.imageTokenId !== undefined) {
+      const features = call.imageFeatures ?? { data: new Float32Array(0), dims: [0, this.plan.decoder.hiddenSize] };
+      feeds["image_features"] = { data: features.data, dims: features.dims };
+    }
+    let positionDelta = cache.positionDelta ?? 0;
+    const multi = this.plan.positions;
+    if (multi && cache.length === 0) {
+      const prefill = multi.prefill(ids, call.grids);
+      positionDelta = prefill.delta;
+      feeds["position_ids"] = { data: BigInt64Array.from(prefill.positions.flat(), BigInt), dims: [multi.axes, ids.length] };
+    } else {
+      const row = Array.from(ids, (_, i) => cache.length + i + positionDelta);
+      const axes = multi?.axes ?? 1;
+      feeds["position_ids"] = { data: BigInt64Array.from(Array<number[]>(axes).fill(row).flat(), BigInt), dims: multi ? [axes, ids.length] : [ids.length] };
+    }
+    for (let i = 0; i < numLayers; i++) {
+      feeds[`past_key.${i}`] = cache.keys[i];
+      feeds[`past_value.${i}`] = cache.values[i];
+    }
+    const out = await this.decoder.run(feeds);
+    return {
+      hiddenStates: out["hidden_states"].data as Float32Array,
+      attentionMass: out["attention_mass"].data as Float32Array,
+      imageAttention: out["image_attention"].data as Float32Array,
+      cache: {
+        keys: cache.keys.map((_, i) => out[`present_key.${i}`]),
+        values: cache.values.map((_, i) => out[`present_value.${i}`]),
+        length: total,
+        positionDelta,
+      },
+    };
+  }
+
+  /** One run of the lens graph (its inputs are documented in lensGraph.ts). */
+  runLensGraph(states: HostTensor, targets: HostTensor, opts: { topK: number; full: boolean; tracked: readonly number[]; trackTopK: boolean }): Promise<Record<string, HostTensor>> {
+    return this.lensSession.run({
+      hidden_states: states,
+      top_k: { data: BigInt64Array.of(BigInt(opts.topK)), dims: [1] },
+      target_ids: targets,
+      tracked_ids: { data: BigInt64Array.from(opts.tracked, BigInt), dims: [opts.tracked.length] },
+      track_topk: { data: Uint8Array.of(opts.trackTopK ? 1 : 0), dims: [] },
+      full: { data: Uint8Array.of(opts.full ? 1 : 0), dims: [] },
+    });
+  }
+
+  /** Full logits [K, vocab] of final states [K, hidden]. */
+  async unembed(finalStates: HostTensor): Promise<Float32Array> {
+    this.unembedding ??= this.openUnembedding();
+    const out = await (await this.unembedding).run({ final_states: finalStates });
+    return out["logits"].data as Float32Array;
+  }
+
+  async dispose(): Promise<void> {
+    await this.decoder.release();
+    await this.lensSession.release();
+    await this.vision?.release();
+    await (await this.unembedding)?.release();
+    this.fed.release();
+  }
+}
+
+/** A session whose every run is also fed `weights` (the float32 copies the engine made). */
+function withFedWeights(session: GraphSession, weights: Record<string, HostTensor>): GraphSession {
+  if (Object.keys(weights).length === 0) return session;
+  const fedNames = new Set(Object.keys(weights));
+  return {
+    provider: session.provider,
+    inputNames: session.inputNames.filter((n) => !fedNames.has(n)),
+    outputNames: session.outputNames,
+    run: (feeds, fetches) => session.run({ ...feeds, ...weights }, fetches),
+    release: () => session.release(),
+  };
+}
+
+/**
+ * The weight plan and memory estimate of a model about to open; refuses with one line when the
+ * model cannot fit, before any session allocates. Tokens: the context length up to 2,048 (a
+ * LLaVA-1.5 record is about 600, Qwen2-VL's grow with the image).
+ */
+function planMemory(
+  index: WeightIndex,
+  decoder: ArchitecturePlan["decoder"],
+  contextLength: number | undefined,
+  logitsBudget: number,
+  weightPlan: WeightPlan | undefined,
+  availableBytes: number | undefined,
+): { estimate: MemoryEstimate; available: number; reason: string } {
+  let f32Bytes = 0;
+  let halfBytes = 0;
+  let largestHalfBytes = 0;
+  let intermediate = 0;
+  for (const name of index.names()) {
+    const e = index.get(name);
+    if (e.dtype === "F16" || e.dtype === "BF16") {
+      halfBytes += e.byteLength;
+      largestHalfBytes = Math.max(largestHalfBytes, e.byteLength);
+    } else f32Bytes += e.byteLength;
+    if (/\.mlp\.(up_proj|fc1|gate_proj)\.weight$/.test(name) && e.shape.length === 2) intermediate = Math.max(intermediate, e.shape[0]);
+  }
+  const footprint: ModelFootprint = {
+    f32Bytes,
+    halfBytes,
+    largestHalfBytes,
+    layers: decoder.numLayers,
+    kvHeads: decoder.numKvHeads,
+    headDim: decoder.headDim,
+    hidden: decoder.hiddenSize,
+    intermediate: intermediate || 4 * decoder.hiddenSize,
+    vocab: decoder.vocabSize,
+    tokens: Math.min(contextLength ?? 2048, 2048),
+    logitsBudget,
+  };
+  const available =
+    availableBytes ??
+    availableMemory((file) => {
+      try {
+        return readFileSync(file, "utf8");
+      } catch {
+        return undefined;
+      }
+    }, os.freemem);
+  const choice = chooseCpuPlan(footprint, available, weightPlan);
+  if ("refused" in choice) throw new LensInputError(index.folder, choice.refused);
+  return { estimate: choice.estimate, available, reason: `${choice.reason}; needs about ${formatGB(choice.estimate.totalBytes)}` };
+}
+
+/**
+ * The dtype the graphs compute in for a dtype choice: float32 for auto and float32. Half
+ * precision does not compute in half here: onnxruntime's CPU provider has no float16 kernels
+ * for Gemm or MatMul on x64 (it inserts casts to float32 around them, and drops a Cast pair
+ * float32 -> float16 -> float32 as redundant, so even rounding the activations does not happen:
+ * seen with onnxruntime-node 1.30, a float16 product of 1.0001 x 1 gave 1.0001), and none at all
+ * for bfloat16. So both are refused with what to use instead; on a GPU they are not built yet.
+ */
+function chooseComputeDtype(choice: DtypeChoice, folder: string): "float32" {
+  if (!(DTYPE_CHOICES as readonly string[]).includes(choice)) throw new LensInputError(undefined, `unknown dtype "${String(choice)}": choose one of ${DTYPE_CHOICES.join(", ")}`);
+  if (choice === "float16" || choice === "bfloat16") {
+    throw new LensInputError(
+      folder,
+      `dtype ${choice} cannot compute in ${choice} here: onnxruntime has no ${choice} kernels for matrix products on this provider; use dtype auto (half-precision weights stay half in memory when float32 copies do not fit, and compute in float32)`,
+    );
+  }
+  return "float32";
+}
