@@ -109,6 +109,20 @@ export interface TrackTokensResult {
 /** Extension -> sidecar, when the user asks for the ranks of a token the last run did not track. */
 export const TrackTokensRequest = new RequestType<TrackTokensParams, TrackTokensResult, void>("lens/trackTokens");
 
+export interface AttentionPatternParams {
+  /** Decoder block, from 0 (the record's attention.mass layer axis). */
+  layer: number;
+  head: number;
+}
+export interface AttentionPatternResult {
+  layer: number;
+  head: number;
+  /** That head's attention of each analysed query (the record's positions) over every key token: [P, T], each row summing to 1 over the keys it may see. */
+  rows: NumericBlock;
+}
+/** Extension -> sidecar, when the user picks a head in a panel: its whole attention pattern in the last run (computed again for that head, then kept). */
+export const AttentionPatternRequest = new RequestType<AttentionPatternParams, AttentionPatternResult, void>("lens/attentionPattern");
+
 /** Extension -> sidecar, before it ends the process; the sidecar releases its sessions. */
 export const ShutdownRequest = new RequestType0<void, void>("lens/shutdown");
 

@@ -16,6 +16,8 @@
 import type { RequestType, RequestType0 } from "vscode-jsonrpc";
 import type { LensSettings } from "./lensRecord";
 import type {
+  AttentionPatternParams,
+  AttentionPatternRequest,
   HeadMaskParams,
   InitializeParams,
   InitializeRequest,
@@ -203,6 +205,12 @@ function validateTrackTokens(params: unknown): TrackTokensParams {
   return { tokens: arrayOf(p.tokens, "params.tokens", PARAM_LIMITS.trackTokens, (v, at) => nonEmptyString(v, at), "non-empty strings") };
 }
 
+function validateAttentionPattern(params: unknown): AttentionPatternParams {
+  const p = object(params, "params");
+  // the model's layer and head counts are checked against the open model by the sidecar
+  return { layer: integer(p.layer, "params.layer", { min: 0, max: 10_000 }), head: integer(p.head, "params.head", { min: 0, max: 10_000 }) };
+}
+
 function validateShutdown(params: unknown): undefined {
   const empty = params === undefined || params === null || (Array.isArray(params) && params.length === 0) || (typeof params === "object" && !Array.isArray(params) && Object.keys(params).length === 0);
   if (!empty) fail("params", "absent (lens/shutdown takes none)", params);
@@ -233,6 +241,7 @@ export interface RequestParamsByMethod {
   "lens/openModel": ParamsOf<typeof OpenModelRequest>;
   "lens/run": ParamsOf<typeof RunRequest>;
   "lens/trackTokens": ParamsOf<typeof TrackTokensRequest>;
+  "lens/attentionPattern": ParamsOf<typeof AttentionPatternRequest>;
   "lens/shutdown": ParamsOf<typeof ShutdownRequest>;
   "lens/runExperiment": ParamsOf<typeof RunExperimentRequest>;
   "lens/previewExperiment": ParamsOf<typeof PreviewExperimentRequest>;
@@ -244,6 +253,7 @@ const VALIDATORS: { readonly [M in RequestMethod]: (params: unknown) => RequestP
   "lens/openModel": validateOpenModel,
   "lens/run": validateRun,
   "lens/trackTokens": validateTrackTokens,
+  "lens/attentionPattern": validateAttentionPattern,
   "lens/shutdown": validateShutdown,
   "lens/runExperiment": validateRunExperiment,
   "lens/previewExperiment": validatePreviewExperiment,

@@ -29,6 +29,7 @@ import { defaultModelFolder } from "./defaults";
 import { isLensInputError, LensInputError } from "./errors";
 import { outputFolder, readExperimentFile } from "./experiment/paths";
 import { itemRequest, planExperiment, runSweep } from "./experiment/sweep";
+import { headPattern, type PatternSource, patternLayer } from "./lens/attentionPattern";
 import { firstTokenOf, LensCancelledError, runLens } from "./lens/runLens";
 import { LoadedModel } from "./model/loadedModel";
 import { FramedMessageReader, type Rejection } from "./rpcFraming";
@@ -39,6 +40,8 @@ const SERVER_VERSION = "0.1.0";
 const REQUEST_CANCELLED = -32800;
 /** Preview records kept, by (model and its dtype, image bytes, prompt, settings, mask). */
 const PREVIEW_CACHE_SIZE = 64;
+/** Heads whose attention patterns stay computed for the last run (each is layers x positions x tokens numbers). */
+const PATTERNS_KEPT = 8;
 
 export async function serve(input: NodeJS.ReadableStream = process.stdin, output: NodeJS.WritableStream = process.stdout): Promise<void> {
   const writer = new StreamMessageWriter(output);
@@ -52,7 +55,8 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
   let model: LoadedModel | undefined;
   /** How the open model was opened: an experiment's model opens on the same device, and reopens for another dtype. */
   let openedWith: { device?: string; threads?: number; dtype: DtypeChoice } = { dtype: "auto" };
-  let lastRun: { record: LensRecord; hidden: Float32Array } | undefined;
+  /** The last lens/run: its record, hidden states (tracking) and what a head's attention pattern needs, with the patterns computed so far. */
+  let lastRun: { record: LensRecord; hidden: Float32Array; source?: PatternSource; patterns: Map<number, Float32Array> } | undefined;
   // Requests that use the model run one at a time, in arrival order.
   let queue: Promise<unknown> = Promise.resolve();
   const serial = <T>(f: () => Promise<T>): Promise<T> => {
@@ -164,12 +168,14 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
       serial(async () => {
         if (!model) throw new ResponseError(ErrorCode.NO_MODEL, "no model is open: send lens/openModel first");
         let hidden: Float32Array = new Float32Array(0);
+        let source: PatternSource | undefined;
         const record = await runLens(model, { prompt: params.prompt, image: params.image, settings: params.settings, headMask: params.headMask }, {
           isCancelled: () => token.isCancellationRequested,
           onStage: (stage) => void connection.sendNotification(ProgressNotification, { stage }),
           keepHidden: (h) => (hidden = h),
+          keepPatternSource: (s) => (source = s),
         });
-        lastRun = { record, hidden };
+        lastRun = { record, hidden, source, patterns: new Map() };
         return record;
       }),
     ),
@@ -188,6 +194,29 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
         const column = ids.map((id) => stats.tracked.indexOf(id));
         const inOrder = (x: ArrayLike<number | bigint>) => Array.from({ length: shape[0] * shape[1] * ids.length }, (_, i) => Number(x[Math.floor(i / ids.length) * M + column[i % ids.length]]));
         return { ids, texts: ids.map((id) => m.text.tokenLabel(id)), rank: { shape, data: inOrder(stats.trackedRank) }, prob: { shape, data: inOrder(stats.trackedProb) } };
+      }),
+    ),
+  );
+
+  on("lens/attentionPattern", (params) =>
+    guarded("attentionPattern", () =>
+      serial(async () => {
+        if (!model || !lastRun?.source) throw new ResponseError(ErrorCode.NO_RUN, "no run to read attention patterns from: send lens/run first");
+        const { numLayers, numHeads } = model.info;
+        if (params.layer >= numLayers) throw new LensInputError(undefined, `layer ${params.layer} is past the model's ${numLayers} blocks (0 to ${numLayers - 1})`);
+        if (params.head >= numHeads) throw new LensInputError(undefined, `head ${params.head} is past the model's ${numHeads} heads (0 to ${numHeads - 1})`);
+        const run = lastRun;
+        const source = run.source!;
+        let pattern = run.patterns.get(params.head);
+        if (!pattern) {
+          pattern = await headPattern(model, source, params.head);
+          run.patterns.set(params.head, pattern);
+          // [L, P, T] per head: keep the last few heads asked for
+          if (run.patterns.size > PATTERNS_KEPT) run.patterns.delete(run.patterns.keys().next().value as number);
+        }
+        const P = source.positions.length;
+        const T = source.ids.length;
+        return { layer: params.layer, head: params.head, rows: { shape: [P, T], data: Array.from(patternLayer(pattern, params.layer, P, T)) } };
       }),
     ),
   );

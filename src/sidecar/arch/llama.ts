@@ -11,7 +11,9 @@
  *            attention_mass [L, heads, K, G]: each analysed query's attention per key segment,
  *            image_attention [L, K, NI]: head-averaged attention on the listed image keys
  *   more inputs  key_segments [P+S, G] one-hot segment of every key, image_key_positions [NI],
- *            head_mask [L, heads] (1 keeps a head, 0 zeroes its output before o_proj)
+ *            head_mask [L, heads] (1 keeps a head, 0 zeroes its output before o_proj),
+ *            pattern_head [1] int64: the head whose whole attention rows head_rows reports
+ *   more outputs head_rows [L, K, P+S]: that head's attention of each analysed query over every key
  * `output_positions` picks which of the S positions report hidden states, so a decode step
  * asks for one row and a parity run for all of them. The decoder has no unembedding: the lens
  * graph (graph/lensGraph.ts) turns hidden states into tokens, so the unembedding matrix is
@@ -219,8 +221,10 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
   const keySegments = b.input("key_segments", "float32", ["total", "segments"]);
   const imageKeys = b.input("image_key_positions", "int64", ["image_keys"]);
   const headMask = b.input("head_mask", "float32", [L, numHeads]);
+  const patternHead = b.input("pattern_head", "int64", [1]);
   const attentionMass: string[] = [];
   const imageAttention: string[] = [];
+  const headRows: string[] = [];
   // The fused attention keeps its probabilities to itself, so the analysed rows are computed
   // again here: softmax(q k^T * scale + mask) for the K requested queries only ([heads, K, T]).
   const readAttention = (roped: string, keys: string) => {
@@ -231,6 +235,7 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
     const rows = b.op("Softmax", [b.op("Add", [b.op("Reshape", [scores, b.i64(numHeads, -1, 0)], { allowzero: 0 }), mask.readoutBias])], { axis: -1 }, "probs");
     attentionMass.push(b.op("MatMul", [rows, keySegments], {}, "attention_mass"));
     imageAttention.push(b.op("ReduceMean", [b.op("Gather", [rows, imageKeys], { axis: 2 })], { axes: [0], keepdims: 1 }, "image_attention"));
+    headRows.push(b.op("Gather", [rows, patternHead], { axis: 0 }, "head_rows"));
   };
 
   // Both return the context [S, heads * D] and the grown cache [1, kvHeads, P+S, D].
@@ -316,6 +321,7 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
       [L, numHeads, "outputs", "segments"],
     );
     b.output(b.opNamed("image_attention", "Concat", imageAttention, { axis: 0 }), "image_attention", "float32", [L, "outputs", "image_keys"]);
+    b.output(b.opNamed("head_rows", "Concat", headRows, { axis: 0 }), "head_rows", "float32", [L, "outputs", "total"]);
   });
 }
 

@@ -58,6 +58,8 @@ export interface DecoderCall {
   /** Image features [tokens, hidden] for the image tokens in the ids, with their grids (M-RoPE needs them). */
   imageFeatures?: HostTensor;
   grids: readonly ImageTokenGrid[];
+  /** A head whose whole attention rows to report (DecoderOutput.headRows); none by default. */
+  patternHead?: number;
 }
 
 export interface DecoderOutput {
@@ -65,6 +67,8 @@ export interface DecoderOutput {
   hiddenStates: Float32Array;
   attentionMass: Float32Array;
   imageAttention: Float32Array;
+  /** With DecoderCall.patternHead: that head's attention of each requested query over every key, [L, K, total]. */
+  headRows?: Float32Array;
   cache: KvCache;
 }
 
@@ -260,6 +264,7 @@ export class Engine {
       key_segments: { data: segments, dims: [total, segmentCount] },
       image_key_positions: { data: BigInt64Array.from(call.imageKeys, BigInt), dims: [call.imageKeys.length] },
       head_mask: { data: call.headMask ?? new Float32Array(numLayers * numHeads).fill(1), dims: [numLayers, numHeads] },
+      pattern_head: { data: BigInt64Array.of(BigInt(call.patternHead ?? 0)), dims: [1] },
     };
     if (this.plan.imageTokenId !== undefined) {
       const features = call.imageFeatures ?? { data: new Float32Array(0), dims: [0, this.plan.decoder.hiddenSize] };
@@ -280,11 +285,15 @@ export class Engine {
       feeds[`past_key.${i}`] = cache.keys[i];
       feeds[`past_value.${i}`] = cache.values[i];
     }
-    const out = await this.decoder.run(feeds);
+    // head_rows is fetched only when asked for: [L, K, total] would be copied out on every call
+    const fetches = ["hidden_states", "attention_mass", "image_attention", ...Array.from({ length: numLayers }, (_, i) => [`present_key.${i}`, `present_value.${i}`]).flat()];
+    if (call.patternHead !== undefined) fetches.push("head_rows");
+    const out = await this.decoder.run(feeds, fetches);
     return {
       hiddenStates: out["hidden_states"].data as Float32Array,
       attentionMass: out["attention_mass"].data as Float32Array,
       imageAttention: out["image_attention"].data as Float32Array,
+      ...(call.patternHead !== undefined ? { headRows: out["head_rows"].data as Float32Array } : {}),
       cache: {
         keys: cache.keys.map((_, i) => out[`present_key.${i}`]),
         values: cache.values.map((_, i) => out[`present_value.${i}`]),

@@ -11,6 +11,7 @@ import { LENS_RECORD_VERSION, type LensRecord, type LensSettings, type NumericBl
 import { LensInputError } from "../errors";
 import type { LoadedModel } from "../model/loadedModel";
 import { segmentTokens } from "../text/segments";
+import type { PatternSource } from "./attentionPattern";
 import { checkFinite } from "./finiteCheck";
 import { MAX_IMAGE_BYTES, readInputFile } from "../util/readInput";
 
@@ -48,6 +49,8 @@ export interface LensRunHooks {
   onStage?: (stage: string) => void;
   /** Receives the analysed positions' hidden states [L+1, P, H], e.g. to track more tokens later. */
   keepHidden?: (hidden: Float32Array, positions: number[]) => void;
+  /** Receives what computing a head's whole attention pattern later needs (attentionPattern.ts). */
+  keepPatternSource?: (source: PatternSource) => void;
 }
 
 export const DEFAULT_SETTINGS: LensSettings = { positions: "afterImage", topK: 10, maxNewTokens: 8 };
@@ -155,6 +158,9 @@ export async function runLens(model: LensRunModel, request: LensRunRequest, hook
   }
 
   hooks.keepHidden?.(hidden, positions);
+  // the tokens every analysed position saw: the prompt, then each generated token that was fed back
+  const seen = [...ids, ...generated.slice(0, stepHidden.length)];
+  hooks.keepPatternSource?.({ ids: seen, positions, keySegments: keySegments.slice(0, seen.length), imageFeatures: features, headMask: maskArray });
 
   const target = settings.target ? targetVariants(model, settings.target) : undefined;
   const trackedExtra = (settings.trackTokens ?? []).map((t) => firstTokenOf(model, t));

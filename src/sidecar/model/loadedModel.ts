@@ -66,6 +66,8 @@ export interface ForwardResult {
   attentionMass: Float32Array;
   /** Head-averaged attention of each requested query on the given image keys: [L, K, NI]. */
   imageAttention: Float32Array;
+  /** With ForwardOptions.patternHead: that head's attention of each requested query over every key, [L, K, keys]. */
+  headRows?: Float32Array;
   /** The greedy next token after the last requested position (its final layer's top-1); undefined without positions. */
   nextToken: number | undefined;
   positions: number[];
@@ -84,6 +86,8 @@ export interface ForwardOptions {
   imageKeys?: readonly number[];
   /** [layers][heads]: 1 keeps a head, 0 zeroes its output. Default: all kept. */
   headMask?: Float32Array;
+  /** A head whose whole attention rows to report, at every layer (ForwardResult.headRows). */
+  patternHead?: number;
 }
 
 export interface ModelInfo {
@@ -249,6 +253,7 @@ export class LoadedModel {
       headMask: opts.headMask,
       imageFeatures: opts.imageFeatures,
       grids: opts.imageFeatures && "grids" in opts.imageFeatures ? opts.imageFeatures.grids : [],
+      patternHead: opts.patternHead,
     });
     // The next token, from the lens graph's unembedding of the last position's final state.
     const { numLayers, hiddenSize: H } = this.engine.plan.decoder;
