@@ -216,6 +216,7 @@ export async function runLens(model: LoadedModel, request: LensRunRequest, hooks
       configHash: info.configHash,
       dtype: info.dtype,
       executionProvider: info.provider,
+      ...(info.device ? { device: info.device } : {}),
       computeDtype: info.computeDtype,
       weightPlan: info.weightPlan,
       numLayers: L,

@@ -17,12 +17,13 @@ import { buildLensGraph, buildUnembeddingGraph, type RankMethod } from "../graph
 import { GraphBuilder, type BuiltGraph } from "../graph/onnxBuilder";
 import { type ClipProcessorConfig, parseClipProcessorConfig, preprocessClip } from "../image/clipProcessor";
 import { decodeImage, type RgbImage } from "../image/decode";
-import { type Device, type GraphSession, type HostTensor, intendedProvider, openGraphSession } from "../runtime/ort";
+import { type Device, type GraphSession, type HostTensor, intendedProvider, openGraphSession, resolveDevice } from "../runtime/ort";
 import { availableMemory, chooseCpuPlan, formatGB, type MemoryEstimate, type ModelFootprint, type WeightPlan } from "../runtime/memoryEstimate";
 import { checkContextLength, contextLengthOf } from "../text/limits";
 import { MIB, readInputFile } from "../util/readInput";
 import { TextProcessor } from "../text/textProcessor";
 import { DTYPE_CHOICES, type DtypeChoice } from "../../shared/protocol";
+import type { DeviceDescription } from "../../shared/lensRecord";
 import { readJsonObject, settledValue } from "./jsonFile";
 import { WeightIndex } from "./safetensors";
 import { ModelWeights } from "./weights";
@@ -136,6 +137,8 @@ export interface ModelInfo {
   /** What the model was estimated to need before it opened, what was free then, and why this plan. */
   memory: { estimateBytes: number; availableBytes: number; reason: string };
   provider: string;
+  /** The device behind the provider, with the adapter's name and memory where known. */
+  device?: DeviceDescription;
   numLayers: number;
   numHeads: number;
   hiddenSize: number;
@@ -227,7 +230,8 @@ export class LoadedModel {
     const text = settledValue(reads[6]);
 
     progress("compiling graphs");
-    const device = opts.device ?? "auto";
+    // device (h-device): auto becomes the provider it really runs on before graphs are built for it
+    const device = await resolveDevice(opts.device ?? "auto");
     const computeDtype = chooseComputeDtype(opts.dtype ?? "auto", dir);
     const compile = (halfWeightsPerUse: boolean) => compileGraphs(module, config, configFile, weights, { rankMethod: opts.rankMethod, provider: intendedProvider(device), halfWeightsPerUse });
     let { plan, decoder: decoderGraph, lens: lensGraph, vision: visionGraph } = compile(false);
@@ -294,6 +298,7 @@ export class LoadedModel {
       weightPlan: memory.estimate.plan,
       memory: { estimateBytes: memory.estimate.totalBytes, availableBytes: memory.available, reason: memory.reason },
       provider: decoder.provider,
+      device: decoder.device,
       numLayers: plan.decoder.numLayers,
       numHeads: plan.decoder.numHeads,
       hiddenSize: plan.decoder.hiddenSize,
