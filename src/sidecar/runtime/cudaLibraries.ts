@@ -96,7 +96,6 @@ export function makeBindingView(providerDir: string, pkg: OrtPackage): string {
 
 /** The first meaningful line of what onnxruntime wrote to stderr about an error (its log lines carry the real cause). */
 export function ortErrorDetail(stderr: string): string | undefined {
-  // eslint-disable-next-line no-control-regex
   const lines = stderr.replace(/\x1b\[[0-9;]*m/g, "").split("\n").filter((l) => /\[E:onnxruntime/.test(l));
   const line = lines[lines.length - 1];
   if (!line) return undefined;
