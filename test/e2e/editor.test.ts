@@ -371,4 +371,26 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     expect(await frame.locator(".placeholder:visible").count()).toBe(0);
     await shot("10-invalid-preview");
   }, 300_000);
+  it("Show Runtime Info lists only the providers that work here, says how to get CUDA, and offers the command that installs it", async () => {
+    onTestFailed(() => shot("failed-runtime-info"));
+    await page.reload();
+    await page.locator(".statusbar-item", { hasText: "Logit Lens" }).first().waitFor({ timeout: 60_000 });
+    await page.keyboard.press("Escape");
+    await command("Logit Lens: Show Runtime Info");
+    // the Output panel is an editor: spaces render as no-break spaces
+    const panelText = async () => ((await page.locator(".part.panel .view-lines").first().textContent()) ?? "").replace(/\u00a0/gu, " ");
+    await expect.poll(panelText, { timeout: 60_000 }).toContain("execution providers that work here: cpu (");
+    const text = await panelText();
+    expect(text).toContain("cuda is not available: the CUDA provider libraries are not installed");
+    expect(text).toContain("Logit Lens: Install the CUDA Provider");
+    expect(text).not.toContain("tensorrt");
+    await shot("11-runtime-info");
+    await page.keyboard.press("F1");
+    const input = page.locator(".quick-input-widget input.input");
+    await input.waitFor({ state: "visible" });
+    await input.fill(">Logit Lens: Install the CUDA Provider");
+    await page.locator(".quick-input-list .monaco-list-row", { hasText: "Install the CUDA Provider" }).first().waitFor();
+    await shot("12-install-cuda-command");
+    await page.keyboard.press("Escape");
+  }, 180_000);
 });

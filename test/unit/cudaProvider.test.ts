@@ -14,6 +14,7 @@ import { CUDA_LIBRARIES, CUDA_MANIFEST, CUDA_PROVIDER_DIR_ENV } from "../../src/
 import { deviceLabel, providerLabel } from "../../src/shared/deviceLabel";
 import { assertLensRecord } from "../../src/shared/validateRecord";
 import { findCudaLibraries, ortErrorDetail, ortPackage } from "../../src/sidecar/runtime/cudaLibraries";
+import { withoutSourceLocation } from "../../src/sidecar/runtime/ort";
 import { describeWebgpu, parseNvidiaSmi, softwareVulkanDriver } from "../../src/sidecar/runtime/devices";
 
 const BIN = path.resolve(__dirname, "../../bin/logit-lens.js");
@@ -66,6 +67,10 @@ describe("finding the CUDA provider's libraries", () => {
       "\x1b[1;31m2026-12-02 12:31:37.249 [E:onnxruntime:onnxruntime-node, provider_bridge_ort.cc:2146 Create] /onnxruntime_src/onnxruntime/core/session/provider_bridge_ort.cc:1988 onnxruntime::Provider& onnxruntime::ProviderLibrary::Get() [ONNXRuntimeError] : 1 : FAIL : Failed to load library /x/libonnxruntime_providers_cuda.so with error: libcublasLt.so.12: cannot open shared object file: No such file or directory\x1b[m";
     expect(ortErrorDetail(`noise\n${line}\n`)).toBe("Failed to load library /x/libonnxruntime_providers_cuda.so with error: libcublasLt.so.12: cannot open shared object file: No such file or directory");
     expect(ortErrorDetail("nothing from onnxruntime")).toBeUndefined();
+    const enforce =
+      "/onnxruntime_src/onnxruntime/core/providers/webgpu/webgpu_context.cc:136 onnxruntime::webgpu::WebGpuContext::Initialize(const onnxruntime::webgpu::WebGpuContextConfig&)::<lambda()> adapter_result.status == wgpu::RequestAdapterStatus::Success was false. Failed to get a WebGPU adapter: No supported adapters";
+    expect(withoutSourceLocation(enforce)).toBe("Failed to get a WebGPU adapter: No supported adapters");
+    expect(withoutSourceLocation("plain words")).toBe("plain words");
   });
 });
 

@@ -126,11 +126,21 @@ async function probeProvider(provider: Provider, view?: string): Promise<{ ok: t
       }
       if (result?.ok) return resolve({ ok: true });
       const detail = ortErrorDetail(stderr);
-      const said = result?.message?.split("\n")[0];
+      const said = result?.message === undefined ? undefined : withoutSourceLocation(result.message.split("\n")[0]);
       const died = error ? (error.killed ? `the probe did not finish within ${PROBE_TIMEOUT_MS / 1000} s` : `the probe process failed (${error.message.split("\n")[0]})`) : "the probe gave no answer";
       resolve({ ok: false, message: [said, detail].filter(Boolean).join(": ") || died });
     });
   });
+}
+
+/**
+ * onnxruntime's enforce messages start with its source file and the failed condition
+ * ("/onnxruntime_src/…/webgpu_context.cc:136 …<lambda()> adapter_result.status == … was false.
+ * Failed to get a WebGPU adapter: No supported adapters"): keep what it says after them.
+ */
+export function withoutSourceLocation(message: string): string {
+  const m = /^\/onnxruntime_src\/\S+:\d+ .*? was false\. (.+)$/.exec(message);
+  return m ? m[1] : message;
 }
 
 let cudaStatus: Promise<ProviderStatus> | undefined;
