@@ -56,6 +56,9 @@ describe.skipIf(!noCudaHere)("devices as the sidecar reports them", () => {
     const m = await c.sendRequest(OpenModelRequest, { folder: MODEL, device: "auto" });
     expect(m.provider).toBe("cpu");
     expect(m.device).toMatchObject({ provider: "cpu", note: `device auto took the CPU: the CUDA provider in ${junk} does not work here` });
+    // an explicit cpu afterwards is no longer auto's choice
+    const cpu = await c.sendRequest(OpenModelRequest, { folder: MODEL, device: "cpu" });
+    expect(cpu.device).toEqual({ provider: "cpu", name: expect.any(String), memoryBytes: os.totalmem() });
   });
 
   const swift = process.platform === "linux" ? swiftShaderEnv() : undefined;

@@ -1,7 +1,9 @@
 /**
- * The only module that imports onnxruntime-node. It maps a device choice to execution
- * providers, creates sessions over compiled graphs whose weights stay in the model folder,
- * and converts tensors at the boundary so the rest of the sidecar sees plain typed arrays.
+ * The only module that imports onnxruntime-node (lazily, so that the CUDA provider can be
+ * attached from a folder of our own first: cudaLibraries.ts). It probes which providers really
+ * work here, maps a device choice to the provider it runs on, creates sessions over compiled
+ * graphs whose weights stay in the model folder, and converts tensors at the boundary so the
+ * rest of the sidecar sees plain typed arrays.
  */
 import { execFile } from "node:child_process";
 import * as fs from "node:fs";
@@ -188,6 +190,13 @@ let autoNote: string | undefined;
  * a software one (devices.ts). cuda without working libraries is refused with how to get them.
  */
 export async function resolveDevice(device: Device): Promise<Provider> {
+  // the note belongs to the model being opened (opens are serial): an explicit cpu carries none
+  if (device !== "auto") autoNote = undefined;
+  return providerFor(device);
+}
+
+/** resolveDevice for one session: the model's resolution (and auto's note) stands. */
+async function providerFor(device: Device): Promise<Provider> {
   switch (device) {
     case "cpu":
     case "webgpu":
@@ -272,7 +281,7 @@ function verboseLog(): boolean {
 }
 
 export async function openGraphSession(graph: BuiltGraph, opts: SessionOptions): Promise<GraphSession> {
-  const provider = await resolveDevice(opts.device);
+  const provider = await providerFor(opts.device);
   const { ort } = loadOrt();
   try {
     const session = await ort.InferenceSession.create(graph.bytes, {
