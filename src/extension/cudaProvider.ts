@@ -13,6 +13,9 @@ import { providerLabel } from "../shared/deviceLabel";
 import { InstallCancelledError, installCudaProvider, sourceFromOnnxruntimeNode } from "./cudaProviderInstall";
 import type { SidecarClient } from "./sidecarClient";
 
+/** A NuGet v3 service index to download from instead of onnxruntime-node's own feed (a mirror; the editor suite's local feed). */
+export const CUDA_FEED_ENV = "LOGIT_LENS_CUDA_FEED";
+
 function onnxruntimeNode(context: vscode.ExtensionContext): { dir: string; version: string } {
   const dir = vscode.Uri.joinPath(context.extensionUri, "node_modules", "onnxruntime-node").fsPath;
   const version = (JSON.parse(fs.readFileSync(path.join(dir, "package.json"), "utf8")) as { version: string }).version;
@@ -41,9 +44,10 @@ async function install(context: vscode.ExtensionContext, sidecar: SidecarClient,
     return;
   }
   const ort = onnxruntimeNode(context);
-  const source = sourceFromOnnxruntimeNode(ort.dir);
+  const mirror = process.env[CUDA_FEED_ENV];
+  const source = { ...sourceFromOnnxruntimeNode(ort.dir), ...(mirror ? { index: mirror } : {}) };
   const target = cudaProviderFolder(context);
-  log.info(`installing the CUDA provider (${source.packageName} ${source.version}) into ${target}`);
+  log.info(`installing the CUDA provider (${source.packageName} ${source.version}${mirror ? ` from ${mirror}` : ""}) into ${target}`);
   try {
     const manifest = await vscode.window.withProgress(
       { location: vscode.ProgressLocation.Notification, title: "Logit Lens: CUDA provider", cancellable: true },

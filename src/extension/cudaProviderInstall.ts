@@ -181,7 +181,7 @@ export async function installCudaProvider(opts: InstallOptions): Promise<CudaMan
       const mb = Math.floor(done / 2 ** 20);
       if (mb === lastShown) return;
       lastShown = mb;
-      progress({ message: `downloading ${source.packageName} ${source.version}: ${mb}${total ? ` of ${Math.round(total / 2 ** 20)}` : ""} MB`, ...(total ? { fraction: 0.9 * (done / total) } : {}) });
+      progress({ message: `downloading ${source.packageName} ${source.version}: ${mb}${total ? ` of ${Math.ceil(total / 2 ** 20)}` : ""} MB`, ...(total ? { fraction: 0.9 * (done / total) } : {}) });
     });
     progress({ message: "unpacking and verifying the libraries", fraction: 0.9 });
     let entries;
