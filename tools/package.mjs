@@ -36,10 +36,11 @@ for (const bundle of ["extension.js", "sidecar.js", "templateWorker.js", "webvie
   }
 }
 
-// the allow-list, with the native packages narrowed to this target's binaries (vsce lets any
+// the allow-list, with the native packages narrowed to this target's binaries and onnxruntime-node's
+// install metadata (Install the CUDA Provider reads its feed, package and version there) (vsce lets any
 // "!" pattern win over every ignore pattern, so the narrowing must be in the allow-list itself)
 const NARROW = {
-  "!node_modules/onnxruntime-node/**": ["!node_modules/onnxruntime-node/*", "!node_modules/onnxruntime-node/dist/**", "!node_modules/onnxruntime-node/lib/**", `!node_modules/onnxruntime-node/bin/*/${platform}/${arch}/**`],
+  "!node_modules/onnxruntime-node/**": ["!node_modules/onnxruntime-node/*", "!node_modules/onnxruntime-node/dist/**", "!node_modules/onnxruntime-node/lib/**", "!node_modules/onnxruntime-node/script/install-metadata*.js", `!node_modules/onnxruntime-node/bin/*/${platform}/${arch}/**`],
   "!node_modules/@img/**": ["!node_modules/@img/colour/**", `!node_modules/@img/sharp-${platform}-${arch}/**`, `!node_modules/@img/sharp-libvips-${platform}-${arch}/**`],
 };
 const ignore = fs

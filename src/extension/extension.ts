@@ -5,7 +5,9 @@
  */
 import * as path from "node:path";
 import * as vscode from "vscode";
+import { providerLabel } from "../shared/deviceLabel";
 import { runLogitLens, selectModel } from "./commands";
+import { cudaProviderEnv, registerCudaProviderCommand } from "./cudaProvider";
 import { registerExperimentDiagnostics } from "./experimentDiagnostics";
 import { Experiments } from "./experiments";
 import { LensPanels } from "./lensPanel";
@@ -27,6 +29,7 @@ export function activate(context: vscode.ExtensionContext): LogitLensApi {
     model: () => openModelParams(),
     log: output,
     clientName: `vscode ${vscode.version}`,
+    env: cudaProviderEnv(context),
   });
   client = sidecar;
   const panels = new LensPanels(context, sidecar, output, () => recordsFolder(context));
@@ -67,6 +70,7 @@ export function activate(context: vscode.ExtensionContext): LogitLensApi {
     vscode.commands.registerCommand("logitLens.runExperiment", (uri?: vscode.Uri) => experiments.run(uri instanceof vscode.Uri ? uri : undefined)),
     vscode.commands.registerCommand("logitLens.compareResults", (uri?: vscode.Uri) => experiments.compare(uri instanceof vscode.Uri ? uri : undefined)),
     vscode.commands.registerCommand("logitLens.showOutput", () => output.show(true)),
+    registerCudaProviderCommand(context, sidecar, output),
     vscode.commands.registerCommand("logitLens.restartSidecar", async () => {
       await sidecar.stop();
       sidecar.reset();
@@ -77,14 +81,15 @@ export function activate(context: vscode.ExtensionContext): LogitLensApi {
       output.info(`node: ${process.version} (${process.platform}-${process.arch}), extension host ${vscode.env.remoteName ?? "local"}`);
       try {
         const server = await sidecar.server();
-        const present = server.providers.filter((p) => p.bundled).map((p) => p.name);
-        const absent = server.providers.filter((p) => !p.bundled).map((p) => p.name);
-        output.info(`sidecar ${server.serverVersion}, execution providers present: ${present.join(", ")}${absent.length ? ` (${absent.join(", ")} need onnxruntime-node's own libraries: reinstall it with --onnxruntime-node-install=cuda12 on a machine with internet)` : ""}`);
+        // only the providers a probe session really ran on; the others say what is missing
+        const working = server.providers.filter((p) => p.works);
+        output.info(`sidecar ${server.serverVersion}, execution providers that work here: ${working.map((p) => providerLabel(p.name, p.device)).join("; ")}`);
+        for (const p of server.providers.filter((p) => !p.works)) output.info(`${p.name} is not available: ${p.detail}`);
         output.info(`architectures: ${server.architectures.join(", ")}; bundled model: ${server.defaultModel}`);
         const state = sidecar.state;
         const model = "model" in state ? state.model : undefined;
         if (model) {
-          output.info(`model: ${model.folder} (${model.architecture}), ${model.dtype} weights, ${model.computeDtype ?? "float32"} compute, on ${model.provider}`);
+          output.info(`model: ${model.folder} (${model.architecture}), ${model.dtype} weights, ${model.computeDtype ?? "float32"} compute, on ${providerLabel(model.provider, model.device)}`);
           if (model.memory) output.info(`memory: ${model.memory.reason} (${(model.memory.availableBytes / 1e9).toFixed(1)} GB was free when it opened)`);
         }
       } catch (e) {
@@ -119,7 +124,7 @@ function renderStatus(item: vscode.StatusBarItem, s: SidecarState): void {
     case "ready":
       item.text = `$(telescope) ${modelName(s.model?.folder)}${s.model ? ` · ${s.model.provider}` : ""}`;
       item.tooltip = s.model
-        ? `Logit Lens: ${s.model.folder}\n${s.model.architecture}, ${s.model.dtype} weights, ${s.model.numLayers} layers, on ${s.model.provider}${s.model.memory ? `\n${s.model.memory.reason}` : ""}`
+        ? `Logit Lens: ${s.model.folder}\n${s.model.architecture}, ${s.model.dtype} weights, ${s.model.numLayers} layers, on ${providerLabel(s.model.provider, s.model.device)}${s.model.memory ? `\n${s.model.memory.reason}` : ""}`
         : "Logit Lens: ready";
       item.backgroundColor = undefined;
       break;

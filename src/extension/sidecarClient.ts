@@ -303,7 +303,7 @@ export class SidecarClient {
     child.removeAllListeners("exit");
     child.once("exit", (code, signal) => this.onExit(running, code, signal));
     this.options.log.info(
-      `sidecar ${server.serverVersion} ready (protocol ${server.protocolVersion}; providers: ${server.providers.map((p) => p.name).join(", ")})`,
+      `sidecar ${server.serverVersion} ready (protocol ${server.protocolVersion}; working providers: ${server.providers.filter((p) => p.works).map((p) => p.name).join(", ")})`,
     );
     return running;
   }

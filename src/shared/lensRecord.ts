@@ -40,6 +40,22 @@ export interface LensToken {
   image?: { index: number; row: number; col: number };
 }
 
+/**
+ * The device a run really used: the execution provider, and the adapter where the system can
+ * tell which one it is.
+ */
+export interface DeviceDescription {
+  provider: "cpu" | "cuda" | "webgpu";
+  /** The adapter as the system names it (the CPU's model, the CUDA GPU); absent when it cannot be known. */
+  name?: string;
+  /** The adapter's memory in bytes: the machine's for the CPU, the GPU's own for CUDA. */
+  memoryBytes?: number;
+  /** True when the adapter is known to be a software one (SwiftShader, llvmpipe). */
+  software?: boolean;
+  /** What else a reader should know, in one line: why auto chose it, or what could not be known. */
+  note?: string;
+}
+
 export interface LensRecord {
   version: typeof LENS_RECORD_VERSION;
   model: {
@@ -52,6 +68,8 @@ export interface LensRecord {
     /** Storage dtype of the weights (see computeDtype). */
     dtype: string;
     executionProvider: string;
+    /** The device behind the provider (absent in records made before it was recorded). */
+    device?: DeviceDescription;
     /** The dtype the graphs computed in (absent in records made before it was recorded: float32). */
     computeDtype?: "float32" | "float16" | "bfloat16";
     /** How the weights were held in memory (see the schema). */

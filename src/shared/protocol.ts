@@ -17,7 +17,7 @@
  * below describe what a caller of SidecarClient.request gets.
  */
 import { NotificationType, RequestType, RequestType0 } from "vscode-jsonrpc";
-import type { LensRecord, LensSettings, NumericBlock } from "./lensRecord";
+import type { DeviceDescription, LensRecord, LensSettings, NumericBlock } from "./lensRecord";
 import type { SweepSummary } from "./sweep";
 
 export const PROTOCOL_VERSION = 2;
@@ -38,12 +38,23 @@ export interface InitializeParams {
 export interface InitializeResult {
   protocolVersion: number;
   serverVersion: string;
-  /** Execution providers this onnxruntime-node build carries. */
-  providers: { name: string; bundled: boolean }[];
+  /** Each execution provider the sidecar knows, and whether it really works on this machine. */
+  providers: ProviderStatus[];
   /** Model classes (config.json "architectures") this sidecar can run. */
   architectures: string[];
   /** The folder opened when lens/openModel gets an empty folder (the bundled model). */
   defaultModel: string;
+}
+/**
+ * An execution provider as the sidecar found it when it started: `works` only after a session
+ * on it really ran (CUDA: its libraries present and loaded; WebGPU: an adapter found).
+ */
+export interface ProviderStatus {
+  name: "cpu" | "cuda" | "webgpu";
+  works: boolean;
+  /** One line: the adapter when it works, else what is missing and how to get it. */
+  detail: string;
+  device?: DeviceDescription;
 }
 /** Extension -> sidecar, once, right after spawning it. */
 export const InitializeRequest = new RequestType<InitializeParams, InitializeResult, void>("lens/initialize");
@@ -78,6 +89,8 @@ export interface ModelSummary {
   /** The dtype the graphs compute in, and how the weights are held (see the LensRecord's model). */
   computeDtype?: "float32" | "float16" | "bfloat16";
   weightPlan?: "float32" | "half-per-use";
+  /** The device behind `provider`, with the adapter's name and memory where known. */
+  device?: DeviceDescription;
   /** The memory the model was estimated to need before it opened, what was free, and why this weight plan. */
   memory?: { estimateBytes: number; availableBytes: number; reason: string };
 }

@@ -33,7 +33,7 @@ import { headPattern, type PatternSource, patternLayer } from "./lens/attentionP
 import { firstTokenOf, LensCancelledError, runLens } from "./lens/runLens";
 import { LoadedModel } from "./model/loadedModel";
 import { FramedMessageReader, type Rejection } from "./rpcFraming";
-import { availableProviders, parseDevice } from "./runtime/ort";
+import { parseDevice, providerStatuses } from "./runtime/ort";
 import { MAX_IMAGE_BYTES, readInputFile } from "./util/readInput";
 
 const SERVER_VERSION = "0.1.0";
@@ -134,7 +134,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
       }
       initialized = true;
       log("info", `initialized by ${params.clientName}`);
-      return { protocolVersion: PROTOCOL_VERSION, serverVersion: SERVER_VERSION, providers: availableProviders(), architectures: [...SUPPORTED_ARCHITECTURES], defaultModel: defaultModelFolder() };
+      return { protocolVersion: PROTOCOL_VERSION, serverVersion: SERVER_VERSION, providers: await providerStatuses(), architectures: [...SUPPORTED_ARCHITECTURES], defaultModel: defaultModelFolder() };
     }),
   );
 
@@ -150,6 +150,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
           architecture: info.architecture,
           dtype: info.dtype,
           provider: info.provider,
+          ...(info.device ? { device: info.device } : {}),
           numLayers: info.numLayers,
           numHeads: info.numHeads,
           vocabSize: info.vocabSize,

@@ -18,6 +18,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { type Browser, chromium, type Frame, type FrameLocator, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
+import { fakeProviderPackage, type NugetFeed, startNugetFeed } from "../helpers/nugetFeed";
 
 const ROOT = path.resolve(__dirname, "../..");
 const CACHE = process.env["LOGIT_LENS_E2E_CACHE"] ?? path.join(os.homedir(), ".cache", "logit-lens-e2e");
@@ -127,6 +128,7 @@ async function command(title: string): Promise<void> {
 
 describe.skipIf(missing.length > 0)("the extension in code-server, driven through Chromium", () => {
   let userData = "";
+  let feed: NugetFeed | undefined;
   beforeAll(async () => {
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "lens-e2e-"));
@@ -169,11 +171,14 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
       `${JSON.stringify(STUDY("triangle"), null, 2)}\n`,
     );
 
+    // a local NuGet feed for Install the CUDA Provider (LOGIT_LENS_CUDA_FEED): a package of the real layout with stand-in libraries
+    const ortVersion = (JSON.parse(fs.readFileSync(path.join(ROOT, "node_modules", "onnxruntime-node", "package.json"), "utf8")) as { version: string }).version;
+    feed = await startNugetFeed({ [`microsoft.ml.onnxruntime.gpu.linux@${ortVersion}`]: fakeProviderPackage() });
     const port = await freePort();
     server = spawn(
       NODE24,
       [CODE_SERVER, "--auth", "none", "--bind-addr", `127.0.0.1:${port}`, "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust", "--user-data-dir", userData, "--extensions-dir", extensions, workspace],
-      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, PATH: `${path.dirname(NODE24)}:${process.env["PATH"]}` } },
+      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, PATH: `${path.dirname(NODE24)}:${process.env["PATH"]}`, LOGIT_LENS_CUDA_FEED: feed.index } },
     );
     server.stdout!.on("data", (d: Buffer) => (serverLog += d.toString()));
     server.stderr!.on("data", (d: Buffer) => (serverLog += d.toString()));
@@ -191,6 +196,7 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
   afterAll(async () => {
     await browser?.close();
     server?.kill();
+    await feed?.close();
     fs.writeFileSync(path.join(ARTIFACTS, "code-server.log"), serverLog);
     // the extension's own log (its output channel, with the sidecar's messages), for failures
     const logs = path.join(userData, "logs");
@@ -402,6 +408,47 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     expect(await frame.locator(".placeholder:visible").count()).toBe(0);
     await shot("10-invalid-preview");
   }, 300_000);
+  it("Show Runtime Info lists only the providers that work here, says how to get CUDA, and offers the command that installs it", async () => {
+    onTestFailed(() => shot("failed-runtime-info"));
+    await page.reload();
+    await page.locator(".statusbar-item", { hasText: "Logit Lens" }).first().waitFor({ timeout: 60_000 });
+    await page.keyboard.press("Escape");
+    // the focus out of any restored webview (F1 does not reach the workbench from inside one)
+    await command("View: Close All Editors").catch(() => undefined);
+    await page.locator(".explorer-folders-view").first().click();
+    await command("Logit Lens: Show Runtime Info");
+    // the Output panel is an editor: spaces render as no-break spaces
+    const panelText = async () => ((await page.locator(".part.panel .view-lines").first().textContent()) ?? "").replace(/\u00a0/gu, " ");
+    await expect.poll(panelText, { timeout: 60_000 }).toContain("execution providers that work here: cpu (");
+    const text = await panelText();
+    expect(text).toContain("cuda is not available: the CUDA provider libraries are not installed");
+    expect(text).toContain("Logit Lens: Install the CUDA Provider");
+    expect(text).not.toContain("tensorrt");
+    await shot("14-runtime-info");
+    await page.keyboard.press("F1");
+    const input = page.locator(".quick-input-widget input.input");
+    await input.waitFor({ state: "visible" });
+    await input.fill(">Logit Lens: Install the CUDA Provider");
+    await page.locator(".quick-input-list .monaco-list-row", { hasText: "Install the CUDA Provider" }).first().waitFor();
+    await shot("15-install-cuda-command");
+    await page.keyboard.press("Escape");
+  }, 180_000);
+
+  it("Install the CUDA Provider downloads into the extension's storage, and the restarted sidecar looks there and says why it does not load", async () => {
+    onTestFailed(() => shot("failed-install-cuda"));
+    await command("Logit Lens: Install the CUDA Provider");
+    // the stand-in libraries are ELF headers only: onnxruntime, loading them from the storage folder, refuses them
+    const toast = page.locator(".notifications-toasts .notification-toast", { hasText: "the CUDA provider is installed, but it does not work here" });
+    await toast.waitFor({ timeout: 120_000 });
+    const text = ((await toast.textContent()) ?? "").replace(/\u00a0/gu, " ");
+    const storage = path.join(userData, "User", "globalStorage", "logit-lens.logit-lens-vlm", "cuda-provider");
+    expect(text).toContain(`the CUDA provider in ${storage}`);
+    expect(text).toMatch(/Failed to load library \S+libonnxruntime_providers_shared\.so/u);
+    const installed = fs.readdirSync(storage);
+    expect(installed).toHaveLength(1);
+    expect(fs.readdirSync(path.join(storage, installed[0])).sort()).toEqual(["libonnxruntime_providers_cuda.so", "libonnxruntime_providers_shared.so", "manifest.json"]);
+    await shot("16-install-cuda-result");
+  }, 180_000);
 
   it("the comparison of a masked sweep: accuracy with intervals, the masked heads, the change against the baseline, and items that open", async () => {
     onTestFailed(() => shot("failed-comparison"));

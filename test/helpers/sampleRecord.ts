@@ -201,6 +201,7 @@ export function sampleRecord(options: SampleOptions = {}): LensRecord {
       configHash: "0123456789abcdef".repeat(4),
       dtype: "float32",
       executionProvider: "cpu",
+      device: { provider: "cpu", name: "Sample CPU (2 threads)", memoryBytes: 8 * 2 ** 30, software: false, note: "device auto took the CPU: the CUDA provider libraries are not installed" },
       computeDtype: "float32",
       weightPlan: "float32",
       numLayers: L,

@@ -63,7 +63,7 @@ describe("sidecar over JSON-RPC", () => {
   it("initializes and reports its execution providers", async () => {
     const r = await connection.sendRequest(InitializeRequest, { protocolVersion: PROTOCOL_VERSION, clientName: "test" });
     expect(r.protocolVersion).toBe(PROTOCOL_VERSION);
-    expect(r.providers.some((p) => p.name === "cpu" && p.bundled)).toBe(true);
+    expect(r.providers.some((p) => p.name === "cpu" && p.works)).toBe(true);
   });
 
   it("answers a bad model folder with a one-line input error and keeps running", async () => {

@@ -96,7 +96,7 @@ describe("model folder errors", () => {
 
   it("device cuda without onnxruntime's CUDA libraries says how to get them", async () => {
     const e = await openError(copyFixtureModel("llama-f32"), "cuda");
-    expect(e.message).toMatch(/without its CUDA libraries: reinstall with --onnxruntime-node-install=cuda12, or choose auto or cpu/);
+    expect(e.message).toMatch(/^device cuda cannot run: the CUDA provider libraries are not installed \(looked in .+\): with internet, run `npm install onnxruntime-node --onnxruntime-node-install=cuda12`.+Logit Lens: Install the CUDA Provider; or choose device auto or cpu$/);
   });
 
   it("an image given to a text-only model", async () => {

@@ -17,6 +17,7 @@ import { GraphBuilder, type BuiltGraph } from "../graph/onnxBuilder";
 import type { WeightIndex } from "../model/safetensors";
 import type { ModelWeights } from "../model/weights";
 import { availableMemory, chooseCpuPlan, formatGB, type MemoryEstimate, type ModelFootprint, type WeightPlan } from "../runtime/memoryEstimate";
+import type { DeviceDescription } from "../../shared/lensRecord";
 import { type Device, type GraphSession, type HostTensor, intendedProvider, openGraphSession, type SessionOptions } from "../runtime/ort";
 import { contextLengthOf } from "../text/limits";
 import { DTYPE_CHOICES, type DtypeChoice } from "../../shared/protocol";
@@ -230,6 +231,11 @@ export class Engine {
     return this.decoder.provider;
   }
 
+  /** The device behind the provider (adapter name and memory where known). */
+  get device(): DeviceDescription {
+    return this.decoder.device;
+  }
+
   /** Bytes of float32 copies of half-precision weights the engine made and feeds (the CPU's float32 plan). */
   get fedBytes(): number {
     return this.fed.bytes;
@@ -337,6 +343,7 @@ function withFedWeights(session: GraphSession, weights: Record<string, HostTenso
   const fedNames = new Set(Object.keys(weights));
   return {
     provider: session.provider,
+    device: session.device,
     inputNames: session.inputNames.filter((n) => !fedNames.has(n)),
     outputNames: session.outputNames,
     run: (feeds, fetches) => session.run({ ...feeds, ...weights }, fetches),

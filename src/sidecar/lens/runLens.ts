@@ -229,6 +229,7 @@ export async function runLens(model: LensRunModel, request: LensRunRequest, hook
       configHash: info.configHash,
       dtype: info.dtype,
       executionProvider: info.provider,
+      ...(info.device ? { device: info.device } : {}),
       computeDtype: info.computeDtype,
       weightPlan: info.weightPlan,
       numLayers: L,

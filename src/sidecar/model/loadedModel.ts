@@ -18,11 +18,12 @@ import type { RankMethod } from "../graph/lensGraph";
 import type { RgbImage } from "../image/decode";
 import { LensReadout, LOGITS_BUDGET, type LensStats } from "../lens/lensReadout";
 import type { WeightPlan } from "../runtime/memoryEstimate";
-import type { Device, HostTensor } from "../runtime/ort";
+import { type Device, type HostTensor, resolveDevice } from "../runtime/ort";
 import { contextLengthOf } from "../text/limits";
 import { TextProcessor } from "../text/textProcessor";
 import { MIB, readInputFile } from "../util/readInput";
 import type { DtypeChoice } from "../../shared/protocol";
+import type { DeviceDescription } from "../../shared/lensRecord";
 import { InputPreparer, type PreparedInput } from "./inputPreparation";
 import { readJsonObject, settledValue } from "./jsonFile";
 import { WeightIndex } from "./safetensors";
@@ -102,6 +103,8 @@ export interface ModelInfo {
   /** What the model was estimated to need before it opened, what was free then, and why this plan. */
   memory: { estimateBytes: number; availableBytes: number; reason: string };
   provider: string;
+  /** The device behind the provider, with the adapter's name and memory where known. */
+  device?: DeviceDescription;
   numLayers: number;
   numHeads: number;
   hiddenSize: number;
@@ -157,7 +160,9 @@ export class LoadedModel {
 
     progress("compiling graphs");
     const logitsBudget = opts.logitsBudget ?? LOGITS_BUDGET;
-    const planned = Engine.plan(module, config, configFile, weights, { ...opts, logitsBudget });
+    // auto becomes the provider it really runs on before graphs are built for it
+    const device = await resolveDevice(opts.device ?? "auto");
+    const planned = Engine.plan(module, config, configFile, weights, { ...opts, device, logitsBudget });
     const { plan } = planned;
     const imagePipeline = await InputPreparer.imagePipelineFor(plan, dir, text, processorConfig, () => settledValue(reads[5]));
     const t1 = performance.now();
@@ -175,6 +180,7 @@ export class LoadedModel {
       weightPlan: engine.weightPlan,
       memory: engine.memory,
       provider: engine.provider,
+      device: engine.device,
       numLayers: plan.decoder.numLayers,
       numHeads: plan.decoder.numHeads,
       hiddenSize: plan.decoder.hiddenSize,

@@ -1,14 +1,25 @@
 /**
- * The only module that imports onnxruntime-node. It maps a device choice to execution
- * providers, creates sessions over compiled graphs whose weights stay in the model folder,
- * and converts tensors at the boundary so the rest of the sidecar sees plain typed arrays.
+ * The only module that imports onnxruntime-node (lazily, so that the CUDA provider can be
+ * attached from a folder of our own first: cudaLibraries.ts). It probes which providers really
+ * work here, maps a device choice to the provider it runs on, creates sessions over compiled
+ * graphs whose weights stay in the model folder, and converts tensors at the boundary so the
+ * rest of the sidecar sees plain typed arrays.
  */
-import * as ort from "onnxruntime-node";
+import { execFile } from "node:child_process";
+import * as fs from "node:fs";
+import Module, { createRequire } from "node:module";
+import * as path from "node:path";
+import type * as Ort from "onnxruntime-node";
+import type { DeviceDescription } from "../../shared/lensRecord";
+import type { ProviderStatus } from "../../shared/protocol";
 import { LensInputError } from "../errors";
-import type { BuiltGraph } from "../graph/onnxBuilder";
+import { GraphBuilder, type BuiltGraph } from "../graph/onnxBuilder";
+import { BINDING_FILE, findCudaLibraries, makeBindingView, ortErrorDetail, ortPackage, type CudaLibraries, type OrtPackage } from "./cudaLibraries";
+import { describeCpu, describeWebgpu, nvidiaGpu } from "./devices";
 
 export const DEVICES = ["auto", "cpu", "cuda", "webgpu"] as const;
 export type Device = (typeof DEVICES)[number];
+export type Provider = "cpu" | "cuda" | "webgpu";
 
 export type TensorData = Float32Array | BigInt64Array | Int32Array | Uint8Array;
 
@@ -19,7 +30,9 @@ export interface HostTensor {
 
 export interface GraphSession {
   /** The execution provider the session really runs on. */
-  readonly provider: "cpu" | "cuda" | "webgpu";
+  readonly provider: Provider;
+  /** The device behind it, with the adapter's name and memory where known. */
+  readonly device: DeviceDescription;
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
   run(feeds: Record<string, HostTensor>, fetches?: readonly string[]): Promise<Record<string, HostTensor>>;
@@ -31,41 +44,191 @@ export function parseDevice(value: string): Device {
   throw new LensInputError(undefined, `unknown device "${value}": choose one of ${DEVICES.join(", ")}`);
 }
 
-/** Backends the installed onnxruntime-node really carries (CUDA needs its libraries installed). */
-export function availableProviders(): { name: string; bundled: boolean }[] {
-  return ort.listSupportedBackends().map((b) => ({ name: b.name, bundled: b.bundled }));
+interface LoadedOrt {
+  ort: typeof Ort;
+  pkg: OrtPackage;
+  cuda: CudaLibraries;
+  /** The binding view onnxruntime was loaded through (CUDA libraries from a folder of our own), if any. */
+  view?: string;
+}
+let loaded: LoadedOrt | undefined;
+
+/**
+ * onnxruntime-node, loaded on first use. With CUDA libraries in LOGIT_LENS_CUDA_PROVIDER_DIR, its
+ * binding is loaded from a binding view (cudaLibraries.ts) under the name onnxruntime-node's own
+ * loader asks for: require's cache takes a module registered before the first require (Node's
+ * documented require.cache), so onnxruntime-node's JavaScript runs unchanged over it.
+ */
+function loadOrt(): LoadedOrt {
+  if (loaded) return loaded;
+  const req = createRequire(__filename);
+  const pkg = ortPackage();
+  let cuda = findCudaLibraries(pkg);
+  let view: string | undefined;
+  if (cuda.state === "folder") {
+    const key = fs.realpathSync(path.join(pkg.binDir, BINDING_FILE));
+    if (req.cache[key] === undefined) {
+      view = makeBindingView(cuda.dir, pkg);
+      const binding = new Module(key);
+      binding.filename = key;
+      process.dlopen(binding, path.join(view, BINDING_FILE));
+      binding.loaded = true;
+      req.cache[key] = binding;
+    } else {
+      cuda = { state: "invalid", dir: cuda.dir, reason: `onnxruntime-node was loaded before the CUDA provider in ${cuda.dir} could be attached: restart the sidecar` };
+    }
+  }
+  loaded = { ort: req("onnxruntime-node") as typeof Ort, pkg, cuda, view };
+  return loaded;
 }
 
-function isBundled(name: string): boolean {
-  return availableProviders().some((b) => b.name === name && b.bundled);
+/** A one-node graph (y = x + x) that a probe session runs on a provider. */
+function probeGraph(): Uint8Array {
+  const b = new GraphBuilder("probe");
+  const x = b.input("x", "float32", [1, 4]);
+  b.output(b.op("Add", [x, x]), "y", "float32", [1, 4]);
+  return b.build().bytes;
 }
 
-/** The provider a session for `device` tries first, which graphs are built for. */
-export function intendedProvider(device: Device): "cpu" | "cuda" | "webgpu" {
-  return providersFor(device)[0];
+/**
+ * The probe runs in a child process: onnxruntime writes the real cause of a provider's failure
+ * (the library it could not open, and why) only to the process's native stderr, and a provider
+ * that fails badly takes only the child down. The child loads onnxruntime-node the way loadOrt
+ * does, through the same kind of binding view.
+ */
+const PROBE_SCRIPT = `
+const [ortDir, binding, view, graph, provider] = JSON.parse(process.argv[1]);
+if (view) {
+  const Module = require("module");
+  const m = new Module(binding); m.filename = binding;
+  process.dlopen(m, require("path").join(view, "onnxruntime_binding.node"));
+  m.loaded = true; require.cache[binding] = m;
+}
+const ort = require(ortDir);
+const say = (r) => process.stdout.write(JSON.stringify(r));
+ort.InferenceSession.create(Buffer.from(graph, "base64"), { executionProviders: [provider] })
+  .then((s) => s.run({ x: new ort.Tensor("float32", new Float32Array([1, 2, 3, 4]), [1, 4]) }))
+  .then((r) => say(r.y.data[3] === 8 ? { ok: true } : { ok: false, message: "the probe graph computed " + Array.from(r.y.data) + " instead of 2,4,6,8" }))
+  .catch((e) => say({ ok: false, message: String((e && e.message) || e) }));
+`;
+
+export const PROBE_TIMEOUT_MS = 60_000;
+
+/** Runs the probe graph on `provider` in a child process; the failure is one line with onnxruntime's own cause. */
+async function probeProvider(provider: Provider, view?: string): Promise<{ ok: true } | { ok: false; message: string }> {
+  const { pkg } = loadOrt();
+  const args = JSON.stringify([pkg.dir, fs.realpathSync(path.join(pkg.binDir, BINDING_FILE)), view ?? null, Buffer.from(probeGraph()).toString("base64"), provider]);
+  return new Promise((resolve) => {
+    execFile(process.execPath, ["-e", PROBE_SCRIPT, args], { timeout: PROBE_TIMEOUT_MS, env: { ...process.env, ELECTRON_RUN_AS_NODE: "1" }, maxBuffer: 16 * 2 ** 20 }, (error, stdout, stderr) => {
+      let result: { ok: boolean; message?: string } | undefined;
+      try {
+        result = JSON.parse(stdout) as { ok: boolean; message?: string };
+      } catch {
+        // no answer: the child died or timed out (below)
+      }
+      if (result?.ok) return resolve({ ok: true });
+      const detail = ortErrorDetail(stderr);
+      const said = result?.message === undefined ? undefined : withoutSourceLocation(result.message.split("\n")[0]);
+      const died = error ? (error.killed ? `the probe did not finish within ${PROBE_TIMEOUT_MS / 1000} s` : `the probe process failed (${error.message.split("\n")[0]})`) : "the probe gave no answer";
+      resolve({ ok: false, message: [said, detail].filter(Boolean).join(": ") || died });
+    });
+  });
 }
 
-function providersFor(device: Device): ("cpu" | "cuda" | "webgpu")[] {
+/**
+ * onnxruntime's enforce messages start with its source file and the failed condition
+ * ("/onnxruntime_src/…/webgpu_context.cc:136 …<lambda()> adapter_result.status == … was false.
+ * Failed to get a WebGPU adapter: No supported adapters"): keep what it says after them.
+ */
+export function withoutSourceLocation(message: string): string {
+  const m = /^\/onnxruntime_src\/\S+:\d+ .*? was false\. (.+)$/.exec(message);
+  return m ? m[1] : message;
+}
+
+let cudaStatus: Promise<ProviderStatus> | undefined;
+let webgpuStatus: Promise<ProviderStatus> | undefined;
+
+/** Whether the CUDA provider really works here: its libraries found, loaded, and a session run on them (once per process). */
+export function probeCuda(): Promise<ProviderStatus> {
+  cudaStatus ??= (async (): Promise<ProviderStatus> => {
+    const { cuda, view } = loadOrt();
+    if (cuda.state === "missing" || cuda.state === "invalid") return { name: "cuda", works: false, detail: cuda.reason };
+    const probe = await probeProvider("cuda", view);
+    // the binding view is a temporary folder of links: name the folder the user knows
+    const said = probe.ok ? "" : view ? probe.message.split(view).join(cuda.dir) : probe.message;
+    if (!probe.ok) return { name: "cuda", works: false, detail: `the CUDA provider in ${cuda.dir} does not work here: ${said}` };
+    const gpu = await nvidiaGpu();
+    const device: DeviceDescription = { provider: "cuda", ...gpu, ...(gpu ? {} : { note: "nvidia-smi did not name the GPU" }) };
+    return { name: "cuda", works: true, detail: `${gpu?.name ?? "a CUDA GPU"} (libraries in ${cuda.dir})`, device };
+  })();
+  return cudaStatus;
+}
+
+/** Whether a WebGPU session runs here, which needs an adapter (any: a software one counts). */
+export function probeWebgpu(): Promise<ProviderStatus> {
+  webgpuStatus ??= (async (): Promise<ProviderStatus> => {
+    const probe = await probeProvider("webgpu", loadOrt().view);
+    if (!probe.ok) return { name: "webgpu", works: false, detail: `no WebGPU adapter here: ${probe.message}` };
+    const device = describeWebgpu();
+    return { name: "webgpu", works: true, detail: device.note ?? "works", device };
+  })();
+  return webgpuStatus;
+}
+
+/** Every provider with whether it really works on this machine (for lens/initialize and the runtime info). */
+export async function providerStatuses(): Promise<ProviderStatus[]> {
+  const cpu: ProviderStatus = { name: "cpu", works: true, detail: "always available", device: describeCpu() };
+  return [cpu, ...(await Promise.all([probeCuda(), probeWebgpu()]))];
+}
+
+/** Why device auto took the CPU, once it has decided. */
+let autoNote: string | undefined;
+
+/**
+ * The provider a device choice runs on. auto: CUDA when its libraries load and a session runs
+ * on them, else the CPU; never WebGPU, whose adapter cannot be identified from Node and may be
+ * a software one (devices.ts). cuda without working libraries is refused with how to get them.
+ */
+export async function resolveDevice(device: Device): Promise<Provider> {
+  // the note belongs to the model being opened (opens are serial): an explicit cpu carries none
+  if (device !== "auto") autoNote = undefined;
+  return providerFor(device);
+}
+
+/** resolveDevice for one session: the model's resolution (and auto's note) stands. */
+async function providerFor(device: Device): Promise<Provider> {
   switch (device) {
     case "cpu":
-      return ["cpu"];
-    case "cuda":
-      if (!isBundled("cuda")) {
-        throw new LensInputError(
-          undefined,
-          "device cuda was asked for but onnxruntime-node was installed without its CUDA libraries: reinstall with --onnxruntime-node-install=cuda12, or choose auto or cpu",
-        );
-      }
-      return ["cuda"];
     case "webgpu":
-      return ["webgpu"];
-    case "auto":
-      // Never WebGPU: onnxruntime-node 1.30 cannot tell a hardware adapter from a software one
-      // (SwiftShader, llvmpipe, WARP), which would run far slower than the CPU provider. Its
-      // binding exports only sessions and listSupportedBackends, ort.env.webgpu stays empty in
-      // Node, and the WebGPU provider logs its context's pointers, never the adapter it got.
-      // An explicit `webgpu` device still runs on whatever adapter Dawn picks.
-      return isBundled("cuda") ? ["cuda", "cpu"] : ["cpu"];
+      return device;
+    case "cuda": {
+      const status = await probeCuda();
+      if (!status.works) throw new LensInputError(undefined, `device cuda cannot run: ${status.detail}; or choose device auto or cpu`);
+      return "cuda";
+    }
+    case "auto": {
+      const status = await probeCuda();
+      autoNote = status.works ? undefined : `device auto took the CPU: ${status.detail.split(":")[0]}`;
+      resolvedAuto = status.works ? "cuda" : "cpu";
+      return resolvedAuto;
+    }
+  }
+}
+let resolvedAuto: Provider | undefined;
+
+/** The provider graphs for `device` are built for (auto: what resolveDevice last decided, else the CPU). */
+export function intendedProvider(device: Device): Provider {
+  return device === "auto" ? (resolvedAuto ?? "cpu") : device;
+}
+
+async function describeDevice(provider: Provider): Promise<DeviceDescription> {
+  switch (provider) {
+    case "cpu":
+      return { ...describeCpu(), ...(autoNote ? { note: autoNote } : {}) };
+    case "webgpu":
+      return describeWebgpu();
+    case "cuda":
+      return (await probeCuda()).device ?? { provider: "cuda" };
   }
 }
 
@@ -100,7 +263,7 @@ export interface SessionOptions {
  * constant-folded, and only when it has something to fold; other providers keep every
  * optimisation, since their fusions differ.
  */
-function optimizationLevel(graph: BuiltGraph, provider: "cpu" | "cuda" | "webgpu", foldConstants: boolean): "disabled" | "basic" | "all" {
+function optimizationLevel(graph: BuiltGraph, provider: Provider, foldConstants: boolean): "disabled" | "basic" | "all" {
   if (provider !== "cpu") return "all";
   return graph.foldsConstants && foldConstants ? "basic" : "disabled";
 }
@@ -118,51 +281,47 @@ function verboseLog(): boolean {
 }
 
 export async function openGraphSession(graph: BuiltGraph, opts: SessionOptions): Promise<GraphSession> {
-  const candidates = providersFor(opts.device);
-  let lastError: unknown;
-  for (const provider of candidates) {
-    try {
-      const session = await ort.InferenceSession.create(graph.bytes, {
-        executionProviders: [provider === "webgpu" && graph.cpuNodes.length > 0 ? { name: "webgpu", forceCpuNodeNames: graph.cpuNodes } : provider],
-        logId: graph.name,
-        ...(verboseLog() ? { logSeverityLevel: 0 as const, logVerbosityLevel: 0 } : {}),
-        graphOptimizationLevel: optimizationLevel(graph, provider, opts.foldConstants ?? true),
-        intraOpNumThreads: opts.threads ?? 0,
-        enableCpuMemArena: opts.memoryArena ?? true,
-        // Initializers point into the model's own .safetensors files: nothing is converted or copied.
-        extra: {
-          session: {
-            model_external_initializers_file_folder_path: opts.weightsFolder,
-            disable_prepacking: opts.prepackWeights ? "0" : "1",
-            // No spinning intra-op workers. A model is three sessions (vision, decoder, lens),
-            // each with its own pool, run one after the other, and workers still spinning from
-            // the last run held the cores (the vision tower took 102-116 ms after a decoder run
-            // instead of 48-51). Spinning during a run with force_spinning_stop at its end made
-            // a 2-thread Gemm up to 2x faster and the forward 5-10%, but the code-server suite
-            // then timed out in 4 of 9 runs (6 of 6 passed without it), so it stays off.
-            // (The binding prefixes "session.", so this is "session.intra_op.allow_spinning".)
-            intra_op: { allow_spinning: "0" },
-          },
+  const provider = await providerFor(opts.device);
+  const { ort } = loadOrt();
+  try {
+    const session = await ort.InferenceSession.create(graph.bytes, {
+      executionProviders: [provider === "webgpu" && graph.cpuNodes.length > 0 ? { name: "webgpu", forceCpuNodeNames: graph.cpuNodes } : provider],
+      logId: graph.name,
+      ...(verboseLog() ? { logSeverityLevel: 0 as const, logVerbosityLevel: 0 } : {}),
+      graphOptimizationLevel: optimizationLevel(graph, provider, opts.foldConstants ?? true),
+      intraOpNumThreads: opts.threads ?? 0,
+      enableCpuMemArena: opts.memoryArena ?? true,
+      // Initializers point into the model's own .safetensors files: nothing is converted or copied.
+      extra: {
+        session: {
+          model_external_initializers_file_folder_path: opts.weightsFolder,
+          disable_prepacking: opts.prepackWeights ? "0" : "1",
+          // No spinning intra-op workers. A model is three sessions (vision, decoder, lens),
+          // each with its own pool, run one after the other, and workers still spinning from
+          // the last run held the cores (the vision tower took 102-116 ms after a decoder run
+          // instead of 48-51). Spinning during a run with force_spinning_stop at its end made
+          // a 2-thread Gemm up to 2x faster and the forward 5-10%, but the code-server suite
+          // then timed out in 4 of 9 runs (6 of 6 passed without it), so it stays off.
+          // (The binding prefixes "session.", so this is "session.intra_op.allow_spinning".)
+          intra_op: { allow_spinning: "0" },
         },
-      });
-      return wrap(session, provider);
-    } catch (e) {
-      lastError = e;
-      if (opts.device !== "auto") break;
+      },
+    });
+    return wrap(ort, session, provider, await describeDevice(provider));
+  } catch (e) {
+    const message = e instanceof Error ? e.message : String(e);
+    if (provider === "webgpu") {
+      throw new LensInputError(undefined, `the webgpu execution provider failed to start (${firstLine(message)}): choose auto or cpu`);
     }
+    throw new Error(`onnxruntime could not create a session on ${provider}: ${message}`);
   }
-  const message = lastError instanceof Error ? lastError.message : String(lastError);
-  if (opts.device === "webgpu") {
-    throw new LensInputError(undefined, `the webgpu execution provider failed to start (${firstLine(message)}): choose auto or cpu`);
-  }
-  throw new Error(`onnxruntime could not create a session on ${candidates.join("/")}: ${message}`);
 }
 
 function firstLine(s: string): string {
   return s.split("\n")[0].slice(0, 300);
 }
 
-function toOrt(t: HostTensor): ort.Tensor {
+function toOrt(ort: typeof Ort, t: HostTensor): Ort.Tensor {
   const dims = [...t.dims];
   if (t.data instanceof Float32Array) return new ort.Tensor("float32", t.data, dims);
   if (t.data instanceof BigInt64Array) return new ort.Tensor("int64", t.data, dims);
@@ -170,18 +329,19 @@ function toOrt(t: HostTensor): ort.Tensor {
   return new ort.Tensor("bool", t.data, dims);
 }
 
-function fromOrt(t: ort.Tensor): HostTensor {
+function fromOrt(t: Ort.Tensor): HostTensor {
   return { data: t.data as TensorData, dims: t.dims };
 }
 
-function wrap(session: ort.InferenceSession, provider: "cpu" | "cuda" | "webgpu"): GraphSession {
+function wrap(ort: typeof Ort, session: Ort.InferenceSession, provider: Provider, device: DeviceDescription): GraphSession {
   return {
     provider,
+    device,
     inputNames: session.inputNames,
     outputNames: session.outputNames,
     async run(feeds, fetches) {
-      const ortFeeds: Record<string, ort.Tensor> = {};
-      for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = toOrt(t);
+      const ortFeeds: Record<string, Ort.Tensor> = {};
+      for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = toOrt(ort, t);
       const result = fetches ? await session.run(ortFeeds, [...fetches]) : await session.run(ortFeeds);
       const out: Record<string, HostTensor> = {};
       for (const [name, t] of Object.entries(result)) out[name] = fromOrt(t);
