@@ -114,12 +114,39 @@ async function panelShowing(text: string, selector: string, timeout: number): Pr
   }
 }
 
+/**
+ * Closes every editor and panel, again until none is left: after a reload the workbench restores
+ * its editors and webview panels a while later, and a Close All run before that closes nothing.
+ */
+async function closeAllEditors(): Promise<void> {
+  const tabs = page.locator(".tabs-container .tab");
+  const end = Date.now() + 60_000;
+  for (;;) {
+    // a middle click closes a tab (no command palette, which a focused webview can keep from opening)
+    while ((await tabs.count()) > 0 && Date.now() < end) await tabs.first().click({ button: "middle" }).catch(() => undefined);
+    // and still none a moment later (a restore may be under way)
+    await page.waitForTimeout(1500);
+    if ((await tabs.count()) === 0) return;
+    if (Date.now() > end) throw new Error(`editors stay open: ${(await tabs.allTextContents()).join(", ")}`);
+  }
+}
+
 /** Runs a command from the Command Palette. */
 async function command(title: string): Promise<void> {
-  await page.keyboard.press("F1");
   const input = page.locator(".quick-input-widget input.input");
-  await input.waitFor({ state: "visible" });
-  await input.fill(`>${title}`);
+  for (let attempt = 0; ; attempt++) {
+    await page.keyboard.press("F1");
+    try {
+      await input.fill(`>${title}`, { timeout: attempt < 2 ? 10_000 : 30_000 });
+      break;
+    } catch (e) {
+      // F1 pressed while a webview had the focus opens no palette, or one that takes no input:
+      // close it, take the focus to the workbench (the side bar's title) and try again
+      if (attempt >= 2) throw e;
+      await page.keyboard.press("Escape");
+      await page.locator(".part.sidebar .composite.title").first().click().catch(() => undefined);
+    }
+  }
   // click the command's own row: Enter would run the highlighted one, which may be a recently used other command
   const row = page.locator(".quick-input-list .monaco-list-row", { hasText: title }).first();
   await row.waitFor();
@@ -384,11 +411,13 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
       const row = page.locator(".explorer-folders-view .monaco-list-row", { hasText: name }).first();
       await row.waitFor({ timeout: 30_000 });
       await row.click();
+      // the preview command acts on the active editor: it must be this file's
+      await page.locator(".tabs-container .tab.active", { hasText: name }).waitFor({ timeout: 30_000 });
       await page.locator(".monaco-editor .view-lines", { hasText: text }).first().waitFor({ timeout: 30_000 });
     };
     // a results folder outside the file's folder (as the samples had): the preview writes nothing, so it asks nothing
     fs.writeFileSync(path.join(workspace, "far-results.lens.json"), `${JSON.stringify({ ...STUDY("circle"), output: { folder: "../../far-results" } }, null, 2)}\n`);
-    await command("View: Close All Editors");
+    await closeAllEditors();
     await open("far-results.lens.json", "far-results");
     await command("Logit Lens: Open Preview to the Side");
     const far = await panelShowing("far-results", "#heatmap", 120_000);
@@ -397,7 +426,7 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
 
     // a fresh preview of an invalid file: the problems at once, not "Waiting for a lens run…"
     fs.writeFileSync(path.join(workspace, "broken.lens.json"), `${JSON.stringify({ ...STUDY("square"), inputs: [] }, null, 2)}\n`);
-    await command("View: Close All Editors");
+    await closeAllEditors();
     await open("broken.lens.json", "inputs");
     await command("Logit Lens: Open Preview to the Side");
     const frame = await panelShowing("broken.lens.json", "#problems", 30_000);
@@ -414,7 +443,7 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     await page.locator(".statusbar-item", { hasText: "Logit Lens" }).first().waitFor({ timeout: 60_000 });
     await page.keyboard.press("Escape");
     // the focus out of any restored webview (F1 does not reach the workbench from inside one)
-    await command("View: Close All Editors").catch(() => undefined);
+    await closeAllEditors();
     await page.locator(".explorer-folders-view").first().click();
     await command("Logit Lens: Show Runtime Info");
     // the Output panel is an editor: spaces render as no-break spaces
@@ -470,7 +499,7 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
       groupBy: ["group"],
     };
     fs.writeFileSync(path.join(samples, "masking.lens.json"), `${JSON.stringify(study, null, 2)}\n`);
-    await command("View: Close All Editors");
+    await closeAllEditors();
     // the Explorer: open the folder, then the file
     const folder = page.locator(".explorer-folders-view .monaco-list-row", { hasText: "samples" }).first();
     await folder.waitFor({ timeout: 30_000 });
