@@ -164,7 +164,8 @@ export interface PreviewExperimentParams {
 }
 export interface PreviewExperimentResult {
   record: LensRecord;
-  item: { index: number; total: number; image: string; prompt: string; variant: string; expected: string | null };
+  /** `image`: the image's path relative to the experiment's inputs (for display); `imagePath`: the absolute path on the sidecar's machine. */
+  item: { index: number; total: number; image: string; imagePath: string; prompt: string; variant: string; expected: string | null };
   /** Whether the record came from the cache (same model, image bytes, prompt, settings and mask). */
   cached: boolean;
 }

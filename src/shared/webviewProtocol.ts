@@ -96,7 +96,12 @@ export interface ExportMessage {
   error?: string;
 }
 
-export type WebviewToHost = ReadyMessage | TrackMessage | ExportMessage;
+/** Run the panel's request again with the image overlay's data (attention over the image patches, the patch lens). */
+export interface RerunWithOverlayMessage {
+  type: "rerunWithOverlay";
+}
+
+export type WebviewToHost = ReadyMessage | TrackMessage | ExportMessage | RerunWithOverlayMessage;
 
 /** What the webview keeps with vscode.setState, so a panel comes back after a reload. */
 export interface PanelState {
