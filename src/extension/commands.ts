@@ -10,7 +10,7 @@ import { RunRequest, type RunParams } from "../shared/protocol";
 import { errorText } from "./experiments";
 import type { LensPanels } from "./lensPanel";
 import { describeModelFolder, findCachedModels, hubCacheFolder } from "./modelFolders";
-import { readConfig, SECTION } from "./settings";
+import { readConfig, runSettings, SECTION } from "./settings";
 import type { SidecarClient } from "./sidecarClient";
 
 export const IMAGE_EXTENSIONS = [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"];
@@ -37,8 +37,7 @@ export async function runLogitLens(
   // an empty prompt given by a caller (a keybinding's args) asks, as no prompt does
   const prompt = promptArg?.trim() ? promptArg : await askPrompt(context);
   if (prompt === undefined) return;
-  const config = readConfig();
-  const request: RunParams = { prompt, image: image.fsPath, settings: { topK: config.topK, maxNewTokens: config.maxNewTokens } };
+  const request: RunParams = { prompt, image: image.fsPath, settings: runSettings() };
   try {
     const record = await vscode.window.withProgress(
       { location: vscode.ProgressLocation.Notification, title: `Logit Lens: ${path.basename(image.fsPath)}`, cancellable: true },

@@ -79,3 +79,13 @@ export function exportFolder(workspaceFolders: readonly string[], imagePath?: st
   if (workspaceFolders.length) return workspaceFolders[0];
   return near.length ? path.dirname(near[0]) : undefined;
 }
+
+/**
+ * The previewed item's image as an absolute path, for the panel's webview URI: the sidecar's
+ * `imagePath`; from an older sidecar, its `image` (relative to the file's folder) resolved.
+ * A bare relative name would become a URI at the file system's root.
+ */
+export function previewImagePath(file: string, item: { image: string; imagePath?: string }): string | undefined {
+  if (item.imagePath && path.isAbsolute(item.imagePath)) return item.imagePath;
+  return item.image ? path.resolve(path.dirname(file), item.image) : undefined;
+}

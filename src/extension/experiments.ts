@@ -16,7 +16,7 @@ import type { SweepAggregates, SweepRow } from "../shared/sweep";
 import { comparisonItems } from "../shared/sweepCompare";
 import type { ComparisonMessage } from "../shared/webviewProtocol";
 import { MIB, readInputText } from "../sidecar/util/readInput";
-import { experimentPaths, pathsNeedingConsent } from "./experimentPaths";
+import { experimentPaths, pathsNeedingConsent, previewImagePath } from "./experimentPaths";
 import { isExperimentDocument } from "./experimentDiagnostics";
 import type { LensPanels, PreviewPanel } from "./lensPanel";
 import type { SidecarClient } from "./sidecarClient";
@@ -232,7 +232,7 @@ export class Experiments implements vscode.Disposable {
       const r = await this.client.request(PreviewExperimentRequest, { file, text }, tokenOf(cts.token), "preview");
       if (version !== p.version || this.preview !== p) return; // a newer edit won
       const title = `Preview ${path.basename(file)}`;
-      await p.panel.show(r.record, title, { file, index: r.item.index, total: r.item.total, variant: r.item.variant, expected: r.item.expected, cached: r.cached }, r.item.image || undefined);
+      await p.panel.show(r.record, title, { file, index: r.item.index, total: r.item.total, variant: r.item.variant, expected: r.item.expected, cached: r.cached }, previewImagePath(file, r.item));
       p.panel.post({ type: "status", state: "idle" });
     } catch (e) {
       if ((e as { code?: number }).code === -32800) return; // superseded by a newer edit

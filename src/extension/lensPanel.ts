@@ -21,6 +21,7 @@ import type { ComparisonMessage, HostState, HostToWebview, PanelState, ProblemsM
 import { writeFileAtomic } from "../sidecar/util/atomicWrite";
 import { panelHtml } from "../webview/html";
 import { exportFolder } from "./experimentPaths";
+import { IMAGE_OVERLAY } from "./settings";
 import type { SidecarClient } from "./sidecarClient";
 
 export const PANEL_VIEW_TYPE = "logitLens.panel";
@@ -184,6 +185,8 @@ export class LensPanels implements vscode.Disposable {
         this.post(entry, { type: "status", state: "running", message: "opening the item" });
         await entry.openItem(m.id);
         this.post(entry, { type: "status", state: "idle" });
+      } else if (m.type === "rerunWithOverlay") {
+        await this.rerunWithOverlay(entry);
       }
     } catch (e) {
       const reason = e instanceof Error ? e.message : String(e);
@@ -205,6 +208,20 @@ export class LensPanels implements vscode.Disposable {
     }
     const r = await this.client.request(TrackTokensRequest, { tokens: [text] }, undefined, "tracking a token");
     this.post(entry, { type: "tracked", ids: r.ids, texts: r.texts, rank: r.rank, prob: r.prob });
+    this.post(entry, { type: "status", state: "idle" });
+  }
+
+  /** The card's "Run with the image overlay": the panel's run again, now keeping per-patch attention and the patch lens. */
+  private async rerunWithOverlay(entry: PanelEntry): Promise<void> {
+    if (entry.kind !== "run") throw new Error('a preview runs what its file says: set "imageAttention": true and "patchLens": true in its "lens" settings');
+    if (!entry.record || !entry.imagePath) throw new Error("this panel has no image run to rerun");
+    const base = entry.request ?? requestOf(entry.record, entry.imagePath);
+    const request: RunParams = { ...base, settings: { ...base.settings, ...IMAGE_OVERLAY } };
+    this.post(entry, { type: "status", state: "running", message: "running again with the image overlay" });
+    const record = await this.client.request(RunRequest, request, undefined, "running the lens");
+    entry.request = request;
+    if (entry.kind === "run") this.lastRun = entry;
+    await this.setRecord(entry, record, panelTitle(record, entry.imagePath), undefined);
     this.post(entry, { type: "status", state: "idle" });
   }
 

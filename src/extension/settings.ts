@@ -7,6 +7,7 @@
 import * as os from "node:os";
 import * as path from "node:path";
 import * as vscode from "vscode";
+import type { LensSettings } from "../shared/lensRecord";
 import { DTYPE_CHOICES, type DtypeChoice, type OpenModelParams } from "../shared/protocol";
 
 export const SECTION = "logitLens";
@@ -22,6 +23,8 @@ export interface LensConfig {
   threads: number;
   topK: number;
   maxNewTokens: number;
+  /** Whether an image run asks for per-patch attention and the patch lens (the image overlay). */
+  imageOverlay: boolean;
   /** Where run records are kept (for panels restored after a reload); "" = extension storage. */
   cacheFolder: string;
 }
@@ -35,6 +38,7 @@ export function readConfig(): LensConfig {
     threads: Math.max(0, Math.floor(c.get<number>("threads", 0))),
     topK: clampInt(c.get<number>("topK", 10), 1, 100),
     maxNewTokens: clampInt(c.get<number>("maxNewTokens", 8), 0, 512),
+    imageOverlay: c.get<boolean>("imageOverlay", true) !== false,
     cacheFolder: expandHome(c.get<string>("cacheFolder", "").trim()),
   };
 }
@@ -42,6 +46,14 @@ export function readConfig(): LensConfig {
 export function openModelParams(config: LensConfig = readConfig()): OpenModelParams {
   return { folder: config.model, device: config.device, dtype: config.dtype, ...(config.threads > 0 ? { threads: config.threads } : {}) };
 }
+
+/** The lens settings of a run on an image from the editor (the "Run Logit Lens" command, a panel's rerun). */
+export function runSettings(config: LensConfig = readConfig()): Partial<LensSettings> {
+  return { topK: config.topK, maxNewTokens: config.maxNewTokens, ...(config.imageOverlay ? IMAGE_OVERLAY : {}) };
+}
+
+/** What the image overlay needs in a record: attention over the image tokens, and their own lens. */
+export const IMAGE_OVERLAY = { imageAttention: true, patchLens: true } as const satisfies Partial<LensSettings>;
 
 export function recordsFolder(context: vscode.ExtensionContext, config: LensConfig = readConfig()): string {
   return config.cacheFolder ? path.join(config.cacheFolder, "records") : path.join(context.globalStorageUri.fsPath, "records");

@@ -98,6 +98,13 @@ export class SidecarClient {
   private readonly progressListeners = new Set<(stage: string) => void>();
   private readonly experimentListeners = new Set<(p: ExperimentProgressParams) => void>();
   private stderrTail = "";
+  /**
+   * The last request sent, settled. The sidecar runs requests in arrival order and an experiment's
+   * run or preview may open the file's own model: a run sent while one is in flight (or while
+   * another request is still opening the settings' model) would run on that model. So requests
+   * go one at a time, each checking the open model just before it is sent.
+   */
+  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly options: SidecarOptions) {}
 
@@ -141,6 +148,12 @@ export class SidecarClient {
    * restarts the sidecar.
    */
   async request<P, R>(type: RequestType<P, R, void>, params: P, token?: CancellationToken, what = type.method): Promise<R> {
+    const done = this.queue.then(() => this.send(type, params, token, what));
+    this.queue = done.catch(() => undefined);
+    return done;
+  }
+
+  private async send<P, R>(type: RequestType<P, R, void>, params: P, token: CancellationToken | undefined, what: string): Promise<R> {
     const running = await this.ensureModel();
     this.busy++;
     this.busyWhat = what;

@@ -191,8 +191,8 @@ export interface PreviewExperimentParams {
 }
 export interface PreviewExperimentResult {
   record: LensRecord;
-  /** The previewed planned item; `id` is the id its row gets in a sweep's results.jsonl. */
-  item: { id: string; index: number; total: number; image: string; prompt: string; variant: string; expected: string | null };
+  /** The previewed planned item. `id`: the id its row gets in a sweep's results.jsonl; `image`: the image's path relative to the experiment's inputs (for display); `imagePath`: the absolute path on the sidecar's machine. */
+  item: { id: string; index: number; total: number; image: string; imagePath: string; prompt: string; variant: string; expected: string | null };
   /** Whether the record came from the cache (same model, image bytes, prompt, settings and mask). */
   cached: boolean;
 }

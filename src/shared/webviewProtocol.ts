@@ -105,7 +105,12 @@ export interface OpenItemMessage {
   id: string;
 }
 
-export type WebviewToHost = ReadyMessage | TrackMessage | ExportMessage | OpenItemMessage;
+/** Run the panel's request again with the image overlay's data (attention over the image patches, the patch lens). */
+export interface RerunWithOverlayMessage {
+  type: "rerunWithOverlay";
+}
+
+export type WebviewToHost = ReadyMessage | TrackMessage | ExportMessage | OpenItemMessage | RerunWithOverlayMessage;
 
 /** What the webview keeps with vscode.setState, so a panel comes back after a reload. */
 export interface PanelState {

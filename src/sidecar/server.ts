@@ -256,7 +256,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
         const m = await modelFor(experiment, file);
         const request = itemRequest(item);
         const key = createHash("sha256").update(JSON.stringify([m.info.configHash, m.info.computeDtype, m.info.weightPlan, request.prompt, request.settings, request.headMask ?? null])).update(bytes).digest("hex");
-        const summary = { id: item.id, index, total: items.length, image: item.imageRel, prompt: item.prompt, variant: item.variant.name, expected: item.expected };
+        const summary = { id: item.id, index, total: items.length, image: item.imageRel, imagePath: item.image, prompt: item.prompt, variant: item.variant.name, expected: item.expected };
         const hit = previews.get(key);
         if (hit) {
           previews.delete(key); // most recently used goes last

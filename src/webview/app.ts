@@ -190,6 +190,8 @@ export class App {
         this.save();
       },
       onLayer: (l) => this.setOverlayLayer(l),
+      onPatchHover: (token) => this.onPatchHover(token),
+      onRerun: () => this.post({ type: "rerunWithOverlay" }),
     });
     this.legend = el("div", { class: "legend", attrs: { "aria-hidden": "true" } });
     const heatmapExport = el(
@@ -224,8 +226,9 @@ export class App {
       this.promptEl,
       this.infoEl,
       this.strip.element,
-      el("div", { class: "main-grid" }, heatmapCard, this.rankPanel.element),
-      el("div", { class: "cards" }, this.overlay.element, this.trackedCard.element, ...[...this.lineCards.values()].map((c) => c.element), this.attentionCard.element, this.headsCard.element),
+      // the image sits beside the heatmap, above the rank panel, so both are on the first screen
+      el("div", { class: "main-grid" }, heatmapCard, el("div", { class: "side-column" }, this.overlay.element, this.rankPanel.element)),
+      el("div", { class: "cards" }, this.trackedCard.element, ...[...this.lineCards.values()].map((c) => c.element), this.attentionCard.element, this.headsCard.element),
     );
     this.recordEl.hidden = true;
     this.comparison = new ComparisonView(
@@ -321,7 +324,7 @@ export class App {
     const ui = this.ui;
     if (ui.layer < 0 || ui.layer >= view.layers) ui.layer = view.layers - 1;
     if (ui.p < 0 || ui.p >= view.positions) ui.p = Math.max(0, view.positions - 1);
-    if (ui.overlayLayer < 0 || ui.overlayLayer >= view.layers) ui.overlayLayer = view.layers - 1;
+    if (ui.overlayLayer < 0 || ui.overlayLayer >= view.layers) ui.overlayLayer = ui.layer;
     if (ui.tracked && (ui.tracked.rank.shape[0] !== view.layers || ui.tracked.rank.shape[1] !== view.positions)) ui.tracked = undefined;
     this.hover = null;
 
@@ -352,7 +355,7 @@ export class App {
     step("attention", () => this.renderAttention());
     step("heads", () => this.renderHeads());
     step("overlay", () => {
-      this.overlay.setRecord(view, message.imageUri);
+      this.overlay.setRecord(view, message.imageUri, this.kind === "run");
       this.renderOverlay();
     });
     step("tracked", () => this.renderTracked());
@@ -426,6 +429,7 @@ export class App {
     const start = performance.now();
     this.hover = layer < 0 ? null : { layer, p };
     this.refreshRanks();
+    this.overlay.highlightToken(layer < 0 ? -1 : (this.view?.record.positions[p] ?? -1));
     // Measured for the benchmark; cleared now and then so a long session does not keep them all.
     if (++this.hovers % 1000 === 0) performance.clearMeasures("logitLens:hover");
     performance.measure("logitLens:hover", { start, end: performance.now() });
@@ -435,6 +439,14 @@ export class App {
     const moved = p !== this.ui.p;
     this.ui.layer = layer;
     this.ui.p = p;
+    // the overlay shows the selected cell's layer (its slider can still pick another one)
+    if (layer !== this.ui.overlayLayer) {
+      this.ui.overlayLayer = layer;
+      if (!moved) {
+        this.renderOverlay();
+        this.renderHeads();
+      }
+    }
     if (!this.hover) this.refreshRanks();
     this.strip.markSelected(this.view?.record.positions[p] ?? -1);
     this.schedulePositionCharts(moved);
@@ -448,9 +460,21 @@ export class App {
     this.save();
   }
 
+  /** The pointer on a patch of the picture: its image token's column lights in the heatmap (when analysed) and in the token strip. */
+  private onPatchHover(token: number): void {
+    const view = this.view;
+    if (!view) return;
+    const p = token >= 0 ? view.analysedIndex.get(token) : undefined;
+    this.heatmap.markHover(p === undefined ? -1 : this.ui.layer, p ?? -1);
+    this.strip.markLit(token);
+    this.hover = p === undefined ? null : { layer: this.ui.layer, p };
+    this.refreshRanks();
+  }
+
   private onTokenHover(token: number): void {
     const view = this.view;
     if (!view) return;
+    this.overlay.highlightToken(token);
     if (token < 0) {
       this.hover = null;
       this.refreshRanks();

@@ -145,6 +145,14 @@ export class HeatmapView {
     this.drawMarks();
   }
 
+  /** Marks a cell as hovered from outside the heatmap (a patch of the picture); -1, -1 clears it. */
+  markHover(layer: number, p: number): void {
+    if (layer === this.hover.layer && p === this.hover.p) return;
+    this.hover = { layer, p };
+    if (p >= 0) this.scrollTo(p);
+    this.drawMarks();
+  }
+
   /** Lays out and draws the visible cells; returns the milliseconds it took. */
   render(): number {
     const start = performance.now();

@@ -510,6 +510,14 @@ export interface StripChip {
   p: number;
 }
 
+/** An image token's place: its patch row and column ("r2 c5"), on its tile when the image was cut into tiles ("tile 3 r2 c5", "global r2 c5"). */
+export function imageTokenLabel(record: LensRecord, at: { index: number; row: number; col: number }): string {
+  const tiles = record.input.image?.tiles;
+  const where = `r${at.row} c${at.col}`;
+  if (!tiles || tiles.count <= 1) return where;
+  return at.index === tiles.count - 1 ? `global ${where}` : `tile ${at.index + 1} ${where}`;
+}
+
 /** The prompt and answer as chips; with `collapseImages`, each run of image tokens is one "<image> × N" chip. */
 export function tokenStrip(view: LensView, collapseImages: boolean): StripChip[] {
   const { tokens } = view.record;
@@ -523,7 +531,7 @@ export function tokenStrip(view: LensView, collapseImages: boolean): StripChip[]
       i = end - 1;
       continue;
     }
-    out.push({ segment: t.segment, start: i, end: i + 1, label: visibleToken(t.text), p: view.analysedIndex.get(i) ?? -1 });
+    out.push({ segment: t.segment, start: i, end: i + 1, label: t.segment === "image" && t.image ? imageTokenLabel(view.record, t.image) : visibleToken(t.text), p: view.analysedIndex.get(i) ?? -1 });
   }
   return out;
 }

@@ -5,24 +5,20 @@
  * centred rectangle with the processed image's aspect ratio (all of it for a plain resize, the
  * centre square for CLIP's resize-and-crop).
  */
-import { el, formatNumber, type Select, select } from "./dom";
-import { attentionOverlay, type LensView, type OverlayGrid, overlayLayout, patchLensOverlay, type PositionChoice, visibleToken } from "./model";
+import { button, el, formatNumber, type Select, select } from "./dom";
+import { attentionOverlay, type LensView, imageTokenLabel, type OverlayGrid, overlayLayout, patchLensOverlay, type PositionChoice, visibleToken } from "./model";
 import type { OverlaySource } from "./panelState";
+import { cellAt, keptRegion, type PatchIndex, type PatchRect, patchIndex } from "./patches";
 import type { Palette } from "./theme";
 
 
 export interface OverlayCallbacks {
   onSource(source: OverlaySource): void;
   onLayer(layer: number): void;
-}
-
-/** The cropped region of an original image that the processed tensor shows, in original pixels. */
-export function keptRegion(original: [number, number], processed: [number, number]): { x: number; y: number; width: number; height: number } {
-  const [ow, oh] = original;
-  const aspect = processed[0] / processed[1];
-  const width = Math.min(ow, oh * aspect);
-  const height = width / aspect;
-  return { x: (ow - width) / 2, y: (oh - height) / 2, width, height };
+  /** The pointer is on the patch of this image token (its index in record.tokens), or left the picture (-1). */
+  onPatchHover(token: number): void;
+  /** "Run again with the image overlay": the record lacks per-patch attention or the patch lens. */
+  onRerun(): void;
 }
 
 export class ImageOverlay {
@@ -35,8 +31,13 @@ export class ImageOverlay {
   private readonly layerInput: HTMLInputElement;
   private readonly layerName: HTMLOutputElement;
   private readonly note: HTMLElement;
+  private readonly rerun: HTMLElement;
   private view: LensView | undefined;
   private grid: OverlayGrid | null = null;
+  private patches: PatchIndex | null = null;
+  /** The lit patch (cells of the grid), from a hovered image token or the pointer. */
+  private lit: PatchRect | null = null;
+  private canRerun = false;
   private frame = 0;
   private state: { source: OverlaySource; layer: number; p: PositionChoice } = { source: "attention", layer: 1, p: "mean" };
 
@@ -65,8 +66,15 @@ export class ImageOverlay {
     this.layerName = el("output", { attrs: { for: "layer" } });
     this.layerInput.addEventListener("input", () => callbacks.onLayer(Number(this.layerInput.value)));
     this.img.addEventListener("load", () => this.draw());
-    this.canvas.addEventListener("mousemove", (e) => this.describe(e.offsetX, e.offsetY));
-    this.canvas.addEventListener("mouseleave", () => (this.caption.textContent = ""));
+    this.canvas.addEventListener("mousemove", (e) => this.describe(e.offsetX, e.offsetY, callbacks));
+    this.canvas.addEventListener("mouseleave", () => {
+      this.caption.textContent = "";
+      this.light(null);
+      callbacks.onPatchHover(-1);
+    });
+    this.rerun = button("Run again with the image overlay", { id: "overlay-rerun", title: "Rerun this prompt keeping each position's attention on the patches and each patch's own lens" });
+    this.rerun.hidden = true;
+    this.rerun.addEventListener("click", () => callbacks.onRerun());
     new ResizeObserver(() => this.draw()).observe(this.stage);
     this.element = el(
       "section",
@@ -76,6 +84,7 @@ export class ImageOverlay {
       this.stage,
       this.caption,
       this.note,
+      this.rerun,
     );
   }
 
@@ -84,13 +93,32 @@ export class ImageOverlay {
     this.scheduleDraw();
   }
 
-  setRecord(view: LensView, imageUri: string | null): void {
+  /** `canRerun`: the panel can run its request again (a run panel, not an experiment's preview). */
+  setRecord(view: LensView, imageUri: string | null, canRerun = false): void {
     this.view = view;
+    this.canRerun = canRerun;
+    this.patches = patchIndex(view.record);
+    this.lit = null;
     this.layerInput.max = String(view.layers - 1);
     const hasImage = !!imageUri && !!view.record.input.image;
+    this.element.hidden = !view.record.input.image;
     this.stage.hidden = !hasImage;
     if (hasImage && this.img.getAttribute("src") !== imageUri) this.img.src = imageUri;
     if (!hasImage) this.img.removeAttribute("src");
+  }
+
+  /** Lights the patch of an image token (a record.tokens index; -1 or a text token: none). */
+  highlightToken(token: number): void {
+    this.light(token >= 0 ? (this.patches?.rectOf.get(token) ?? null) : null);
+  }
+
+  private light(rect: PatchRect | null): void {
+    const key = rect ? `${rect.row},${rect.col},${rect.rows},${rect.cols}` : "";
+    if (key === (this.element.dataset["lit"] ?? "")) return;
+    this.lit = rect;
+    // for tests: which cells are lit (row,col,rows,cols)
+    this.element.dataset["lit"] = key;
+    this.scheduleDraw();
   }
 
   update(source: OverlaySource, layer: number, p: PositionChoice): void {
@@ -103,12 +131,14 @@ export class ImageOverlay {
     this.grid = source === "attention" ? attentionOverlay(v, layer, p) : source === "patchLens" ? patchLensOverlay(v, layer) : null;
     const why = (): string => {
       if (!v.record.input.image) return "A text-only run: no image to overlay.";
-      if (source === "attention" && !v.record.attention.imageRows) return "This record has no per-patch attention: run with imageAttention to see it.";
+      if (source === "attention" && !v.record.attention.imageRows) return `This record has no per-patch attention: ${this.canRerun ? "run it again with the image overlay" : 'set "imageAttention": true in the file\'s "lens" settings'} to see it.`;
       if (source === "attention" && layer === 0) return "The embeddings have no attention: pick a block (layer 1 or above).";
-      if (source === "patchLens" && !v.record.patchLens) return "This record has no patch lens: run with patchLens to see it.";
+      if (source === "patchLens" && !v.record.patchLens) return `This record has no patch lens: ${this.canRerun ? "run it again with the image overlay" : 'set "patchLens": true in the file\'s "lens" settings'} to see it.`;
       return "";
     };
     this.note.textContent = source === "off" ? "" : this.grid ? this.legend() : why();
+    const missing = !!v.record.input.image && (!v.record.attention.imageRows || !v.record.patchLens);
+    this.rerun.hidden = !(this.canRerun && missing && source !== "off");
     this.scheduleDraw();
   }
 
@@ -154,8 +184,27 @@ export class ImageOverlay {
     const ctx = this.canvas.getContext("2d");
     const grid = this.grid;
     const region = this.region();
-    if (!ctx || !grid || !region) return;
+    if (!ctx || !region) return;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    if (grid) this.drawGrid(ctx, grid, region);
+    const patches = this.patches;
+    const lit = this.lit;
+    if (patches && lit) {
+      // the lit patch: a double outline that reads on any picture and any theme
+      const cw = region.width / patches.cols;
+      const ch = region.height / patches.rows;
+      const x = region.x + lit.col * cw;
+      const y = region.y + lit.row * ch;
+      ctx.lineWidth = 3;
+      ctx.strokeStyle = "rgba(0,0,0,0.85)";
+      ctx.strokeRect(x, y, lit.cols * cw, lit.rows * ch);
+      ctx.lineWidth = 1.5;
+      ctx.strokeStyle = "#ffffff";
+      ctx.strokeRect(x, y, lit.cols * cw, lit.rows * ch);
+    }
+  }
+
+  private drawGrid(ctx: CanvasRenderingContext2D, grid: OverlayGrid, region: { x: number; y: number; width: number; height: number }): void {
     const cw = region.width / grid.cols;
     const ch = region.height / grid.rows;
     const { r, g, b } = this.palette.overlay;
@@ -177,19 +226,29 @@ export class ImageOverlay {
       }
   }
 
-  private describe(x: number, y: number): void {
-    const grid = this.grid;
+  private describe(x: number, y: number, callbacks: OverlayCallbacks): void {
+    const patches = this.patches;
     const region = this.region();
-    if (!grid || !region) return;
-    const col = Math.floor(((x - region.x) / region.width) * grid.cols);
-    const row = Math.floor(((y - region.y) / region.height) * grid.rows);
-    if (row < 0 || col < 0 || row >= grid.rows || col >= grid.cols) {
+    const at = patches && region ? cellAt(patches, region, x - region.x, y - region.y) : null;
+    if (!patches || !at) {
       this.caption.textContent = "";
+      this.light(null);
+      callbacks.onPatchHover(-1);
       return;
     }
-    const v = grid.values[row * grid.cols + col];
-    this.caption.textContent = grid.labels
-      ? `patch row ${row}, column ${col}: top-1 ${visibleToken(grid.labels[row * grid.cols + col])} (p ${formatNumber(v)})`
-      : `patch row ${row}, column ${col}: ${(100 * v).toFixed(2)}% of the attention`;
+    const cell = at.row * patches.cols + at.col;
+    const token = patches.tokenAt.get(cell) ?? -1;
+    this.light({ row: at.row, col: at.col, rows: 1, cols: 1 });
+    callbacks.onPatchHover(token);
+    const at0 = token >= 0 ? this.view?.record.tokens[token]?.image : undefined;
+    const where = at0 && this.view ? `patch ${imageTokenLabel(this.view.record, at0)} (token ${token})` : `patch r${at.row} c${at.col}`;
+    const grid = this.grid;
+    const v = grid?.values[cell];
+    this.caption.textContent =
+      grid && v !== undefined && Number.isFinite(v)
+        ? grid.labels
+          ? `${where}: top-1 ${visibleToken(grid.labels[cell])} (p ${formatNumber(v)})`
+          : `${where}: ${(100 * v).toFixed(2)}% of the attention`
+        : where;
   }
 }

@@ -53,6 +53,11 @@ export class TokenStrip {
     this.toggle.setAttribute("aria-pressed", collapseImages ? "false" : "true");
   }
 
+  /** Lights the chip of a token whose patch the pointer is on (-1: none). */
+  markLit(token: number): void {
+    for (const b of this.chips) b.classList.toggle("lit", token >= 0 && b.dataset["token"] === String(token));
+  }
+
   markSelected(token: number): void {
     for (const b of this.chips) b.setAttribute("aria-pressed", b.dataset["token"] === String(token) ? "true" : "false");
   }

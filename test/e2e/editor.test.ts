@@ -542,4 +542,92 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     expect(await opened.locator("#title").textContent()).toContain(`Item ${index} (two-heads)`);
     await shot("13-comparison-item-opened");
   }, 300_000);
+
+  it("the daily path with an image: the picture beside the heatmap with its overlay on, patch and token hover both ways, a rerun that adds the overlay, the preview's picture", async () => {
+    onTestFailed(() => shot("failed-image"));
+    await page.reload();
+    await page.locator(".statusbar-item", { hasText: "Logit Lens" }).first().waitFor({ timeout: 60_000 });
+    await page.keyboard.press("Escape");
+    await closeAllEditors();
+    const runOnScene = async () => {
+      const row = page.locator(".explorer-folders-view .monaco-list-row", { hasText: "scene.png" });
+      await row.waitFor({ timeout: 60_000 });
+      await row.click({ button: "right" });
+      const item = page.locator(".monaco-menu .action-item", { hasText: "Run Logit Lens" });
+      await item.waitFor();
+      // a click while the menu still opens is lost
+      await item.hover();
+      await page.waitForTimeout(500);
+      await item.click();
+      const input = page.locator(".quick-input-widget input.input");
+      await input.waitFor({ state: "visible" });
+      await input.fill(PROMPT);
+      await input.press("Enter");
+    };
+    await runOnScene();
+    let frame = panelFrame();
+    await frame.locator("#heatmap").waitFor({ state: "visible", timeout: 120_000 });
+    const image = frame.locator(".overlay-image");
+    await image.waitFor({ state: "visible", timeout: 30_000 });
+    await expect.poll(() => image.evaluate((e) => (e as unknown as { naturalWidth: number }).naturalWidth), { timeout: 15_000 }).toBeGreaterThan(0);
+    // beside the heatmap, at least 256 px wide, on the first screen
+    const pic = (await image.boundingBox())!;
+    const heat = (await frame.locator(".heatmap-card").boundingBox())!;
+    expect(pic.width).toBeGreaterThanOrEqual(256);
+    expect(pic.x).toBeGreaterThanOrEqual(heat.x + heat.width);
+    expect(pic.y).toBeLessThan(heat.y + heat.height);
+    expect(pic.y + pic.height).toBeLessThanOrEqual(1000);
+    // the overlay is on: the run asked for per-patch attention (no "run with imageAttention" dead end)
+    const note = frame.locator(".overlay-card .note").last();
+    await expect.poll(() => note.textContent(), { timeout: 10_000 }).toMatch(/Head-averaged attention of position \d+/u);
+    expect(await frame.locator("#overlay-rerun").isVisible()).toBe(false);
+    await shot("20-image-beside-heatmap");
+
+    // a patch under the pointer lights itself and names its image token by row and column
+    await page.mouse.move(pic.x + pic.width * 0.1, pic.y + pic.height * 0.1);
+    await expect.poll(() => frame.locator(".overlay-card").getAttribute("data-lit")).toBe("0,0,1,1");
+    expect(await frame.locator(".overlay-caption").textContent()).toMatch(/^patch r0 c0 \(token \d+\)/u);
+    await shot("21-patch-hover");
+    // an image token's chip (expanded) lights its patch on the picture
+    await frame.locator("#toggle-images").click();
+    const chip = frame.locator(".chip.seg-image").nth(5);
+    await chip.hover();
+    await expect.poll(() => frame.locator(".overlay-card").getAttribute("data-lit")).not.toBe("");
+    expect(await chip.textContent()).toMatch(/^r\d+ c\d+$/u);
+    await shot("22-token-hover");
+
+    // with the overlay turned off in the settings, the card offers a rerun that brings it back
+    // (written before a reload: the workbench reads the settings file as the window loads)
+    const settingsFile = path.join(userData, "User", "settings.json");
+    const settings = fs.readFileSync(settingsFile, "utf8");
+    fs.writeFileSync(settingsFile, JSON.stringify({ ...(JSON.parse(settings) as Record<string, unknown>), "logitLens.imageOverlay": false }));
+    await page.reload();
+    await page.locator(".statusbar-item", { hasText: "Logit Lens" }).first().waitFor({ timeout: 60_000 });
+    await page.keyboard.press("Escape");
+    await closeAllEditors();
+    await runOnScene();
+    frame = panelFrame();
+    const rerun = frame.locator("#overlay-rerun");
+    await rerun.waitFor({ state: "visible", timeout: 120_000 });
+    expect(await frame.locator(".overlay-card .note").last().textContent()).toContain("run it again with the image overlay");
+    await shot("23-overlay-missing");
+    await rerun.click();
+    await expect.poll(() => frame.locator(".overlay-card .note").last().textContent(), { timeout: 60_000 }).toMatch(/Head-averaged attention/u);
+    expect(await rerun.isVisible()).toBe(false);
+    await shot("24-overlay-after-rerun");
+    fs.writeFileSync(settingsFile, settings);
+
+    // the experiment preview's picture loads: its address keeps the image's folder
+    await closeAllEditors();
+    const study = page.locator(".explorer-folders-view .monaco-list-row", { hasText: "study.lens.json" }).first();
+    await study.click();
+    await page.locator(".monaco-editor .view-lines", { hasText: "prompts" }).first().waitFor({ timeout: 30_000 });
+    await command("Logit Lens: Open Preview to the Side");
+    frame = panelFrame();
+    await frame.locator("#heatmap").waitFor({ state: "visible", timeout: 120_000 });
+    const previewImage = frame.locator(".overlay-image");
+    await expect.poll(() => previewImage.evaluate((e) => (e as unknown as { naturalWidth: number }).naturalWidth), { timeout: 30_000 }).toBeGreaterThan(0);
+    expect(decodeURIComponent((await previewImage.getAttribute("src")) ?? "")).toContain(`${path.basename(workspace)}/scene.png`);
+    await shot("25-preview-image");
+  }, 300_000);
 });

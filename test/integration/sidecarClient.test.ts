@@ -101,6 +101,37 @@ describe("SidecarClient", () => {
     expect(again.model.folder).toBe(MODEL);
   });
 
+  it("a run sent while a preview of another model is in flight still runs on the settings' model", async () => {
+    const { c } = client();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lens-client-"));
+    const file = path.join(dir, "text.lens.json");
+    fs.copyFileSync(IMAGE, path.join(dir, "scene.png"));
+    fs.writeFileSync(file, JSON.stringify({ version: 1, model: TEXT_MODEL, inputs: [{ images: "scene.png" }], prompts: ["The red circle"] }));
+    expect((await c.model()).folder).toBe(MODEL);
+    // both sent at once: the sidecar opens the preview's text model first, in arrival order
+    const preview = c.request(PreviewExperimentRequest, { file }).catch((e: unknown) => e);
+    const run = await c.request(RunRequest, { prompt: "The red circle", settings: { maxNewTokens: 0 } });
+    await preview;
+    expect(run.model.folder).toBe(MODEL);
+  });
+
+  it("a model setting that cannot be opened always fails naming the folder, also after the bundled model or a preview opened another one", async () => {
+    const { c, setFolder } = client();
+    const empty = fs.mkdtempSync(path.join(os.tmpdir(), "lens-no-model-"));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lens-client-"));
+    const file = path.join(dir, "default.lens.json");
+    fs.copyFileSync(IMAGE, path.join(dir, "scene.png"));
+    fs.writeFileSync(file, JSON.stringify({ version: 1, model: MODEL, inputs: [{ images: "scene.png" }], prompts: ["What color?"] }));
+    expect((await c.model()).folder).toBe(MODEL);
+    setFolder(empty);
+    for (let i = 0; i < 2; i++) {
+      await expect(c.request(RunRequest, { prompt: "hi", settings: { maxNewTokens: 0 } })).rejects.toThrow(empty);
+      await expect(c.request(PreviewExperimentRequest, { file })).rejects.toThrow(empty);
+    }
+    await c.stop(); // a restarted sidecar opens nothing by itself
+    await expect(c.request(RunRequest, { prompt: "hi", settings: { maxNewTokens: 0 } })).rejects.toThrow(empty);
+  });
+
   it("reports a bad model folder as an input error and keeps running", async () => {
     const { c, setFolder } = client();
     setFolder("/nonexistent/model");

@@ -58,6 +58,8 @@ describe("experiments over JSON-RPC", () => {
     const first = await send(PreviewExperimentRequest, { file });
     expect(first.cached).toBe(false);
     expect(first.item).toMatchObject({ index: 0, total: 6, image: path.relative(dir, path.join(SCENES, "0000-color-main.png")).split(path.sep).join("/"), variant: "baseline" });
+    // the absolute path, for the panel's webview URI (a relative one lost its folder there)
+    expect(first.item.imagePath).toBe(path.join(SCENES, "0000-color-main.png"));
     const record = assertLensRecord(first.record);
     expect(record.input.prompt).toBe(first.item.prompt);
     expect(record.lens.targetText?.text).toBe(first.item.expected);

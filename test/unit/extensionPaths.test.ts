@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { experimentPaths, exportFolder, globBase, isInside, pathsNeedingConsent, pathsOutside } from "../../src/extension/experimentPaths";
+import { experimentPaths, exportFolder, globBase, isInside, pathsNeedingConsent, pathsOutside, previewImagePath } from "../../src/extension/experimentPaths";
 import { describeModelFolder, findCachedModels, hubCacheFolder } from "../../src/extension/modelFolders";
 import { parseExperiment } from "../../src/shared/experiment";
 
@@ -116,5 +116,19 @@ describe("the folder an export's save dialog opens in", () => {
     expect(exportFolder([], "/pics/cat.png", "/exp/e.lens.json")).toBe("/pics");
     expect(exportFolder([], undefined, "/exp/e.lens.json")).toBe("/exp");
     expect(exportFolder([])).toBeUndefined();
+  });
+});
+
+describe("previewImagePath", () => {
+  const file = path.join(os.tmpdir(), "study", "samples.lens.json");
+  it("is the sidecar's absolute path of the previewed image", () => {
+    expect(previewImagePath(file, { image: "color-of-shape.png", imagePath: "/data/scenes/color-of-shape.png" })).toBe("/data/scenes/color-of-shape.png");
+  });
+  it("resolves a relative image against the experiment's folder, never against the root", () => {
+    expect(previewImagePath(file, { image: "color-of-shape.png" })).toBe(path.join(os.tmpdir(), "study", "color-of-shape.png"));
+    expect(previewImagePath(file, { image: "../images/a.png", imagePath: "" })).toBe(path.join(os.tmpdir(), "images", "a.png"));
+  });
+  it("is undefined for a text-only item", () => {
+    expect(previewImagePath(file, { image: "" })).toBeUndefined();
   });
 });

@@ -13,7 +13,7 @@ vi.mock("vscode", async (importOriginal) => ({
   },
 }));
 
-const { openModelParams, readConfig } = await import("../../src/extension/settings");
+const { openModelParams, readConfig, runSettings } = await import("../../src/extension/settings");
 
 const manifest = JSON.parse(fs.readFileSync(path.resolve(__dirname, "../../package.json"), "utf8")) as {
   contributes: { configuration: { properties: Record<string, { enum?: string[]; enumDescriptions?: string[]; default?: unknown; scope?: string }> } };
@@ -42,5 +42,23 @@ describe("logitLens.dtype", () => {
     expect(setting.enumDescriptions).toHaveLength(DTYPE_CHOICES.length);
     expect(setting).toMatchObject({ default: "auto", scope: "machine-overridable" });
     expect(manifest.capabilities.untrustedWorkspaces.restrictedConfigurations).toContain("logitLens.dtype");
+  });
+});
+
+describe("logitLens.imageOverlay", () => {
+  it("makes an image run ask for per-patch attention and the patch lens by default", () => {
+    values.clear();
+    values.set("topK", 5);
+    expect(runSettings()).toEqual({ topK: 5, maxNewTokens: 8, imageAttention: true, patchLens: true });
+  });
+
+  it("leaves them out when turned off", () => {
+    values.clear();
+    values.set("imageOverlay", false);
+    expect(runSettings()).toEqual({ topK: 10, maxNewTokens: 8 });
+  });
+
+  it("is contributed, on by default", () => {
+    expect(manifest.contributes.configuration.properties["logitLens.imageOverlay"]).toMatchObject({ type: "boolean", default: true });
   });
 });

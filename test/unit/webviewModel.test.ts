@@ -250,6 +250,8 @@ describe("token strip", () => {
       ["generated", "</s>", 7, 8, -1],
     ]);
     expect(tokenStrip(view(), false)).toHaveLength(8);
+    // expanded, each image token is labelled by its patch's row and column (the sample is one tile of a tiled input)
+    expect(tokenStrip(view(), false).slice(2, 4).map((c) => c.label)).toEqual(["r0 c0", "r0 c1"]);
   });
 
   it("makes whitespace visible", () => {
