@@ -9,6 +9,7 @@ import { select, type Selection } from "d3-selection";
 import { line } from "d3-shape";
 import { rampIndex } from "./color";
 import { formatNumber, SVG_NS } from "./dom";
+import { layerTicks } from "./model";
 import type { Palette } from "./theme";
 
 type Svg = Selection<SVGSVGElement, unknown, null, undefined>;
@@ -54,6 +55,15 @@ function frame(title: string, width: number, height: number, palette: Palette): 
   return svg;
 }
 
+/** The first tick label starts at its tick and the last ends at it, so that long names stay inside the chart. */
+function endTicksInside(axis: Selection<SVGGElement, unknown, null, undefined>, count: number): void {
+  if (count < 2) return;
+  axis.selectAll<SVGTextElement, unknown>(".tick text").each(function (_, i) {
+    if (i === 0) this.setAttribute("text-anchor", "start");
+    else if (i === count - 1) this.setAttribute("text-anchor", "end");
+  });
+}
+
 const finiteValues = (series: LineSeries[], log: boolean) => series.flatMap((s) => s.values.filter((v) => Number.isFinite(v) && (!log || v > 0)));
 
 export function lineChart(o: LineChartOptions): SVGSVGElement {
@@ -75,8 +85,13 @@ export function lineChart(o: LineChartOptions): SVGSVGElement {
     ? scaleLog().domain([Math.max(1e-9, lo), Math.max(hi, lo * 10)]).range([height - margin.bottom, margin.top]).clamp(true)
     : scaleLinear().domain([lo, hi]).nice().range([height - margin.bottom, margin.top]);
 
-  const xAxis = axisBottom(x).ticks(Math.min(n, 8)).tickFormat((d) => String(d));
-  svg.append("g").attr("transform", `translate(0,${height - margin.bottom})`).call(xAxis);
+  // The x axis names the layers as the heatmap does ("embeddings", "block 1", ...).
+  const ticks = layerTicks(n, width - margin.left - margin.right, 58).map((i) => i + x0);
+  const xAxis = axisBottom(x)
+    .tickValues(ticks)
+    .tickFormat((d) => o.xLabels[Number(d) - x0] ?? String(d));
+  const xg = svg.append("g").attr("transform", `translate(0,${height - margin.bottom})`).call(xAxis);
+  endTicksInside(xg, ticks.length);
   const yAxis = o.log ? axisLeft(y).ticks(4, "~s") : axisLeft(y).ticks(4).tickFormat((d) => formatNumber(Number(d), 3));
   svg.append("g").attr("transform", `translate(${margin.left},0)`).call(yAxis);
   svg.append("text").attr("x", (margin.left + width - margin.right) / 2).attr("y", height - 3).attr("text-anchor", "middle").attr("fill", o.palette.muted).text(o.xTitle ?? "layer");
@@ -125,8 +140,8 @@ export function stackedBars(o: StackedBarsOptions): SVGSVGElement {
   const svg = frame(o.title, width, height, o.palette);
   const x = scaleBand<number>().domain(o.rows.map((_, i) => i)).range([margin.left, width - margin.right]).padding(0.12);
   const y = scaleLinear().domain([0, 1]).range([height - margin.bottom, margin.top]);
-  const every = Math.ceil(o.rows.length / 12);
-  svg.append("g").attr("transform", `translate(0,${height - margin.bottom})`).call(axisBottom(x).tickValues(o.rows.map((_, i) => i).filter((i) => i % every === 0)).tickFormat((i) => String(i + 1)));
+  const barTicks = layerTicks(o.rows.length, width - margin.left - margin.right, 52);
+  svg.append("g").attr("transform", `translate(0,${height - margin.bottom})`).call(axisBottom(x).tickValues(barTicks).tickFormat((i) => o.barLabels[i] ?? String(i + 1)));
   svg.append("g").attr("transform", `translate(${margin.left},0)`).call(axisLeft(y).ticks(4, "%"));
   svg.append("text").attr("x", (margin.left + width - margin.right) / 2).attr("y", height - 3).attr("text-anchor", "middle").attr("fill", o.palette.muted).text("decoder block");
   o.rows.forEach((row, i) => {
@@ -165,7 +180,7 @@ export interface MatrixOptions {
 export function matrixChart(o: MatrixOptions): SVGSVGElement {
   const width = o.width ?? 360;
   const height = o.height ?? Math.min(420, Math.max(160, 40 + o.rows * 12));
-  const margin = { top: 10, right: 10, bottom: 30, left: 44 };
+  const margin = { top: 10, right: 10, bottom: 30, left: 62 };
   const svg = frame(o.title, width, height, o.palette);
   const cw = (width - margin.left - margin.right) / Math.max(1, o.cols);
   const ch = (height - margin.top - margin.bottom) / Math.max(1, o.rows);

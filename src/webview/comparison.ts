@@ -6,7 +6,7 @@
  */
 import { ChartCard, type ChartExport } from "./chartCard";
 import { barChart, type LineSeries, lineChart } from "./charts";
-import { button, el, formatNumber, option, type Select, select } from "./dom";
+import { button, el, option, type Select, select } from "./dom";
 import { type ComparisonField, comparisonAccuracy, comparisonKeys, comparisonSeries } from "./model";
 import type { ComparisonMessage } from "../shared/webviewProtocol";
 import type { Palette } from "./theme";
@@ -75,25 +75,27 @@ export class ComparisonView {
     for (const c of CHARTS) {
       const series: LineSeries[] = comparisonSeries(aggregates, c.field, chosen).map((s) => ({ label: `${s.label} (n=${s.n})`, values: s.values, ...style(s.variant, s.value) }));
       const labels = c.blocks ? layerLabels.slice(1) : layerLabels;
-      this.cards.get(c.name)?.set(
-        series.length
-          ? lineChart({ title: c.title, series, xLabels: labels, palette, log: c.log, yDomain: c.yDomain, xStart: c.blocks ? 1 : 0, xTitle: c.blocks ? "decoder block" : "layer", width: 420, height: 220 + 12 * Math.min(6, series.length) })
-          : null,
+      this.cards.get(c.name)?.draw(
+        (width) =>
+          series.length
+            ? lineChart({ title: c.title, series, xLabels: labels, palette, log: c.log, yDomain: c.yDomain, xStart: c.blocks ? 1 : 0, xTitle: c.blocks ? "decoder block" : "layer", width, height: 220 + 12 * Math.min(6, series.length) })
+            : null,
         series.length ? undefined : "No groups for this key.",
       );
     }
     const acc = comparisonAccuracy(aggregates, chosen);
-    this.accuracy.set(
+    const layerName = (m: number) => (Number.isInteger(m) ? (layerLabels[m] ?? String(m)) : `${layerLabels[Math.floor(m)] ?? Math.floor(m)}–${layerLabels[Math.ceil(m)] ?? Math.ceil(m)}`);
+    this.accuracy.draw((width) =>
       barChart({
         title: "Accuracy",
         bars: acc.map((a, i) => ({
           label: a.label,
           value: a.accuracy,
-          note: a.scored ? `of ${a.scored}; settles at ${formatNumber(a.medianConvergenceLayer)}` : "no expected answers",
+          note: a.scored ? `of ${a.scored}; median settles at ${layerName(a.medianConvergenceLayer)}` : "no expected answers",
           color: style(aggregates.groups.filter((g) => g.key === chosen)[i]?.variant ?? "", aggregates.groups.filter((g) => g.key === chosen)[i]?.value ?? "").color,
         })),
         palette,
-        width: 460,
+        width,
         max: 1,
         format: (v) => `${(100 * v).toFixed(1)}%`,
       }),
