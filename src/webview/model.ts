@@ -344,8 +344,8 @@ export function layerTicks(count: number, width: number, room = 56): number[] {
   const step = [1, 2, 4, 5, 8, 10, 16, 20, 25, 32, 40, 50, 64, 100, 128, 200, 256].find((k) => Math.ceil(last / k) + 1 <= fit) ?? Math.ceil(last / (fit - 1));
   const out: number[] = [];
   for (let i = 0; i < last; i += step) out.push(i);
-  // the last layer is always named; the tick before it gives way when they would touch
-  if (out.length > 1 && last - out[out.length - 1] < step / 2) out.pop();
+  // the last layer is always named; the tick before it gives way when their labels would touch
+  if (out.length > 1 && ((last - out[out.length - 1]) * width) / last < room) out.pop();
   out.push(last);
   return out;
 }
