@@ -184,7 +184,10 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
           firstTokenOf(m, t); // the same error for a string that tokenizes to nothing
           return m.text.encodeContinuation(t);
         });
-        const picked = (params.ids ?? []).filter((id) => Number.isInteger(id) && id >= 0);
+        const picked = params.ids ?? [];
+        const vocab = m.info.vocabSize;
+        const outside = picked.find((id) => id >= vocab);
+        if (outside !== undefined) throw new LensInputError(undefined, `token id ${outside} is outside the model's vocabulary (0 to ${vocab - 1}): pick a token from this run's top-k`);
         const ids = [...splits.map((s) => s[0]), ...picked];
         const piece = (id: number) => ({ id, piece: m.text.idToToken(id) ?? `#${id}`, text: m.text.tokenLabel(id) });
         const unk = m.text.unkTokenId;
