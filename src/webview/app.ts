@@ -15,7 +15,7 @@ import { button, el, type Select, select, svgEl, type TextField, textField } fro
 import { serializeSvg, svgToPng } from "./exporting";
 import { exportBaseName } from "./fileNames";
 import { HeatmapView } from "./heatmap";
-import { COLOUR_BAR_HEIGHT, colourBar, svgNodeElement } from "./colourBar";
+import { COLOUR_BAR_HEIGHT, colourBar } from "./colourBar";
 import { heatmapSvg } from "./heatmapSvg";
 import {
   addTracked,
@@ -49,6 +49,7 @@ import {
 import { ImageOverlay } from "./overlay";
 import { readUi, recordWeight, STATE_RECORD_LIMIT, type UiState } from "./panelState";
 import { RankPanel } from "./rankPanel";
+import { svgNodeElement } from "./svgNode";
 import { type Palette, readPalette } from "./theme";
 import { TokenStrip } from "./tokenStrip";
 import type { ComparisonMessage, HostState, HostToWebview, PanelState, ProblemsMessage, ShowRecordMessage, StatusMessage, TrackedMessage, WebviewToHost } from "../shared/webviewProtocol";

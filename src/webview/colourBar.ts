@@ -73,11 +73,3 @@ export function svgText(node: SvgNode): string {
   return `<${node.tag}${attrs}>${inner}</${node.tag}>`;
 }
 
-/** The same tree as SVG elements (in the panel). */
-export function svgNodeElement(node: SvgNode): SVGElement {
-  const e = document.createElementNS("http://www.w3.org/2000/svg", node.tag);
-  for (const [k, v] of Object.entries(node.attrs)) e.setAttribute(k, String(v));
-  if (node.text !== undefined) e.textContent = node.text;
-  for (const c of node.children ?? []) e.append(svgNodeElement(c));
-  return e;
-}
