@@ -762,7 +762,7 @@ export class App {
       lineChart({
         width,
         title: `Tracked tokens: rank per layer at position ${token}`,
-        series: lines.map((r, i) => ({ label: visibleToken(r.text), values: r.rank, color: this.palette.series[i % this.palette.series.length] })),
+        series: lines.map((r, i) => ({ label: chips[i]?.label ?? visibleToken(r.text), values: r.rank, color: this.palette.series[i % this.palette.series.length] })),
         xLabels: view.record.layerLabels,
         palette: this.palette,
         log: true,

@@ -30,6 +30,8 @@ const PAD_TOP = 16;
 /** Room for the rotated token labels and the position axis title. */
 const GUTTER_BOTTOM = 86;
 
+/** Room for the position axis's title (about 46 characters of 11 px text). */
+const X_TITLE_WIDTH = 290;
 /** Cell width below which cells touch (no 1px gap). */
 const GAP_MIN = 6;
 
@@ -223,7 +225,8 @@ export class HeatmapView {
     this.cellH = Math.max(10, Math.min(24, Math.floor(520 / v.layers)));
     this.cellW = this.zoom > 0 ? this.zoom : Math.max(3, Math.min(64, Math.floor((available - GUTTER_LEFT) / Math.max(1, v.positions))));
     const total = GUTTER_LEFT + v.positions * this.cellW;
-    this.width = Math.min(available, total);
+    // never narrower than the position axis's title needs
+    this.width = Math.min(available, Math.max(total, GUTTER_LEFT + X_TITLE_WIDTH));
     this.scrollLeft = Math.min(this.scrollLeft, Math.max(0, total - this.width));
     this.height = PAD_TOP + v.layers * this.cellH + GUTTER_BOTTOM;
     const dpr = window.devicePixelRatio || 1;
@@ -374,10 +377,12 @@ export class HeatmapView {
     // Axis titles: the position axis under the visible cells, "layer" up the gutter.
     ctx.fillStyle = palette.muted;
     ctx.font = labelFont;
-    ctx.textAlign = "center";
     ctx.textBaseline = "alphabetic";
     const cellsRight = Math.min(this.width, GUTTER_LEFT + (P * cw - left));
-    ctx.fillText(HEATMAP_X_TITLE, Math.max(GUTTER_LEFT + 130, (GUTTER_LEFT + cellsRight) / 2), this.height - 6);
+    // centred under the cells when they are wide enough, else from their left edge
+    const centred = cellsRight - GUTTER_LEFT >= X_TITLE_WIDTH;
+    ctx.textAlign = centred ? "center" : "left";
+    ctx.fillText(HEATMAP_X_TITLE, centred ? (GUTTER_LEFT + cellsRight) / 2 : GUTTER_LEFT, this.height - 6);
     ctx.save();
     ctx.translate(12, PAD_TOP + (L * ch) / 2);
     ctx.rotate(-Math.PI / 2);
