@@ -16,7 +16,7 @@ import { serializeSvg, svgToPng } from "./exporting";
 import { exportBaseName } from "./fileNames";
 import { HeatmapView } from "./heatmap";
 import { COLOUR_BAR_HEIGHT, colourBar } from "./colourBar";
-import { heatmapSvg } from "./heatmapSvg";
+import { figureTitle, heatmapSvg } from "./heatmapSvg";
 import {
   addTracked,
   answerPosition,
@@ -667,6 +667,7 @@ export class App {
         lineChart({
           width,
           title: `${SERIES_LABELS[metric]} per layer`,
+          yTitle: SERIES_LABELS[metric],
           series: [
             { label: `position ${token} (${visibleToken(view.record.tokens[token]?.text ?? "")})`, values: layerSeries(view, metric, this.ui.p), color: this.palette.series[0] },
             { label: "mean over analysed positions", values: layerSeries(view, metric, "mean"), color: this.palette.series[1], dashed: true },
@@ -762,6 +763,7 @@ export class App {
       lineChart({
         width,
         title: `Tracked tokens: rank per layer at position ${token}`,
+        yTitle: "rank (log)",
         series: lines.map((r, i) => ({ label: chips[i]?.label ?? visibleToken(r.text), values: r.rank, color: this.palette.series[i % this.palette.series.length] })),
         xLabels: view.record.layerLabels,
         palette: this.palette,
@@ -787,7 +789,9 @@ export class App {
     }
     const card = chart === "ranks" ? this.rankPanel.chartCard : chart === "attention" ? this.attentionCard : chart === "heads" ? this.headsCard : chart === "tracked" ? this.trackedCard : (this.lineCards.get(chart.replace(/^layers-/u, "")) ?? this.comparison.card(chart));
     const svg = card?.chart;
-    return svg ? serializeSvg(svg, this.palette.background) : null;
+    const p = this.palette;
+    const title = this.last?.type === "show" ? figureTitle(this.last.record) : (this.last?.title ?? "");
+    return svg ? serializeSvg(svg, p.background, { title, foreground: p.foreground, muted: p.muted, fontFamily: p.fontFamily }) : null;
   }
 
   private async exportChart(chart: string, format: "svg" | "png"): Promise<void> {

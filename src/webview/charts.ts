@@ -28,6 +28,8 @@ export interface LineChartOptions {
   xLabels: readonly string[];
   palette: Palette;
   xTitle?: string;
+  /** The value axis's title (rotated, left of the axis). */
+  yTitle?: string;
   log?: boolean;
   /** Fixed y domain; otherwise from the data (from 0 for linear charts with non-negative data). */
   yDomain?: [number, number];
@@ -70,7 +72,7 @@ export function lineChart(o: LineChartOptions): SVGSVGElement {
   const width = o.width ?? 360;
   const height = o.height ?? 190;
   const legendRows = o.legend === false ? 0 : Math.min(o.series.length, 6);
-  const margin = { top: 8 + legendRows * 12, right: 12, bottom: 30, left: 46 };
+  const margin = { top: 8 + legendRows * 12, right: 12, bottom: 30, left: o.yTitle ? 52 : 46 };
   const svg = frame(o.title, width, height, o.palette);
   const n = Math.max(1, ...o.series.map((s) => s.values.length));
   const x0 = o.xStart ?? 0;
@@ -95,6 +97,7 @@ export function lineChart(o: LineChartOptions): SVGSVGElement {
   const yAxis = o.log ? axisLeft(y).ticks(4, "~s") : axisLeft(y).ticks(4).tickFormat((d) => formatNumber(Number(d), 3));
   svg.append("g").attr("transform", `translate(${margin.left},0)`).call(yAxis);
   svg.append("text").attr("x", (margin.left + width - margin.right) / 2).attr("y", height - 3).attr("text-anchor", "middle").attr("fill", o.palette.muted).text(o.xTitle ?? "layer");
+  if (o.yTitle) svg.append("text").attr("transform", `translate(9,${(margin.top + height - margin.bottom) / 2}) rotate(-90)`).attr("text-anchor", "middle").attr("fill", o.palette.muted).text(o.yTitle);
 
   if (o.highlight !== undefined && o.highlight >= 0) {
     svg.append("line").attr("x1", x(o.highlight + x0)).attr("x2", x(o.highlight + x0)).attr("y1", margin.top).attr("y2", height - margin.bottom).attr("stroke", o.palette.focus).attr("stroke-dasharray", "2,2");
@@ -229,10 +232,13 @@ export function barChart(o: BarChartOptions): SVGSVGElement {
   const rowHeight = 18;
   const height = 20 + o.bars.length * rowHeight;
   const svg = frame(o.title, width, height, o.palette);
-  const labelWidth = Math.min(180, width * 0.45);
+  const labelWidth = Math.min(180, width * 0.3);
   const max = o.max ?? Math.max(1e-9, ...o.bars.map((b) => b.value ?? 0));
-  const x = scaleLinear().domain([0, max]).range([labelWidth + 6, width - 60]);
   const format = o.format ?? ((v: number) => formatNumber(v));
+  // room right of the longest bar for its value and note (about 5.6 px a character at 10 px)
+  const text = Math.max(0, ...o.bars.map((b) => (b.value === null ? 0 : `${format(b.value)}${b.note ? ` ${b.note}` : ""}`.length)));
+  const reserve = Math.min(width * 0.5, 10 + 5.6 * text);
+  const x = scaleLinear().domain([0, max]).range([labelWidth + 6, Math.max(labelWidth + 40, width - reserve)]);
   o.bars.forEach((b, i) => {
     const y = 10 + i * rowHeight;
     svg.append("text").attr("x", labelWidth).attr("y", y + 12).attr("text-anchor", "end").attr("fill", o.palette.foreground).text(b.label.length > 34 ? `${b.label.slice(0, 33)}…` : b.label);

@@ -11,13 +11,13 @@ import { type ComparisonField, comparisonAccuracy, comparisonKeys, comparisonSer
 import type { ComparisonMessage } from "../shared/webviewProtocol";
 import type { Palette } from "./theme";
 
-const CHARTS: { name: string; title: string; field: ComparisonField; log?: boolean; blocks?: boolean; yDomain?: [number, number] }[] = [
-  { name: "cmp-entropy", title: "Mean entropy per layer (nats)", field: "meanEntropy" },
-  { name: "cmp-target-prob", title: "Mean target probability per layer", field: "meanTargetProb", yDomain: [0, 1] },
-  { name: "cmp-target-rank", title: "Mean target rank per layer (log)", field: "meanTargetRank", log: true },
-  { name: "cmp-kl", title: "Mean KL(final ‖ layer) per layer", field: "meanKl" },
-  { name: "cmp-convergence", title: "Where the answer settles (share of items per layer)", field: "convergenceShare", yDomain: [0, 1] },
-  { name: "cmp-image-share", title: "Attention share on the image per block", field: "meanImageShare", blocks: true },
+const CHARTS: { name: string; title: string; yTitle: string; field: ComparisonField; log?: boolean; blocks?: boolean; yDomain?: [number, number] }[] = [
+  { name: "cmp-entropy", title: "Mean entropy per layer (nats)", yTitle: "entropy (nats)", field: "meanEntropy" },
+  { name: "cmp-target-prob", title: "Mean target probability per layer", yTitle: "target probability", field: "meanTargetProb", yDomain: [0, 1] },
+  { name: "cmp-target-rank", title: "Mean target rank per layer (log)", yTitle: "target rank (log)", field: "meanTargetRank", log: true },
+  { name: "cmp-kl", title: "Mean KL(final ‖ layer) per layer", yTitle: "KL (nats)", field: "meanKl" },
+  { name: "cmp-convergence", title: "Where the answer settles (share of items per layer)", yTitle: "share of items", field: "convergenceShare", yDomain: [0, 1] },
+  { name: "cmp-image-share", title: "Attention share on the image per block", yTitle: "image share", field: "meanImageShare", blocks: true },
 ];
 
 export class ComparisonView {
@@ -78,13 +78,18 @@ export class ComparisonView {
       this.cards.get(c.name)?.draw(
         (width) =>
           series.length
-            ? lineChart({ title: c.title, series, xLabels: labels, palette, log: c.log, yDomain: c.yDomain, xStart: c.blocks ? 1 : 0, xTitle: c.blocks ? "decoder block" : "layer", width, height: 220 + 12 * Math.min(6, series.length) })
+            ? lineChart({ title: c.title, yTitle: c.yTitle, series, xLabels: labels, palette, log: c.log, yDomain: c.yDomain, xStart: c.blocks ? 1 : 0, xTitle: c.blocks ? "decoder block" : "layer", width, height: 220 + 12 * Math.min(6, series.length) })
             : null,
         series.length ? undefined : "No groups for this key.",
       );
     }
     const acc = comparisonAccuracy(aggregates, chosen);
-    const layerName = (m: number) => (Number.isInteger(m) ? (layerLabels[m] ?? String(m)) : `${layerLabels[Math.floor(m)] ?? Math.floor(m)}–${layerLabels[Math.ceil(m)] ?? Math.ceil(m)}`);
+    // a median between two layers reads "block 3–4" (or "embeddings–block 1")
+    const layerName = (m: number) => {
+      if (Number.isInteger(m)) return layerLabels[m] ?? String(m);
+      const [lo, hi] = [layerLabels[Math.floor(m)] ?? String(Math.floor(m)), layerLabels[Math.ceil(m)] ?? String(Math.ceil(m))];
+      return /^block \d+$/u.test(lo) && /^block \d+$/u.test(hi) ? `${lo}–${hi.slice(6)}` : `${lo}–${hi}`;
+    };
     this.accuracy.draw((width) =>
       barChart({
         title: "Accuracy",
