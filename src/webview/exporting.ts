@@ -4,7 +4,7 @@
  * the CSP allows). The host saves what is posted; the webview never touches files.
  */
 import { SVG_NS } from "./dom";
-import { clip, xmlForbidden, xmlSafe } from "./heatmapSvg";
+import { titleLines, xmlForbidden, xmlSafe } from "./heatmapSvg";
 
 /**
  * A chart's SVG as a file: its own element with the background filled in and, above it, the
@@ -52,18 +52,6 @@ export function serializeSvg(svg: SVGSVGElement, background: string, figure?: { 
   // XMLSerializer writes a text's control characters (a token's U+000B, say) as they are, which
   // no XML parser accepts: write them out visibly instead.
   return xmlSafe(new XMLSerializer().serializeToString(copy));
-}
-
-/**
- * A figure title in lines that fit `width` px of 12 px text (about 6.8 px a character): whole if
- * it fits, else "model · image" and the prompt on a line of its own, cut to fit.
- */
-export function titleLines(title: string, width: number): string[] {
-  const fit = Math.max(10, Math.floor((width - 12) / 6.8));
-  if ([...title].length <= fit) return [title];
-  const cut = title.indexOf(" · “");
-  const parts = cut > 0 ? [title.slice(0, cut), title.slice(cut + 3)] : [title];
-  return parts.map((p) => clip(p, fit));
 }
 
 /** The size an SVG text declares (width/height attributes), or 800 x 600. */

@@ -64,6 +64,18 @@ export function clip(text: string, chars: number): string {
   return glyphs.length <= chars ? text : `${glyphs.slice(0, Math.max(1, chars - 1)).join("")}…`;
 }
 
+/**
+ * A figure title in lines that fit `width` px of 12 px text (about 6.8 px a character): whole if
+ * it fits, else "model · image" and the prompt on a line of its own, cut to fit.
+ */
+export function titleLines(title: string, width: number): string[] {
+  const fit = Math.max(10, Math.floor((width - 12) / 6.8));
+  if ([...title].length <= fit) return [title];
+  const cut = title.indexOf(" · “");
+  const parts = cut > 0 ? [title.slice(0, cut), title.slice(cut + 3)] : [title];
+  return parts.map((p) => clip(p, fit));
+}
+
 const f = (v: number): string => String(Math.round(v * 100) / 100);
 
 export function heatmapSvg(view: LensView, metric: Metric, options: HeatmapSvgOptions): string {

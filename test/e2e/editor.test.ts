@@ -392,7 +392,7 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
           await item.click();
           return input.isVisible();
         },
-        { timeout: 60_000, intervals: [1000] },
+        { timeout: 60_000, interval: 1000 },
       )
       .toBe(true);
     await input.fill(PROMPT);

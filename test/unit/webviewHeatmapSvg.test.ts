@@ -2,7 +2,7 @@
 import sharp from "sharp";
 import { describe, expect, it } from "vitest";
 import { buildLensView, visibleToken } from "../../src/webview/model";
-import { clip, escapeXml, figureTitle, heatmapSvg, xmlForbidden, xmlSafe } from "../../src/webview/heatmapSvg";
+import { clip, escapeXml, figureTitle, heatmapSvg, titleLines, xmlForbidden, xmlSafe } from "../../src/webview/heatmapSvg";
 import { sampleRecord } from "../helpers/sampleRecord";
 
 const ramp = Array.from({ length: 256 }, (_, i) => `#0000${i.toString(16).padStart(2, "0")}`);
@@ -67,6 +67,16 @@ describe("heatmapSvg", () => {
     expect(svg).toContain(">a &quot;b&quot; &lt;c&gt;</text>");
     expect(svg).toContain("say·&quot;hi&quot;,↵ok");
     expect(svg).not.toMatch(/<[^>]*"hi"/u);
+  });
+
+  it("wraps a figure title that does not fit: model and image, then the prompt, each cut to fit", () => {
+    const title = "lens-scenes-tiny · color-of-shape.png · “Answer with one word. What color is the triangle?”";
+    expect(titleLines(title, 800)).toEqual([title]);
+    expect(titleLines(title, 420)).toEqual(["lens-scenes-tiny · color-of-shape.png", "“Answer with one word. What color is the triangle?”"]);
+    const narrow = titleLines(title, 200);
+    expect(narrow).toHaveLength(2);
+    for (const line of narrow) expect([...line].length).toBeLessThanOrEqual(Math.floor((200 - 12) / 6.8));
+    expect(narrow[1].endsWith("…")).toBe(true);
   });
 
   it("clips and escapes", () => {
