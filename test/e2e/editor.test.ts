@@ -373,10 +373,10 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
   }, 300_000);
   it("the first screen opens on the answer, a cell's tooltip lists its top-k, tracked tokens stay and say how a word splits, and a theme switch keeps the charts' text size", async () => {
     onTestFailed(() => shot("failed-first-screen"));
-    await page.reload();
+    // from the window as the last step left it: a reload and the Command Palette right after it
+    // are what the full suite finds flaky under load; the Explorer's context menu is not
     await page.locator(".statusbar-item", { hasText: "Logit Lens" }).first().waitFor({ timeout: 60_000 });
     await page.keyboard.press("Escape");
-    await command("View: Close All Editors");
     const row = page.locator(".explorer-folders-view .monaco-list-row", { hasText: "scene.png" });
     await row.waitFor({ timeout: 60_000 });
     const input = page.locator(".quick-input-widget input.input");
@@ -390,9 +390,12 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
           await item.waitFor({ timeout: 10_000 });
           await page.waitForTimeout(300);
           await item.click();
-          return input.isVisible();
+          return input.waitFor({ state: "visible", timeout: 10_000 }).then(
+            () => true,
+            () => false,
+          );
         },
-        { timeout: 60_000, interval: 1000 },
+        { timeout: 90_000, interval: 1000 },
       )
       .toBe(true);
     await input.fill(PROMPT);
