@@ -177,7 +177,7 @@ export class LensPanels implements vscode.Disposable {
         if (entry.status) this.post(entry, entry.status);
         if (entry.host) this.post(entry, { type: "hostState", state: entry.host });
       } else if (m.type === "track") {
-        await this.track(entry, m.text);
+        await this.track(entry, m.text, m.ids);
       } else if (m.type === "export") {
         await this.export(entry, m.format, m.name, m.data, m.error);
       } else if (m.type === "openItem") {
@@ -197,7 +197,7 @@ export class LensPanels implements vscode.Disposable {
     }
   }
 
-  private async track(entry: PanelEntry, text: string): Promise<void> {
+  private async track(entry: PanelEntry, text: string, ids?: number[]): Promise<void> {
     if (!entry.record) return;
     if (this.lastRun !== entry) {
       // lens/trackTokens answers over the sidecar's last run: make this panel's run the last again
@@ -206,8 +206,8 @@ export class LensPanels implements vscode.Disposable {
       await this.client.request(RunRequest, request, undefined, "running the lens");
       this.lastRun = entry;
     }
-    const r = await this.client.request(TrackTokensRequest, { tokens: [text] }, undefined, "tracking a token");
-    this.post(entry, { type: "tracked", ids: r.ids, texts: r.texts, rank: r.rank, prob: r.prob });
+    const r = await this.client.request(TrackTokensRequest, ids?.length ? { tokens: [], ids } : { tokens: [text] }, undefined, "tracking a token");
+    this.post(entry, { type: "tracked", ids: r.ids, texts: r.texts, asked: r.asked, pieces: r.pieces, unknown: r.unknown, rank: r.rank, prob: r.prob });
     this.post(entry, { type: "status", state: "idle" });
   }
 

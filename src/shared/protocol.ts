@@ -19,6 +19,7 @@
 import { NotificationType, RequestType, RequestType0 } from "vscode-jsonrpc";
 import type { DeviceDescription, LensRecord, LensSettings, NumericBlock } from "./lensRecord";
 import type { SweepSummary } from "./sweep";
+import type { TokenPiece } from "./webviewProtocol";
 
 export const PROTOCOL_VERSION = 2;
 
@@ -111,10 +112,17 @@ export const RunRequest = new RequestType<RunParams, LensRecord, void>("lens/run
 export interface TrackTokensParams {
   /** Token strings; each is tracked by its first token (as it would continue the text). */
   tokens: string[];
+  /** Token ids tracked as they are (picked from a top-k list), after `tokens`. */
+  ids?: number[];
 }
 export interface TrackTokensResult {
+  /** Per tracked token (`tokens`, then `ids`): the id tracked and how it reads. */
   ids: number[];
   texts: string[];
+  /** Per tracked token: what was asked (the string, or the id's text), its whole split (the first piece is the one tracked) and whether that piece is the unknown token. */
+  asked?: string[];
+  pieces?: TokenPiece[][];
+  unknown?: boolean[];
   /** [L+1, P, tokens] over the last run's analysed positions. */
   rank: NumericBlock;
   prob: NumericBlock;

@@ -202,7 +202,10 @@ function validateRun(params: unknown): RunParams {
 
 function validateTrackTokens(params: unknown): TrackTokensParams {
   const p = object(params, "params");
-  return { tokens: arrayOf(p.tokens, "params.tokens", PARAM_LIMITS.trackTokens, (v, at) => nonEmptyString(v, at), "non-empty strings") };
+  // token ids picked from a top-k list may come instead of strings: at least one of either
+  const ids = p.ids === undefined ? undefined : arrayOf(p.ids, "params.ids", { min: 0, max: PARAM_LIMITS.trackTokens.max }, (v, at) => integer(v, at, { min: 0, max: 2 ** 31 - 1 }), "token ids");
+  const tokens = arrayOf(p.tokens, "params.tokens", ids?.length ? { min: 0, max: PARAM_LIMITS.trackTokens.max } : PARAM_LIMITS.trackTokens, (v, at) => nonEmptyString(v, at), "non-empty strings");
+  return ids ? { tokens, ids } : { tokens };
 }
 
 function validateAttentionPattern(params: unknown): AttentionPatternParams {

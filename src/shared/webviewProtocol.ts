@@ -39,10 +39,21 @@ export interface ProblemsMessage {
 }
 
 /** The answer to a TrackMessage: ranks and probabilities [L+1, P, tokens] over record.positions. */
+/** One token of a string's split: its id, its vocabulary piece ("▁ban") and how it reads alone. */
+export interface TokenPiece {
+  id: number;
+  piece: string;
+  text: string;
+}
+
 export interface TrackedMessage {
   type: "tracked";
   ids: number[];
   texts: string[];
+  /** Per token: what was asked, the asked text's whole split (the first piece is tracked), whether that piece is the unknown token (TrackTokensResult). */
+  asked?: string[];
+  pieces?: TokenPiece[][];
+  unknown?: boolean[];
   rank: NumericBlock;
   prob: NumericBlock;
 }
@@ -83,6 +94,8 @@ export interface ReadyMessage {
 export interface TrackMessage {
   type: "track";
   text: string;
+  /** Token ids to track as they are (picked from a top-k list); `text` is then their label. */
+  ids?: number[];
 }
 
 /**

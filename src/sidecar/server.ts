@@ -187,14 +187,32 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
       serial(async () => {
         if (!model || !lastRun) throw new ResponseError(ErrorCode.NO_RUN, "no run to track tokens in: send lens/run first");
         const m = model;
-        const ids = params.tokens.map((t) => firstTokenOf(m, t));
+        const splits = params.tokens.map((t) => {
+          firstTokenOf(m, t); // the same error for a string that tokenizes to nothing
+          return m.text.encodeContinuation(t);
+        });
+        const picked = params.ids ?? [];
+        const vocab = m.info.vocabSize;
+        const outside = picked.find((id) => id >= vocab);
+        if (outside !== undefined) throw new LensInputError(undefined, `token id ${outside} is outside the model's vocabulary (0 to ${vocab - 1}): pick a token from this run's top-k`);
+        const ids = [...splits.map((s) => s[0]), ...picked];
+        const piece = (id: number) => ({ id, piece: m.text.idToToken(id) ?? `#${id}`, text: m.text.tokenLabel(id) });
+        const unk = m.text.unkTokenId;
         const stats = await m.lens(lastRun.hidden, { topK: 1, tracked: ids });
         const shape = [lastRun.record.layerLabels.length, lastRun.record.positions.length, ids.length];
         // The lens reports its tracked tokens sorted and unique; answer in the order asked.
         const M = stats.tracked.length;
         const column = ids.map((id) => stats.tracked.indexOf(id));
         const inOrder = (x: ArrayLike<number | bigint>) => Array.from({ length: shape[0] * shape[1] * ids.length }, (_, i) => Number(x[Math.floor(i / ids.length) * M + column[i % ids.length]]));
-        return { ids, texts: ids.map((id) => m.text.tokenLabel(id)), rank: { shape, data: inOrder(stats.trackedRank) }, prob: { shape, data: inOrder(stats.trackedProb) } };
+        return {
+          ids,
+          texts: ids.map((id) => m.text.tokenLabel(id)),
+          asked: [...params.tokens, ...picked.map((id) => m.text.tokenLabel(id))],
+          pieces: [...splits.map((s) => s.map(piece)), ...picked.map((id) => [piece(id)])],
+          unknown: ids.map((id) => unk !== undefined && id === unk),
+          rank: { shape, data: inOrder(stats.trackedRank) },
+          prob: { shape, data: inOrder(stats.trackedProb) },
+        };
       }),
     ),
   );

@@ -11,12 +11,15 @@
 import { ChartCard } from "./chartCard";
 import { lineChart, matrixChart, stackedBars } from "./charts";
 import { ComparisonView } from "./comparison";
-import { button, el, formatNumber, type Select, select, type TextField, textField } from "./dom";
+import { button, el, type Select, select, svgEl, type TextField, textField } from "./dom";
 import { serializeSvg, svgToPng } from "./exporting";
 import { exportBaseName } from "./fileNames";
 import { HeatmapView } from "./heatmap";
-import { heatmapSvg } from "./heatmapSvg";
+import { COLOUR_BAR_HEIGHT, colourBar } from "./colourBar";
+import { figureTitle, heatmapSvg } from "./heatmapSvg";
 import {
+  addTracked,
+  answerPosition,
   attentionBreakdown,
   buildLensView,
   convergenceLayers,
@@ -33,15 +36,20 @@ import {
   ranksAt,
   SERIES,
   SERIES_LABELS,
+  settlesAt,
   type StripChip,
+  trackedTokenRanks,
+  trackedTokens,
+  trackExplanation,
+  trackLabel,
   tokenText,
   topkAt,
-  trackedRanks,
   visibleToken,
 } from "./model";
 import { ImageOverlay } from "./overlay";
 import { readUi, recordWeight, STATE_RECORD_LIMIT, type UiState } from "./panelState";
 import { RankPanel } from "./rankPanel";
+import { svgNodeElement } from "./svgNode";
 import { type Palette, readPalette } from "./theme";
 import { TokenStrip } from "./tokenStrip";
 import type { ComparisonMessage, HostState, HostToWebview, PanelState, ProblemsMessage, ShowRecordMessage, StatusMessage, TrackedMessage, WebviewToHost } from "../shared/webviewProtocol";
@@ -71,6 +79,8 @@ export class App {
   private view: LensView | undefined;
   private showing: ShowRecordMessage | undefined;
   private hover: { layer: number; p: number } | null = null;
+  /** [layers, positions] of the record shown last. */
+  private shownShape: [number, number] | undefined;
   private saveTimer: ReturnType<typeof setTimeout> | undefined;
   private chartsFrame = 0;
   private hovers = 0;
@@ -93,6 +103,8 @@ export class App {
   private readonly trackInput: TextField;
   private readonly trackNote: HTMLElement;
   private readonly legend: HTMLElement;
+  private readonly rangeToggle: HTMLInputElement;
+  private readonly trackedList: HTMLElement;
   private readonly heatmap: HeatmapView;
   private readonly rankPanel: RankPanel;
   private readonly strip: TokenStrip;
@@ -169,11 +181,17 @@ export class App {
       onActivate: (layer) => this.setOverlayLayer(layer),
     });
     this.heatmap.setZoom(this.ui.zoom);
-    this.rankPanel = new RankPanel(this.palette, onExport, this.ui.rankToken, (t) => {
-      this.ui.rankToken = t;
-      this.refreshRanks();
-      this.save();
-    });
+    this.rankPanel = new RankPanel(
+      this.palette,
+      onExport,
+      this.ui.rankToken,
+      (t) => {
+        this.ui.rankToken = t;
+        this.refreshRanks();
+        this.save();
+      },
+      (id) => this.trackId(id),
+    );
     this.strip = new TokenStrip({
       onHover: (token) => this.onTokenHover(token),
       onActivate: (chip) => this.onChip(chip),
@@ -194,6 +212,16 @@ export class App {
       onRerun: () => this.post({ type: "rerunWithOverlay" }),
     });
     this.legend = el("div", { class: "legend", attrs: { "aria-hidden": "true" } });
+    this.rangeToggle = el("input", { id: "range-embeddings", attrs: { type: "checkbox" } });
+    this.rangeToggle.checked = this.ui.rangeWithEmbeddings;
+    this.rangeToggle.addEventListener("change", () => {
+      this.ui.rangeWithEmbeddings = this.rangeToggle.checked;
+      this.heatmap.setRange(this.ui.rangeWithEmbeddings);
+      this.renderLegend();
+      this.save();
+    });
+    const rangeLabel = el("label", { class: "control range-toggle", attrs: { for: "range-embeddings", title: "Whether the colour range counts the embeddings row (its entropy and KL are often far above every block's)" } }, this.rangeToggle, el("span", { text: "colour range includes embeddings" }));
+    this.trackedList = el("ul", { class: "tracked-list", attrs: { "aria-label": "Tracked tokens" } });
     const heatmapExport = el(
       "div",
       { class: "export-buttons", attrs: { role: "group", "aria-label": "Export heatmap" } },
@@ -207,7 +235,8 @@ export class App {
     const heatmapCard = el(
       "section",
       { class: "card heatmap-card", attrs: { "aria-label": "Logit lens heatmap" } },
-      el("div", { class: "card-head" }, el("h2", { class: "panel-title", text: "Logit lens" }), metric.wrapper, zoom.wrapper, this.legend, heatmapExport),
+      el("div", { class: "card-head" }, el("h2", { class: "panel-title", text: "Logit lens" }), metric.wrapper, zoom.wrapper, heatmapExport),
+      el("div", { class: "legend-row" }, this.legend, rangeLabel),
       this.heatmap.element,
     );
 
@@ -223,6 +252,7 @@ export class App {
       { id: "record-view", attrs: { "aria-label": "Lens record" } },
       el("div", { class: "toolbar" }, scope.wrapper, trackForm, el("div", { class: "export-buttons" }, exportCsv, exportJson)),
       this.trackNote,
+      this.trackedList,
       this.promptEl,
       this.infoEl,
       this.strip.element,
@@ -322,10 +352,19 @@ export class App {
 
     // Keep the selection where it fits the new record (a preview edit usually keeps the shape).
     const ui = this.ui;
+    // A new run opens on the answer: the final layer at the position that predicts the first
+    // generated token. A restored panel, or a preview edit of the same shape, keeps its cell.
+    const previous = this.shownShape;
+    const sameShape = previous !== undefined && previous[0] === view.layers && previous[1] === view.positions;
+    this.shownShape = [view.layers, view.positions];
+    if (!restoring && !(message.preview && sameShape)) {
+      ui.layer = view.layers - 1;
+      ui.p = answerPosition(view);
+    }
     if (ui.layer < 0 || ui.layer >= view.layers) ui.layer = view.layers - 1;
-    if (ui.p < 0 || ui.p >= view.positions) ui.p = Math.max(0, view.positions - 1);
+    if (ui.p < 0 || ui.p >= view.positions) ui.p = answerPosition(view);
     if (ui.overlayLayer < 0 || ui.overlayLayer >= view.layers) ui.overlayLayer = ui.layer;
-    if (ui.tracked && (ui.tracked.rank.shape[0] !== view.layers || ui.tracked.rank.shape[1] !== view.positions)) ui.tracked = undefined;
+    ui.tracked = ui.tracked.filter((t) => t.layers === view.layers && t.positions === view.positions);
     this.hover = null;
 
     this.promptEl.textContent = `Prompt: ${record.input.prompt}`;
@@ -343,7 +382,8 @@ export class App {
       performance.measure(`logitLens:show:${name}`, { start: t, end: performance.now() });
     };
     step("heatmap", () => {
-      this.heatmap.setRecord(view, ui.metric, ui.layer, ui.p);
+      this.rangeToggle.checked = ui.rangeWithEmbeddings;
+      this.heatmap.setRecord(view, ui.metric, ui.layer, ui.p, ui.rangeWithEmbeddings);
       this.renderLegend();
     });
     step("ranks", () => {
@@ -395,8 +435,10 @@ export class App {
       this.trackNote.textContent = "The tracked ranks are for another run than the one shown: track the token again.";
       return;
     }
-    this.ui.tracked = message;
-    this.trackNote.textContent = message.ids.length ? `Tracking ${message.texts.map((t) => `“${visibleToken(t)}”`).join(", ")}.` : "The extension found no token for that text.";
+    const added = trackedTokens(message);
+    this.ui.tracked = addTracked(this.ui.tracked, added);
+    const notes = added.map((t) => trackExplanation(t)).filter((n): n is string => n !== null);
+    this.trackNote.textContent = added.length ? (notes.length ? notes.join(" ") : `Tracking ${added.map((t) => `“${visibleToken(t.text)}”`).join(", ")}.`) : "The extension found no token for that text.";
     this.renderTracked();
     this.save();
   }
@@ -513,16 +555,40 @@ export class App {
     this.onSelect(this.ui.layer, p);
   }
 
-  private track(text: string): void {
-    if (!text) {
-      this.trackNote.textContent = "Type the token's text (with its leading space, if it has one) to track it.";
+  /** Tracks what the field holds: one token text, or several separated by commas ("red, blue"; a lone "," is the comma itself). */
+  private track(input: string): void {
+    const texts = input.trim() === "," ? [input] : input.split(",").filter((t) => t.trim() !== "");
+    if (!texts.length) {
+      this.trackNote.textContent = "Type the token's text (with its leading space, if it has one) to track it; separate several with commas.";
       return;
     }
-    this.ui.trackedTexts = [...this.ui.trackedTexts.filter((t) => t !== text), text].slice(-8);
-    const local = this.view ? findTrackedIds(this.view.record, text) : [];
-    this.trackNote.textContent = local.length ? `“${visibleToken(text)}” is in the record; asking the extension for its exact tokenization too.` : `Asking the extension to track “${visibleToken(text)}”…`;
+    for (const text of texts) {
+      // "red, blue": the space after a comma separates, it is not the token's leading space
+      const t = texts.length > 1 ? text.trim() : text;
+      this.ui.trackedTexts = [...this.ui.trackedTexts.filter((x) => x !== t), t].slice(-8);
+      this.post({ type: "track", text: t });
+    }
+    const list = texts.map((t) => `“${visibleToken(texts.length > 1 ? t.trim() : t)}”`).join(", ");
+    this.trackNote.textContent = `Asking the extension to track ${list}…`;
     this.renderTracked();
-    this.post({ type: "track", text });
+    this.save();
+  }
+
+  /** Tracks a token picked from a top-k list, by its id (its text may not tokenize back to it). */
+  private trackId(id: number): void {
+    const view = this.view;
+    if (!view) return;
+    const text = tokenText(view.record, id);
+    if (this.ui.tracked.some((t) => t.id === id)) return;
+    this.trackNote.textContent = `Asking the extension to track “${visibleToken(text)}” (token ${id})…`;
+    this.post({ type: "track", text, ids: [id] });
+  }
+
+  private untrack(id: number): void {
+    const view = this.view;
+    this.ui.tracked = this.ui.tracked.filter((t) => t.id !== id);
+    if (view) this.ui.trackedTexts = this.ui.trackedTexts.filter((text) => !findTrackedIds(view.record, text).includes(id));
+    this.renderTracked();
     this.save();
   }
 
@@ -559,20 +625,25 @@ export class App {
     const P = view.positions;
     const top1 = new Array<string>(view.layers);
     for (let l = 0; l < view.layers; l++) top1[l] = tokenText(view.record, view.top1Ids[l * P + p]);
-    this.rankPanel.show({ caption, ranks, missing: "The record does not track this token.", layer, topk: topkAt(view, layer, p), top1, settles: convergenceLayers(view)[p] });
+    // where this token stays top-1 to the end (the position's own settling when it is the final top-1)
+    this.rankPanel.show({ caption, ranks, missing: "The record does not track this token.", layer, topk: topkAt(view, layer, p), top1, settles: ranks ? settlesAt(ranks.rank) : convergenceLayers(view)[p] });
   }
 
   private renderLegend(): void {
     const view = this.view;
     if (!view) return;
-    const s = metricScale(view, this.ui.metric);
-    const bar = el("span", { class: "legend-bar" });
-    bar.style.background = `linear-gradient(to right, ${this.palette.ramp[0]}, ${this.palette.ramp[128]}, ${this.palette.ramp[255]})`;
-    const lo = s.reversed ? formatNumber(s.max) : formatNumber(s.min);
-    const hi = s.reversed ? formatNumber(s.min) : formatNumber(s.max);
+    const scale = metricScale(view, this.ui.metric, this.ui.rangeWithEmbeddings);
+    const width = 300;
+    const bar = svgEl("svg", { width, height: COLOUR_BAR_HEIGHT, viewBox: `0 0 ${width} ${COLOUR_BAR_HEIGHT}`, class: "colour-bar-svg", role: "img", "font-family": this.palette.fontFamily });
+    const node = colourBar(scale, { colors: this.palette.ramps[this.ui.metric].colors, foreground: this.palette.foreground, muted: this.palette.muted, gradientId: "heatmap-colour-bar", width });
+    bar.append(svgNodeElement(node));
+    bar.setAttribute("aria-label", node.children?.[1]?.text ?? "colour bar");
     const dot = el("span", { class: "legend-dot" });
     dot.style.background = this.palette.segments.generated;
-    this.legend.replaceChildren(el("span", { text: lo }), bar, el("span", { text: hi }), dot, el("span", { text: "top-1 is the generated token" }));
+    this.legend.replaceChildren(
+      bar,
+      el("span", { class: "legend-keys" }, el("span", {}, dot, " top-1 is the generated token"), el("span", {}, el("span", { class: "legend-settle" }), " settles: top-1 = final from here up"), el("span", {}, el("span", { class: "legend-answer" }), " answer: predicts the first generated token")),
+    );
   }
 
   private renderStrip(): void {
@@ -617,9 +688,11 @@ export class App {
     for (const metric of SERIES) {
       const card = this.lineCards.get(metric);
       if (!card) continue;
-      card.set(
+      card.draw((width) =>
         lineChart({
+          width,
           title: `${SERIES_LABELS[metric]} per layer`,
+          yTitle: SERIES_LABELS[metric],
           series: [
             { label: `position ${token} (${visibleToken(view.record.tokens[token]?.text ?? "")})`, values: layerSeries(view, metric, this.ui.p), color: this.palette.series[0] },
             { label: "mean over analysed positions", values: layerSeries(view, metric, "mean"), color: this.palette.series[1], dashed: true },
@@ -639,10 +712,11 @@ export class App {
     if (!view) return;
     const b = attentionBreakdown(view, this.scope());
     this.attentionCard.setTitle(`Attention by segment per block (${this.ui.scope === "mean" ? "mean over positions" : `position ${view.record.positions[this.ui.p]}`})`);
-    this.attentionCard.set(
-      b.shares.length
-        ? stackedBars({ title: "Attention by key segment per decoder block", rows: b.shares, keys: b.segments, colors: b.segments.map((s) => this.palette.segments[s]), barLabels: view.record.layerLabels.slice(1), palette: this.palette })
-        : null,
+    this.attentionCard.draw(
+      (width) =>
+        b.shares.length
+          ? stackedBars({ width, title: "Attention by key segment per decoder block", rows: b.shares, keys: b.segments, colors: b.segments.map((s) => this.palette.segments[s]), barLabels: view.record.layerLabels.slice(1), palette: this.palette })
+          : null,
       b.shares.length ? undefined : "No attention in this record.",
     );
   }
@@ -651,16 +725,17 @@ export class App {
     const view = this.view;
     if (!view) return;
     const m = headShare(view, this.scope());
-    this.headsCard.set(
+    this.headsCard.draw((width) =>
       m.blocks && m.heads
         ? matrixChart({
+            width,
             title: "Attention share on the image, block × head",
             values: m.values,
             rows: m.blocks,
             cols: m.heads,
-            rowTitle: "decoder block",
+            rowTitle: "layer",
             colTitle: "head",
-            rowLabel: (r) => String(r + 1),
+            rowLabel: (r) => view.record.layerLabels[r + 1] ?? `block ${r + 1}`,
             colLabel: (c) => `head ${c}`,
             palette: this.palette,
             highlightRow: this.ui.overlayLayer - 1,
@@ -678,23 +753,43 @@ export class App {
     const view = this.view;
     if (!view) return;
     const lines: LayerRanks[] = [];
+    const chips: { id: number; label: string; note: string | null }[] = [];
     const seen = new Set<number>();
-    const msg = this.ui.tracked;
-    if (msg) msg.ids.forEach((id, j) => seen.has(id) || (seen.add(id), lines.push(trackedRanks(msg, j, this.ui.p))));
+    for (const t of this.ui.tracked) {
+      if (seen.has(t.id)) continue;
+      seen.add(t.id);
+      lines.push(trackedTokenRanks(t, this.ui.p));
+      chips.push({ id: t.id, label: trackLabel(t), note: trackExplanation(t) });
+    }
     for (const text of this.ui.trackedTexts)
       for (const id of findTrackedIds(view.record, text)) {
         if (seen.has(id)) continue;
         seen.add(id);
         const r = ranksAt(view, id, this.ui.p);
-        if (r) lines.push(r);
+        if (r) {
+          lines.push(r);
+          chips.push({ id, label: visibleToken(r.text), note: null });
+        }
       }
+    this.trackedList.replaceChildren(
+      ...chips.map((c, i) => {
+        const swatch = el("span", { class: "swatch" });
+        swatch.style.background = this.palette.series[i % this.palette.series.length];
+        const remove = el("button", { class: "untrack", text: "×", title: `Stop tracking ${c.label}`, attrs: { type: "button", "aria-label": `Stop tracking ${c.label}` } });
+        remove.addEventListener("click", () => this.untrack(c.id));
+        return el("li", { attrs: { "data-token-id": c.id }, title: c.note ?? `token ${c.id}` }, swatch, el("span", { class: "token", text: c.label }), remove);
+      }),
+    );
+    this.trackedList.hidden = chips.length === 0;
     this.trackedCard.element.hidden = lines.length === 0;
     if (!lines.length) return;
     const token = view.record.positions[this.ui.p];
-    this.trackedCard.set(
+    this.trackedCard.draw((width) =>
       lineChart({
+        width,
         title: `Tracked tokens: rank per layer at position ${token}`,
-        series: lines.map((r, i) => ({ label: visibleToken(r.text), values: r.rank, color: this.palette.series[i % this.palette.series.length] })),
+        yTitle: "rank (log)",
+        series: lines.map((r, i) => ({ label: chips[i]?.label ?? visibleToken(r.text), values: r.rank, color: this.palette.series[i % this.palette.series.length] })),
         xLabels: view.record.layerLabels,
         palette: this.palette,
         log: true,
@@ -714,11 +809,14 @@ export class App {
       const view = this.view;
       if (!view) return null;
       const p = this.palette;
-      return heatmapSvg(view, this.ui.metric, { ramp: p.ramp, rampText: p.rampText, foreground: p.foreground, background: p.background, match: p.segments.generated, fontFamily: p.fontFamily, title: this.last?.title });
+      const ramp = p.ramps[this.ui.metric];
+      return heatmapSvg(view, this.ui.metric, { ramp: ramp.colors, rampText: ramp.text, foreground: p.foreground, muted: p.muted, background: p.background, match: p.segments.generated, fontFamily: p.fontFamily, withEmbeddings: this.ui.rangeWithEmbeddings });
     }
     const card = chart === "ranks" ? this.rankPanel.chartCard : chart === "attention" ? this.attentionCard : chart === "heads" ? this.headsCard : chart === "tracked" ? this.trackedCard : (this.lineCards.get(chart.replace(/^layers-/u, "")) ?? this.comparison.card(chart));
     const svg = card?.chart;
-    return svg ? serializeSvg(svg, this.palette.background) : null;
+    const p = this.palette;
+    const title = this.last?.type === "show" ? figureTitle(this.last.record) : (this.last?.title ?? "");
+    return svg ? serializeSvg(svg, p.background, { title, foreground: p.foreground, muted: p.muted, fontFamily: p.fontFamily }) : null;
   }
 
   private async exportChart(chart: string, format: "svg" | "png"): Promise<void> {

@@ -9,6 +9,7 @@ import { select, type Selection } from "d3-selection";
 import { line } from "d3-shape";
 import { rampIndex } from "./color";
 import { formatNumber, SVG_NS } from "./dom";
+import { layerTicks } from "./model";
 import type { Palette } from "./theme";
 
 export type Svg = Selection<SVGSVGElement, unknown, null, undefined>;
@@ -27,6 +28,8 @@ export interface LineChartOptions {
   xLabels: readonly string[];
   palette: Palette;
   xTitle?: string;
+  /** The value axis's title (rotated, left of the axis). */
+  yTitle?: string;
   log?: boolean;
   /** Fixed y domain; otherwise from the data (from 0 for linear charts with non-negative data). */
   yDomain?: [number, number];
@@ -54,13 +57,22 @@ export function frame(title: string, width: number, height: number, palette: Pal
   return svg;
 }
 
+/** The first tick label starts at its tick and the last ends at it, so that long names stay inside the chart. */
+function endTicksInside(axis: Selection<SVGGElement, unknown, null, undefined>, count: number): void {
+  if (count < 2) return;
+  axis.selectAll<SVGTextElement, unknown>(".tick text").each(function (_, i) {
+    if (i === 0) this.setAttribute("text-anchor", "start");
+    else if (i === count - 1) this.setAttribute("text-anchor", "end");
+  });
+}
+
 const finiteValues = (series: LineSeries[], log: boolean) => series.flatMap((s) => s.values.filter((v) => Number.isFinite(v) && (!log || v > 0)));
 
 export function lineChart(o: LineChartOptions): SVGSVGElement {
   const width = o.width ?? 360;
   const height = o.height ?? 190;
   const legendRows = o.legend === false ? 0 : Math.min(o.series.length, 6);
-  const margin = { top: 8 + legendRows * 12, right: 12, bottom: 30, left: 46 };
+  const margin = { top: 8 + legendRows * 12, right: 12, bottom: 30, left: o.yTitle ? 52 : 46 };
   const svg = frame(o.title, width, height, o.palette);
   const n = Math.max(1, ...o.series.map((s) => s.values.length));
   const x0 = o.xStart ?? 0;
@@ -75,11 +87,17 @@ export function lineChart(o: LineChartOptions): SVGSVGElement {
     ? scaleLog().domain([Math.max(1e-9, lo), Math.max(hi, lo * 10)]).range([height - margin.bottom, margin.top]).clamp(true)
     : scaleLinear().domain([lo, hi]).nice().range([height - margin.bottom, margin.top]);
 
-  const xAxis = axisBottom(x).ticks(Math.min(n, 8)).tickFormat((d) => String(d));
-  svg.append("g").attr("transform", `translate(0,${height - margin.bottom})`).call(xAxis);
+  // The x axis names the layers as the heatmap does ("embeddings", "block 1", ...).
+  const ticks = layerTicks(n, width - margin.left - margin.right, 58).map((i) => i + x0);
+  const xAxis = axisBottom(x)
+    .tickValues(ticks)
+    .tickFormat((d) => o.xLabels[Number(d) - x0] ?? String(d));
+  const xg = svg.append("g").attr("transform", `translate(0,${height - margin.bottom})`).call(xAxis);
+  endTicksInside(xg, ticks.length);
   const yAxis = o.log ? axisLeft(y).ticks(4, "~s") : axisLeft(y).ticks(4).tickFormat((d) => formatNumber(Number(d), 3));
   svg.append("g").attr("transform", `translate(${margin.left},0)`).call(yAxis);
   svg.append("text").attr("x", (margin.left + width - margin.right) / 2).attr("y", height - 3).attr("text-anchor", "middle").attr("fill", o.palette.muted).text(o.xTitle ?? "layer");
+  if (o.yTitle) svg.append("text").attr("transform", `translate(9,${(margin.top + height - margin.bottom) / 2}) rotate(-90)`).attr("text-anchor", "middle").attr("fill", o.palette.muted).text(o.yTitle);
 
   if (o.highlight !== undefined && o.highlight >= 0) {
     svg.append("line").attr("x1", x(o.highlight + x0)).attr("x2", x(o.highlight + x0)).attr("y1", margin.top).attr("y2", height - margin.bottom).attr("stroke", o.palette.focus).attr("stroke-dasharray", "2,2");
@@ -125,8 +143,8 @@ export function stackedBars(o: StackedBarsOptions): SVGSVGElement {
   const svg = frame(o.title, width, height, o.palette);
   const x = scaleBand<number>().domain(o.rows.map((_, i) => i)).range([margin.left, width - margin.right]).padding(0.12);
   const y = scaleLinear().domain([0, 1]).range([height - margin.bottom, margin.top]);
-  const every = Math.ceil(o.rows.length / 12);
-  svg.append("g").attr("transform", `translate(0,${height - margin.bottom})`).call(axisBottom(x).tickValues(o.rows.map((_, i) => i).filter((i) => i % every === 0)).tickFormat((i) => String(i + 1)));
+  const barTicks = layerTicks(o.rows.length, width - margin.left - margin.right, 52);
+  svg.append("g").attr("transform", `translate(0,${height - margin.bottom})`).call(axisBottom(x).tickValues(barTicks).tickFormat((i) => o.barLabels[i] ?? String(i + 1)));
   svg.append("g").attr("transform", `translate(${margin.left},0)`).call(axisLeft(y).ticks(4, "%"));
   svg.append("text").attr("x", (margin.left + width - margin.right) / 2).attr("y", height - 3).attr("text-anchor", "middle").attr("fill", o.palette.muted).text("decoder block");
   o.rows.forEach((row, i) => {
@@ -165,7 +183,7 @@ export interface MatrixOptions {
 export function matrixChart(o: MatrixOptions): SVGSVGElement {
   const width = o.width ?? 360;
   const height = o.height ?? Math.min(420, Math.max(160, 40 + o.rows * 12));
-  const margin = { top: 10, right: 10, bottom: 30, left: 44 };
+  const margin = { top: 10, right: 10, bottom: 30, left: 62 };
   const svg = frame(o.title, width, height, o.palette);
   const cw = (width - margin.left - margin.right) / Math.max(1, o.cols);
   const ch = (height - margin.top - margin.bottom) / Math.max(1, o.rows);
@@ -214,10 +232,13 @@ export function barChart(o: BarChartOptions): SVGSVGElement {
   const rowHeight = 18;
   const height = 20 + o.bars.length * rowHeight;
   const svg = frame(o.title, width, height, o.palette);
-  const labelWidth = Math.min(180, width * 0.45);
+  const labelWidth = Math.min(180, width * 0.3);
   const max = o.max ?? Math.max(1e-9, ...o.bars.map((b) => b.value ?? 0));
-  const x = scaleLinear().domain([0, max]).range([labelWidth + 6, width - 60]);
   const format = o.format ?? ((v: number) => formatNumber(v));
+  // room right of the longest bar for its value and note (about 5.6 px a character at 10 px)
+  const text = Math.max(0, ...o.bars.map((b) => (b.value === null ? 0 : `${format(b.value)}${b.note ? ` ${b.note}` : ""}`.length)));
+  const reserve = Math.min(width * 0.5, 10 + 5.6 * text);
+  const x = scaleLinear().domain([0, max]).range([labelWidth + 6, Math.max(labelWidth + 40, width - reserve)]);
   o.bars.forEach((b, i) => {
     const y = 10 + i * rowHeight;
     svg.append("text").attr("x", labelWidth).attr("y", y + 12).attr("text-anchor", "end").attr("fill", o.palette.foreground).text(b.label.length > 34 ? `${b.label.slice(0, 33)}…` : b.label);

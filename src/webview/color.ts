@@ -3,6 +3,8 @@
  * strings ("#rrggbb", "#rgb", "#rrggbbaa", "rgb()/rgba()"), and the heatmap needs a lookup table
  * from intensity to colour so that drawing a cell is one array read.
  */
+import { interpolateBlues, interpolateGreens, interpolateOranges, interpolatePurples } from "d3-scale-chromatic";
+import type { Metric } from "./model";
 
 export interface Rgba {
   r: number;
@@ -71,4 +73,37 @@ export function colorRamp(low: Rgba, high: Rgba, steps = 256, mid?: Rgba): strin
 export function rampIndex(intensity: number, steps = 256): number {
   if (!(intensity > 0)) return 0;
   return intensity >= 1 ? steps - 1 : Math.floor(intensity * steps);
+}
+
+/**
+ * One colour map per heatmap metric, light for the least confident reading and dark for the most
+ * (intensity 1), whatever the theme: probability blue, entropy purple, KL orange, rank green
+ * (ColorBrewer's sequential maps, as d3-scale-chromatic gives them). Text over a cell is black on
+ * the light half and white on the dark half, by the colour's luma.
+ */
+export const METRIC_INTERPOLATORS: Record<Metric, (t: number) => string> = {
+  prob: interpolateBlues,
+  entropy: interpolatePurples,
+  kl: interpolateOranges,
+  targetRank: interpolateGreens,
+};
+
+export interface MetricRamp {
+  colors: string[];
+  /** Text colour over colors[i]. */
+  text: string[];
+}
+
+export function metricRamp(metric: Metric, steps = 256): MetricRamp {
+  const colors = Array.from({ length: steps }, (_, i) => {
+    const c = parseCssColor(METRIC_INTERPOLATORS[metric](steps > 1 ? i / (steps - 1) : 1));
+    return c ? toHex(c) : "#808080";
+  });
+  const text = colors.map((c) => (luma(parseCssColor(c) as Rgba) > 0.5 ? "#000000" : "#ffffff"));
+  return { colors, text };
+}
+
+/** Every metric's ramp (they do not depend on the theme: made once). */
+export function metricRamps(steps = 256): Record<Metric, MetricRamp> {
+  return { prob: metricRamp("prob", steps), entropy: metricRamp("entropy", steps), kl: metricRamp("kl", steps), targetRank: metricRamp("targetRank", steps) };
 }

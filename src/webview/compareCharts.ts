@@ -9,6 +9,7 @@ import { scaleBand, scaleLinear } from "d3-scale";
 import { area, line } from "d3-shape";
 import { frame } from "./charts";
 import { formatNumber } from "./dom";
+import { layerTicks } from "./model";
 import type { Palette } from "./theme";
 
 export interface IntervalBar {
@@ -80,7 +81,9 @@ export function bandChart(o: { title: string; series: BandSeries[]; xLabels: rea
   let hi = Math.max(0, ...all);
   if (hi - lo < 1e-9) [lo, hi] = [lo - 1, hi + 1];
   const y = scaleLinear().domain([lo, hi]).nice().range([height - margin.bottom, margin.top]);
-  svg.append("g").attr("transform", `translate(0,${height - margin.bottom})`).call(axisBottom(x).ticks(Math.min(n, 8)).tickFormat((d) => String(d)));
+  // layer names on the axis, as many as fit
+  const ticks = layerTicks(n, width - margin.left - margin.right, 58);
+  svg.append("g").attr("transform", `translate(0,${height - margin.bottom})`).call(axisBottom(x).tickValues(ticks).tickFormat((d) => o.xLabels[Number(d)] ?? String(d)));
   svg.append("g").attr("transform", `translate(${margin.left},0)`).call(axisLeft(y).ticks(5).tickFormat((d) => formatNumber(Number(d), 3)));
   svg.append("text").attr("x", (margin.left + width - margin.right) / 2).attr("y", height - 3).attr("text-anchor", "middle").attr("fill", o.palette.muted).text(o.xTitle ?? "layer");
   svg.append("text").attr("transform", `translate(11,${(margin.top + height - margin.bottom) / 2}) rotate(-90)`).attr("text-anchor", "middle").attr("fill", o.palette.muted).text(o.yTitle);
@@ -133,8 +136,7 @@ export function groupedBars(o: { title: string; series: BarGroupSeries[]; xLabel
   const inner = scaleBand<number>().domain(o.series.map((_, k) => k)).range([0, x.bandwidth()]).padding(0.05);
   const max = Math.max(1e-9, ...o.series.flatMap((s) => s.values.filter((v) => Number.isFinite(v))));
   const y = scaleLinear().domain([0, max]).nice().range([height - margin.bottom, margin.top]);
-  const every = Math.ceil(n / 12);
-  svg.append("g").attr("transform", `translate(0,${height - margin.bottom})`).call(axisBottom(x).tickValues(x.domain().filter((i) => i % every === 0)).tickFormat((i) => String(i)));
+  svg.append("g").attr("transform", `translate(0,${height - margin.bottom})`).call(axisBottom(x).tickValues(layerTicks(n, width - margin.left - margin.right, 58)).tickFormat((i) => o.xLabels[i] ?? String(i)));
   svg.append("g").attr("transform", `translate(${margin.left},0)`).call(axisLeft(y).ticks(4, "%"));
   svg.append("text").attr("x", (margin.left + width - margin.right) / 2).attr("y", height - 3).attr("text-anchor", "middle").attr("fill", o.palette.muted).text(o.xTitle ?? "layer");
   svg.append("text").attr("transform", `translate(11,${(margin.top + height - margin.bottom) / 2}) rotate(-90)`).attr("text-anchor", "middle").attr("fill", o.palette.muted).text(o.yTitle);

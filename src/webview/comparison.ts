@@ -14,12 +14,12 @@ import type { DifferenceField } from "../shared/sweepCompare";
 import type { ComparisonMessage } from "../shared/webviewProtocol";
 import type { Palette } from "./theme";
 
-const CHARTS: { name: string; title: string; field: ComparisonField; log?: boolean; blocks?: boolean; yDomain?: [number, number] }[] = [
-  { name: "cmp-entropy", title: "Mean entropy per layer (nats)", field: "meanEntropy" },
-  { name: "cmp-target-prob", title: "Mean target probability per layer", field: "meanTargetProb", yDomain: [0, 1] },
-  { name: "cmp-target-rank", title: "Mean target rank per layer (log)", field: "meanTargetRank", log: true },
-  { name: "cmp-kl", title: "Mean KL(final ‖ layer) per layer", field: "meanKl" },
-  { name: "cmp-image-share", title: "Attention share on the image per block", field: "meanImageShare", blocks: true },
+const CHARTS: { name: string; title: string; yTitle: string; field: ComparisonField; log?: boolean; blocks?: boolean; yDomain?: [number, number] }[] = [
+  { name: "cmp-entropy", title: "Mean entropy per layer (nats)", yTitle: "entropy (nats)", field: "meanEntropy" },
+  { name: "cmp-target-prob", title: "Mean target probability per layer", yTitle: "target probability", field: "meanTargetProb", yDomain: [0, 1] },
+  { name: "cmp-target-rank", title: "Mean target rank per layer (log)", yTitle: "target rank (log)", field: "meanTargetRank", log: true },
+  { name: "cmp-kl", title: "Mean KL(final ‖ layer) per layer", yTitle: "KL (nats)", field: "meanKl" },
+  { name: "cmp-image-share", title: "Attention share on the image per block", yTitle: "image share", field: "meanImageShare", blocks: true },
 ];
 
 /** The change against the baseline, per statistic: median over items with its interquartile band. */
@@ -115,32 +115,35 @@ export class ComparisonView {
     for (const c of CHARTS) {
       const series: LineSeries[] = comparisonSeries(aggregates, c.field, chosen).map((s) => ({ label: `${s.label} (n=${s.n})`, values: s.values, ...style(s.variant, s.value) }));
       const labels = c.blocks ? layerLabels.slice(1) : layerLabels;
-      this.cards.get(c.name)?.set(
-        series.length
-          ? lineChart({ title: c.title, series, xLabels: labels, palette, log: c.log, yDomain: c.yDomain, xStart: c.blocks ? 1 : 0, xTitle: c.blocks ? "decoder block" : "layer", width: 420, height: 220 + 12 * Math.min(6, series.length) })
-          : null,
+      this.cards.get(c.name)?.draw(
+        (width) =>
+          series.length
+            ? lineChart({ title: c.title, yTitle: c.yTitle, series, xLabels: labels, palette, log: c.log, yDomain: c.yDomain, xStart: c.blocks ? 1 : 0, xTitle: c.blocks ? "decoder block" : "layer", width, height: 220 + 12 * Math.min(6, series.length) })
+            : null,
         series.length ? undefined : "No groups for this key.",
       );
     }
     const settle = comparisonSeries(aggregates, "convergenceShare", chosen);
-    this.convergence.set(
-      settle.length
-        ? groupedBars({ title: "Where the answer settles", series: settle.map((s) => ({ label: `${s.label} (n=${s.n})`, values: s.values, color: style(s.variant, s.value).color })), xLabels: layerLabels, palette, yTitle: "share of items", width: 420 })
-        : null,
+    this.convergence.draw(
+      (width) =>
+        settle.length
+          ? groupedBars({ title: "Where the answer settles", series: settle.map((s) => ({ label: `${s.label} (n=${s.n})`, values: s.values, color: style(s.variant, s.value).color })), xLabels: layerLabels, palette, yTitle: "share of items", width })
+          : null,
       settle.length ? undefined : "No groups for this key.",
     );
 
     const acc = accuracyBars(aggregates, chosen);
     const scoredAny = acc.some((a) => a.scored > 0);
-    this.accuracy.set(
+    this.accuracy.draw((width) =>
       scoredAny
         ? intervalBars({
             title: "Accuracy with 95% intervals (Wilson)",
             bars: acc.map((a) => ({ label: a.label, value: a.accuracy, interval: a.interval, note: a.scored ? `n=${a.scored}` : "no expected answers", color: style(a.variant, a.value).color })),
             palette,
+            width,
             axisTitle: "share of scored items answered correctly",
           })
-        : barChart({ title: "Accuracy", bars: acc.map((a) => ({ label: a.label, value: null, note: "no expected answers", color: style(a.variant, a.value).color })), palette, width: 460 }),
+        : barChart({ title: "Accuracy", bars: acc.map((a) => ({ label: a.label, value: null, note: "no expected answers", color: style(a.variant, a.value).color })), palette, width }),
     );
     this.renderVariants(message);
     this.renderDifferences(message, chosen, palette, style);
@@ -188,8 +191,8 @@ export class ComparisonView {
     );
     for (const d of DIFFERENCES) {
       const series = differenceSeries(message.aggregates, d.field, key);
-      this.differenceCards.get(d.name)?.set(
-        series.length ? bandChart({ title: `${d.title} against ${base ?? "the baseline"}`, series: series.map((s) => ({ ...s, ...style(s.variant, s.value) })), xLabels: message.layerLabels, palette, yTitle: d.yTitle, width: 420 }) : null,
+      this.differenceCards.get(d.name)?.draw(
+        (width) => (series.length ? bandChart({ title: `${d.title} against ${base ?? "the baseline"}`, series: series.map((s) => ({ ...s, ...style(s.variant, s.value) })), xLabels: message.layerLabels, palette, yTitle: d.yTitle, width }) : null),
         series.length ? undefined : "No groups for this key.",
       );
     }

@@ -4,20 +4,51 @@
  * the CSP allows). The host saves what is posted; the webview never touches files.
  */
 import { SVG_NS } from "./dom";
-import { xmlForbidden, xmlSafe } from "./heatmapSvg";
+import { titleLines, xmlForbidden, xmlSafe } from "./heatmapSvg";
 
-export function serializeSvg(svg: SVGSVGElement, background: string): string {
+/**
+ * A chart's SVG as a file: its own element with the background filled in and, above it, the
+ * figure's title (model, image, prompt) and the chart's own (its aria-label), so an exported
+ * chart says what it shows outside the panel too.
+ */
+export function serializeSvg(svg: SVGSVGElement, background: string, figure?: { title: string; foreground: string; muted: string; fontFamily?: string }): string {
   const copy = svg.cloneNode(true) as SVGSVGElement;
   copy.setAttribute("xmlns", SVG_NS);
-  const width = svg.getAttribute("width") ?? String(svg.clientWidth || 400);
-  const height = svg.getAttribute("height") ?? String(svg.clientHeight || 300);
-  copy.setAttribute("width", width);
-  copy.setAttribute("height", height);
+  const width = Number(svg.getAttribute("width") ?? (svg.clientWidth || 400));
+  const height = Number(svg.getAttribute("height") ?? (svg.clientHeight || 300));
+  const chartTitle = svg.getAttribute("aria-label") ?? "";
+  const lines = figure ? titleLines(figure.title, width) : [];
+  const band = figure ? 8 + 15 * lines.length + (chartTitle ? 16 : 0) : 0;
+  if (band) {
+    // the chart's content moves down under the title band
+    const g = document.createElementNS(SVG_NS, "g");
+    g.setAttribute("transform", `translate(0,${band})`);
+    for (const child of [...copy.childNodes]) if (!(child instanceof Element && child.tagName === "title")) g.append(child);
+    copy.append(g);
+    copy.setAttribute("viewBox", `0 0 ${width} ${height + band}`);
+  }
+  copy.setAttribute("width", String(width));
+  copy.setAttribute("height", String(height + band));
   const fill = document.createElementNS(SVG_NS, "rect");
   fill.setAttribute("width", "100%");
   fill.setAttribute("height", "100%");
   fill.setAttribute("fill", background);
   copy.insertBefore(fill, copy.firstChild);
+  if (figure) {
+    const line = (text: string, y: number, size: number, colour: string, weight?: string) => {
+      const t = document.createElementNS(SVG_NS, "text");
+      t.setAttribute("x", "6");
+      t.setAttribute("y", String(y));
+      t.setAttribute("font-size", String(size));
+      t.setAttribute("fill", colour);
+      if (figure.fontFamily) t.setAttribute("font-family", figure.fontFamily);
+      if (weight) t.setAttribute("font-weight", weight);
+      t.textContent = text;
+      copy.insertBefore(t, fill.nextSibling);
+    };
+    if (chartTitle) line(chartTitle, 15 * lines.length + 16, 11, figure.muted);
+    for (let i = lines.length - 1; i >= 0; i--) line(lines[i], 15 * (i + 1), 12, figure.foreground, "600");
+  }
   // XMLSerializer writes a text's control characters (a token's U+000B, say) as they are, which
   // no XML parser accepts: write them out visibly instead.
   return xmlSafe(new XMLSerializer().serializeToString(copy));

@@ -10,8 +10,8 @@
  */
 import { rampIndex } from "./color";
 import { el } from "./dom";
-import { clip } from "./heatmapSvg";
-import { type LensView, type Metric, METRIC_LABELS, metricScale, visibleToken } from "./model";
+import { clip, HEATMAP_X_TITLE, HEATMAP_Y_TITLE } from "./heatmapSvg";
+import { answerPosition, convergenceLayers, type LensView, type Metric, METRIC_LABELS, metricScale, topkAt, visibleToken } from "./model";
 import type { Palette } from "./theme";
 
 export interface HeatmapCallbacks {
@@ -23,9 +23,15 @@ export interface HeatmapCallbacks {
   onActivate(layer: number, p: number): void;
 }
 
-const GUTTER_LEFT = 84;
-const PAD_TOP = 4;
-const GUTTER_BOTTOM = 64;
+/** Room for the rotated "layer" title and the layer names. */
+const GUTTER_LEFT = 100;
+/** Room for the answer column's label above the cells. */
+const PAD_TOP = 16;
+/** Room for the rotated token labels and the position axis title. */
+const GUTTER_BOTTOM = 86;
+
+/** Room for the position axis's title (about 46 characters of 11 px text). */
+const X_TITLE_WIDTH = 290;
 /** Cell width below which cells touch (no 1px gap). */
 const GAP_MIN = 6;
 
@@ -39,6 +45,14 @@ export class HeatmapView {
   private readonly live: HTMLElement;
   private view: LensView | undefined;
   private metric: Metric = "prob";
+  private withEmbeddings = false;
+  /** The analysed position that predicts the first generated token (the column marked "answer"). */
+  private answerP = -1;
+  private settle: Int32Array = new Int32Array(0);
+  private readonly tip: HTMLElement;
+  private readonly tipHead: HTMLElement;
+  private readonly tipValue: HTMLElement;
+  private readonly tipList: HTMLOListElement;
   private zoom = 0;
   private cellW = 12;
   private cellH = 16;
@@ -69,7 +83,12 @@ export class HeatmapView {
     this.sizer = el("div", { class: "heatmap-sizer" });
     this.scroller = el("div", { class: "heatmap-scroll" }, this.stage, this.sizer);
     this.live = el("div", { class: "visually-hidden", attrs: { "aria-live": "polite", id: "heatmap-live" } });
-    this.element = el("div", { class: "heatmap" }, this.scroller, this.live);
+    this.tipHead = el("div", { class: "tip-head" });
+    this.tipValue = el("div", { class: "tip-value" });
+    this.tipList = el("ol", { class: "tip-topk" });
+    this.tip = el("div", { class: "heatmap-tip", attrs: { "aria-hidden": "true" } }, this.tipHead, this.tipValue, this.tipList);
+    this.tip.hidden = true;
+    this.element = el("div", { class: "heatmap" }, this.scroller, this.tip, this.live);
     this.canvas.setAttribute("aria-describedby", "heatmap-live");
     // Resolve the fonts while the panel waits for its first record, not during its first draw.
     const ctx = this.canvas.getContext("2d");
@@ -84,7 +103,10 @@ export class HeatmapView {
       this.scrollLeft = this.scroller.scrollLeft;
       this.schedule();
     });
-    this.canvas.addEventListener("mousemove", (e) => this.pointer(e.offsetX, e.offsetY));
+    this.canvas.addEventListener("mousemove", (e) => {
+      this.pointer(e.offsetX, e.offsetY);
+      this.placeTip(e.offsetX, e.offsetY);
+    });
     this.canvas.addEventListener("mouseleave", () => this.setHover(-1, -1));
     this.canvas.addEventListener("click", (e) => {
       const cell = this.cellAt(e.offsetX, e.offsetY);
@@ -114,9 +136,13 @@ export class HeatmapView {
     this.render();
   }
 
-  setRecord(view: LensView, metric: Metric, layer: number, p: number): void {
+  setRecord(view: LensView, metric: Metric, layer: number, p: number, withEmbeddings = this.withEmbeddings): void {
     this.view = view;
     this.metric = metric;
+    this.withEmbeddings = withEmbeddings;
+    this.answerP = answerPosition(view);
+    this.settle = convergenceLayers(view);
+    this.canvas.dataset["answer"] = String(this.answerP);
     this.canvas.dataset["metric"] = metric;
     this.canvas.dataset["layers"] = String(view.layers);
     this.canvas.dataset["positions"] = String(view.positions);
@@ -129,6 +155,12 @@ export class HeatmapView {
   setMetric(metric: Metric): void {
     this.metric = metric;
     this.canvas.dataset["metric"] = metric;
+    this.render();
+  }
+
+  /** Whether the colour range counts the embeddings row. */
+  setRange(withEmbeddings: boolean): void {
+    this.withEmbeddings = withEmbeddings;
     this.render();
   }
 
@@ -201,7 +233,8 @@ export class HeatmapView {
     this.cellH = Math.max(10, Math.min(24, Math.floor(520 / v.layers)));
     this.cellW = this.zoom > 0 ? this.zoom : Math.max(3, Math.min(64, Math.floor((available - GUTTER_LEFT) / Math.max(1, v.positions))));
     const total = GUTTER_LEFT + v.positions * this.cellW;
-    this.width = Math.min(available, total);
+    // never narrower than the position axis's title needs
+    this.width = Math.min(available, Math.max(total, GUTTER_LEFT + X_TITLE_WIDTH));
     this.scrollLeft = Math.min(this.scrollLeft, Math.max(0, total - this.width));
     this.height = PAD_TOP + v.layers * this.cellH + GUTTER_BOTTOM;
     const dpr = window.devicePixelRatio || 1;
@@ -246,8 +279,9 @@ export class HeatmapView {
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.fillStyle = palette.background;
     ctx.fillRect(0, 0, this.width, this.height);
-    const scale = metricScale(v, this.metric);
+    const scale = metricScale(v, this.metric, this.withEmbeddings);
     const { intensity } = scale;
+    const ramp = palette.ramps[this.metric];
     const P = v.positions;
     const L = v.layers;
     const cw = this.cellW;
@@ -255,7 +289,8 @@ export class HeatmapView {
     const gap = cw >= GAP_MIN ? 1 : 0;
     const left = this.scrollLeft;
     const [from, to] = this.visibleRange();
-    const steps = palette.ramp.length;
+    const steps = ramp.colors.length;
+    const labelFont = `${Math.min(11, palette.fontSize)}px ${palette.fontFamily}`;
 
     ctx.save();
     ctx.beginPath();
@@ -273,10 +308,11 @@ export class HeatmapView {
       }
     }
     for (const [k, list] of byColour) {
-      ctx.fillStyle = palette.ramp[k];
+      ctx.fillStyle = ramp.colors[k];
       for (let i = 0; i < list.length; i += 2) ctx.fillRect(list[i], list[i + 1], cw - gap, ch - gap);
     }
     const fontPx = Math.min(12, ch - 3);
+    // A monospace glyph is about 0.6 em wide; 4 px of margin keeps neighbouring cells' text apart.
     const chars = Math.floor((cw - 4) / (fontPx * 0.62));
     if (chars >= 2 && fontPx >= 8) {
       ctx.font = `${fontPx}px ${palette.monoFamily}`;
@@ -286,10 +322,19 @@ export class HeatmapView {
         const y = PAD_TOP + (L - 1 - l) * ch + ch / 2;
         for (let p = from; p < to; p++) {
           const i = l * P + p;
-          ctx.fillStyle = palette.rampText[rampIndex(intensity[i], steps)];
+          ctx.fillStyle = ramp.text[rampIndex(intensity[i], steps)];
           ctx.fillText(clip(this.text(v.top1Ids[i]), chars), GUTTER_LEFT + p * cw - left + cw / 2, y);
         }
       }
+    }
+    // Where each column settles: a bar under the first layer from which the top-1 is the final
+    // layer's, in the cell's text colour (it reads on light and dark cells alike).
+    const bar = Math.max(1, Math.min(3, Math.floor(ch / 6)));
+    for (let p = from; p < to; p++) {
+      const l = this.settle[p];
+      if (l === undefined || l < 0) continue;
+      ctx.fillStyle = ramp.text[rampIndex(intensity[l * P + p], steps)];
+      ctx.fillRect(GUTTER_LEFT + p * cw - left, PAD_TOP + (L - l) * ch - gap - bar, cw - gap, bar);
     }
     // Where a layer's top-1 already is the token the model went on to generate.
     ctx.fillStyle = palette.segments.generated;
@@ -303,9 +348,24 @@ export class HeatmapView {
         ctx.fill();
       }
     }
-    // Token labels under the columns, rotated, as often as they fit.
-    const every = Math.max(1, Math.ceil(11 / cw));
-    ctx.font = `${Math.min(11, palette.fontSize)}px ${palette.fontFamily}`;
+    // The answer's column: outlined, and labelled above the cells.
+    const a = this.answerP;
+    if (a >= from && a < to) {
+      const x = GUTTER_LEFT + a * cw - left;
+      ctx.strokeStyle = palette.foreground;
+      ctx.lineWidth = 2;
+      ctx.strokeRect(x - 1, PAD_TOP - 1, cw + 1, L * ch + 1);
+      ctx.fillStyle = palette.foreground;
+      ctx.font = `600 ${labelFont}`;
+      ctx.textBaseline = "alphabetic";
+      ctx.textAlign = x + cw / 2 < GUTTER_LEFT + 30 ? "left" : x + cw / 2 > this.width - 30 ? "right" : "center";
+      const tx = ctx.textAlign === "left" ? x : ctx.textAlign === "right" ? x + cw : x + cw / 2;
+      ctx.fillText("answer ▾", tx, PAD_TOP - 4);
+    }
+    // Token labels under the columns, rotated 60°: one every `every` columns, so that neighbours
+    // stay at least a line apart (11 px text needs 11 / sin 60° ≈ 13 px between columns).
+    const every = Math.max(1, Math.ceil(13 / cw));
+    ctx.font = labelFont;
     ctx.textAlign = "right";
     ctx.textBaseline = "middle";
     const base = PAD_TOP + L * ch + 4;
@@ -316,18 +376,38 @@ export class HeatmapView {
       ctx.translate(GUTTER_LEFT + p * cw - left + cw / 2, base);
       ctx.rotate(-Math.PI / 3);
       ctx.fillStyle = token.segment === "generated" ? palette.segments.generated : palette.foreground;
+      ctx.font = p === a ? `600 ${labelFont}` : labelFont;
       ctx.fillText(clip(visibleToken(token.text), 10), 0, 0);
       ctx.restore();
     }
     ctx.restore();
 
-    // Layer labels in the left gutter.
+    // Axis titles: the position axis under the visible cells, "layer" up the gutter.
+    ctx.fillStyle = palette.muted;
+    ctx.font = labelFont;
+    ctx.textBaseline = "alphabetic";
+    const cellsRight = Math.min(this.width, GUTTER_LEFT + (P * cw - left));
+    // centred under the cells when they are wide enough, else from their left edge
+    const centred = cellsRight - GUTTER_LEFT >= X_TITLE_WIDTH;
+    ctx.textAlign = centred ? "center" : "left";
+    ctx.fillText(HEATMAP_X_TITLE, centred ? (GUTTER_LEFT + cellsRight) / 2 : GUTTER_LEFT, this.height - 6);
+    ctx.save();
+    ctx.translate(12, PAD_TOP + (L * ch) / 2);
+    ctx.rotate(-Math.PI / 2);
+    ctx.fillText(HEATMAP_Y_TITLE, 0, 0);
+    ctx.restore();
+
+    // Layer names in the left gutter (every `rowEvery` rows, so that 11 px labels never overlap).
     ctx.fillStyle = palette.foreground;
-    ctx.font = `${Math.min(11, palette.fontSize)}px ${palette.fontFamily}`;
     ctx.textAlign = "right";
     ctx.textBaseline = "middle";
-    const rowEvery = Math.max(1, Math.ceil(11 / ch));
-    for (let l = 0; l < L; l += rowEvery) ctx.fillText(v.record.layerLabels[l] ?? String(l), GUTTER_LEFT - 6, PAD_TOP + (L - 1 - l) * ch + ch / 2);
+    const rowEvery = Math.max(1, Math.ceil(12 / ch));
+    for (let l = 0; l < L; l++) {
+      if (l % rowEvery !== 0 && l !== L - 1) continue;
+      // the final layer is always named; the one below it gives way when they would touch
+      if (l !== L - 1 && L - 1 - l < rowEvery) continue;
+      ctx.fillText(v.record.layerLabels[l] ?? String(l), GUTTER_LEFT - 6, PAD_TOP + (L - 1 - l) * ch + ch / 2);
+    }
   }
 
   private drawMarks(): void {
@@ -338,10 +418,38 @@ export class HeatmapView {
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, this.width, this.height);
     if (!v) return;
+    const cellX = (p: number) => GUTTER_LEFT + p * this.cellW - this.scrollLeft;
+    const cellY = (layer: number) => PAD_TOP + (v.layers - 1 - layer) * this.cellH;
+    // The crosshair: the hovered row and column, edged across the whole grid.
+    const { layer: hl, p: hp } = this.hover;
+    if (hl >= 0 && hp >= 0) {
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(GUTTER_LEFT, 0, this.width - GUTTER_LEFT, this.height);
+      ctx.clip();
+      ctx.strokeStyle = this.palette.foreground;
+      ctx.globalAlpha = 0.55;
+      ctx.lineWidth = 1;
+      const x = cellX(hp);
+      const y = cellY(hl);
+      const right = Math.min(this.width, GUTTER_LEFT + v.positions * this.cellW - this.scrollLeft);
+      const bottom = PAD_TOP + v.layers * this.cellH;
+      ctx.beginPath();
+      ctx.moveTo(GUTTER_LEFT, y + 0.5);
+      ctx.lineTo(right, y + 0.5);
+      ctx.moveTo(GUTTER_LEFT, y + this.cellH - 0.5);
+      ctx.lineTo(right, y + this.cellH - 0.5);
+      ctx.moveTo(x + 0.5, PAD_TOP);
+      ctx.lineTo(x + 0.5, bottom);
+      ctx.moveTo(x + this.cellW - 0.5, PAD_TOP);
+      ctx.lineTo(x + this.cellW - 0.5, bottom);
+      ctx.stroke();
+      ctx.restore();
+    }
     const outline = (layer: number, p: number, colour: string, width: number) => {
       if (layer < 0 || p < 0) return;
-      const x = GUTTER_LEFT + p * this.cellW - this.scrollLeft;
-      const y = PAD_TOP + (v.layers - 1 - layer) * this.cellH;
+      const x = cellX(p);
+      const y = cellY(layer);
       if (x + this.cellW < GUTTER_LEFT || x > this.width) return;
       ctx.strokeStyle = colour;
       ctx.lineWidth = width;
@@ -350,8 +458,43 @@ export class HeatmapView {
       ctx.fillStyle = colour;
       ctx.fillRect(GUTTER_LEFT - 3, y + 1, 2, this.cellH - 2);
     };
-    outline(this.hover.layer, this.hover.p, this.palette.foreground, 1);
+    outline(hl, hp, this.palette.foreground, 1.5);
     outline(this.selection.layer, this.selection.p, this.palette.focus, document.activeElement === this.canvas ? 2.5 : 1.5);
+  }
+
+  /** The hovered cell's tooltip: where, the metric's value, and the cell's top-k. */
+  private fillTip(layer: number, p: number): void {
+    const v = this.view;
+    if (!v || layer < 0 || p < 0) {
+      this.tip.hidden = true;
+      return;
+    }
+    const token = v.record.positions[p];
+    const i = layer * v.positions + p;
+    const value = metricScale(v, this.metric, this.withEmbeddings).values[i];
+    this.tipHead.textContent = `${v.record.layerLabels[layer] ?? layer} · position ${token} “${visibleToken(v.record.tokens[token]?.text ?? "")}”${p === this.answerP ? " (answer)" : ""}`;
+    this.tipValue.textContent = `${METRIC_LABELS[this.metric]}: ${Number(value.toPrecision(3))}${this.settle[p] === layer ? " · settles here" : ""}`;
+    const topk = topkAt(v, layer, p);
+    const items = this.tipList.children;
+    for (let j = 0; j < topk.length; j++) {
+      let li = items[j] as HTMLLIElement | undefined;
+      if (!li) {
+        li = el("li", {}, el("span", { class: "token" }), el("span", { class: "prob" }));
+        this.tipList.append(li);
+      }
+      (li.firstChild as HTMLElement).textContent = visibleToken(topk[j].text);
+      (li.lastChild as HTMLElement).textContent = topk[j].prob >= 0.001 ? topk[j].prob.toFixed(3) : topk[j].prob.toExponential(1);
+    }
+    while (this.tipList.children.length > topk.length) this.tipList.lastChild?.remove();
+    this.tip.hidden = false;
+  }
+
+  /** Puts the tooltip beside the pointer, on the side with room (the canvas's CSS size is known: no layout read). */
+  private placeTip(x: number, y: number): void {
+    if (this.tip.hidden) return;
+    const flip = x > this.width - 240;
+    const below = y < this.height / 2;
+    this.tip.style.transform = `translate(${flip ? `calc(${x - 14}px - 100%)` : `${x + 14}px`}, ${below ? `${y + 14}px` : `calc(${y - 10}px - 100%)`})`;
   }
 
   private pointer(x: number, y: number): void {
@@ -363,6 +506,7 @@ export class HeatmapView {
   private setHover(layer: number, p: number): void {
     if (layer === this.hover.layer && p === this.hover.p) return;
     this.hover = { layer, p };
+    this.fillTip(layer, p);
     this.drawMarks();
     this.callbacks.onHover(layer, p);
   }
@@ -378,7 +522,7 @@ export class HeatmapView {
     if (announce) {
       const i = l * v.positions + q;
       const token = v.record.tokens[v.record.positions[q]];
-      this.live.textContent = `${v.record.layerLabels[l]}, position ${v.record.positions[q]} (${visibleToken(token?.text ?? "")}): top-1 ${this.text(v.top1Ids[i])}, ${METRIC_LABELS[this.metric]} ${Number(metricScale(v, this.metric).values[i].toPrecision(3))}`;
+      this.live.textContent = `${v.record.layerLabels[l]}, position ${v.record.positions[q]} (${visibleToken(token?.text ?? "")}): top-1 ${this.text(v.top1Ids[i])}, ${METRIC_LABELS[this.metric]} ${Number(metricScale(v, this.metric, this.withEmbeddings).values[i].toPrecision(3))}${l === this.settle[q] ? ", settles here" : ""}${q === this.answerP ? " (the answer's column)" : ""}`;
     }
     this.callbacks.onSelect(l, q);
   }

@@ -9,7 +9,7 @@
  */
 import { type LensRecord, type NumericBlock, type Segment, SEGMENTS } from "../shared/lensRecord";
 import type { GroupAggregate, SweepAggregates } from "../shared/sweep";
-import type { TrackedMessage } from "../shared/webviewProtocol";
+import type { TokenPiece, TrackedMessage } from "../shared/webviewProtocol";
 
 // --- The per-record view ---------------------------------------------------------------------
 
@@ -138,40 +138,120 @@ export function isMetric(value: unknown): value is Metric {
   return typeof value === "string" && (METRICS as readonly string[]).includes(value);
 }
 
+/** What the colour of each metric says: its title on the colour bar. */
+export const METRIC_BAR_TITLES: Record<Metric, string> = {
+  prob: "top-1 probability",
+  entropy: "entropy (nats)",
+  targetRank: "target rank (log scale)",
+  kl: "KL(final ‖ layer) (nats)",
+};
+
 /**
- * A metric over the heatmap's cells, with each cell's colour intensity in [0, 1]: 1 is the
- * strongest colour. Probability, entropy and KL are linear from 0 to their maximum (probability
- * to 1); the target rank is logarithmic and reversed, so rank 1 is the strongest.
+ * A metric over the heatmap's cells, with each cell's colour intensity in [0, 1] where 1 is the
+ * most confident reading, drawn darkest: probability is sequential on [0, 1]; entropy and KL are
+ * reversed on [0, max] (0 nats is darkest); the target rank is reversed on a log scale (rank 1
+ * darkest). The range (max) is taken over the decoder blocks only unless `withEmbeddings`: the
+ * embeddings row's entropy and KL are often several times the rest, and would wash every block
+ * out to one colour. Values past the range are clamped.
  */
 export interface MetricScale {
   metric: Metric;
   /** [layers, positions] raw values. */
   values: Float32Array;
-  /** [layers, positions] in [0, 1]. */
+  /** [layers, positions] in [0, 1]; 1 = most confident (darkest). */
   intensity: Float32Array;
   min: number;
   max: number;
   log: boolean;
   reversed: boolean;
+  /** Whether the embeddings row counted for the range. */
+  withEmbeddings: boolean;
 }
 
-export function metricScale(view: LensView, metric: Metric): MetricScale {
-  return cached(view, `scale:${metric}`, () => {
-    const values = metric === "prob" ? view.top1Probs : metric === "entropy" ? view.entropy : metric === "kl" ? view.kl : view.targetRank;
+function metricValues(view: LensView, metric: Metric): Float32Array {
+  return metric === "prob" ? view.top1Probs : metric === "entropy" ? view.entropy : metric === "kl" ? view.kl : view.targetRank;
+}
+
+export function metricScale(view: LensView, metric: Metric, withEmbeddings = false): MetricScale {
+  return cached(view, `scale:${metric}:${withEmbeddings}`, () => {
+    const values = metricValues(view, metric);
     const n = values.length;
     const intensity = new Float32Array(n);
+    // With a single layer there is no block to take the range from.
+    const from = withEmbeddings || view.layers < 2 ? 0 : view.positions;
     let max = 0;
-    for (let i = 0; i < n; i++) if (values[i] > max) max = values[i];
+    for (let i = from; i < n; i++) if (values[i] > max) max = values[i];
     if (metric === "targetRank") {
       const top = Math.max(1, max);
       const logTop = Math.log(top);
-      for (let i = 0; i < n; i++) intensity[i] = logTop > 0 ? 1 - Math.log(Math.max(1, values[i])) / logTop : 1;
-      return { metric, values, intensity, min: 1, max: top, log: true, reversed: true };
+      for (let i = 0; i < n; i++) intensity[i] = logTop > 0 ? Math.max(0, 1 - Math.log(Math.max(1, values[i])) / logTop) : 1;
+      return { metric, values, intensity, min: 1, max: top, log: true, reversed: true, withEmbeddings };
     }
-    const top = metric === "prob" ? 1 : max;
-    for (let i = 0; i < n; i++) intensity[i] = top > 0 ? Math.min(1, Math.max(0, values[i] / top)) : 0;
-    return { metric, values, intensity, min: 0, max: top, log: false, reversed: false };
+    if (metric === "prob") {
+      for (let i = 0; i < n; i++) intensity[i] = Math.min(1, Math.max(0, values[i]));
+      return { metric, values, intensity, min: 0, max: 1, log: false, reversed: false, withEmbeddings };
+    }
+    for (let i = 0; i < n; i++) intensity[i] = max > 0 ? 1 - Math.min(1, Math.max(0, values[i] / max)) : 1;
+    return { metric, values, intensity, min: 0, max, log: false, reversed: true, withEmbeddings };
   });
+}
+
+/** A tick on a metric's colour bar: its value, its place along the bar (0 = light end, 1 = dark end) and its label. */
+export interface ColourBarTick {
+  value: number;
+  at: number;
+  label: string;
+}
+
+const tickLabel = (v: number): string => (Math.abs(v) >= 1000 ? `${Number((v / 1000).toPrecision(3))}k` : String(Number(v.toPrecision(3))));
+
+/** "Nice" linear steps (1, 2, 5 x 10^k) from 0 to max, about `count` of them. */
+function niceTicks(max: number, count: number): number[] {
+  if (!(max > 0)) return [0];
+  const raw = max / count;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
+  const out: number[] = [];
+  for (let v = 0; v <= max * (1 + 1e-9); v += step) out.push(Number(v.toPrecision(12)));
+  return out;
+}
+
+/**
+ * The ticks of a metric's colour bar, light end first: probability 0..1, entropy and KL from
+ * their range's maximum down to 0, the rank from its worst down to 1 at powers of ten. The
+ * range's end is always a tick, so the bar says where the clamping starts.
+ */
+export function colourBarTicks(scale: MetricScale): ColourBarTick[] {
+  const { max } = scale;
+  if (scale.metric === "prob") return [0, 0.25, 0.5, 0.75, 1].map((v) => ({ value: v, at: v, label: String(v) }));
+  if (scale.log) {
+    const logTop = Math.log(max);
+    const values = [1];
+    for (let v = 10; v < max; v *= 10) values.push(v);
+    if (max > 1) values.push(max);
+    const ticks = values.map((v) => ({ value: v, at: logTop > 0 ? 1 - Math.log(v) / logTop : 1, label: tickLabel(v) }));
+    // the worst rank's label would sit on a power of ten's when they are close
+    return ticks.filter((t, i) => i === ticks.length - 1 || i === 0 || Math.abs(t.at - ticks[ticks.length - 1].at) > 0.12).reverse();
+  }
+  const values = niceTicks(max, 4);
+  if (max > 0 && values[values.length - 1] < max * 0.999) {
+    if (max - values[values.length - 1] < max * 0.12) values.pop();
+    values.push(max);
+  }
+  return values.map((v) => ({ value: v, at: max > 0 ? 1 - v / max : 1, label: tickLabel(v) })).reverse();
+}
+
+/**
+ * The analysed position the first screen opens on: the one that predicts the first generated
+ * token (the prompt's last token), else the last analysed position before the answer, else the
+ * last one.
+ */
+export function answerPosition(view: LensView): number {
+  const first = view.record.generation.predictingPositions[0];
+  if (first !== undefined && first >= 0 && first < view.positions) return first;
+  const promptEnd = view.record.tokens.length - view.record.generation.ids.length - 1;
+  const p = view.analysedIndex.get(promptEnd);
+  return p ?? Math.max(0, view.positions - 1);
 }
 
 export interface HeatmapCell {
@@ -224,7 +304,7 @@ export function topkAt(view: LensView, layer: number, p: number): { id: number; 
 
 /**
  * Per analysed position, the first layer from which the top-1 equals the final layer's top-1 up
- * to the last layer (the layer where the prediction settles).
+ * to the last layer (the layer where the prediction settles; the sweep's convergenceLayer).
  */
 export function convergenceLayers(view: LensView): Int32Array {
   return cached(view, "convergence", () => {
@@ -238,6 +318,36 @@ export function convergenceLayers(view: LensView): Int32Array {
     }
     return out;
   });
+}
+
+/**
+ * Where one token settles: the first layer from which it is the top-1 (rank 1) at every layer up
+ * to the last, or -1 when it is not the final layer's top-1. (A token that is top-1 at block 1
+ * and ranked 11th at block 8 has not settled at block 1.)
+ */
+export function settlesAt(rank: readonly number[]): number {
+  let l = rank.length;
+  while (l > 0 && rank[l - 1] === 1) l--;
+  return l === rank.length ? -1 : l;
+}
+
+/**
+ * Which layer indices a chart's axis names, so that names like "embeddings" and "block 12" never
+ * overlap: at most one per `room` pixels of a `width`-pixel axis, always the first and the last,
+ * evenly spaced in between at a round step (1, 2, 4, 5, 8, 10, ...).
+ */
+export function layerTicks(count: number, width: number, room = 56): number[] {
+  if (count <= 0) return [];
+  if (count === 1) return [0];
+  const fit = Math.max(2, Math.floor(width / room));
+  const last = count - 1;
+  const step = [1, 2, 4, 5, 8, 10, 16, 20, 25, 32, 40, 50, 64, 100, 128, 200, 256].find((k) => Math.ceil(last / k) + 1 <= fit) ?? Math.ceil(last / (fit - 1));
+  const out: number[] = [];
+  for (let i = 0; i < last; i += step) out.push(i);
+  // the last layer is always named; the tick before it gives way when their labels would touch
+  if (out.length > 1 && ((last - out[out.length - 1]) * width) / last < room) out.pop();
+  out.push(last);
+  return out;
 }
 
 // --- Ranks of one token ----------------------------------------------------------------------
@@ -287,6 +397,80 @@ export function findTrackedIds(record: LensRecord, text: string): number[] {
   const want = text.trim();
   if (!want) return [];
   return record.tracked.ids.filter((id) => (record.tokenTexts[String(id)] ?? "").trim() === want);
+}
+
+// --- Tracked tokens --------------------------------------------------------------------------
+
+/** One token the user asked to track, with its ranks over the whole run (kept across answers). */
+export interface TrackedToken {
+  id: number;
+  text: string;
+  /** What the user typed (or the picked token's text). */
+  asked: string;
+  /** How `asked` splits into tokens; the first is the one tracked (one piece when picked by id). */
+  pieces: TokenPiece[];
+  /** Whether the tracked piece is the tokenizer's unknown token. */
+  unknown: boolean;
+  /** [layers, positions], layer-major. */
+  rank: number[];
+  prob: number[];
+  layers: number;
+  positions: number;
+}
+
+/** Splits a host answer into one TrackedToken per asked token. */
+export function trackedTokens(message: TrackedMessage): TrackedToken[] {
+  const [layers, P, n] = message.rank.shape;
+  return message.ids.map((id, j) => {
+    const rank = new Array<number>(layers * P);
+    const prob = new Array<number>(layers * P);
+    for (let i = 0; i < layers * P; i++) {
+      rank[i] = message.rank.data[i * n + j];
+      prob[i] = message.prob.data[i * n + j];
+    }
+    const text = message.texts[j] ?? `#${id}`;
+    return { id, text, asked: message.asked?.[j] ?? text, pieces: message.pieces?.[j] ?? [], unknown: message.unknown?.[j] ?? false, rank, prob, layers, positions: P };
+  });
+}
+
+/** The list with `add` appended; a token already there is replaced and moves to the end; at most `limit` kept (the oldest go). */
+export function addTracked(list: readonly TrackedToken[], add: readonly TrackedToken[], limit = 8): TrackedToken[] {
+  const ids = new Set(add.map((t) => t.id));
+  return [...list.filter((t) => !ids.has(t.id)), ...add].slice(-limit);
+}
+
+/** One tracked token's rank and probability per layer at position p. */
+export function trackedTokenRanks(t: TrackedToken, p: number): LayerRanks {
+  const rank = new Array<number>(t.layers);
+  const prob = new Array<number>(t.layers);
+  for (let l = 0; l < t.layers; l++) {
+    rank[l] = t.rank[l * t.positions + p];
+    prob[l] = t.prob[l * t.positions + p];
+  }
+  return { id: t.id, text: t.text, rank, prob };
+}
+
+const quoted = (s: string): string => `“${visibleToken(s)}”`;
+
+/**
+ * Why the token tracked is not simply what was asked, or null when it is: the text is not in the
+ * vocabulary, or splits into several tokens (the first is tracked; a word-start marker alone
+ * reads as nothing).
+ */
+export function trackExplanation(t: TrackedToken): string | null {
+  const pieces = t.pieces;
+  if (t.unknown) return `${quoted(t.asked)} is not in the model's vocabulary: it becomes the unknown token ${pieces[0]?.piece ?? ""}; track a word the model knows.`;
+  if (pieces.length <= 1) return null;
+  const split = pieces.map((q) => q.piece).join(" · ");
+  const first = pieces[0];
+  const lone = first.text.trim() === "" ? ` (a word-start marker alone, which reads as ${quoted(first.text)})` : "";
+  return `${quoted(t.asked)} is not one token: it splits into ${pieces.length}, ${split}; tracking the first, ${first.piece}${lone}.`;
+}
+
+/** A tracked token's chip: the token, and when it is one piece of what was asked, which ("banana → ▁ (1st of 3)"). */
+export function trackLabel(t: TrackedToken): string {
+  if (t.unknown) return `${visibleToken(t.asked)} → ${t.pieces[0]?.piece ?? visibleToken(t.text)} (unknown)`;
+  return t.pieces.length > 1 ? `${visibleToken(t.asked)} → ${t.pieces[0].piece} (1st of ${t.pieces.length})` : visibleToken(t.text);
 }
 
 // --- Per-layer series ------------------------------------------------------------------------

@@ -4,7 +4,7 @@
  * rule that keeps very large records out of the state. No DOM: unit-tested in Node.
  */
 import type { ShowRecordMessage, TrackedMessage } from "../shared/webviewProtocol";
-import { isMetric, type Metric } from "./model";
+import { isMetric, type Metric, type TrackedToken, trackedTokens } from "./model";
 
 export type OverlaySource = "attention" | "patchLens" | "off";
 export type RankToken = "cell" | "final" | "target";
@@ -24,14 +24,16 @@ export interface UiState {
   collapseImages: boolean;
   rankToken: RankToken;
   groupKey: string;
-  /** Texts asked for with "Track token", and the host's last answer. */
+  /** Texts asked for with "Track token", and the tokens the host tracked for them (every answer kept, newest last). */
   trackedTexts: string[];
-  tracked?: TrackedMessage;
+  tracked: TrackedToken[];
+  /** Whether the heatmap's colour range counts the embeddings row. */
+  rangeWithEmbeddings: boolean;
 }
 
 /** Reads PanelState.ui back, keeping only well-formed values. */
 export function readUi(raw: unknown): UiState {
-  const ui: UiState = { metric: "prob", layer: -1, p: -1, scope: "position", overlay: "attention", overlayLayer: -1, zoom: 0, collapseImages: true, rankToken: "cell", groupKey: "all", trackedTexts: [] };
+  const ui: UiState = { metric: "prob", layer: -1, p: -1, scope: "position", overlay: "attention", overlayLayer: -1, zoom: 0, collapseImages: true, rankToken: "cell", groupKey: "all", trackedTexts: [], tracked: [], rangeWithEmbeddings: false };
   if (!raw || typeof raw !== "object") return ui;
   const r = raw as Record<string, unknown>;
   const int = (v: unknown, min: number) => (typeof v === "number" && Number.isInteger(v) && v >= min ? v : undefined);
@@ -46,9 +48,34 @@ export function readUi(raw: unknown): UiState {
   if (r["rankToken"] === "cell" || r["rankToken"] === "final" || r["rankToken"] === "target") ui.rankToken = r["rankToken"];
   if (typeof r["groupKey"] === "string") ui.groupKey = r["groupKey"];
   if (Array.isArray(r["trackedTexts"])) ui.trackedTexts = r["trackedTexts"].filter((t): t is string => typeof t === "string").slice(-8);
-  const t = r["tracked"] as TrackedMessage | undefined;
-  if (t && t.type === "tracked" && Array.isArray(t.ids) && t.rank?.shape?.length === 3) ui.tracked = t;
+  if (typeof r["rangeWithEmbeddings"] === "boolean") ui.rangeWithEmbeddings = r["rangeWithEmbeddings"];
+  const t = r["tracked"];
+  // an older panel kept the host's last answer as a TrackedMessage
+  if (isTrackedMessage(t)) ui.tracked = trackedTokens(t);
+  else if (Array.isArray(t)) ui.tracked = t.filter(isTrackedToken).slice(-8);
   return ui;
+}
+
+function isTrackedMessage(t: unknown): t is TrackedMessage {
+  const m = t as TrackedMessage | undefined;
+  return !!m && m.type === "tracked" && Array.isArray(m.ids) && m.rank?.shape?.length === 3 && Array.isArray(m.rank.data) && Array.isArray(m.prob?.data);
+}
+
+function isTrackedToken(t: unknown): t is TrackedToken {
+  const x = t as TrackedToken | undefined;
+  return (
+    !!x &&
+    typeof x.id === "number" &&
+    typeof x.text === "string" &&
+    typeof x.asked === "string" &&
+    Array.isArray(x.pieces) &&
+    Number.isInteger(x.layers) &&
+    Number.isInteger(x.positions) &&
+    Array.isArray(x.rank) &&
+    Array.isArray(x.prob) &&
+    x.rank.length === x.layers * x.positions &&
+    x.prob.length === x.rank.length
+  );
 }
 
 /**

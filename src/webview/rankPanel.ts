@@ -9,7 +9,7 @@ import { scaleLinear, scaleLog } from "d3-scale";
 import { select } from "d3-selection";
 import { ChartCard, type ChartExport } from "./chartCard";
 import { el, formatNumber, option, type Select, svgEl } from "./dom";
-import { type LayerRanks, visibleToken } from "./model";
+import { type LayerRanks, layerTicks, visibleToken } from "./model";
 import type { RankToken } from "./panelState";
 import type { Palette } from "./theme";
 
@@ -49,6 +49,8 @@ export class RankPanel {
     onExport: ChartExport,
     rankToken: RankToken,
     onRankToken: (t: RankToken) => void,
+    /** A token picked from the top-k list, to track. */
+    private readonly onPick: (id: number) => void = () => undefined,
   ) {
     this.head = el("p", { class: "rank-caption", text: "Hover or select a cell." });
     this.sub = el("p", { class: "note" });
@@ -64,7 +66,11 @@ export class RankPanel {
     this.card = new ChartCard("ranks", "Rank per layer", onExport);
     this.list = el("ol", { class: "rank-list", attrs: { "aria-label": "Rank at each layer" } });
     this.topkTitle = el("h3", { class: "card-title", text: "Top-k" });
-    this.topk = el("ol", { class: "topk-list" });
+    this.topk = el("ol", { class: "topk-list", attrs: { "aria-label": "Top-k tokens: click one to track it" } });
+    this.topk.addEventListener("click", (e) => {
+      const id = (e.target as HTMLElement).closest<HTMLElement>("[data-token-id]")?.dataset["tokenId"];
+      if (id !== undefined) this.onPick(Number(id));
+    });
     this.element = el(
       "aside",
       { id: "rank-panel", class: "card rank-panel", attrs: { "aria-label": "Token rank at every layer" } },
@@ -111,7 +117,11 @@ export class RankPanel {
     this.last = info;
     if (this.head.textContent !== info.caption) this.head.textContent = info.caption;
     const { ranks } = info;
-    this.sub.textContent = ranks ? `settles at ${info.settles >= 0 ? (this.labels[info.settles] ?? info.settles) : "–"}` : (info.missing ?? "");
+    this.sub.textContent = ranks
+      ? info.settles >= 0
+        ? `settles at ${this.labels[info.settles] ?? info.settles}: top-1 from there to the last layer`
+        : "does not settle: not the top-1 at the last layer"
+      : (info.missing ?? "");
     for (let l = 0; l < this.items.length; l++) {
       const item = this.items[l];
       item.li.classList.toggle("current", l === info.layer);
@@ -120,7 +130,7 @@ export class RankPanel {
       setText(item.top1, visibleToken(info.top1[l] ?? ""));
     }
     if (ranks) {
-      this.chart ??= new RankChart(this.labels.length, this.palette);
+      this.chart ??= new RankChart(this.labels.length, this.palette, this.labels);
       this.chart.update(ranks, info.layer);
       if (this.card.chart !== this.chart.svg) this.card.set(this.chart.svg);
     } else {
@@ -130,7 +140,15 @@ export class RankPanel {
     const key = info.topk.map((t) => `${t.id}:${t.prob}`).join();
     if (key === this.topkKey) return;
     this.topkKey = key;
-    this.topk.replaceChildren(...info.topk.map((t) => el("li", {}, el("span", { class: "token", text: visibleToken(t.text) }), el("span", { class: "prob", text: formatNumber(t.prob) }))));
+    this.topk.replaceChildren(
+      ...info.topk.map((t) =>
+        el(
+          "li",
+          {},
+          el("button", { class: "pick", title: `Track ${visibleToken(t.text)} (token ${t.id}) across layers`, attrs: { type: "button", "data-token-id": t.id } }, el("span", { class: "token", text: visibleToken(t.text) }), el("span", { class: "prob", text: formatNumber(t.prob) })),
+        ),
+      ),
+    );
   }
 }
 
@@ -153,10 +171,14 @@ class RankChart {
   private readonly x: (l: number) => number;
   private top = 0;
   private static readonly W = 300;
-  private static readonly H = 140;
-  private static readonly M = { top: 8, right: 10, bottom: 26, left: 44 };
+  private static readonly H = 150;
+  private static readonly M = { top: 8, right: 12, bottom: 34, left: 44 };
 
-  constructor(layers: number, private readonly palette: Palette) {
+  constructor(
+    layers: number,
+    private readonly palette: Palette,
+    labels: readonly string[] = [],
+  ) {
     const { W, H, M } = RankChart;
     this.svg = svgEl("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img", class: "chart", "font-family": palette.fontFamily, "font-size": 10, color: palette.foreground });
     this.title = svgEl("title");
@@ -164,7 +186,18 @@ class RankChart {
     const x = scaleLinear().domain([0, Math.max(1, layers - 1)]).range([M.left, W - M.right]);
     this.x = (l) => x(l);
     const xAxis = svgEl("g", { transform: `translate(0,${H - M.bottom})` });
-    select(xAxis).call(axisBottom(x).ticks(Math.min(layers, 8)).tickFormat((d) => String(d)));
+    const ticks = layerTicks(layers, W - M.left - M.right, 60);
+    select(xAxis).call(
+      axisBottom(x)
+        .tickValues(ticks)
+        .tickFormat((d) => labels[Number(d)] ?? String(d)),
+    );
+    select(xAxis)
+      .selectAll<SVGTextElement, unknown>(".tick text")
+      .each(function (_, i) {
+        if (ticks.length > 1 && i === 0) this.setAttribute("text-anchor", "start");
+        else if (ticks.length > 1 && i === ticks.length - 1) this.setAttribute("text-anchor", "end");
+      });
     this.yAxis = svgEl("g", { transform: `translate(${M.left},0)` });
     this.rule = svgEl("line", { y1: M.top, y2: H - M.bottom, stroke: palette.focus, "stroke-dasharray": "2,2" });
     this.path = svgEl("path", { fill: "none", stroke: palette.series[0], "stroke-width": 1.6 });

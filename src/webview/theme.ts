@@ -4,7 +4,8 @@
  * render (and again when the theme changes) into a Palette. Fallbacks are VS Code's Dark+ values.
  */
 import { DARK_PLUS } from "./darkPlus";
-import { colorRamp, flatten, parseCssColor, type Rgba, toHex } from "./color";
+import { colorRamp, flatten, type MetricRamp, metricRamps, parseCssColor, type Rgba, toHex } from "./color";
+import type { Metric } from "./model";
 import type { Segment } from "../shared/lensRecord";
 
 export interface Palette {
@@ -22,6 +23,8 @@ export interface Palette {
   ramp: string[];
   /** Text colour to use over ramp entry i (dark or light). */
   rampText: string[];
+  /** The heatmap's colour map per metric (light = least confident, dark = most), with text colours. */
+  ramps: Record<Metric, MetricRamp>;
   /** Overlay colour (the theme's orange) as RGB for alpha blending. */
   overlay: Rgba;
   segments: Record<Segment, string>;
@@ -29,6 +32,8 @@ export interface Palette {
   series: string[];
 }
 
+
+let RAMPS: Record<Metric, MetricRamp> | undefined;
 
 export function readPalette(root: Element = document.documentElement): Palette {
   const style = getComputedStyle(root);
@@ -47,6 +52,7 @@ export function readPalette(root: Element = document.documentElement): Palette {
     return (0.2126 * v.r + 0.7152 * v.g + 0.0722 * v.b) / 255 > 0.55 ? "#000000" : "#ffffff";
   });
   return {
+    ramps: (RAMPS ??= metricRamps()),
     foreground: color("--vscode-foreground"),
     background: toHex(background),
     muted: color("--vscode-descriptionForeground"),

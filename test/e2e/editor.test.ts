@@ -630,4 +630,88 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     expect(decodeURIComponent((await previewImage.getAttribute("src")) ?? "")).toContain(`${path.basename(workspace)}/scene.png`);
     await shot("25-preview-image");
   }, 300_000);
+
+  it("the first screen opens on the answer, a cell's tooltip lists its top-k, tracked tokens stay and say how a word splits, and a theme switch keeps the charts' text size", async () => {
+    onTestFailed(() => shot("failed-first-screen"));
+    // from the window as the last step left it: a reload and the Command Palette right after it
+    // are what the full suite finds flaky under load; the Explorer's context menu is not. (The
+    // extension's status item names the model once a run has opened it, "Logit Lens" before.)
+    await page.locator(".statusbar-item", { hasText: /Logit Lens|lens-scenes-tiny/u }).first().waitFor({ timeout: 60_000 });
+    await page.keyboard.press("Escape");
+    const row = page.locator(".explorer-folders-view .monaco-list-row", { hasText: "scene.png" });
+    await row.waitFor({ timeout: 60_000 });
+    const input = page.locator(".quick-input-widget input.input");
+    // the context menu can open before the workbench takes clicks on it: open it until the prompt box shows
+    await expect
+      .poll(
+        async () => {
+          await page.keyboard.press("Escape");
+          await row.click({ button: "right" });
+          const item = page.locator(".monaco-menu .action-item", { hasText: "Run Logit Lens" });
+          await item.waitFor({ timeout: 10_000 });
+          await page.waitForTimeout(300);
+          await item.click();
+          return input.waitFor({ state: "visible", timeout: 10_000 }).then(
+            () => true,
+            () => false,
+          );
+        },
+        { timeout: 90_000, interval: 1000 },
+      )
+      .toBe(true);
+    await input.fill(PROMPT);
+    await input.press("Enter");
+    const frame = panelFrame();
+    const heatmap = frame.locator("#heatmap");
+    await heatmap.waitFor({ state: "visible", timeout: Number(process.env["E2E_PANEL_TIMEOUT"] ?? 120_000) });
+
+    // selected on opening: the final layer (block 8) at the column that predicts the first answer token
+    const answer = Number(await heatmap.getAttribute("data-answer"));
+    expect(answer).toBeGreaterThanOrEqual(0);
+    await expect.poll(() => frame.locator("#rank-panel .rank-list li.current").getAttribute("data-layer")).toBe("8");
+    // ":" is the prompt's last token: the one that predicts the answer
+    expect(await frame.locator("#rank-panel .rank-caption").textContent()).toMatch(/at position \d+ \(:\)/u);
+
+    // the tooltip over a cell: where it is, and its top-k (10)
+    const d = (name: string) => heatmap.getAttribute(`data-${name}`).then(Number);
+    const box = (await heatmap.boundingBox())!;
+    await page.mouse.move(box.x + (await d("left")) + (answer + 0.5) * (await d("cell-width")), box.y + (await d("top")) + 0.5 * (await d("cell-height")));
+    const tip = frame.locator(".heatmap-tip");
+    await tip.waitFor({ state: "visible", timeout: 10_000 });
+    expect(await tip.locator(".tip-head").textContent()).toMatch(/^block 8 · position \d+ “:” \(answer\)$/u);
+    expect(await tip.locator(".tip-topk li").count()).toBe(10);
+    await shot("26-first-screen-tooltip");
+
+    // three tokens tracked in turn: all three stay; a word that is not one token says how it splits
+    for (const text of ["banana", " red", " blue"]) {
+      await frame.locator("#track-input input").fill(text);
+      await frame.locator("#track-input input").press("Enter");
+      await expect.poll(() => frame.locator(".tracked-list li").count(), { timeout: 30_000 }).toBe(["banana", " red", " blue"].indexOf(text) + 1);
+      if (text === "banana") expect(await frame.locator(".note[aria-live]").first().textContent()).toMatch(/“banana” is not one token: it splits into \d+/u);
+    }
+    expect(await frame.locator('[data-card="tracked"] .series').count()).toBe(3);
+    await shot("27-tracked");
+
+    // the charts are drawn at their card's width, so a theme switch cannot shrink their text
+    const measure = () =>
+      frame.locator('[data-card="layers-entropy"] svg').evaluate((svg) => ({
+        text: svg.querySelector(".tick text")!.getBoundingClientRect().height,
+        width: svg.getBoundingClientRect().width,
+        declared: Number(svg.getAttribute("width")),
+      }));
+    const before = await measure();
+    expect(Math.abs(before.width - before.declared)).toBeLessThan(2);
+    // to a theme of the other kind than the one shown
+    const light = /vscode-light/u.test((await frame.locator("body").getAttribute("class")) ?? "");
+    const theme = light ? "Dark+" : "Light+";
+    await command("Preferences: Color Theme");
+    await input.fill(theme);
+    await page.locator(".quick-input-list .monaco-list-row", { hasText: theme }).first().click();
+    await expect.poll(() => frame.locator("body").getAttribute("class"), { timeout: 30_000 }).toMatch(light ? /vscode-dark/u : /vscode-light/u);
+    await page.waitForTimeout(500);
+    const after = await measure();
+    expect(after.text).toBeGreaterThan(before.text * 0.9);
+    expect(Math.abs(after.width - after.declared)).toBeLessThan(2);
+    await shot("28-theme-switched");
+  }, 300_000);
 });

@@ -115,6 +115,25 @@ describe("sidecar over JSON-RPC", () => {
     }
   });
 
+  it("says how each asked string splits into tokens, and tracks picked ids as they are", async () => {
+    const last = await send(RunRequest, { prompt: "What color is the circle?", image: IMAGE, settings: { maxNewTokens: 2 } });
+    const word = " bananarama";
+    const r = await send(TrackTokensRequest, { tokens: [word], ids: [last.tracked.ids[0]] });
+    expect(r.ids).toHaveLength(2);
+    expect(r.asked?.[0]).toBe(word);
+    const pieces = r.pieces?.[0] ?? [];
+    // the first piece of the split is the token tracked, and the pieces read back as the word
+    expect(pieces.length).toBeGreaterThan(1);
+    expect(pieces[0].id).toBe(r.ids[0]);
+    expect(pieces.map((q) => q.text).join("").trim()).toBe(word.trim());
+    expect(r.unknown).toEqual([false, false]);
+    // a picked id is tracked itself, with the run's own ranks for it
+    expect(r.ids[1]).toBe(last.tracked.ids[0]);
+    expect(r.pieces?.[1]?.map((q) => q.id)).toEqual([last.tracked.ids[0]]);
+    const M = last.tracked.ids.length;
+    for (let i = 0; i < 4 * last.positions.length; i++) expect(r.rank.data[i * 2 + 1]).toBe(last.tracked.rank.data[i * M]);
+  });
+
   it("cancels a run", async () => {
     const source = new CancellationTokenSource();
     const pending = send(RunRequest, { prompt: "What color is the circle?", image: IMAGE, settings: { maxNewTokens: 64, positions: "all" } }, source.token);

@@ -47,6 +47,9 @@ describe("protocol params validation", () => {
     expect(validateParams("lens/run", { prompt: "x", headMask: { strategy: "topImage", count: 3 } }).headMask).toEqual({ strategy: "topImage", count: 3 });
     expect(validateParams("lens/trackTokens", { tokens: [" red"] })).toEqual({ tokens: [" red"] });
     expect(validateParams("lens/attentionPattern", { layer: 2, head: 3, extra: 1 })).toEqual({ layer: 2, head: 3 });
+    // ids picked from a top-k list, with or without strings
+    expect(validateParams("lens/trackTokens", { tokens: [], ids: [6, 8] })).toEqual({ tokens: [], ids: [6, 8] });
+    expect(validateParams("lens/trackTokens", { tokens: [" red"], ids: [6] })).toEqual({ tokens: [" red"], ids: [6] });
     expect(validateParams("lens/shutdown", undefined)).toBeUndefined();
     expect(validateParams("lens/shutdown", [])).toBeUndefined();
     expect(validateParams("lens/runExperiment", { file: "/x/a.lens.json", outDir: "/x/out", fresh: true })).toEqual({ file: "/x/a.lens.json", outDir: "/x/out", fresh: true });
@@ -104,6 +107,8 @@ describe("protocol params validation", () => {
     ["lens/trackTokens", { tokens: [""] }, 'lens/trackTokens: params.tokens[0] must be a non-empty string, got ""'],
     ["lens/attentionPattern", { layer: 0 }, "lens/attentionPattern: params.head must be an integer from 0 to 10000, got nothing"],
     ["lens/attentionPattern", { layer: 1.5, head: 0 }, "lens/attentionPattern: params.layer must be an integer from 0 to 10000, got 1.5"],
+    ["lens/trackTokens", { tokens: [], ids: [] }, "lens/trackTokens: params.tokens must be an array of 1 to 1000 non-empty strings, got an empty array"],
+    ["lens/trackTokens", { tokens: [], ids: [1.5] }, "lens/trackTokens: params.ids[0] must be an integer from 0 to 2147483647, got 1.5"],
     ["lens/shutdown", { now: true }, "lens/shutdown: params must be absent (lens/shutdown takes none), got an object"],
     ["lens/runExperiment", {}, "lens/runExperiment: params.file must be the path of a .lens.json file, got nothing"],
     ["lens/runExperiment", { file: "" }, 'lens/runExperiment: params.file must be the path of a .lens.json file, got ""'],

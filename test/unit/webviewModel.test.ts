@@ -6,7 +6,10 @@ import type { TrackedMessage } from "../../src/shared/webviewProtocol";
 import {
   attentionBreakdown,
   attentionOverlay,
+  addTracked,
+  answerPosition,
   buildLensView,
+  colourBarTicks,
   comparisonAccuracy,
   comparisonKeys,
   comparisonSeries,
@@ -20,8 +23,14 @@ import {
   layerSeries,
   metricScale,
   patchLensOverlay,
+  layerTicks,
   ranksAt,
+  settlesAt,
   tokenStrip,
+  trackedTokenRanks,
+  trackedTokens,
+  trackExplanation,
+  trackLabel,
   topkAt,
   trackedRanks,
   visibleToken,
@@ -61,28 +70,69 @@ describe("heatmap", () => {
     expect(heatmapCells(v, "prob")[5]).toMatchObject({ layer: 1, p: 2, top1Text: "</s>" });
   });
 
-  it("scales probability on [0, 1], entropy and KL on [0, max], and the target rank on a reversed log scale", () => {
+  it("scales every metric so that 1 (darkest) is the most confident reading: probability on [0, 1], entropy and KL reversed on [0, max], the rank reversed on a log scale", () => {
     const v = view();
     const prob = metricScale(v, "prob");
-    expect([prob.min, prob.max, prob.log]).toEqual([0, 1, false]);
+    expect([prob.min, prob.max, prob.log, prob.reversed]).toEqual([0, 1, false, false]);
     expect(prob.intensity[6]).toBeCloseTo(0.9, 6);
 
+    // Entropy over the blocks [[1.2, 1.1, 1.5], [0.4, 0.5, 0.1]]: max 1.5; the embeddings row (2.25...) is clamped.
     const entropy = metricScale(v, "entropy");
-    expect(entropy.max).toBeCloseTo(2.4, 6);
-    expect(entropy.intensity[3]).toBeCloseTo(1.2 / 2.4, 6); // layer 1, position 0
+    expect([entropy.min, entropy.reversed, entropy.withEmbeddings]).toEqual([0, true, false]);
+    expect(entropy.max).toBeCloseTo(1.5, 6);
+    expect(entropy.intensity[3]).toBeCloseTo(1 - 1.2 / 1.5, 6); // layer 1, position 0
+    expect(entropy.intensity[8]).toBeCloseTo(1 - 0.1 / 1.5, 6);
+    expect(entropy.intensity[0]).toBe(0); // 2.25 nats, past the range
+    // With the embeddings row in the range: max 2.4.
+    const withEmbeddings = metricScale(v, "entropy", true);
+    expect(withEmbeddings.max).toBeCloseTo(2.4, 6);
+    expect(withEmbeddings.intensity[3]).toBeCloseTo(1 - 1.2 / 2.4, 6);
+    expect(withEmbeddings.intensity[0]).toBeCloseTo(1 - 2.25 / 2.4, 6);
 
+    // KL over the blocks [[0.75, 0.5, 0.6], [0, 0, 0]]: max 0.75; 0 nats is the darkest.
     const kl = metricScale(v, "kl");
-    expect(kl.max).toBe(5);
-    expect(kl.intensity[0]).toBeCloseTo(0.9, 6); // 4.5 / 5
-    expect(kl.intensity[8]).toBe(0);
+    expect(kl.max).toBe(0.75);
+    expect(kl.intensity[3]).toBe(0);
+    expect(kl.intensity[4]).toBeCloseTo(1 - 0.5 / 0.75, 6);
+    expect(kl.intensity[8]).toBe(1);
+    expect(kl.intensity[0]).toBe(0); // 4.5 nats
+    expect(metricScale(v, "kl", true).max).toBe(5);
 
-    // Target ranks [[5,3,9],[4,1,2],[3,1,2]]: the worst (9) is 0, rank 1 is 1, rank 3 sits half way on log9.
+    // Target ranks over the blocks [[4,1,2],[3,1,2]]: worst 4, so rank 2 sits half way on log 4; rank 1 is 1.
     const rank = metricScale(v, "targetRank");
-    expect([rank.min, rank.max, rank.log, rank.reversed]).toEqual([1, 9, true, true]);
-    expect(rank.intensity[2]).toBe(0);
+    expect([rank.min, rank.max, rank.log, rank.reversed]).toEqual([1, 4, true, true]);
     expect(rank.intensity[4]).toBe(1);
-    expect(rank.intensity[1]).toBeCloseTo(0.5, 6);
-    expect(rank.intensity[6]).toBeCloseTo(0.5, 6);
+    expect(rank.intensity[5]).toBeCloseTo(0.5, 6);
+    expect(rank.intensity[3]).toBeCloseTo(0, 6);
+    expect(rank.intensity[2]).toBe(0); // rank 9 at the embeddings, clamped
+    // With the embeddings (worst 9): rank 3 is half way.
+    const rankAll = metricScale(v, "targetRank", true);
+    expect(rankAll.max).toBe(9);
+    expect(rankAll.intensity[1]).toBeCloseTo(0.5, 6);
+  });
+
+  it("labels each colour bar light end first, with the range's end as a tick", () => {
+    const v = view();
+    const ticks = (m: Parameters<typeof metricScale>[1], e = false) => colourBarTicks(metricScale(v, m, e)).map((t) => [t.label, Number(t.at.toFixed(4))]);
+    expect(ticks("prob")).toEqual([["0", 0], ["0.25", 0.25], ["0.5", 0.5], ["0.75", 0.75], ["1", 1]]);
+    // entropy 0..1.5, reversed: 1.5 at the light end
+    expect(ticks("entropy")).toEqual([["1.5", 0], ["1", 0.3333], ["0.5", 0.6667], ["0", 1]]);
+    // 2.4 with the embeddings: steps of 1 (about 4 ticks), then the end itself
+    expect(ticks("entropy", true)).toEqual([["2.4", 0], ["2", 0.1667], ["1", 0.5833], ["0", 1]]);
+    expect(ticks("targetRank")).toEqual([["4", 0], ["1", 1]]);
+    // ranks up to 532: 1, 10, 100 and the worst, on the log scale
+    const big = { ...metricScale(v, "targetRank"), max: 532 };
+    expect(colourBarTicks(big).map((t) => t.label)).toEqual(["532", "100", "10", "1"]);
+    expect(colourBarTicks(big)[1].at).toBeCloseTo(1 - Math.log(100) / Math.log(532), 6);
+  });
+
+  it("opens on the position that predicts the first generated token", () => {
+    // predictingPositions [1, 2]: analysed index 1 (token 5, "ASSISTANT:") predicts " red".
+    expect(answerPosition(view())).toBe(1);
+    const record = sampleRecord();
+    record.generation.predictingPositions = [];
+    // else the prompt's last token (8 tokens, 2 generated: token 5)
+    expect(answerPosition(buildLensView(record))).toBe(1);
   });
 
   it("lists a cell's top-k and the layer where each position settles", () => {
@@ -131,6 +181,95 @@ describe("ranks of one token", () => {
     expect(findTrackedIds(record, "red")).toEqual([6]);
     expect(findTrackedIds(record, "green")).toEqual([]);
     expect(findTrackedIds(record, "  ")).toEqual([9]);
+  });
+});
+
+describe("where a token settles", () => {
+  it("is the first layer from which it stays top-1 to the last layer", () => {
+    expect(settlesAt([5, 1, 1])).toBe(1);
+    expect(settlesAt([1, 1, 1])).toBe(0);
+    // top-1 at block 1, then lost and regained: settles where it is top-1 for good
+    expect(settlesAt([5, 1, 2, 1, 1])).toBe(3);
+    // the "triangle" chip: top-1 at block 1, rank 11 at the last block: it never settles
+    expect(settlesAt([9, 1, 1, 1, 1, 1, 1, 1, 11])).toBe(-1);
+    expect(settlesAt([])).toBe(-1);
+  });
+
+  it("agrees with the position's convergence layer for its final top-1", () => {
+    const v = view();
+    const settle = convergenceLayers(v);
+    for (let p = 0; p < v.positions; p++) {
+      const final = v.top1Ids[(v.layers - 1) * v.positions + p];
+      const ranks = ranksAt(v, final, p);
+      if (ranks) expect(settlesAt(ranks.rank)).toBe(settle[p]);
+    }
+  });
+});
+
+describe("tracked tokens", () => {
+  const answer = (ids: number[], rank: number[], extra: Partial<TrackedMessage> = {}): TrackedMessage => ({
+    type: "tracked",
+    ids,
+    texts: ids.map((id) => `t${id}`),
+    rank: { shape: [3, 3, ids.length], data: rank },
+    prob: { shape: [3, 3, ids.length], data: rank.map((r) => 1 / r) },
+    ...extra,
+  });
+  const nine = (base: number) => Array.from({ length: 9 }, (_, i) => base + i);
+
+  it("keeps every token tracked in turn (the second is not lost when a third comes)", () => {
+    let list = addTracked([], trackedTokens(answer([8], nine(10))));
+    list = addTracked(list, trackedTokens(answer([2], nine(20))));
+    list = addTracked(list, trackedTokens(answer([11], nine(30))));
+    expect(list.map((t) => t.id)).toEqual([8, 2, 11]);
+    expect(trackedTokenRanks(list[1], 2).rank).toEqual([22, 25, 28]);
+    // tracked again: replaced, and moved to the end
+    list = addTracked(list, trackedTokens(answer([2], nine(40))));
+    expect(list.map((t) => t.id)).toEqual([8, 11, 2]);
+    expect(trackedTokenRanks(list[2], 0).rank).toEqual([40, 43, 46]);
+    // at most 8, the oldest go
+    for (let id = 100; id < 108; id++) list = addTracked(list, trackedTokens(answer([id], nine(id))));
+    expect(list.map((t) => t.id)).toEqual([100, 101, 102, 103, 104, 105, 106, 107]);
+  });
+
+  it("splits an answer with several tokens into one per token, each with its own column", () => {
+    const tokens = trackedTokens(answer([8, 2], Array.from({ length: 18 }, (_, i) => i)));
+    expect(tokens.map((t) => [t.id, t.rank.slice(0, 3)])).toEqual([
+      [8, [0, 2, 4]],
+      [2, [1, 3, 5]],
+    ]);
+  });
+
+  it("says why the token tracked is not what was asked: a split word, an unknown one", () => {
+    const pieces = [
+      { id: 29871, piece: "▁", text: "" },
+      { id: 289, piece: "b", text: "b" },
+      { id: 1648, piece: "anana", text: "anana" },
+    ];
+    const [banana] = trackedTokens(answer([29871], nine(1), { texts: [""], asked: ["banana"], pieces: [pieces], unknown: [false] }));
+    expect(trackExplanation(banana)).toBe("“banana” is not one token: it splits into 3, ▁ · b · anana; tracking the first, ▁ (a word-start marker alone, which reads as “∅”).");
+    expect(trackLabel(banana)).toBe("banana → ▁ (1st of 3)");
+    const [unknown] = trackedTokens(answer([0], nine(1), { texts: [""], asked: ["ж"], pieces: [[{ id: 0, piece: "<unk>", text: "" }]], unknown: [true] }));
+    expect(trackExplanation(unknown)).toContain("“ж” is not in the model's vocabulary");
+    const [red] = trackedTokens(answer([6], nine(1), { texts: [" red"], asked: [" red"], pieces: [[{ id: 6, piece: "▁red", text: " red" }]], unknown: [false] }));
+    expect(trackExplanation(red)).toBeNull();
+    expect(trackLabel(red)).toBe("·red");
+  });
+});
+
+describe("layer ticks", () => {
+  it("names the first and last layer and never puts two names closer than the room they need", () => {
+    expect(layerTicks(9, 300, 58)).toEqual([0, 2, 4, 6, 8]);
+    expect(layerTicks(33, 300, 58)).toEqual([0, 8, 16, 24, 32]);
+    expect(layerTicks(1, 300)).toEqual([0]);
+    expect(layerTicks(0, 300)).toEqual([]);
+    for (let count = 2; count <= 81; count++)
+      for (const width of [150, 240, 300, 420, 800]) {
+        const ticks = layerTicks(count, width, 56);
+        expect(ticks[0]).toBe(0);
+        expect(ticks[ticks.length - 1]).toBe(count - 1);
+        for (let i = 1; i < ticks.length; i++) expect(((ticks[i] - ticks[i - 1]) * width) / (count - 1), `${count} layers, ${width} px`).toBeGreaterThanOrEqual(56);
+      }
   });
 });
 

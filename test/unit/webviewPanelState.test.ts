@@ -5,18 +5,25 @@ import { sampleRecord } from "../helpers/sampleRecord";
 
 describe("readUi", () => {
   it("falls back to defaults for a missing or foreign state", () => {
-    for (const raw of [undefined, null, 3, "x"]) expect(readUi(raw)).toEqual({ metric: "prob", layer: -1, p: -1, scope: "position", overlay: "attention", overlayLayer: -1, zoom: 0, collapseImages: true, rankToken: "cell", groupKey: "all", trackedTexts: [] });
+    for (const raw of [undefined, null, 3, "x"]) expect(readUi(raw)).toEqual({ metric: "prob", layer: -1, p: -1, scope: "position", overlay: "attention", overlayLayer: -1, zoom: 0, collapseImages: true, rankToken: "cell", groupKey: "all", trackedTexts: [], tracked: [], rangeWithEmbeddings: false });
   });
 
   it("keeps well-formed choices and drops the rest", () => {
-    const ui = readUi({ metric: "kl", layer: 3, p: 2.5, scope: "mean", overlay: "patchLens", overlayLayer: 2, zoom: -4, collapseImages: false, rankToken: "target", groupKey: "shape", trackedTexts: [" red", 7, "blue"], tracked: { type: "nope" } });
-    expect(ui).toEqual({ metric: "kl", layer: 3, p: -1, scope: "mean", overlay: "patchLens", overlayLayer: 2, zoom: 0, collapseImages: false, rankToken: "target", groupKey: "shape", trackedTexts: [" red", "blue"] });
+    const ui = readUi({ metric: "kl", layer: 3, p: 2.5, scope: "mean", overlay: "patchLens", overlayLayer: 2, zoom: -4, collapseImages: false, rankToken: "target", groupKey: "shape", trackedTexts: [" red", 7, "blue"], tracked: { type: "nope" }, rangeWithEmbeddings: true });
+    expect(ui).toEqual({ metric: "kl", layer: 3, p: -1, scope: "mean", overlay: "patchLens", overlayLayer: 2, zoom: 0, collapseImages: false, rankToken: "target", groupKey: "shape", trackedTexts: [" red", "blue"], tracked: [], rangeWithEmbeddings: true });
+    expect(readUi({ rangeWithEmbeddings: "yes" }).rangeWithEmbeddings).toBe(false);
     expect(readUi({ metric: "logits" }).metric).toBe("prob");
   });
 
-  it("keeps a tracked answer of the right form", () => {
+  it("reads an older panel's last tracked answer as tracked tokens", () => {
     const tracked = { type: "tracked", ids: [8], texts: [" blue"], rank: { shape: [3, 3, 1], data: new Array(9).fill(2) }, prob: { shape: [3, 3, 1], data: new Array(9).fill(0.1) } };
-    expect(readUi({ tracked }).tracked).toEqual(tracked);
+    expect(readUi({ tracked }).tracked).toEqual([{ id: 8, text: " blue", asked: " blue", pieces: [], unknown: false, rank: new Array(9).fill(2), prob: new Array(9).fill(0.1), layers: 3, positions: 3 }]);
+  });
+
+  it("keeps every tracked token of the right form, and drops the rest", () => {
+    const token = { id: 8, text: " blue", asked: "blue", pieces: [{ id: 8, piece: "▁blue", text: " blue" }], unknown: false, rank: new Array(9).fill(2), prob: new Array(9).fill(0.1), layers: 3, positions: 3 };
+    const ui = readUi({ tracked: [token, { ...token, id: 9 }, { ...token, rank: [1] }, { ...token, id: "x" }, null] });
+    expect(ui.tracked.map((t) => t.id)).toEqual([8, 9]);
   });
 });
 

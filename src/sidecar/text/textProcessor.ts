@@ -58,6 +58,12 @@ export class TextProcessor {
     return this.specialTokens["bos_token"];
   }
 
+  /** The tokenizer's unknown token, when it has one (a word piece the vocabulary lacks becomes it). */
+  get unkTokenId(): number | undefined {
+    const unk = this.specialTokens["unk_token"];
+    return unk === undefined ? undefined : this.tokenToId(unk);
+  }
+
   get eosTokenId(): number | undefined {
     const eos = this.specialTokens["eos_token"];
     return eos === undefined ? undefined : this.tokenToId(eos);
