@@ -58,7 +58,7 @@ export function frame(title: string, width: number, height: number, palette: Pal
 }
 
 /** The first tick label starts at its tick and the last ends at it, so that long names stay inside the chart. */
-function endTicksInside(axis: Selection<SVGGElement, unknown, null, undefined>, count: number): void {
+export function endTicksInside(axis: Selection<SVGGElement, unknown, null, undefined>, count: number): void {
   if (count < 2) return;
   axis.selectAll<SVGTextElement, unknown>(".tick text").each(function (_, i) {
     if (i === 0) this.setAttribute("text-anchor", "start");

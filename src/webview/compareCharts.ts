@@ -7,7 +7,7 @@
 import { axisBottom, axisLeft } from "d3-axis";
 import { scaleBand, scaleLinear } from "d3-scale";
 import { area, line } from "d3-shape";
-import { frame } from "./charts";
+import { endTicksInside, frame } from "./charts";
 import { formatNumber } from "./dom";
 import { layerTicks } from "./model";
 import type { Palette } from "./theme";
@@ -83,7 +83,8 @@ export function bandChart(o: { title: string; series: BandSeries[]; xLabels: rea
   const y = scaleLinear().domain([lo, hi]).nice().range([height - margin.bottom, margin.top]);
   // layer names on the axis, as many as fit
   const ticks = layerTicks(n, width - margin.left - margin.right, 58);
-  svg.append("g").attr("transform", `translate(0,${height - margin.bottom})`).call(axisBottom(x).tickValues(ticks).tickFormat((d) => o.xLabels[Number(d)] ?? String(d)));
+  const xg = svg.append("g").attr("transform", `translate(0,${height - margin.bottom})`).call(axisBottom(x).tickValues(ticks).tickFormat((d) => o.xLabels[Number(d)] ?? String(d)));
+  endTicksInside(xg, ticks.length);
   svg.append("g").attr("transform", `translate(${margin.left},0)`).call(axisLeft(y).ticks(5).tickFormat((d) => formatNumber(Number(d), 3)));
   svg.append("text").attr("x", (margin.left + width - margin.right) / 2).attr("y", height - 3).attr("text-anchor", "middle").attr("fill", o.palette.muted).text(o.xTitle ?? "layer");
   svg.append("text").attr("transform", `translate(11,${(margin.top + height - margin.bottom) / 2}) rotate(-90)`).attr("text-anchor", "middle").attr("fill", o.palette.muted).text(o.yTitle);
