@@ -184,21 +184,8 @@ export function variantDifferences(rows: readonly SweepRow[], groupBy: readonly 
   return out;
 }
 
-/** One line of the comparison's per-item table. */
-export interface ComparisonItem {
-  id: string;
-  index: number;
-  image: string | null;
-  promptName: string;
-  variant: string;
-  groups: Record<string, string>;
-  expected: string | null;
-  generated: string;
-  correct: boolean | null;
-  convergenceLayer: number;
-  /** The answer probability at the last layer. */
-  finalTargetProb: number;
-}
+/** One line of the comparison's per-item table: the row's identity and answer, and the answer probability at the last layer. */
+export type ComparisonItem = Pick<SweepRow, "id" | "index" | "image" | "promptName" | "variant" | "groups" | "expected" | "generated" | "correct" | "convergenceLayer"> & { finalTargetProb: number };
 
 export function comparisonItems(rows: readonly SweepRow[]): ComparisonItem[] {
   return [...rows]

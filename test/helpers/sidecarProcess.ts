@@ -3,6 +3,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import * as path from "node:path";
 import { type CancellationToken, createMessageConnection, type MessageConnection, type RequestType, StreamMessageReader, StreamMessageWriter } from "vscode-jsonrpc/node";
 import { decodeBlocks } from "../../src/shared/blockTransport";
+import { InitializeRequest, PROTOCOL_VERSION, ShutdownRequest } from "../../src/shared/protocol";
 
 export const SIDECAR = path.resolve(__dirname, "../../dist/sidecar.js");
 
@@ -22,5 +23,20 @@ export function spawnSidecar(stderr: "pipe" | "inherit"): SidecarProcess {
     child,
     connection,
     send: (type, params, token) => (token ? connection.sendRequest(type, params, token) : connection.sendRequest(type, params)).then((r) => decodeBlocks(r)),
+  };
+}
+
+/** A started and initialized sidecar; `close()` shuts it down and ends the process. */
+export async function initializedSidecar(stderr: "pipe" | "inherit" = "inherit"): Promise<SidecarProcess & { close: () => Promise<void> }> {
+  const sidecar = spawnSidecar(stderr);
+  sidecar.connection.listen();
+  await sidecar.connection.sendRequest(InitializeRequest, { protocolVersion: PROTOCOL_VERSION, clientName: "test" });
+  return {
+    ...sidecar,
+    close: async () => {
+      await sidecar.connection.sendRequest(ShutdownRequest).catch(() => undefined);
+      sidecar.connection.dispose();
+      sidecar.child.kill();
+    },
   };
 }

@@ -5,21 +5,19 @@
  * or head past the model is a one-line input error that names the range, with the sidecar still
  * answering.
  */
-import type { ChildProcess } from "node:child_process";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type MessageConnection, ResponseError } from "vscode-jsonrpc/node";
+import type { ResponseError } from "vscode-jsonrpc/node";
 import { SEGMENTS } from "../../src/shared/lensRecord";
-import { AttentionPatternRequest, ErrorCode, InitializeRequest, OpenModelRequest, PROTOCOL_VERSION, RunRequest, ShutdownRequest } from "../../src/shared/protocol";
+import { AttentionPatternRequest, ErrorCode, OpenModelRequest, RunRequest } from "../../src/shared/protocol";
 import { assertLensRecord } from "../../src/shared/validateRecord";
 import { FIXTURES } from "../helpers/fixtures";
-import { type SidecarProcess, spawnSidecar } from "../helpers/sidecarProcess";
+import { initializedSidecar, type SidecarProcess } from "../helpers/sidecarProcess";
 
 const MODEL = path.join(FIXTURES, "llava-gqa-f32/model");
 const IMAGE = path.join(FIXTURES, "images/landscape.png");
 
-let child: ChildProcess;
-let connection: MessageConnection;
+let sidecar: Awaited<ReturnType<typeof initializedSidecar>>;
 let send: SidecarProcess["send"];
 
 async function errorOf(p: Promise<unknown>): Promise<ResponseError<{ field?: string }>> {
@@ -32,17 +30,12 @@ async function errorOf(p: Promise<unknown>): Promise<ResponseError<{ field?: str
 }
 
 beforeAll(async () => {
-  ({ child, connection, send } = spawnSidecar("inherit"));
-  connection.listen();
-  await connection.sendRequest(InitializeRequest, { protocolVersion: PROTOCOL_VERSION, clientName: "test" });
-  await connection.sendRequest(OpenModelRequest, { folder: MODEL, device: "cpu" });
+  sidecar = await initializedSidecar();
+  send = sidecar.send;
+  await send(OpenModelRequest, { folder: MODEL, device: "cpu" });
 });
 
-afterAll(async () => {
-  await connection.sendRequest(ShutdownRequest).catch(() => undefined);
-  connection.dispose();
-  child.kill();
-});
+afterAll(() => sidecar.close());
 
 describe("lens/attentionPattern over JSON-RPC", () => {
   it("is a NO_RUN error before the first run", async () => {
