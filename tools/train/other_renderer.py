@@ -25,7 +25,8 @@ one-word question type as PNG files and a questions.jsonl manifest ({"image", "q
 
 Usage (from the repository root):
 
-    python3 tools/train/other_renderer.py --out /tmp/other --per-type 50 --seed 11
+    python3 tools/train/other_renderer.py --out /tmp/other --per-type 50 --seed 11   # the 350 measured
+    python3 tools/train/other_renderer.py --out test/fixtures/other-scenes --per-type 10 --seed 12 --on-white-twin
 """
 
 from __future__ import annotations
@@ -288,11 +289,11 @@ def _item(rng, qtype, n, shapes, colors, question, answer, what: str | None = No
             return Item(qtype, q, getattr(winner, what), img, kind, size)
 
 
-def write_set(out: Path, per_type: int, seed: int) -> list[dict]:
+def write_set(out: Path, per_type: int, seed: int, twin: bool = False) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     for f in list(out.glob("*.png")) + [out / "questions.jsonl"]:
         f.unlink(missing_ok=True)
-    rows = []
+    rows: list[dict] = []
     for k in range(per_type):
         for qtype in scenes.ONE_WORD_TYPES:
             it = make_item(seed, k, qtype)
@@ -301,6 +302,15 @@ def write_set(out: Path, per_type: int, seed: int) -> list[dict]:
             rows.append({"image": name, "question": it.question, "answer": it.answer, "group": qtype,
                          "size": f"{it.size[0]}x{it.size[1]}", "background": it.background,
                          "mode": it.image.mode})
+    if twin:
+        # the first RGBA picture composited on white as transformers' convert_to_rgb does (not in
+        # the manifest): the app must see exactly this picture when it opens the RGBA file
+        first = next((r for r in rows if r["mode"] == "RGBA"), None)
+        if first is not None:
+            rgba = Image.open(out / first["image"])
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            white.alpha_composite(rgba)
+            white.convert("RGB").save(out / first["image"].replace(".png", ".on-white.png"), format="PNG", optimize=True)
     with (out / "questions.jsonl").open("w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -312,10 +322,11 @@ def main() -> int:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--per-type", type=int, default=50, help="items per one-word question type (7 types)")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--on-white-twin", action="store_true", help="also write the first RGBA picture composited on white, as NAME.on-white.png (not in the manifest)")
     args = ap.parse_args()
     # the wording the bundled model was trained with (its training_log.json: --left-right-wording attribute)
     scenes.set_left_right_wording("attribute")
-    rows = write_set(args.out, args.per_type, args.seed)
+    rows = write_set(args.out, args.per_type, args.seed, args.on_white_twin)
     print(f"{args.out}: {len(rows)} questions, {args.per_type} per type, "
           f"{sum(r['mode'] == 'RGBA' for r in rows)} RGBA")
     return 0
