@@ -590,11 +590,29 @@ def patch_labels(objects: list[SceneObject], patch: int) -> tuple[np.ndarray, np
     color_id = np.full(g * g, len(COLORS), dtype=np.int64)
     shape_id = np.full(g * g, len(SHAPES), dtype=np.int64)
     colors = list(COLORS)
-    for o in objects:
-        p = min(g - 1, int(o.y) // patch) * g + min(g - 1, int(o.x) // patch)
-        color_id[p] = colors.index(o.color)
-        shape_id[p] = SHAPES.index(o.shape)
+    for p in covered_patches(objects, patch):
+        o = objects[p[1]]
+        color_id[p[0]] = colors.index(o.color)
+        shape_id[p[0]] = SHAPES.index(o.shape)
     return color_id, shape_id
+
+
+def covered_patches(objects: list[SceneObject], patch: int) -> list[tuple[int, int]]:
+    """(patch, object index) pairs: the patch holding each object's centre, and for objects larger
+    than a patch (broad scenes) also every patch whose centre lies well inside the object. For grid
+    scenes this is exactly the centre patch of each object."""
+    g = IMAGE_SIZE // patch
+    out = [(min(g - 1, int(o.y) // patch) * g + min(g - 1, int(o.x) // patch), i) for i, o in enumerate(objects)]
+    taken = {p for p, _ in out}
+    for i, o in enumerate(objects):
+        if o.r <= patch * 0.75:
+            continue
+        for p in range(g * g):
+            px, py = (p % g + 0.5) * patch, (p // g + 0.5) * patch
+            if p not in taken and math.hypot(px - o.x, py - o.y) < o.r * 0.7:
+                out.append((p, i))
+                taken.add(p)
+    return out
 
 
 def corpus_lines() -> list[str]:

@@ -184,8 +184,8 @@ def side_labels(objects) -> torch.Tensor:
         return out
     left = min(objects, key=lambda o: o.x)
     right = max(objects, key=lambda o: o.x)
-    for o in objects:
-        p = min(g - 1, int(o.y) // cell) * g + min(g - 1, int(o.x) // cell)
+    for p, i in scenes.covered_patches(objects, cell):
+        o = objects[i]
         out[p] = 0 if o is left else 1 if o is right else 2
     return out
 
