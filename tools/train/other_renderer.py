@@ -11,7 +11,7 @@ count words, characters) and the question wordings; every picture is drawn here,
 - plain backgrounds of any lightness (white, black, greys, pale tints) or linear and radial
   gradients between two such colours;
 - objects anywhere (no grid): one object spanning 30-90% of the crop square's side (a circle
-  then covers 7-64% of its area, a square 18-59%), or two to five spanning 16-40% each, not
+  then covers 7-64% of its area, a square 7-60%), or two to five spanning 16-40% each, not
   overlapping;
 - anti-aliased edges: drawn at 4x and reduced with a box filter;
 - its own palette (two canonical shades per colour name) and its own geometry (rotated squares
