@@ -213,11 +213,136 @@ def _place(n: int, rng: random.Random, sizes: list[str]) -> list[tuple[float, fl
 
 
 def make_scene(rng: random.Random, nrng: np.random.Generator, n: int, shapes: list[str], colors: list[str]) -> tuple[Image.Image, list[SceneObject]]:
+    if BROAD > 0 and rng.random() < BROAD:
+        return _broad_scene(rng, nrng, n, shapes, colors)
     sizes = [rng.choice(["small", "large"]) for _ in range(n)]
     spots = _place(n, rng, sizes)
     objects = [SceneObject(sh, co, size, x, y, r) for (x, y, r, size), sh, co in zip(spots, shapes, colors)]
     image = _draw_objects(_background(rng, nrng), objects, rng)
     return image, objects
+
+
+# --------------------------------------------------------------------------- broad scenes
+# What a new user's first picture looks like and the grid scenes above never show: any ground
+# (white, black, saturated-free greys and pale tints, gradients in any direction, radial ones,
+# transparent files the app composites on white), one object from small to filling most of the
+# frame, several objects anywhere (off the patch grid), pictures of other sizes that the image
+# processor resizes to 64 x 64. set_broad(p) makes a share p of training scenes like this.
+
+BROAD = 0.0
+BROAD_SIZES = [40, 48, 64, 64, 100, 128, 200, 256]  # side drawn at, before the resize to IMAGE_SIZE
+
+
+def set_broad(p: float) -> None:
+    """Draw a share p of scenes (and OCR tiles) with the broad distribution (0: the original one)."""
+    global BROAD
+    BROAD = float(p)
+
+
+def _broad_tone(rng: random.Random) -> np.ndarray:
+    k = rng.random()
+    if k < 0.3:
+        v = rng.choice([255, 250, 0, 10])
+        return np.array([v, v, v], dtype=np.float64)
+    if k < 0.6:
+        v = rng.randint(15, 240)
+        return np.array([v, v, v], dtype=np.float64) + [rng.randint(-6, 6) for _ in range(3)]
+    base = rng.randint(140, 245)
+    return np.array([base + rng.randint(-45, 10) for _ in range(3)], dtype=np.float64)
+
+
+def _broad_background(rng: random.Random, nrng: np.random.Generator, side: int) -> tuple[np.ndarray, str]:
+    """The ground as the model sees it (RGBA already composited on white), float64 H x W x 3."""
+    a = _broad_tone(rng)
+    u = rng.random()
+    arr = np.empty((side, side, 3), dtype=np.float64)
+    if u < 0.4:
+        arr[:] = a
+        kind = "plain"
+    elif u < 0.85:
+        b = _broad_tone(rng)
+        lin = np.linspace(0.0, 1.0, side)
+        if u < 0.65:
+            t = rng.uniform(0, 2 * math.pi)
+            ramp = lin[None, :] * math.cos(t) + lin[:, None] * math.sin(t)
+        else:
+            cx, cy = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8)
+            ramp = np.hypot(lin[None, :] - cx, lin[:, None] - cy)
+        ramp = (ramp - ramp.min()) / max(1e-9, float(ramp.max() - ramp.min()))
+        arr[:] = a + (b - a) * ramp[:, :, None]
+        kind = "gradient"
+    else:
+        alpha = rng.choice([0.0, rng.uniform(0.2, 0.65)])
+        arr[:] = a * alpha + 255.0 * (1 - alpha)
+        kind = "transparent"
+    if rng.random() < 0.2:
+        arr += nrng.normal(0.0, rng.uniform(2, 10), size=arr.shape)
+    return np.clip(arr, 0, 255), kind
+
+
+def _broad_place(rng: random.Random, n: int) -> list[tuple[float, float, float]] | None:
+    """n non-overlapping objects (centre x, y and bounding radius, in IMAGE_SIZE pixels)."""
+    out: list[tuple[float, float, float]] = []
+    for _ in range(n):
+        for _attempt in range(100):
+            r = rng.uniform(5.0, 29.0) if n == 1 else rng.uniform(4.6, 12.0 if n <= 3 else 9.0)
+            if r < 8 and rng.random() < 0.5 and n == 1:
+                r = rng.uniform(8.0, 29.0)
+            m = r + 1.0
+            if 2 * m >= IMAGE_SIZE:
+                continue
+            x, y = rng.uniform(m, IMAGE_SIZE - m), rng.uniform(m, IMAGE_SIZE - m)
+            if all(math.hypot(x - ox, y - oy) > r + orr + 2.0 for ox, oy, orr in out):
+                out.append((x, y, r))
+                break
+        else:
+            return None
+    return out
+
+
+def _to_model_size(img: Image.Image) -> Image.Image:
+    """What the image processor makes of a square picture: its side resized to IMAGE_SIZE (bicubic)."""
+    return img if img.size[0] == IMAGE_SIZE else img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
+
+
+def _broad_scene(rng: random.Random, nrng: np.random.Generator, n: int, shapes: list[str], colors: list[str]) -> tuple[Image.Image, list[SceneObject]]:
+    side = rng.choice(BROAD_SIZES)
+    k = side / IMAGE_SIZE
+    while True:
+        spots = _broad_place(rng, n)
+        if spots is None:
+            continue
+        ground, _kind = _broad_background(rng, nrng, side)
+        fills = [_jitter(COLORS[c], rng, 14) for c in colors]
+        # every object must stand out from the ground around it (a white square on white is no scene)
+        ok = True
+        for (x, y, r), fill in zip(spots, fills):
+            for px, py in ((x, y), (x - r, y), (x + r, y), (x, y - r), (x, y + r)):
+                g = ground[int(min(side - 1, max(0, py * k))), int(min(side - 1, max(0, px * k)))]
+                if max(abs(float(g[i]) - fill[i]) for i in range(3)) < 85:
+                    ok = False
+        if ok:
+            break
+    s = max(1, min(SUPERSAMPLE, 1024 // side))
+    overlay = Image.new("RGBA", (side * s, side * s), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    objects = []
+    for (x, y, r), shape, color, fill in zip(spots, shapes, colors, fills):
+        cx, cy, rr = x * k * s, y * k * s, r * k * s
+        poly = _polygon(shape, cx, cy, rr)
+        if poly is not None and shape in ("square", "triangle") and rng.random() < 0.5:
+            t = math.radians(rng.uniform(-10, 10))  # a slight turn
+            poly = [(cx + (px - cx) * math.cos(t) - (py - cy) * math.sin(t), cy + (px - cx) * math.sin(t) + (py - cy) * math.cos(t)) for px, py in poly]
+        if poly is None:
+            draw.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], fill=fill + (255,))
+        else:
+            draw.polygon(poly, fill=fill + (255,))
+        objects.append(SceneObject(shape, color, "large" if r > 7 else "small", x, y, r))
+    if s > 1:
+        overlay = overlay.resize((side, side), rng.choice([Image.Resampling.LANCZOS, Image.Resampling.BOX]))
+    out = Image.fromarray(ground.round().astype(np.uint8), mode="RGB").convert("RGBA")
+    out.alpha_composite(overlay)
+    return _to_model_size(out.convert("RGB")), objects
 
 
 _FONTS: dict[int, ImageFont.FreeTypeFont] = {}
@@ -231,6 +356,8 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
 
 
 def make_ocr_tile(rng: random.Random, nrng: np.random.Generator, char: str) -> Image.Image:
+    if BROAD > 0 and rng.random() < BROAD:
+        return _broad_ocr_tile(rng, char)
     s = SUPERSAMPLE
     if rng.random() < 0.6:
         paper = tuple(rng.randint(200, 255) for _ in range(3))
@@ -260,6 +387,28 @@ def make_ocr_tile(rng: random.Random, nrng: np.random.Generator, char: str) -> I
         img = Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8), mode="RGB")
     return img
 
+
+
+def _broad_ocr_tile(rng: random.Random, char: str) -> Image.Image:
+    """A character of any size from a third to four fifths of the tile, flat paper and ink of any
+    contrast, drawn at another picture size and resized to IMAGE_SIZE."""
+    side = rng.choice(BROAD_SIZES)
+    light = rng.random() < 0.65
+    paper = tuple(rng.randint(205, 255) for _ in range(3)) if light else tuple(rng.randint(0, 60) for _ in range(3))
+    ink = tuple(rng.randint(0, 60) for _ in range(3)) if light else tuple(rng.randint(200, 255) for _ in range(3))
+    if rng.random() < 0.3:
+        ink = _jitter(COLORS[rng.choice(["red", "green", "blue", "purple"] if light else ["yellow", "orange", "white"])], rng, 12)
+    s = max(1, min(SUPERSAMPLE, 1024 // side))
+    big = Image.new("RGB", (side * s, side * s), paper)  # type: ignore[arg-type]
+    draw = ImageDraw.Draw(big)
+    font = _font(max(8, int(side * s * rng.uniform(0.45, 0.85))))
+    left, top, right, bottom = draw.textbbox((0, 0), char, font=font)
+    x = (side * s - (right - left)) / 2 - left + rng.uniform(-0.05, 0.05) * side * s
+    y = (side * s - (bottom - top)) / 2 - top + rng.uniform(-0.05, 0.05) * side * s
+    stroke = int(rng.choice([0, 0, 0.015, 0.03]) * side * s)
+    draw.text((x, y), char, font=font, fill=ink, stroke_width=stroke, stroke_fill=ink)
+    img = big.resize((side, side), Image.Resampling.LANCZOS) if s > 1 else big
+    return _to_model_size(img)
 
 # --------------------------------------------------------------------------- questions
 
@@ -441,11 +590,29 @@ def patch_labels(objects: list[SceneObject], patch: int) -> tuple[np.ndarray, np
     color_id = np.full(g * g, len(COLORS), dtype=np.int64)
     shape_id = np.full(g * g, len(SHAPES), dtype=np.int64)
     colors = list(COLORS)
-    for o in objects:
-        p = min(g - 1, int(o.y) // patch) * g + min(g - 1, int(o.x) // patch)
-        color_id[p] = colors.index(o.color)
-        shape_id[p] = SHAPES.index(o.shape)
+    for p in covered_patches(objects, patch):
+        o = objects[p[1]]
+        color_id[p[0]] = colors.index(o.color)
+        shape_id[p[0]] = SHAPES.index(o.shape)
     return color_id, shape_id
+
+
+def covered_patches(objects: list[SceneObject], patch: int) -> list[tuple[int, int]]:
+    """(patch, object index) pairs: the patch holding each object's centre, and for objects larger
+    than a patch (broad scenes) also every patch whose centre lies well inside the object. For grid
+    scenes this is exactly the centre patch of each object."""
+    g = IMAGE_SIZE // patch
+    out = [(min(g - 1, int(o.y) // patch) * g + min(g - 1, int(o.x) // patch), i) for i, o in enumerate(objects)]
+    taken = {p for p, _ in out}
+    for i, o in enumerate(objects):
+        if o.r <= patch * 0.75:
+            continue
+        for p in range(g * g):
+            px, py = (p % g + 0.5) * patch, (p // g + 0.5) * patch
+            if p not in taken and math.hypot(px - o.x, py - o.y) < o.r * 0.7:
+                out.append((p, i))
+                taken.add(p)
+    return out
 
 
 def corpus_lines() -> list[str]:

@@ -184,8 +184,8 @@ def side_labels(objects) -> torch.Tensor:
         return out
     left = min(objects, key=lambda o: o.x)
     right = max(objects, key=lambda o: o.x)
-    for o in objects:
-        p = min(g - 1, int(o.y) // cell) * g + min(g - 1, int(o.x) // cell)
+    for p, i in scenes.covered_patches(objects, cell):
+        o = objects[i]
         out[p] = 0 if o is left else 1 if o is right else 2
     return out
 
@@ -254,8 +254,27 @@ def check_shared_prefix(model, enc: common.Encoder, prefix: list[int], pad_id: i
     model.train(was_training)
 
 
-@torch.no_grad()
 def quick_eval(model, enc, pad_id: int, seed: int, per_type: int) -> dict:
+    """quick_eval_on on the original scenes; when training draws broad scenes too, also on broad
+    ones only ("broad_*" keys), and "overall" is then the mean of the two."""
+    share = scenes.BROAD
+    if share == 0:
+        return quick_eval_on(model, enc, pad_id, seed, per_type)
+    try:
+        scenes.set_broad(0.0)
+        res = quick_eval_on(model, enc, pad_id, seed, per_type)
+        scenes.set_broad(1.0)
+        broad = quick_eval_on(model, enc, pad_id, seed, per_type)
+    finally:
+        scenes.set_broad(share)
+    res["original_overall"] = res["overall"]
+    res.update({f"broad_{k}": v for k, v in broad.items()})
+    res["overall"] = (res["original_overall"] + broad["overall"]) / 2
+    return res
+
+
+@torch.no_grad()
+def quick_eval_on(model, enc, pad_id: int, seed: int, per_type: int) -> dict:
     """Accuracy of the first answer token (argmax at the last prompt position) and the median
     layer from which the answer stays at rank 1 in the logit lens, on held-out samples."""
     model.eval()
@@ -391,6 +410,7 @@ def main() -> int:
     ap.add_argument("--projected-position", type=float, default=0.0, help="weight of column/row probes on the projector's output (stage 2)")
     ap.add_argument("--weight", action="append", default=[], metavar="TYPE=W", help="override a question type's weight (repeatable)")
     ap.add_argument("--init", type=Path, help="continue training from this saved model folder (skips stage 1)")
+    ap.add_argument("--broad", type=float, default=0.0, help="share of training scenes and tiles drawn from scenes.py's broad distribution (any ground, large objects off the grid, other picture sizes); evaluation then also scores that distribution and keeps the checkpoint best on the mean of both")
     ap.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda); the saved model is always on the CPU")
     args = ap.parse_args()
     if args.aux_weight is None and not args.init:
@@ -401,6 +421,7 @@ def main() -> int:
     scenes.set_left_right_max(args.left_right_objects)
     scenes.set_left_right_wording(args.left_right_wording)
     scenes.set_left_right_same_row(args.left_right_same_row)
+    scenes.set_broad(args.broad)
     for spec in args.weight:
         qtype, w = spec.split("=")
         if qtype not in TYPE_WEIGHTS:
