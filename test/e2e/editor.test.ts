@@ -638,6 +638,8 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     // extension's status item names the model once a run has opened it, "Logit Lens" before.)
     await page.locator(".statusbar-item", { hasText: /Logit Lens|lens-scenes-tiny/u }).first().waitFor({ timeout: 60_000 });
     await page.keyboard.press("Escape");
+    // one panel on screen: the earlier steps leave theirs, and the last webview in the page need not be the new one
+    await closeAllEditors();
     const row = page.locator(".explorer-folders-view .monaco-list-row", { hasText: "scene.png" });
     await row.waitFor({ timeout: 60_000 });
     const input = page.locator(".quick-input-widget input.input");
@@ -675,9 +677,18 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     // the tooltip over a cell: where it is, and its top-k (10)
     const d = (name: string) => heatmap.getAttribute(`data-${name}`).then(Number);
     const box = (await heatmap.boundingBox())!;
-    await page.mouse.move(box.x + (await d("left")) + (answer + 0.5) * (await d("cell-width")), box.y + (await d("top")) + 0.5 * (await d("cell-height")));
     const tip = frame.locator(".heatmap-tip");
-    await tip.waitFor({ state: "visible", timeout: 10_000 });
+    // the pointer comes in from outside the heatmap, in steps, as a hand moves it (until the tip shows: a busy page may drop the first events)
+    await expect
+      .poll(
+        async () => {
+          await page.mouse.move(box.x - 20, box.y - 20);
+          await page.mouse.move(box.x + (await d("left")) + (answer + 0.5) * (await d("cell-width")), box.y + (await d("top")) + 0.5 * (await d("cell-height")), { steps: 5 });
+          return tip.isVisible();
+        },
+        { timeout: 30_000, interval: 500 },
+      )
+      .toBe(true);
     expect(await tip.locator(".tip-head").textContent()).toMatch(/^block 8 · position \d+ “:” \(answer\)$/u);
     expect(await tip.locator(".tip-topk li").count()).toBe(10);
     await shot("26-first-screen-tooltip");
