@@ -6,7 +6,7 @@
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import type { LensRecord } from "../shared/lensRecord";
-import { isSweepRow, type SweepRow } from "../shared/sweep";
+import { parseSweepRow, type SweepRow } from "../shared/sweep";
 import { validateLensRecord } from "../shared/validateRecord";
 import { MIB, readInputText } from "../sidecar/util/readInput";
 
@@ -19,17 +19,11 @@ export async function readSweepRows(outDir: string): Promise<SweepRow[]> {
     return []; // no items yet
   }
   const text = await readInputText(file, { what: "results file", maxBytes: 512 * MIB });
-  const rows: SweepRow[] = [];
-  for (const line of text.split("\n")) {
-    if (!line.trim()) continue;
-    try {
-      const v: unknown = JSON.parse(line);
-      if (isSweepRow(v)) rows.push(v);
-    } catch {
-      // a torn last line of an interrupted run
-    }
-  }
-  return rows;
+  // lines that are not rows (a torn last line of an interrupted run) are left out
+  return text.split("\n").flatMap((line) => {
+    const row = line.trim() ? parseSweepRow(line) : undefined;
+    return row ? [row] : [];
+  });
 }
 
 /**

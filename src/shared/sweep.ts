@@ -159,6 +159,26 @@ export function isSweepRow(v: unknown): v is SweepRow {
   return typeof c === "number" && Number.isInteger(c) && c >= 0 && c < layers;
 }
 
+/**
+ * A results.jsonl line as a row, or undefined: a line that is not a row of this version, or a
+ * torn write with a whole row glued after it (an interrupted run's last line, then the rerun's
+ * first), whose row is kept.
+ */
+export function parseSweepRow(text: string): SweepRow | undefined {
+  const parse = (t: string) => {
+    try {
+      const v: unknown = JSON.parse(t);
+      return isSweepRow(v) ? v : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const row = parse(text);
+  if (row) return row;
+  const glued = text.lastIndexOf('{"v":');
+  return glued > 0 ? parse(text.slice(glued)) : undefined;
+}
+
 // --- Aggregates ------------------------------------------------------------------------------
 
 export interface GroupAggregate {

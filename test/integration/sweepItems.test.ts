@@ -90,5 +90,9 @@ describe("a sweep's items, as the comparison view opens them", () => {
     expect(rows.length).toBe(text.trim().split("\n").length);
     expect(await SweepRecordIndex.open(copy)).toBeNull();
     expect(await readSweepRows(path.join(copy, "missing"))).toEqual([]);
+    // a torn write with the rerun's row glued after it, as an interrupted sweep leaves it: the row counts
+    const [first, ...rest] = text.trim().split("\n");
+    fs.writeFileSync(path.join(copy, "results.jsonl"), `{"v":1,"id":"torn${first}\n${rest.join("\n")}\n`);
+    expect((await readSweepRows(copy)).map((r) => r.id)).toEqual(rows.map((r) => r.id));
   });
 });

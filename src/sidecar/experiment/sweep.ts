@@ -29,7 +29,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { type ExperimentVariant, fillTemplate, type LensExperiment } from "../../shared/experiment";
 import type { LensSettings } from "../../shared/lensRecord";
-import { aggregateRows, aggregatesToCsv, isSweepRow, rowsToCsv, type SweepRow, type SweepSummary, summarizeRecord } from "../../shared/sweep";
+import { aggregateRows, aggregatesToCsv, parseSweepRow, rowsToCsv, type SweepRow, type SweepSummary, summarizeRecord } from "../../shared/sweep";
 import { LensInputError } from "../errors";
 import { type HeadMaskSpec, type LensRunRequest, runLens } from "../lens/runLens";
 import type { LoadedModel } from "../model/loadedModel";
@@ -479,7 +479,7 @@ export async function readResults(file: string): Promise<{ rows: SweepRow[]; bad
       const text = buffer.toString("utf8", start, end < 0 ? buffer.length : end);
       if (end < 0) {
         // the last write was cut short: keep a whole row, cut off anything else
-        const row = parseRow(text);
+        const row = parseSweepRow(text);
         if (row) {
           rows.push(row);
           await handle.write("\n", buffer.length);
@@ -487,7 +487,7 @@ export async function readResults(file: string): Promise<{ rows: SweepRow[]; bad
         break;
       }
       if (text.trim()) {
-        const row = parseRow(text);
+        const row = parseSweepRow(text);
         if (row) rows.push(row);
         else bad.push(line);
       }
@@ -500,21 +500,6 @@ export async function readResults(file: string): Promise<{ rows: SweepRow[]; bad
 }
 
 /** A line as a row; for a torn row with a whole one glued to its end, the whole one. */
-function parseRow(text: string): SweepRow | undefined {
-  const parse = (t: string) => {
-    try {
-      const v: unknown = JSON.parse(t);
-      return isSweepRow(v) ? v : undefined;
-    } catch {
-      return undefined;
-    }
-  };
-  const row = parse(text);
-  if (row) return row;
-  const glued = text.lastIndexOf('{"v":');
-  return glued > 0 ? parse(text.slice(glued)) : undefined;
-}
-
 async function dropRecordsWithoutRows(file: string, keep: Set<string>): Promise<void> {
   let text: string;
   try {
