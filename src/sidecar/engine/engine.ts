@@ -292,8 +292,7 @@ export class Engine {
       feeds[`past_value.${i}`] = cache.values[i];
     }
     // head_rows is fetched only when asked for: [L, K, total] would be copied out on every call
-    const fetches = ["hidden_states", "attention_mass", "image_attention", ...Array.from({ length: numLayers }, (_, i) => [`present_key.${i}`, `present_value.${i}`]).flat()];
-    if (call.patternHead !== undefined) fetches.push("head_rows");
+    const fetches = call.patternHead === undefined ? this.decoder.outputNames.filter((n) => n !== "head_rows") : this.decoder.outputNames;
     const out = await this.decoder.run(feeds, fetches);
     return {
       hiddenStates: out["hidden_states"].data as Float32Array,
