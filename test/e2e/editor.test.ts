@@ -16,7 +16,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { type Browser, chromium, type Frame, type FrameLocator, type Page } from "playwright-core";
+import { type Browser, chromium, type Frame, type FrameLocator, type Locator, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
 import { fakeProviderPackage, type NugetFeed, startNugetFeed } from "../helpers/nugetFeed";
 
@@ -129,6 +129,28 @@ async function closeAllEditors(): Promise<void> {
     if ((await tabs.count()) === 0) return;
     if (Date.now() > end) throw new Error(`editors stay open: ${(await tabs.allTextContents()).join(", ")}`);
   }
+}
+
+/**
+ * The Explorer's row of a file or folder the test has just written: the Explorer follows the file
+ * watcher, which can lag under load, so it is refreshed until the row shows.
+ */
+async function explorerRow(name: string): Promise<Locator> {
+  const row = page.locator(".explorer-folders-view .monaco-list-row", { hasText: name }).first();
+  await expect
+    .poll(
+      async () => {
+        if (await row.isVisible()) return true;
+        await command("File: Refresh Explorer").catch(() => undefined);
+        return row.waitFor({ timeout: 5_000 }).then(
+          () => true,
+          () => false,
+        );
+      },
+      { timeout: 90_000, interval: 500 },
+    )
+    .toBe(true);
+  return row;
 }
 
 /** Runs a command from the Command Palette. */
@@ -376,8 +398,7 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     const file = path.join(workspace, "outside.lens.json");
     fs.writeFileSync(file, `${JSON.stringify({ ...STUDY("triangle"), inputs: [{ images: path.join(outside, "far.png") }] }, null, 2)}\n`);
     // open it from the Explorer (which also takes the focus away from the comparison's webview)
-    const row = page.locator(".explorer-folders-view .monaco-list-row", { hasText: "outside.lens.json" });
-    await row.waitFor({ timeout: 30_000 });
+    const row = await explorerRow("outside.lens.json");
     await row.dblclick();
     await page.locator(".monaco-editor .view-lines", { hasText: "far.png" }).first().waitFor();
     const results = path.join(workspace, "outside.results");
@@ -408,8 +429,7 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     await page.keyboard.press("Escape");
     // opened from the Explorer, which follows the file watcher (Go to File's index may not have a file written a moment ago)
     const open = async (name: string, text: string) => {
-      const row = page.locator(".explorer-folders-view .monaco-list-row", { hasText: name }).first();
-      await row.waitFor({ timeout: 30_000 });
+      const row = await explorerRow(name);
       await row.click();
       // the preview command acts on the active editor: it must be this file's
       await page.locator(".tabs-container .tab.active", { hasText: name }).waitFor({ timeout: 30_000 });
@@ -501,12 +521,8 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     fs.writeFileSync(path.join(samples, "masking.lens.json"), `${JSON.stringify(study, null, 2)}\n`);
     await closeAllEditors();
     // the Explorer: open the folder, then the file
-    const folder = page.locator(".explorer-folders-view .monaco-list-row", { hasText: "samples" }).first();
-    await folder.waitFor({ timeout: 30_000 });
-    await folder.click();
-    const row = page.locator(".explorer-folders-view .monaco-list-row", { hasText: "masking.lens.json" }).first();
-    await row.waitFor({ timeout: 30_000 });
-    await row.click();
+    await (await explorerRow("samples")).click();
+    await (await explorerRow("masking.lens.json")).click();
     await page.locator(".monaco-editor .view-lines", { hasText: "two-heads" }).first().waitFor({ timeout: 30_000 });
     await command("Logit Lens: Run Experiment");
     const cmp = await panelShowing("two-heads", "#cmp-variants", 180_000);
