@@ -4,22 +4,21 @@
  * stays), a dtype that is not a choice is refused at the boundary, and an experiment's dtype
  * reopens the model only when it differs from the one it is open with.
  */
-import type { ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type MessageConnection, ResponseError } from "vscode-jsonrpc/node";
-import { ErrorCode, InitializeRequest, LogNotification, OpenModelRequest, PreviewExperimentRequest, PROTOCOL_VERSION, RunExperimentRequest, RunRequest, ShutdownRequest } from "../../src/shared/protocol";
+import { ErrorCode, LogNotification, OpenModelRequest, PreviewExperimentRequest, RunExperimentRequest, RunRequest } from "../../src/shared/protocol";
 import { assertLensRecord } from "../../src/shared/validateRecord";
 import { FIXTURES } from "../helpers/fixtures";
-import { type SidecarProcess, spawnSidecar } from "../helpers/sidecarProcess";
+import { type SidecarProcess, initializedSidecar } from "../helpers/sidecarProcess";
 
 const MODEL = path.join(FIXTURES, "llava-gqa-f32/model");
 const IMAGE = path.join(FIXTURES, "images/landscape.png");
 const SCENES = path.resolve(__dirname, "../fixtures/scenes/questions.jsonl");
 
-let child: ChildProcess;
+let close: () => Promise<void>;
 let connection: MessageConnection;
 let send: SidecarProcess["send"];
 const logs: string[] = [];
@@ -45,16 +44,12 @@ function experimentFile(name: string, over: Record<string, unknown>): string {
 
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "lens-rpc-dtype-"));
-  ({ child, connection, send } = spawnSidecar("inherit"));
+  ({ connection, send, close } = await initializedSidecar());
   connection.onNotification(LogNotification, (p) => logs.push(`${p.level}: ${p.message}`));
-  connection.listen();
-  await connection.sendRequest(InitializeRequest, { protocolVersion: PROTOCOL_VERSION, clientName: "test" });
 });
 
 afterAll(async () => {
-  await connection.sendRequest(ShutdownRequest).catch(() => undefined);
-  connection.dispose();
-  child.kill();
+  await close();
 });
 
 describe("dtype over JSON-RPC", () => {

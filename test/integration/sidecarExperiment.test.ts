@@ -3,7 +3,6 @@
  * cache, and invalid edits answered with every problem while the server keeps running) and a
  * whole experiment run with progress notifications.
  */
-import type { ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -13,20 +12,17 @@ import {
   ErrorCode,
   ExperimentProgressNotification,
   type ExperimentProgressParams,
-  InitializeRequest,
   PreviewExperimentRequest,
-  PROTOCOL_VERSION,
   RunExperimentRequest,
-  ShutdownRequest,
 } from "../../src/shared/protocol";
 import { assertLensRecord } from "../../src/shared/validateRecord";
 import { FIXTURES } from "../helpers/fixtures";
-import { type SidecarProcess, spawnSidecar } from "../helpers/sidecarProcess";
+import { type SidecarProcess, initializedSidecar } from "../helpers/sidecarProcess";
 
 const MODEL = path.join(FIXTURES, "llava-gqa-f32/model");
 const SCENES = path.resolve(__dirname, "../fixtures/scenes");
 
-let child: ChildProcess;
+let close: () => Promise<void>;
 let connection: MessageConnection;
 const progress: ExperimentProgressParams[] = [];
 let dir: string;
@@ -41,16 +37,12 @@ beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "lens-rpc-exp-"));
   file = path.join(dir, "scenes.lens.json");
   fs.writeFileSync(file, experiment());
-  ({ child, connection, send } = spawnSidecar("inherit"));
+  ({ connection, send, close } = await initializedSidecar());
   connection.onNotification(ExperimentProgressNotification, (p) => progress.push(p));
-  connection.listen();
-  await connection.sendRequest(InitializeRequest, { protocolVersion: PROTOCOL_VERSION, clientName: "test" });
 });
 
 afterAll(async () => {
-  await connection.sendRequest(ShutdownRequest).catch(() => undefined);
-  connection.dispose();
-  child.kill();
+  await close();
 });
 
 describe("experiments over JSON-RPC", () => {
