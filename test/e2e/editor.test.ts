@@ -332,15 +332,17 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
 
   it("the .lens.json live preview follows an edit of the file", async () => {
     onTestFailed(() => shot("failed-preview"));
+    // the reload of the step before restores its run panel late: start from no editors, and find the preview by what it shows
+    await closeAllEditors();
     await command("Go to File...").catch(() => undefined);
     const quick = page.locator(".quick-input-widget input.input");
     await quick.fill("study.lens.json");
     await page.locator(".quick-input-list .monaco-list-row", { hasText: "study.lens.json" }).first().waitFor();
     await quick.press("Enter");
+    await page.locator(".tabs-container .tab.active", { hasText: "study.lens.json" }).waitFor({ timeout: 30_000 });
     await page.locator(".monaco-editor .view-lines", { hasText: "prompts" }).first().waitFor();
     await command("Logit Lens: Open Preview to the Side");
-    const frame = panelFrame();
-    await frame.locator("#heatmap").waitFor({ state: "visible", timeout: 120_000 });
+    const frame = await panelShowing("study.lens.json: item", "#heatmap", 120_000);
     const title = frame.locator("#prompt");
     await expect.poll(() => title.textContent(), { timeout: 60_000 }).toContain("triangle");
     await shot("06-preview");
