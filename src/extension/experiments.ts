@@ -11,7 +11,7 @@ import * as path from "node:path";
 import * as vscode from "vscode";
 import { checkExperimentText, type LensExperiment } from "../shared/experiment";
 import type { LensRecord } from "../shared/lensRecord";
-import { PreviewExperimentRequest, RunExperimentRequest } from "../shared/protocol";
+import { PlanExperimentRequest, PreviewExperimentRequest, RunExperimentRequest } from "../shared/protocol";
 import type { SweepAggregates, SweepRow } from "../shared/sweep";
 import { comparisonItems } from "../shared/sweepCompare";
 import type { ComparisonMessage } from "../shared/webviewProtocol";
@@ -33,6 +33,8 @@ export class Experiments implements vscode.Disposable {
     version: number;
     /** The file the user opened the preview for: only its confirmation is asked for unprompted. */
     asked: string;
+    /** The planned item the preview shows (the panel's arrows, its variant list and "Preview Item..." choose it). */
+    item: number;
   } | null = null;
   private readonly confirmed = new Set<string>();
   private readonly disposables: vscode.Disposable[] = [];
@@ -65,8 +67,12 @@ export class Experiments implements vscode.Disposable {
       this.preview.asked = doc.uri.fsPath;
       this.preview.panel.panel.reveal(vscode.ViewColumn.Beside, true);
     } else {
-      const panel = this.panels.createPreview(doc.uri.fsPath);
-      this.preview = { panel, doc, version: 0, asked: doc.uri.fsPath };
+      const panel = this.panels.createPreview(doc.uri.fsPath, {
+        showItem: (index) => this.showItem(index),
+        chooseItem: () => this.chooseItem(),
+        rerun: () => this.rerunPreview(),
+      });
+      this.preview = { panel, doc, version: 0, asked: doc.uri.fsPath, item: 0 };
       panel.panel.onDidDispose(() => {
         this.preview?.cts?.cancel();
         if (this.preview?.timer) clearTimeout(this.preview.timer);
@@ -74,6 +80,50 @@ export class Experiments implements vscode.Disposable {
       });
     }
     this.schedule(0);
+  }
+
+  /** The preview shows planned item `index` of its file (clamped to the plan). */
+  showItem(index: number): void {
+    const p = this.preview;
+    if (!p) return;
+    p.item = Math.max(0, Math.floor(index));
+    this.schedule(0);
+  }
+
+  /** "Logit Lens: Preview Item...": a list of the previewed file's planned items (image, prompt, variant) to show one of. */
+  async chooseItem(uri?: vscode.Uri): Promise<void> {
+    if (!this.preview || (uri && uri.fsPath !== this.preview.doc.uri.fsPath)) await this.openPreview(uri);
+    const p = this.preview;
+    if (!p) return;
+    const file = p.doc.uri.fsPath;
+    const plan = await this.client.request(PlanExperimentRequest, { file, text: p.doc.getText() }, undefined, "planning the items").catch((e: unknown) => {
+      void vscode.window.showErrorMessage(`Logit Lens: ${path.basename(file)}: ${errorText(e)}`);
+      return null;
+    });
+    if (!plan) return;
+    const picks = plan.items.map((i) => ({
+      label: `${i.index + 1}. ${i.image}`,
+      description: plan.variants.length > 1 ? `variant ${i.variant}` : undefined,
+      detail: `${i.prompt}${i.expected !== null ? `  →  expected “${i.expected}”` : ""}`,
+      index: i.index,
+      picked: i.index === p.item,
+    }));
+    const more = plan.total > plan.items.length ? ` (the first ${plan.items.length} of ${plan.total})` : "";
+    const chosen = await vscode.window.showQuickPick(picks, {
+      title: `Preview which item of ${path.basename(file)}?${more}`,
+      placeHolder: "type to filter by image, prompt or variant",
+      matchOnDescription: true,
+      matchOnDetail: true,
+    });
+    if (chosen && this.preview === p) this.showItem(chosen.index);
+  }
+
+  /** Computes the previewed item again so that it is the sidecar's last run (tracking and head patterns answer over it). */
+  private async rerunPreview(): Promise<void> {
+    const p = this.preview;
+    if (!p) throw new Error("the preview is closed");
+    const file = p.doc.uri.fsPath;
+    await this.client.request(PreviewExperimentRequest, { file, text: p.doc.getText(), item: p.item, clampItem: true, keepRun: true }, undefined, "preview");
   }
 
   /** "Logit Lens: Run Experiment": every item, with progress and cancel, then the comparison view. */
@@ -229,10 +279,16 @@ export class Experiments implements vscode.Disposable {
     p.cts = cts;
     p.panel.post({ type: "status", state: "running", message: `previewing ${path.basename(file)}` });
     try {
-      const r = await this.client.request(PreviewExperimentRequest, { file, text }, tokenOf(cts.token), "preview");
+      const r = await this.client.request(PreviewExperimentRequest, { file, text, item: p.item, clampItem: true }, tokenOf(cts.token), "preview");
       if (version !== p.version || this.preview !== p) return; // a newer edit won
+      p.item = r.item.index; // clamped when the file lost items
       const title = `Preview ${path.basename(file)}`;
-      await p.panel.show(r.record, title, { file, index: r.item.index, total: r.item.total, variant: r.item.variant, expected: r.item.expected, cached: r.cached }, previewImagePath(file, r.item));
+      await p.panel.show(
+        r.record,
+        title,
+        { file, index: r.item.index, total: r.item.total, variant: r.item.variant, variants: r.variants, image: r.item.image, expected: r.item.expected, cached: r.cached },
+        previewImagePath(file, r.item),
+      );
       p.panel.post({ type: "status", state: "idle" });
     } catch (e) {
       if ((e as { code?: number }).code === -32800) return; // superseded by a newer edit

@@ -67,6 +67,7 @@ export function activate(context: vscode.ExtensionContext): LogitLensApi {
     vscode.commands.registerCommand("logitLens.runLogitLens", (uri?: vscode.Uri, prompt?: string) => runLogitLens(context, sidecar, panels, uri instanceof vscode.Uri ? uri : undefined, typeof prompt === "string" ? prompt : undefined)),
     vscode.commands.registerCommand("logitLens.selectModel", () => selectModel(sidecar)),
     vscode.commands.registerCommand("logitLens.openPreviewToSide", (uri?: vscode.Uri) => experiments.openPreview(uri instanceof vscode.Uri ? uri : undefined)),
+    vscode.commands.registerCommand("logitLens.previewItem", (uri?: vscode.Uri) => experiments.chooseItem(uri instanceof vscode.Uri ? uri : undefined)),
     vscode.commands.registerCommand("logitLens.runExperiment", (uri?: vscode.Uri) => experiments.run(uri instanceof vscode.Uri ? uri : undefined)),
     vscode.commands.registerCommand("logitLens.compareResults", (uri?: vscode.Uri) => experiments.compare(uri instanceof vscode.Uri ? uri : undefined)),
     vscode.commands.registerCommand("logitLens.showOutput", () => output.show(true)),

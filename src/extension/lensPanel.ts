@@ -16,7 +16,7 @@ import { decodeBlocks, encodeBlocks } from "../shared/blockTransport";
 import { recordToCsv, recordToJson } from "../shared/exportCsv";
 import type { LensRecord } from "../shared/lensRecord";
 import { aggregatesToCsv } from "../shared/sweep";
-import { type RunParams, RunRequest, TrackTokensRequest } from "../shared/protocol";
+import { ErrorCode, type RunParams, RunRequest, TrackTokensRequest } from "../shared/protocol";
 import type { ComparisonMessage, HostState, HostToWebview, PanelState, ProblemsMessage, ShowRecordMessage, StatusMessage, WebviewToHost } from "../shared/webviewProtocol";
 import { writeFileAtomic } from "../sidecar/util/atomicWrite";
 import { panelHtml } from "../webview/html";
@@ -45,6 +45,18 @@ interface PanelEntry {
   status?: StatusMessage;
   /** A comparison view's handler for its per-item table. */
   openItem?: (id: string) => Promise<void>;
+  /** A live preview's handlers (experiments.ts). */
+  preview?: PreviewHandlers;
+}
+
+/** What a live preview's panel asks of the experiment it follows. */
+export interface PreviewHandlers {
+  /** Show planned item `index`. */
+  showItem(index: number): void;
+  /** List the planned items to choose one. */
+  chooseItem(): Promise<void>;
+  /** Compute the shown item again, as the sidecar's last run. */
+  rerun(): Promise<void>;
 }
 
 
@@ -75,9 +87,10 @@ export class LensPanels implements vscode.Disposable {
   }
 
   /** A panel that follows a .lens.json file (experimentPreview.ts drives it). */
-  createPreview(file: string): PreviewPanel {
+  createPreview(file: string, handlers: PreviewHandlers): PreviewPanel {
     const entry = this.create("preview", `Preview ${path.basename(file)}`, undefined, vscode.ViewColumn.Beside, true);
     entry.sourceFile = file;
+    entry.preview = handlers;
     return new PreviewPanel(this, entry);
   }
 
@@ -99,6 +112,12 @@ export class LensPanels implements vscode.Disposable {
     this.disposing = true;
     for (const e of this.entries) e.panel.dispose();
     this.disposables.forEach((d) => d.dispose());
+  }
+
+  /** @internal for PreviewPanel: whether the sidecar's last run is this panel's record now. */
+  ranLast(entry: PanelEntry, yes: boolean): void {
+    if (yes) this.lastRun = entry;
+    else if (this.lastRun === entry) this.lastRun = null;
   }
 
   /** @internal for PreviewPanel */
@@ -187,6 +206,10 @@ export class LensPanels implements vscode.Disposable {
         this.post(entry, { type: "status", state: "idle" });
       } else if (m.type === "rerunWithOverlay") {
         await this.rerunWithOverlay(entry);
+      } else if (m.type === "previewItem") {
+        entry.preview?.showItem(m.index);
+      } else if (m.type === "choosePreviewItem") {
+        await entry.preview?.chooseItem();
       }
     } catch (e) {
       const reason = e instanceof Error ? e.message : String(e);
@@ -199,16 +222,29 @@ export class LensPanels implements vscode.Disposable {
 
   private async track(entry: PanelEntry, text: string, ids?: number[]): Promise<void> {
     if (!entry.record) return;
-    if (this.lastRun !== entry) {
-      // lens/trackTokens answers over the sidecar's last run: make this panel's run the last again
-      const request = entry.request ?? requestOf(entry.record, entry.imagePath);
-      this.post(entry, { type: "status", state: "running", message: `tracking "${text}"` });
-      await this.client.request(RunRequest, request, undefined, "running the lens");
-      this.lastRun = entry;
-    }
-    const r = await this.client.request(TrackTokensRequest, ids?.length ? { tokens: [], ids } : { tokens: [text] }, undefined, "tracking a token");
+    const params = ids?.length ? { tokens: [], ids } : { tokens: [text] };
+    if (this.lastRun !== entry) await this.makeLastRun(entry, `tracking "${text}"`);
+    const r = await this.client.request(TrackTokensRequest, params, undefined, "tracking a token").catch(async (e: unknown) => {
+      // the sidecar forgot its last run (another model was opened since): run this panel's again, once
+      if ((e as { code?: number }).code !== ErrorCode.NO_RUN) throw e;
+      await this.makeLastRun(entry, `tracking "${text}"`);
+      return this.client.request(TrackTokensRequest, params, undefined, "tracking a token");
+    });
     this.post(entry, { type: "tracked", ids: r.ids, texts: r.texts, asked: r.asked, pieces: r.pieces, unknown: r.unknown, rank: r.rank, prob: r.prob });
     this.post(entry, { type: "status", state: "idle" });
+  }
+
+  /**
+   * Makes this panel's record the sidecar's last run again (lens/trackTokens and
+   * lens/attentionPattern answer over it): a preview computes its item again (with its file's
+   * model), a run panel reruns its request.
+   */
+  private async makeLastRun(entry: PanelEntry, what: string): Promise<void> {
+    if (!entry.record) throw new Error("this panel has no record yet");
+    this.post(entry, { type: "status", state: "running", message: what });
+    if (entry.preview) await entry.preview.rerun();
+    else await this.client.request(RunRequest, entry.request ?? requestOf(entry.record, entry.imagePath), undefined, "running the lens");
+    this.lastRun = entry;
   }
 
   /** The card's "Run with the image overlay": the panel's run again, now keeping per-patch attention and the patch lens. */
@@ -325,7 +361,9 @@ export class PreviewPanel {
     return this.entry.panel;
   }
 
+  /** Shows a previewed item; a computed one (not from the cache) is the sidecar's last run now. */
   show(record: LensRecord, title: string, preview: NonNullable<ShowRecordMessage["preview"]>, imagePath: string | undefined): Promise<void> {
+    this.panels.ranLast(this.entry, !preview.cached);
     return this.panels.setRecord(this.entry, record, title, preview, imagePath);
   }
 

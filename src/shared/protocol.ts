@@ -196,13 +196,45 @@ export interface PreviewExperimentParams {
   text?: string;
   /** Which planned item to show (default 0, the first). */
   item?: number;
+  /** Show the last planned item when `item` is past the plan (a preview whose file lost items), instead of refusing. */
+  clampItem?: boolean;
+  /** Compute the item even when the preview cache has it, so that it becomes the sidecar's last run (lens/trackTokens and lens/attentionPattern answer over it). */
+  keepRun?: boolean;
 }
 export interface PreviewExperimentResult {
   record: LensRecord;
   /** The previewed planned item. `id`: the id its row gets in a sweep's results.jsonl; `image`: the image's path relative to the experiment's inputs (for display); `imagePath`: the absolute path on the sidecar's machine. */
   item: { id: string; index: number; total: number; image: string; imagePath: string; prompt: string; variant: string; expected: string | null };
-  /** Whether the record came from the cache (same model, image bytes, prompt, settings and mask). */
+  /** Whether the record came from the cache (same model, image bytes, prompt, settings and mask); a computed one is the sidecar's last run. */
   cached: boolean;
+  /** The experiment's variants in plan order: item `index` is variant `index % variants.length` of its input and prompt. */
+  variants: string[];
 }
 /** Extension -> sidecar, on each valid edit of a previewed .lens.json (debounced); cancellable. */
 export const PreviewExperimentRequest = new RequestType<PreviewExperimentParams, PreviewExperimentResult, void>("lens/previewExperiment");
+
+export interface PlanExperimentParams {
+  file: string;
+  /** The file's current text (an unsaved editor); default: read the file. */
+  text?: string;
+}
+/** One planned item, as a list to pick a preview item from shows it. */
+export interface PlannedItemSummary {
+  id: string;
+  index: number;
+  /** The image's path relative to the experiment file. */
+  image: string;
+  prompt: string;
+  variant: string;
+  expected: string | null;
+}
+export interface PlanExperimentResult {
+  /** The first PLAN_LIST_MAX planned items, in plan order (`total` says how many there are). */
+  items: PlannedItemSummary[];
+  total: number;
+  variants: string[];
+}
+/** The most items lens/planExperiment lists. */
+export const PLAN_LIST_MAX = 20_000;
+/** Extension -> sidecar: the items an experiment plans (for choosing which one the preview shows); opens no model. */
+export const PlanExperimentRequest = new RequestType<PlanExperimentParams, PlanExperimentResult, void>("lens/planExperiment");

@@ -23,6 +23,8 @@ import type {
   InitializeRequest,
   OpenModelParams,
   OpenModelRequest,
+  PlanExperimentParams,
+  PlanExperimentRequest,
   PreviewExperimentParams,
   PreviewExperimentRequest,
   RunExperimentParams,
@@ -233,6 +235,15 @@ function validatePreviewExperiment(params: unknown): PreviewExperimentParams {
   const out: PreviewExperimentParams = { file: nonEmptyString(p.file, "params.file", "the path of a .lens.json file") };
   if (p.text !== undefined) out.text = string(p.text, "params.text");
   if (p.item !== undefined) out.item = integer(p.item, "params.item", { min: 0, max: Number.MAX_SAFE_INTEGER });
+  if (p.clampItem !== undefined) out.clampItem = boolean(p.clampItem, "params.clampItem");
+  if (p.keepRun !== undefined) out.keepRun = boolean(p.keepRun, "params.keepRun");
+  return out;
+}
+
+function validatePlanExperiment(params: unknown): PlanExperimentParams {
+  const p = object(params, "params");
+  const out: PlanExperimentParams = { file: nonEmptyString(p.file, "params.file", "the path of a .lens.json file") };
+  if (p.text !== undefined) out.text = string(p.text, "params.text");
   return out;
 }
 
@@ -248,6 +259,7 @@ export interface RequestParamsByMethod {
   "lens/shutdown": ParamsOf<typeof ShutdownRequest>;
   "lens/runExperiment": ParamsOf<typeof RunExperimentRequest>;
   "lens/previewExperiment": ParamsOf<typeof PreviewExperimentRequest>;
+  "lens/planExperiment": ParamsOf<typeof PlanExperimentRequest>;
 }
 export type RequestMethod = keyof RequestParamsByMethod;
 
@@ -260,6 +272,7 @@ const VALIDATORS: { readonly [M in RequestMethod]: (params: unknown) => RequestP
   "lens/shutdown": validateShutdown,
   "lens/runExperiment": validateRunExperiment,
   "lens/previewExperiment": validatePreviewExperiment,
+  "lens/planExperiment": validatePlanExperiment,
 };
 
 /** The methods that have a check here (every request in protocol.ts). */

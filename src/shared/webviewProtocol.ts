@@ -18,7 +18,7 @@ export interface ShowRecordMessage {
   /** Panel heading, e.g. the image's file name and the prompt. */
   title: string;
   /** For a live preview: which planned item this is, and whether it came from the cache. */
-  preview?: { file: string; index: number; total: number; variant: string; expected: string | null; cached: boolean };
+  preview?: { file: string; index: number; total: number; variant: string; expected: string | null; cached: boolean; variants?: string[]; image?: string };
 }
 
 /** The panel is busy (a run or preview in flight), idle, or the last update failed. */
@@ -118,12 +118,21 @@ export interface OpenItemMessage {
   id: string;
 }
 
+/** A live preview's navigation: show planned item `index` of its file, or list the items to choose one. */
+export interface PreviewItemMessage {
+  type: "previewItem";
+  index: number;
+}
+export interface ChoosePreviewItemMessage {
+  type: "choosePreviewItem";
+}
+
 /** Run the panel's request again with the image overlay's data (attention over the image patches, the patch lens). */
 export interface RerunWithOverlayMessage {
   type: "rerunWithOverlay";
 }
 
-export type WebviewToHost = ReadyMessage | TrackMessage | ExportMessage | OpenItemMessage | RerunWithOverlayMessage;
+export type WebviewToHost = ReadyMessage | TrackMessage | ExportMessage | OpenItemMessage | RerunWithOverlayMessage | PreviewItemMessage | ChoosePreviewItemMessage;
 
 /** What the webview keeps with vscode.setState, so a panel comes back after a reload. */
 export interface PanelState {

@@ -17,6 +17,7 @@ import {
   ExperimentProgressNotification,
   InitializeRequest,
   LogNotification,
+  PLAN_LIST_MAX,
   ProgressNotification,
   PROTOCOL_VERSION,
 } from "../shared/protocol";
@@ -266,26 +267,48 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
         const file = path.resolve(params.file);
         const experiment = await readExperiment(file, params.text);
         const items = await planExperiment(experiment, file);
-        const index = params.item ?? 0;
+        const asked = params.item ?? 0;
+        const index = params.clampItem && items.length ? Math.min(asked, items.length - 1) : asked;
         const item = items[index];
         if (!item) throw new LensInputError(file, `the experiment plans ${items.length} items, so there is no item ${index}: pick one below ${items.length}`);
+        const variants = experiment.variants.map((v) => v.name);
         // A regular file of bounded size only (a FIFO would block the sidecar), read before a model is opened for it.
         const bytes = await readInputFile(item.image, { maxBytes: MAX_IMAGE_BYTES, what: "image", fix: "fix the experiment's inputs" });
         const m = await modelFor(experiment, file);
         const request = itemRequest(item);
         const key = createHash("sha256").update(JSON.stringify([m.info.configHash, m.info.computeDtype, m.info.weightPlan, request.prompt, request.settings, request.headMask ?? null])).update(bytes).digest("hex");
         const summary = { id: item.id, index, total: items.length, image: item.imageRel, imagePath: item.image, prompt: item.prompt, variant: item.variant.name, expected: item.expected };
-        const hit = previews.get(key);
+        const hit = params.keepRun ? undefined : previews.get(key);
         if (hit) {
           previews.delete(key); // most recently used goes last
           previews.set(key, hit);
-          return { record: hit, item: summary, cached: true };
+          return { record: hit, item: summary, cached: true, variants };
         }
-        const record = await runLens(m, { ...request, image: bytes }, { isCancelled: () => token.isCancellationRequested });
+        let hidden: Float32Array = new Float32Array(0);
+        let source: PatternSource | undefined;
+        const record = await runLens(m, { ...request, image: bytes }, { isCancelled: () => token.isCancellationRequested, keepHidden: (h) => (hidden = h), keepPatternSource: (s) => (source = s) });
         if (record.input.image) record.input.image.path = item.image;
+        // a computed preview is the last run: tracking a token or reading a head in the preview answers over it
+        lastRun = { record, hidden, source, patterns: new Map() };
         previews.set(key, record);
         if (previews.size > PREVIEW_CACHE_SIZE) previews.delete(previews.keys().next().value as string);
-        return { record, item: summary, cached: false };
+        return { record, item: summary, cached: false, variants };
+      }),
+      path.resolve(params.file),
+    ),
+  );
+
+  on("lens/planExperiment", (params) =>
+    guarded("planExperiment", () =>
+      serial(async () => {
+        const file = path.resolve(params.file);
+        const experiment = await readExperiment(file, params.text);
+        const items = await planExperiment(experiment, file);
+        return {
+          items: items.slice(0, PLAN_LIST_MAX).map((i) => ({ id: i.id, index: i.index, image: i.imageRel, prompt: i.prompt, variant: i.variant.name, expected: i.expected })),
+          total: items.length,
+          variants: experiment.variants.map((v) => v.name),
+        };
       }),
       path.resolve(params.file),
     ),

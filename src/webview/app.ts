@@ -47,6 +47,7 @@ import {
   visibleToken,
 } from "./model";
 import { ImageOverlay } from "./overlay";
+import { previewLine } from "./previewNav";
 import { readUi, recordWeight, STATE_RECORD_LIMIT, type UiState } from "./panelState";
 import { RankPanel } from "./rankPanel";
 import { svgNodeElement } from "./svgNode";
@@ -346,9 +347,7 @@ export class App {
     this.comparison.element.hidden = true;
     this.recordEl.hidden = false;
     this.titleEl.textContent = message.title;
-    this.previewEl.textContent = message.preview
-      ? `${message.preview.file}: item ${message.preview.index + 1} of ${message.preview.total}, variant ${message.preview.variant}${message.preview.expected !== null ? `, expected “${message.preview.expected}”` : ""}${message.preview.cached ? " (cached)" : ""}`
-      : "";
+    this.previewEl.replaceChildren(...(message.preview ? previewLine(message.preview, (m) => this.post(m)) : []));
 
     // Keep the selection where it fits the new record (a preview edit usually keeps the shape).
     const ui = this.ui;

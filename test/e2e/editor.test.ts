@@ -96,6 +96,13 @@ async function panelsText(): Promise<string> {
   return out.length ? out.join("\n") : "no panel";
 }
 
+/** What the workbench says besides the panels (notifications and a modal dialog): part of a timed-out wait's message. */
+async function workbenchText(): Promise<string> {
+  const toasts = await page.locator(".notifications-toasts .notification-toast").allTextContents().catch(() => []);
+  const dialog = await page.locator(".monaco-dialog-box").textContent({ timeout: 500 }).catch(() => null);
+  return [...toasts.map((t) => `notification "${t.slice(0, 300)}"`), ...(dialog ? [`dialog "${dialog.slice(0, 300)}"`] : [])].join("\n") || "no notification";
+}
+
 /**
  * The panel that shows `selector` and mentions `text` (in its title, the previewed file or its
  * problems), found among all webview documents: the DOM order of VS Code's webview iframes is not
@@ -109,7 +116,7 @@ async function panelShowing(text: string, selector: string, timeout: number): Pr
       const t = await f.locator("#root").textContent({ timeout: 200 }).catch(() => null);
       if (t?.includes(text)) return f;
     }
-    if (Date.now() > end) throw new Error(`no panel that mentions "${text}" showed ${selector} within ${timeout} ms; the panels:\n${await panelsText()}`);
+    if (Date.now() > end) throw new Error(`no panel that mentions "${text}" showed ${selector} within ${timeout} ms; the panels:\n${await panelsText()}\nthe workbench says:\n${await workbenchText()}`);
     await page.waitForTimeout(250);
   }
 }
@@ -368,13 +375,20 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     await page.keyboard.press("Control+a");
     await page.keyboard.press("Delete");
     await page.keyboard.insertText(JSON.stringify(STUDY("triangle"), null, 2));
+    // the preview takes the valid text first (its problems go away): the edit has reached the extension
+    const preview = await panelShowing("study.lens.json: item", "#heatmap", 60_000);
+    await preview.locator("#problems").waitFor({ state: "hidden", timeout: 60_000 });
     await command("Logit Lens: Run Experiment");
     // the comparison view is a new panel: find the webview document that shows it
     const comparison = async () => {
       for (const f of page.frames()) if (await f.locator("#comparison:not([hidden]) svg").count().catch(() => 0)) return f;
       return null;
     };
-    await expect.poll(async () => (await comparison()) !== null, { timeout: 120_000 }).toBe(true);
+    const end = Date.now() + 120_000;
+    while ((await comparison()) === null) {
+      if (Date.now() > end) throw new Error(`no comparison view within 120 s; the workbench says:\n${await workbenchText()}\nthe panels:\n${await panelsText()}`);
+      await page.waitForTimeout(500);
+    }
     const results = path.join(workspace, "study.results");
     await expect.poll(() => fs.existsSync(path.join(results, "aggregates.json")), { timeout: 30_000 }).toBe(true);
     const rows = fs.readFileSync(path.join(results, "results.jsonl"), "utf8").trim().split("\n");
@@ -559,6 +573,52 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     const index = items.indexOf(first) + 1;
     expect(await opened.locator("#title").textContent()).toContain(`Item ${index} (two-heads)`);
     await shot("13-comparison-item-opened");
+  }, 300_000);
+
+  it("the preview shows any item and variant of its file (arrows, the variant list, Choose item), and tracks a token in the shown item", async () => {
+    onTestFailed(() => shot("failed-preview-items"));
+    // the masking study of the step before: its items are the sample questions, each under two variants
+    await closeAllEditors();
+    await (await explorerRow("masking.lens.json")).click();
+    await page.locator(".tabs-container .tab.active", { hasText: "masking.lens.json" }).waitFor({ timeout: 30_000 });
+    await page.locator(".monaco-editor .view-lines", { hasText: "two-heads" }).first().waitFor({ timeout: 30_000 });
+    await command("Logit Lens: Open Preview to the Side");
+    const frame = await panelShowing("masking.lens.json: item 1 of", "#heatmap", 120_000);
+    const info = frame.locator("#preview-info");
+    const total = Number(/item 1 of (\d+)/u.exec((await info.textContent()) ?? "")?.[1]);
+    expect(total).toBeGreaterThan(2);
+    expect(await info.textContent()).toContain("variant baseline");
+    await expect.poll(() => frame.locator("#preview-previous").getAttribute("disabled")).not.toBeNull();
+
+    // next: the same question under the masked variant
+    const prompt = await frame.locator("#prompt").textContent();
+    await frame.locator("#preview-next").click();
+    await expect.poll(() => info.textContent(), { timeout: 60_000 }).toContain(`item 2 of ${total}, variant two-heads`);
+    expect(await frame.locator("#prompt").textContent()).toBe(prompt);
+    await expect.poll(() => frame.locator("#root").textContent(), { timeout: 30_000 }).toContain("masked heads block 2: 0,1");
+    await shot("14-preview-next-variant");
+
+    // the variant list: back to the baseline of this question
+    const variant = frame.locator("#preview-variant");
+    await variant.click();
+    await variant.locator('[role="option"]', { hasText: "baseline" }).click();
+    await expect.poll(() => info.textContent(), { timeout: 60_000 }).toContain(`item 1 of ${total}, variant baseline`);
+
+    // Choose item…: the host lists every planned item; the third is another question
+    await frame.locator("#preview-choose").click();
+    const quick = page.locator(".quick-input-widget input.input");
+    await quick.waitFor({ state: "visible", timeout: 30_000 });
+    await expect.poll(() => page.locator(".quick-input-list .monaco-list-row").count(), { timeout: 30_000 }).toBeGreaterThan(2);
+    await page.locator(".quick-input-list .monaco-list-row", { hasText: /^3\. / }).first().click();
+    await expect.poll(() => info.textContent(), { timeout: 60_000 }).toContain(`item 3 of ${total}, variant baseline`);
+    await shot("15-preview-chosen-item");
+
+    // tracking in the preview answers over the shown item (the preview computes it again as the sidecar's last run)
+    await frame.locator("#track-input input").fill(" red");
+    await frame.locator("#track-input input").press("Enter");
+    await expect.poll(() => frame.locator(".tracked-list li").count(), { timeout: 60_000 }).toBe(1);
+    expect(await frame.locator('[data-card="tracked"] .series').count()).toBe(1);
+    expect(await frame.locator("#status").textContent()).not.toMatch(/error|failed/iu);
   }, 300_000);
 
   it("the daily path with an image: the picture beside the heatmap with its overlay on, patch and token hover both ways, a rerun that adds the overlay, the preview's picture", async () => {

@@ -1049,7 +1049,8 @@ const METHODS = (c: ParamsContext): Record<string, { valid: Record<string, unkno
     },
   },
   "lens/trackTokens": { valid: { tokens: [" red", "blue"] }, fields: { tokens: { t: "strings" } } },
-  "lens/previewExperiment": { valid: { file: c.experiment }, fields: { file: { t: "string", nonEmpty: true }, text: { t: "string" }, item: { t: "int", min: 0, max: 0 } } },
+  "lens/previewExperiment": { valid: { file: c.experiment }, fields: { file: { t: "string", nonEmpty: true }, text: { t: "string" }, item: { t: "int", min: 0, max: 0 }, clampItem: { t: "bool" }, keepRun: { t: "bool" } } },
+  "lens/planExperiment": { valid: { file: c.experiment }, fields: { file: { t: "string", nonEmpty: true }, text: { t: "string" } } },
   "lens/runExperiment": { valid: { file: `${c.experiment}.missing` }, fields: { file: { t: "string", nonEmpty: true }, outDir: { t: "string" }, fresh: { t: "bool" } } },
 });
 

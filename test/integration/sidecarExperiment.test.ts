@@ -12,8 +12,10 @@ import {
   ErrorCode,
   ExperimentProgressNotification,
   type ExperimentProgressParams,
+  PlanExperimentRequest,
   PreviewExperimentRequest,
   RunExperimentRequest,
+  TrackTokensRequest,
 } from "../../src/shared/protocol";
 import { assertLensRecord } from "../../src/shared/validateRecord";
 import { FIXTURES } from "../helpers/fixtures";
@@ -67,6 +69,42 @@ describe("experiments over JSON-RPC", () => {
     // Another item.
     const third = await send(PreviewExperimentRequest, { file, item: 2 });
     expect(third.item.index).toBe(2);
+  });
+
+  it("lists the planned items, shows any item and variant, clamps a lost item, and a computed preview is the last run", async () => {
+    const variants = [{ name: "baseline" }, { name: "masked", mask: { "0": [0] } }];
+    const text = experiment({ variants });
+    const plan = await send(PlanExperimentRequest, { file, text });
+    expect(plan.total).toBe(12);
+    expect(plan.variants).toEqual(["baseline", "masked"]);
+    expect(plan.items.map((i) => i.index)).toEqual(Array.from({ length: 12 }, (_, i) => i));
+    // variants innermost: items 2k and 2k+1 are one input and prompt under each variant
+    expect(plan.items.map((i) => i.variant)).toEqual(Array.from({ length: 12 }, (_, i) => (i % 2 ? "masked" : "baseline")));
+    expect(plan.items[3].image).toBe(plan.items[2].image);
+    expect(plan.items[3].prompt).toBe(plan.items[2].prompt);
+    expect(plan.items[4].image).not.toBe(plan.items[2].image);
+
+    const masked = await send(PreviewExperimentRequest, { file, text, item: 3 });
+    expect(masked.variants).toEqual(["baseline", "masked"]);
+    expect(masked.item).toMatchObject({ index: 3, total: 12, variant: "masked", id: plan.items[3].id, image: plan.items[3].image });
+    expect(masked.record.headMask).toEqual({ "0": [0] });
+    const baseline = await send(PreviewExperimentRequest, { file, text, item: 2 });
+    expect(baseline.record.headMask ?? null).toBeNull();
+    expect(baseline.record.input.prompt).toBe(masked.record.input.prompt);
+
+    // a computed preview is the sidecar's last run: tracking answers over its positions
+    const tracked = await send(TrackTokensRequest, { tokens: ["red"] });
+    expect(tracked.rank.shape).toEqual([baseline.record.layerLabels.length, baseline.record.positions.length, 1]);
+    // keepRun computes a cached item again
+    const kept = await send(PreviewExperimentRequest, { file, text, item: 3, keepRun: true });
+    expect(kept.cached).toBe(false);
+    expect(kept.record.headMask).toEqual({ "0": [0] });
+
+    // the file lost items: past the plan is refused, or clamped to the last when asked
+    const fewer = experiment({ variants, inputs: [{ manifest: path.join(SCENES, "questions.jsonl"), limit: 2 }] });
+    await expect(send(PreviewExperimentRequest, { file, text: fewer, item: 9 })).rejects.toMatchObject({ code: ErrorCode.INPUT_ERROR, message: expect.stringContaining("no item 9") });
+    const clamped = await send(PreviewExperimentRequest, { file, text: fewer, item: 9, clampItem: true });
+    expect(clamped.item).toMatchObject({ index: 3, total: 4, variant: "masked" });
   });
 
   it("answers an invalid edit with every problem, and keeps serving", async () => {

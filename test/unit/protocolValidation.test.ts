@@ -54,6 +54,8 @@ describe("protocol params validation", () => {
     expect(validateParams("lens/shutdown", [])).toBeUndefined();
     expect(validateParams("lens/runExperiment", { file: "/x/a.lens.json", outDir: "/x/out", fresh: true })).toEqual({ file: "/x/a.lens.json", outDir: "/x/out", fresh: true });
     expect(validateParams("lens/previewExperiment", { file: "/x/a.lens.json", text: "{}", item: 3 })).toEqual({ file: "/x/a.lens.json", text: "{}", item: 3 });
+    expect(validateParams("lens/previewExperiment", { file: "/x/a.lens.json", item: 3, clampItem: true, keepRun: false })).toEqual({ file: "/x/a.lens.json", item: 3, clampItem: true, keepRun: false });
+    expect(validateParams("lens/planExperiment", { file: "/x/a.lens.json", text: "{}", item: 2 })).toEqual({ file: "/x/a.lens.json", text: "{}" });
   });
 
   it("keeps only the known fields", () => {
@@ -118,6 +120,10 @@ describe("protocol params validation", () => {
     ["lens/previewExperiment", { file: "a.lens.json", text: 5 }, "lens/previewExperiment: params.text must be a string, got 5"],
     ["lens/previewExperiment", { file: "a.lens.json", item: -1 }, "lens/previewExperiment: params.item must be an integer from 0 to 9007199254740991, got -1"],
     ["lens/previewExperiment", { file: "a.lens.json", item: 0.5 }, "lens/previewExperiment: params.item must be an integer from 0 to 9007199254740991, got 0.5"],
+    ["lens/previewExperiment", { file: "a.lens.json", clampItem: "yes" }, 'lens/previewExperiment: params.clampItem must be true or false, got "yes"'],
+    ["lens/previewExperiment", { file: "a.lens.json", keepRun: 1 }, "lens/previewExperiment: params.keepRun must be true or false, got 1"],
+    ["lens/planExperiment", {}, "lens/planExperiment: params.file must be the path of a .lens.json file, got nothing"],
+    ["lens/planExperiment", { file: "a.lens.json", text: [] }, "lens/planExperiment: params.text must be a string, got an empty array"],
   ];
   for (const [method, params, message] of refused) {
     it(`refuses ${method} ${JSON.stringify(params) ?? "without params"}`, () => {
