@@ -130,8 +130,12 @@ export class Experiments implements vscode.Disposable {
   async run(uri?: vscode.Uri): Promise<void> {
     const doc = await experimentDocument(uri);
     if (!doc) return;
-    if (doc.isDirty) await doc.save();
     const file = doc.uri.fsPath;
+    // the sidecar reads the file itself: what it runs must be what the editor shows
+    if (doc.isDirty && !(await doc.save())) {
+      void vscode.window.showErrorMessage(`Logit Lens: ${path.basename(file)} could not be saved, so it was not run: save it, then run it again`);
+      return;
+    }
     const { experiment, problems } = checkExperimentText(doc.getText());
     if (!experiment) {
       void vscode.window.showErrorMessage(`${path.basename(file)}: ${problems[0]?.pointer ?? "/"}: ${problems[0]?.message ?? "invalid experiment"} (see the Problems panel)`);

@@ -96,11 +96,34 @@ async function panelsText(): Promise<string> {
   return out.length ? out.join("\n") : "no panel";
 }
 
+/** Where code-server writes its logs (set when the server starts). */
+let logsRoot = "";
+
+/** The last lines of the extension's own log (its output channel): part of a timed-out wait's message. */
+function extensionLogTail(lines = 20): string {
+  const found: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name === "Logit Lens.log") found.push(p);
+    }
+  };
+  try {
+    walk(logsRoot);
+  } catch {
+    return "no extension log";
+  }
+  const newest = found.sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs)[0];
+  return newest ? fs.readFileSync(newest, "utf8").trimEnd().split("\n").slice(-lines).join("\n") : "no extension log";
+}
+
 /** What the workbench says besides the panels (notifications and a modal dialog): part of a timed-out wait's message. */
 async function workbenchText(): Promise<string> {
   const toasts = await page.locator(".notifications-toasts .notification-toast").allTextContents().catch(() => []);
   const dialog = await page.locator(".monaco-dialog-box").textContent({ timeout: 500 }).catch(() => null);
-  return [...toasts.map((t) => `notification "${t.slice(0, 300)}"`), ...(dialog ? [`dialog "${dialog.slice(0, 300)}"`] : [])].join("\n") || "no notification";
+  const said = [...toasts.map((t) => `notification "${t.slice(0, 300)}"`), ...(dialog ? [`dialog "${dialog.slice(0, 300)}"`] : [])].join("\n") || "no notification";
+  return `${said}\nthe extension's log ends:\n${extensionLogTail()}`;
 }
 
 /**
@@ -192,6 +215,7 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     // the bundles `npm test` just built, packaged as users get them
     execFileSync(process.execPath, [path.join(ROOT, "tools", "package.mjs"), "--no-build", "--out", vsix], { cwd: ROOT, stdio: "pipe" });
     userData = path.join(tmp, "user-data");
+    logsRoot = path.join(userData, "logs");
     const extensions = path.join(tmp, "extensions");
     fs.mkdirSync(path.join(userData, "User"), { recursive: true });
     fs.writeFileSync(
@@ -206,6 +230,8 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
         "update.mode": "none",
         "files.simpleDialog.enable": true,
         "window.dialogStyle": "custom",
+        // VS Code for the web saves after a second by default: the steps' edits stay unsaved, as on the desktop
+        "files.autoSave": "off",
         // the test types whole JSON documents into the editor: no auto-closing or re-indenting
         "editor.autoClosingBrackets": "never",
         "editor.autoClosingQuotes": "never",
@@ -370,14 +396,14 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
   }, 300_000);
   it("Run Experiment runs every item with progress and opens the comparison view; the results are on disk", async () => {
     onTestFailed(() => shot("failed-experiment"));
-    // make the experiment valid again (the preview test left it invalid), then run it
+    // the preview test left unsaved invalid edits: revert them (the file on disk is the triangle study), then run it
     await page.locator(".monaco-editor .view-lines", { hasText: "prompts" }).first().click();
-    await page.keyboard.press("Control+a");
-    await page.keyboard.press("Delete");
-    await page.keyboard.insertText(JSON.stringify(STUDY("triangle"), null, 2));
-    // the preview takes the valid text first (its problems go away): the edit has reached the extension
+    await command("File: Revert File");
+    // the preview takes the reverted text first (the triangle again, no problems): the editor is the file on disk
     const preview = await panelShowing("study.lens.json: item", "#heatmap", 60_000);
+    await expect.poll(() => preview.locator("#prompt").textContent(), { timeout: 60_000 }).toContain("triangle");
     await preview.locator("#problems").waitFor({ state: "hidden", timeout: 60_000 });
+    expect(await page.locator(".tabs-container .tab.dirty").count()).toBe(0);
     await command("Logit Lens: Run Experiment");
     // the comparison view is a new panel: find the webview document that shows it
     const comparison = async () => {
