@@ -56,6 +56,8 @@ export class HeatmapView {
   private zoom = 0;
   private cellW = 12;
   private cellH = 16;
+  /** Whether the tooltip shows the keyboard's cell (it closes on blur) rather than the pointer's. */
+  private keyboardTip = false;
   private width = 0;
   private height = 0;
   private selection = { layer: -1, p: -1 };
@@ -104,6 +106,7 @@ export class HeatmapView {
       this.schedule();
     });
     this.canvas.addEventListener("mousemove", (e) => {
+      this.keyboardTip = false;
       this.pointer(e.offsetX, e.offsetY);
       this.placeTip(e.offsetX, e.offsetY);
     });
@@ -121,7 +124,11 @@ export class HeatmapView {
       if (this.view && this.selection.layer < 0) this.select(this.view.layers - 1, this.view.positions - 1, true);
       this.drawMarks();
     });
-    this.canvas.addEventListener("blur", () => this.drawMarks());
+    this.canvas.addEventListener("blur", () => {
+      // a tooltip the keyboard opened goes with the focus
+      if (this.keyboardTip) this.setHover(-1, -1);
+      this.drawMarks();
+    });
     new ResizeObserver((entries) => {
       const width = Math.round(entries[entries.length - 1]?.contentRect.width ?? 0);
       if (width > 0 && width !== this.knownWidth) {
@@ -560,6 +567,12 @@ export class HeatmapView {
     if (move) {
       e.preventDefault();
       this.select(move[0], move[1], true);
+      // the keyboard's cell gets the pointer's tooltip (its top-k) and crosshair
+      const { layer: l, p: q } = this.selection;
+      this.keyboardTip = true;
+      this.setHover(l, q);
+      const c = this.cellCentre(l, q);
+      this.placeTip(c.x, c.y);
     } else if (e.key === "Enter" || e.key === " ") {
       e.preventDefault();
       this.callbacks.onActivate(layer, p);

@@ -797,6 +797,19 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     expect(await tip.locator(".tip-topk li").count()).toBe(10);
     await shot("26-first-screen-tooltip");
 
+    // from the keyboard: the arrow keys move the selected cell, and the tooltip follows it; it closes with the focus
+    await page.mouse.move(box.x - 20, box.y - 20);
+    await heatmap.focus();
+    await heatmap.press("ArrowDown");
+    await expect.poll(() => tip.locator(".tip-head").textContent(), { timeout: 10_000 }).toMatch(/^block 7 · position \d+ “:” \(answer\)$/u);
+    await heatmap.press("ArrowLeft");
+    await expect.poll(() => tip.locator(".tip-head").textContent(), { timeout: 10_000 }).toMatch(/^block 7 · position \d+ “[^:]/u);
+    expect(await tip.isVisible()).toBe(true);
+    expect(await tip.locator(".tip-topk li").count()).toBe(10);
+    await shot("26b-keyboard-tooltip");
+    await frame.locator("#track-input input").focus();
+    await expect.poll(() => tip.isVisible(), { timeout: 10_000 }).toBe(false);
+
     // three tokens tracked in turn: all three stay; a word that is not one token says how it splits
     for (const text of ["banana", " red", " blue"]) {
       await frame.locator("#track-input input").fill(text);
