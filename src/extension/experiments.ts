@@ -186,28 +186,50 @@ export class Experiments implements vscode.Disposable {
     }
     if (!target) return;
     const file = target.fsPath.endsWith(".json") ? target.fsPath : path.join(target.fsPath, "aggregates.json");
-    let data: SweepAggregates & { experiment?: string };
+    let read: { message: ComparisonMessage; openItem: (id: string) => Promise<void>; experimentFile: string | null };
     try {
-      // a regular file of sane size: a FIFO picked here would hang the extension host
-      data = JSON.parse(await readInputText(file, { what: "aggregates file", maxBytes: 256 * MIB })) as SweepAggregates & { experiment?: string };
-      if (!Array.isArray(data.groups) || typeof data.layers !== "number") throw new Error("it holds no groups");
+      read = await this.readComparison(path.dirname(file), undefined, file);
     } catch (e) {
       void vscode.window.showErrorMessage(`Logit Lens: ${file}: not a sweep's aggregates (${errorText(e)}): pick the folder that \`logit-lens run FILE.lens.json\` wrote`);
       return;
     }
-    const outDir = path.dirname(file);
-    // run.json names the experiment file, which can compute an item again when no record was kept
-    let experimentFile: string | null = null;
-    try {
-      const run = JSON.parse(await readInputText(path.join(outDir, "run.json"), { what: "run file", maxBytes: MIB })) as { file?: unknown };
-      if (typeof run.file === "string") experimentFile = run.file;
-    } catch {
-      // a folder without run.json: its items open only from records.jsonl
+    this.panels.showComparison(read.message, read.openItem, { resultsFolder: path.dirname(file), experimentFile: read.experimentFile });
+  }
+
+  /**
+   * A results folder's comparison: its aggregates.json, its per-item rows and the handler that
+   * opens an item. `experimentFile`: the experiment that wrote it (default: what its run.json
+   * names, which can compute an item again when no record was kept).
+   */
+  private async readComparison(outDir: string, experimentFile?: string | null, aggregatesFile = path.join(outDir, "aggregates.json")): Promise<{ message: ComparisonMessage; openItem: (id: string) => Promise<void>; experimentFile: string | null }> {
+    // a regular file of sane size: a FIFO picked here would hang the extension host
+    const data = JSON.parse(await readInputText(aggregatesFile, { what: "aggregates file", maxBytes: 256 * MIB })) as SweepAggregates & { experiment?: string };
+    if (!Array.isArray(data.groups) || typeof data.layers !== "number") throw new Error("it holds no groups");
+    let file = experimentFile ?? null;
+    if (experimentFile === undefined) {
+      try {
+        const run = JSON.parse(await readInputText(path.join(outDir, "run.json"), { what: "run file", maxBytes: MIB })) as { file?: unknown };
+        if (typeof run.file === "string") file = run.file;
+      } catch {
+        // a folder without run.json: its items open only from records.jsonl
+      }
     }
-    await this.showComparison(`Compare ${data.experiment ?? path.basename(outDir)}`, { layers: data.layers, groups: data.groups, variants: data.variants, differences: data.differences }, outDir, experimentFile);
+    const aggregates = { layers: data.layers, groups: data.groups, variants: data.variants, differences: data.differences };
+    const built = await this.comparison(`Compare ${data.experiment ?? path.basename(outDir)}`, aggregates, outDir, file);
+    return { ...built, experimentFile: file };
+  }
+
+  /** A restored comparison view's data, read again from its results folder (LensPanels.comparisonOf). */
+  reopenComparison(outDir: string, experimentFile: string | null): Promise<{ message: ComparisonMessage; openItem: (id: string) => Promise<void> }> {
+    return this.readComparison(outDir, experimentFile);
   }
 
   private async showComparison(title: string, aggregates: SweepAggregates, outDir: string, experimentFile: string | null): Promise<void> {
+    const { message, openItem } = await this.comparison(title, aggregates, outDir, experimentFile);
+    this.panels.showComparison(message, openItem, { resultsFolder: outDir, experimentFile });
+  }
+
+  private async comparison(title: string, aggregates: SweepAggregates, outDir: string, experimentFile: string | null): Promise<{ message: ComparisonMessage; openItem: (id: string) => Promise<void> }> {
     let rows: SweepRow[] = [];
     try {
       rows = await readSweepRows(outDir);
@@ -217,7 +239,7 @@ export class Experiments implements vscode.Disposable {
     // records.jsonl is indexed on the first item opened, once for this comparison
     let records: Promise<SweepRecordIndex | null> | undefined;
     const kept = (id: string) => (records ??= SweepRecordIndex.open(outDir)).then((index) => index?.get(id) ?? null);
-    this.panels.showComparison(comparisonMessage(title, aggregates, comparisonItems(rows)), (id) => this.openItem(outDir, experimentFile, rows, id, kept));
+    return { message: comparisonMessage(title, aggregates, comparisonItems(rows)), openItem: (id) => this.openItem(outDir, experimentFile, rows, id, kept) };
   }
 
   /** A row of the comparison's per-item table, in a run panel: its kept record, or that planned item computed again. */

@@ -94,14 +94,26 @@ export class LensPanels implements vscode.Disposable {
     return new PreviewPanel(this, entry);
   }
 
-  /** A comparison view of a finished sweep's aggregates; `openItem` opens a row of its per-item table. */
-  showComparison(message: ComparisonMessage, openItem?: (id: string) => Promise<void>): vscode.WebviewPanel {
+  /**
+   * A comparison view of a finished sweep's aggregates; `openItem` opens a row of its per-item
+   * table. With `source`, a panel restored after a reload reads its results folder again
+   * (through `comparisonOf`) and its items open again.
+   */
+  showComparison(message: ComparisonMessage, openItem?: (id: string) => Promise<void>, source?: { resultsFolder: string; experimentFile: string | null }): vscode.WebviewPanel {
     const entry = this.create("comparison", message.title, undefined, vscode.ViewColumn.Active);
     entry.last = message;
     entry.openItem = openItem;
     this.post(entry, message);
+    if (source) {
+      entry.host = { kind: "comparison", title: message.title, ...source };
+      this.post(entry, { type: "hostState", state: entry.host });
+      void this.remember(entry.host, true);
+    }
     return entry.panel;
   }
+
+  /** How a restored comparison view gets its data again (experiments.ts sets it). */
+  comparisonOf?: (resultsFolder: string, experimentFile: string | null) => Promise<{ message: ComparisonMessage; openItem: (id: string) => Promise<void> }>;
 
   /** The record a panel shows (for tests and the export command). */
   get panels(): readonly { panel: vscode.WebviewPanel; record?: LensRecord }[] {
@@ -309,9 +321,10 @@ export class LensPanels implements vscode.Disposable {
     }
   }
 
-  /** Adds (or removes) a kept record in the workspace's list, for restoring panels whose page state was lost. */
+  /** Adds (or removes) a kept record (or a comparison's results folder) in the workspace's list, for restoring panels whose page state was lost. */
   private async remember(host: HostState, keep: boolean): Promise<void> {
-    const list = this.context.workspaceState.get<HostState[]>(KEPT_KEY, []).filter((h) => h.recordFile !== host.recordFile);
+    const same = (h: HostState) => (host.recordFile !== undefined ? h.recordFile === host.recordFile : h.resultsFolder === host.resultsFolder && h.title === host.title);
+    const list = this.context.workspaceState.get<HostState[]>(KEPT_KEY, []).filter((h) => !same(h));
     if (keep) list.push(host);
     await this.context.workspaceState.update(KEPT_KEY, list.slice(-KEPT_MAX));
   }
@@ -320,13 +333,27 @@ export class LensPanels implements vscode.Disposable {
     const s = (state ?? {}) as PanelState;
     // The page's state can be lost when the window goes away before the workbench saved it: then
     // find the panel's kept record by its title among those this workspace remembers.
-    if (!s.host?.recordFile) {
+    if (!s.host?.recordFile && !s.host?.resultsFolder) {
       const known = this.context.workspaceState.get<HostState[]>(KEPT_KEY, []).filter((h) => h.title === panel.title);
       if (known.length) s.host = known[known.length - 1];
     }
     this.log.info(`restoring a panel (${s.kind ?? "unknown kind"}; kept record: ${s.host?.recordFile ?? "none"}; saved view: ${s.last ? "yes" : "no"})`);
     const host = s.host ?? {};
     const entry = this.attach(panel, host.kind ?? s.kind ?? "run", host.imagePath);
+    if (host.resultsFolder && this.comparisonOf) {
+      // a comparison reads its results folder again: its items open, and a rerun sweep shows its new figures
+      try {
+        const { message, openItem } = await this.comparisonOf(host.resultsFolder, host.experimentFile ?? null);
+        entry.host = host;
+        entry.last = message;
+        entry.openItem = openItem;
+        this.post(entry, message);
+        if (entry.ready) this.post(entry, { type: "hostState", state: host });
+        return;
+      } catch (e) {
+        this.log.warn(`could not restore a comparison of ${host.resultsFolder}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
     if (host.recordFile) {
       try {
         const record = decodeBlocks(JSON.parse(await fs.readFile(host.recordFile, "utf8")) as LensRecord);

@@ -75,6 +75,9 @@ export interface HostState {
   imagePath?: string;
   title?: string;
   kind?: PanelState["kind"];
+  /** A comparison view's results folder, read again when the panel is restored, and the experiment file that wrote it (null: unknown). */
+  resultsFolder?: string;
+  experimentFile?: string | null;
 }
 
 /** The page stores this in its state (PanelState.host) for the host's serializer. */

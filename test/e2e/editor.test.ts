@@ -601,6 +601,26 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     await shot("13-comparison-item-opened");
   }, 300_000);
 
+  it("a comparison view comes back after a reload, reading its results folder again, and its items still open", async () => {
+    onTestFailed(() => shot("failed-comparison-restore"));
+    // the comparison of the step before stays open over the reload (with the item it opened)
+    await page.reload();
+    await page.locator(".statusbar-item", { hasText: "Logit Lens" }).first().waitFor({ timeout: 60_000 });
+    await page.keyboard.press("Escape");
+    const tab = page.locator(".tabs-container .tab", { hasText: "Compare masking" }).first();
+    await tab.waitFor({ timeout: 60_000 });
+    await tab.click();
+    const cmp = await panelShowing("two-heads", "#cmp-variants", 120_000);
+    const items = fs.readFileSync(path.join(workspace, "samples", "masking.results", "results.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { id: string; variant: string });
+    await expect.poll(() => cmp.locator("#cmp-items tbody tr").count(), { timeout: 30_000 }).toBe(items.length);
+    const last = items[items.length - 1];
+    await cmp.locator(`#cmp-items [data-open-item="${last.id}"]`).scrollIntoViewIfNeeded();
+    await cmp.locator(`#cmp-items [data-open-item="${last.id}"]`).click();
+    const opened = await panelShowing(`Item ${items.length} (${last.variant})`, "#heatmap", 120_000);
+    expect(await opened.locator("#status").textContent()).not.toMatch(/no longer knows/u);
+    await shot("13b-comparison-restored-item");
+  }, 300_000);
+
   it("the preview shows any item and variant of its file (arrows, the variant list, Choose item), and tracks a token in the shown item", async () => {
     onTestFailed(() => shot("failed-preview-items"));
     // the masking study of the step before: its items are the sample questions, each under two variants
