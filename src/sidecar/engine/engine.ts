@@ -18,7 +18,7 @@ import type { WeightIndex } from "../model/safetensors";
 import type { ModelWeights } from "../model/weights";
 import { availableMemory, chooseCpuPlan, formatGB, type MemoryEstimate, type ModelFootprint, type WeightPlan } from "../runtime/memoryEstimate";
 import type { DeviceDescription } from "../../shared/lensRecord";
-import { type Device, type GraphSession, type HostTensor, intendedProvider, openGraphSession, type SessionOptions } from "../runtime/ort";
+import { type Device, type DeviceTensor, type FeedTensor, type GraphSession, type HostTensor, intendedProvider, isDeviceTensor, openGraphSession, type SessionOptions } from "../runtime/ort";
 import { contextLengthOf } from "../text/limits";
 import { DTYPE_CHOICES, type DtypeChoice } from "../../shared/protocol";
 import { FedWeights } from "./fedWeights";
@@ -38,11 +38,19 @@ export interface EngineOptions {
   availableMemory?: number;
   /** The compute dtype; default auto. */
   dtype?: DtypeChoice;
+  /** Keep the KV cache in device memory between decoder calls where the provider can (WebGPU; default true). false copies it to the host each call (bench:kvcache's baseline). */
+  kvCacheOnDevice?: boolean;
 }
 
+/**
+ * The keys and values of every position so far, per layer [1, kvHeads, length, headDim]. On
+ * WebGPU they stay in device memory (DeviceTensor: no host data, fed back as they are), and the
+ * engine holds them until they are released (Engine.releaseCache, a decode with consumeCache,
+ * Engine.releaseCaches, or Engine.dispose); host tensors need no release.
+ */
 export interface KvCache {
-  keys: HostTensor[];
-  values: HostTensor[];
+  keys: FeedTensor[];
+  values: FeedTensor[];
   length: number;
   /** What a later token adds to its index to get its rotary position (M-RoPE's rope_deltas; 0 otherwise). */
   positionDelta?: number;
@@ -61,6 +69,8 @@ export interface DecoderCall {
   grids: readonly ImageTokenGrid[];
   /** A head whose whole attention rows to report (DecoderOutput.headRows); none by default. */
   patternHead?: number;
+  /** The cache is not used again after this call (a decode loop moving on): its device memory is freed once the new cache exists. */
+  consumeCache?: boolean;
 }
 
 export interface DecoderOutput {
@@ -131,6 +141,8 @@ export class Engine {
   ) {}
 
   private unembedding?: Promise<GraphSession>;
+  /** Caches with device tensors that are not released yet: freed by releaseCaches and dispose whatever callers forgot. */
+  private readonly liveCaches = new Set<KvCache>();
 
   /**
    * Compiles the graphs and plans memory, refusing a model that cannot fit before anything is
@@ -189,7 +201,8 @@ export class Engine {
     };
     const open = (graph: BuiltGraph, options: SessionOptions) => openGraphSession(graph, options).then((s) => withFedWeights(s, fed.feeds(graph.fedWeights)));
     const opened = await Promise.allSettled([
-      open(decoderGraph, sessionOptions),
+      // the KV cache (present_*, fed back as past_*) stays on the device; everything the host reads comes back
+      open(decoderGraph, { ...sessionOptions, deviceOutputs: opts.kvCacheOnDevice === false ? [] : kvOutputNames(plan.decoder.numLayers) }),
       open(lensGraph, { ...sessionOptions, memoryArena: true }),
       visionGraph ? open(visionGraph, sessionOptions) : Promise.resolve(undefined),
       beside(),
@@ -264,7 +277,7 @@ export class Engine {
     const total = cache.length + ids.length;
     const segments = new Float32Array(total * segmentCount);
     for (let t = 0; t < total; t++) segments[t * segmentCount + (call.keySegments?.[t] ?? 0)] = 1;
-    const feeds: Record<string, HostTensor> = {
+    const feeds: Record<string, FeedTensor> = {
       input_ids: { data: BigInt64Array.from(ids, BigInt), dims: [ids.length] },
       output_positions: { data: BigInt64Array.from(positions, BigInt), dims: [positions.length] },
       key_segments: { data: segments, dims: [total, segmentCount] },
@@ -293,19 +306,43 @@ export class Engine {
     }
     // head_rows is fetched only when asked for: [L, K, total] would be copied out on every call
     const fetches = call.patternHead === undefined ? this.decoder.outputNames.filter((n) => n !== "head_rows") : this.decoder.outputNames;
-    const out = await this.decoder.run(feeds, fetches);
-    return {
-      hiddenStates: out["hidden_states"].data as Float32Array,
-      attentionMass: out["attention_mass"].data as Float32Array,
-      imageAttention: out["image_attention"].data as Float32Array,
-      ...(call.patternHead !== undefined ? { headRows: out["head_rows"].data as Float32Array } : {}),
-      cache: {
-        keys: cache.keys.map((_, i) => out[`present_key.${i}`]),
-        values: cache.values.map((_, i) => out[`present_value.${i}`]),
-        length: total,
-        positionDelta,
-      },
+    const { host, device } = await this.decoder.runWithDeviceOutputs(feeds, fetches);
+    const present = (name: string): FeedTensor => device[name] ?? host[name];
+    const next: KvCache = {
+      keys: cache.keys.map((_, i) => present(`present_key.${i}`)),
+      values: cache.values.map((_, i) => present(`present_value.${i}`)),
+      length: total,
+      positionDelta,
     };
+    if (Object.keys(device).length > 0) this.liveCaches.add(next);
+    if (call.consumeCache) this.releaseCache(cache, next);
+    return {
+      hiddenStates: host["hidden_states"].data as Float32Array,
+      attentionMass: host["attention_mass"].data as Float32Array,
+      imageAttention: host["image_attention"].data as Float32Array,
+      ...(call.patternHead !== undefined ? { headRows: host["head_rows"].data as Float32Array } : {}),
+      cache: next,
+    };
+  }
+
+  /**
+   * Frees a cache's device tensors (none on the CPU); decoding from it afterwards fails saying so.
+   * Tensors that `kept` also holds stay (a cache that was passed through unchanged).
+   */
+  releaseCache(cache: KvCache, kept?: KvCache): void {
+    const keep = new Set<FeedTensor>(kept ? [...kept.keys, ...kept.values] : []);
+    for (const t of [...cache.keys, ...cache.values]) if (isDeviceTensor(t) && !keep.has(t)) t.dispose();
+    this.liveCaches.delete(cache);
+  }
+
+  /** Frees every cache that still holds device memory (at the end of a run, and on dispose). */
+  releaseCaches(): void {
+    for (const cache of [...this.liveCaches]) this.releaseCache(cache);
+  }
+
+  /** Device tensors of caches not released yet (for tests and diagnostics). */
+  get heldCacheTensors(): DeviceTensor[] {
+    return [...this.liveCaches].flatMap((c) => [...c.keys, ...c.values].filter(isDeviceTensor)).filter((t) => !t.disposed);
   }
 
   /** One run of the lens graph (its inputs are documented in lensGraph.ts). */
@@ -328,12 +365,18 @@ export class Engine {
   }
 
   async dispose(): Promise<void> {
+    this.releaseCaches();
     await this.decoder.release();
     await this.lensSession.release();
     await this.vision?.release();
     await (await this.unembedding)?.release();
     this.fed.release();
   }
+}
+
+/** The decoder's cache outputs (arch/llama.ts), the ones kept on the device. */
+function kvOutputNames(numLayers: number): string[] {
+  return Array.from({ length: numLayers }, (_, i) => [`present_key.${i}`, `present_value.${i}`]).flat();
 }
 
 /** A session whose every run is also fed `weights` (the float32 copies the engine made). */
@@ -345,7 +388,9 @@ function withFedWeights(session: GraphSession, weights: Record<string, HostTenso
     device: session.device,
     inputNames: session.inputNames.filter((n) => !fedNames.has(n)),
     outputNames: session.outputNames,
+    deviceOutputs: session.deviceOutputs,
     run: (feeds, fetches) => session.run({ ...feeds, ...weights }, fetches),
+    runWithDeviceOutputs: (feeds, fetches) => session.runWithDeviceOutputs({ ...feeds, ...weights }, fetches),
     release: () => session.release(),
   };
 }

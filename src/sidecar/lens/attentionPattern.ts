@@ -23,7 +23,7 @@ export interface PatternSource {
 }
 
 /** `head`'s attention at every layer: [L, P, T] with P the record's positions and T = ids.length. */
-export async function headPattern(model: Pick<LoadedModel, "forward">, source: PatternSource, head: number): Promise<Float32Array> {
+export async function headPattern(model: Pick<LoadedModel, "forward" | "releaseCache">, source: PatternSource, head: number): Promise<Float32Array> {
   const out = await model.forward(source.ids, {
     imageFeatures: source.imageFeatures,
     positions: source.positions,
@@ -33,6 +33,7 @@ export async function headPattern(model: Pick<LoadedModel, "forward">, source: P
     headMask: source.headMask,
     patternHead: head,
   });
+  model.releaseCache(out.cache);
   if (!out.headRows) throw new Error("the decoder returned no head_rows");
   return out.headRows;
 }

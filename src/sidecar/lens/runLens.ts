@@ -20,7 +20,7 @@ import { MAX_IMAGE_BYTES, readInputFile } from "../util/readInput";
  * and image features, and the lens read-outs. Which provider, dtype or weight plan runs them
  * is the engine's business (engine/engine.ts), never the lens run's.
  */
-export type LensRunModel = Pick<LoadedModel, "info" | "text" | "imageTokenId" | "eosTokenIds" | "prepare" | "imageFeaturesFor" | "forward" | "lens">;
+export type LensRunModel = Pick<LoadedModel, "info" | "text" | "imageTokenId" | "eosTokenIds" | "prepare" | "imageFeaturesFor" | "forward" | "releaseCache" | "lens">;
 
 export type HeadMaskSpec =
   | { heads: Record<string, number[]> }
@@ -125,26 +125,41 @@ export async function runLens(model: LensRunModel, request: LensRunRequest, hook
   const stepAttention: Float32Array[] = [];
   const stepImageAttention: Float32Array[] = [];
   let stoppedBy: LensRecord["generation"]["stoppedBy"] = settings.maxNewTokens === 0 ? "none" : "maxNewTokens";
-  await time("decode", async () => {
-    let token = prefill.nextToken!;
-    let cache = prefill.cache;
-    for (let n = 0; n < settings.maxNewTokens; n++) {
-      checkCancelled();
-      generated.push(token);
-      keySegments.push(SEGMENTS.indexOf("generated"));
-      if (model.eosTokenIds.has(token)) {
-        stoppedBy = "eos";
-        break;
+  // The whole-answer probability branches from the prefill's cache after decoding, so the loop
+  // keeps it then; every other cache is freed as the loop moves on (device memory on WebGPU).
+  const keepPrefill = Boolean(settings.answerProb && settings.target);
+  let answerProb: number | undefined;
+  try {
+    await time("decode", async () => {
+      let token = prefill.nextToken!;
+      let cache = prefill.cache;
+      try {
+        for (let n = 0; n < settings.maxNewTokens; n++) {
+          checkCancelled();
+          generated.push(token);
+          keySegments.push(SEGMENTS.indexOf("generated"));
+          if (model.eosTokenIds.has(token)) {
+            stoppedBy = "eos";
+            break;
+          }
+          if (n === settings.maxNewTokens - 1) break;
+          const consumeCache = cache !== prefill.cache || !keepPrefill;
+          const step = await model.forward([token], { cache, positions: [0], keySegments, segmentCount: SEGMENTS.length, imageKeys, headMask: maskArray, consumeCache });
+          stepHidden.push(step.hiddenStates);
+          stepAttention.push(step.attentionMass);
+          stepImageAttention.push(step.imageAttention);
+          token = step.nextToken!;
+          cache = step.cache;
+        }
+      } finally {
+        if (cache !== prefill.cache) model.releaseCache(cache);
+        if (!keepPrefill) model.releaseCache(prefill.cache);
       }
-      if (n === settings.maxNewTokens - 1) break;
-      const step = await model.forward([token], { cache, positions: [0], keySegments, segmentCount: SEGMENTS.length, imageKeys, headMask: maskArray });
-      stepHidden.push(step.hiddenStates);
-      stepAttention.push(step.attentionMass);
-      stepImageAttention.push(step.imageAttention);
-      token = step.nextToken!;
-      cache = step.cache;
-    }
-  });
+    });
+    if (keepPrefill) answerProb = await time("answer", () => wholeAnswerProbability(model, settings.target!, prefill, rowOf.get(S - 1)!, maskArray, keySegments.slice(0, S)));
+  } finally {
+    model.releaseCache(prefill.cache);
+  }
 
   // Analysed positions: the prompt's, then every position that predicted a generated token.
   const positions = [...promptPositions.sort((a, b) => a - b), ...stepHidden.map((_, t) => S + t)];
@@ -205,11 +220,6 @@ export async function runLens(model: LensRunModel, request: LensRunRequest, hook
     for (let l = 0; l <= L; l++) patchPositions.forEach((p, j) => ph.set(prefill.hiddenStates.subarray((l * Kf + rowOf.get(p)!) * H, (l * Kf + rowOf.get(p)! + 1) * H), (l * NI + j) * H));
     const s = await time("patchLens", () => model.lens(ph, { topK: 1 }));
     patchLens = { topIds: block([L + 1, NI], s.topkIds), topProbs: block([L + 1, NI], s.topkProbs) };
-  }
-
-  let answerProb: number | undefined;
-  if (settings.answerProb && settings.target) {
-    answerProb = await time("answer", () => wholeAnswerProbability(model, settings.target!, prefill, rowOf.get(S - 1)!, maskArray, keySegments.slice(0, S)));
   }
 
   const predictingPositions = generated.map((_, t) => (t === 0 ? positions.indexOf(S - 1) : Kp + t - 1));
@@ -321,6 +331,7 @@ async function wholeAnswerProbability(
     const rest = ids.slice(0, -1);
     const segs = [...keySegments, ...rest.map(() => SEGMENTS.indexOf("generated"))];
     const step = await model.forward(rest, { cache: prefill.cache, positions: rest.map((_, i) => i), keySegments: segs, segmentCount: SEGMENTS.length, headMask });
+    model.releaseCache(step.cache);
     rest.forEach((_, i) => sources.push([step.hiddenStates, rest.length, i]));
   }
   const n = sources.length;
@@ -363,6 +374,7 @@ async function resolveHeadMask(
   } else {
     // Rank heads by their attention share on image tokens, averaged over the analysed positions (seed 004).
     const r = await model.forward(run.ids, { imageFeatures: run.features, positions: run.positions, keySegments: run.keySegments, segmentCount: SEGMENTS.length });
+    model.releaseCache(r.cache);
     const G = SEGMENTS.length;
     const img = SEGMENTS.indexOf("image");
     const K = run.positions.length;

@@ -53,6 +53,8 @@ export interface OpenOptions {
   availableMemory?: number;
   /** The compute dtype (src/shared/protocol.ts DtypeChoice); default auto. */
   dtype?: DtypeChoice;
+  /** Keep the KV cache in device memory between decoder calls where the provider can (WebGPU; default true). For bench:kvcache. */
+  kvCacheOnDevice?: boolean;
 }
 
 /** Image features [tokens, hidden] and, per image in prompt order, the grid of its tokens. */
@@ -89,6 +91,8 @@ export interface ForwardOptions {
   headMask?: Float32Array;
   /** A head whose whole attention rows to report, at every layer (ForwardResult.headRows). */
   patternHead?: number;
+  /** `cache` is not used again (a decode loop moving on): its device memory is freed once the new cache exists. */
+  consumeCache?: boolean;
 }
 
 export interface ModelInfo {
@@ -260,6 +264,7 @@ export class LoadedModel {
       imageFeatures: opts.imageFeatures,
       grids: opts.imageFeatures && "grids" in opts.imageFeatures ? opts.imageFeatures.grids : [],
       patternHead: opts.patternHead,
+      consumeCache: opts.consumeCache,
     });
     // The next token, from the lens graph's unembedding of the last position's final state.
     const { numLayers, hiddenSize: H } = this.engine.plan.decoder;
@@ -287,13 +292,27 @@ export class LoadedModel {
     const features = imageFeatures ?? (await this.imageFeaturesFor(prepared));
     let step = await this.forward(prepared.inputIds, { imageFeatures: features });
     const tokens: number[] = [];
-    for (let n = 0; n < maxNewTokens; n++) {
-      const token = step.nextToken!;
-      tokens.push(token);
-      if (this.eosTokenIds.has(token) || n === maxNewTokens - 1) break;
-      step = await this.forward([token], { cache: step.cache });
+    try {
+      for (let n = 0; n < maxNewTokens; n++) {
+        const token = step.nextToken!;
+        tokens.push(token);
+        if (this.eosTokenIds.has(token) || n === maxNewTokens - 1) break;
+        step = await this.forward([token], { cache: step.cache, consumeCache: true });
+      }
+    } finally {
+      this.releaseCache(step.cache);
     }
     return tokens;
+  }
+
+  /** Frees a cache's device memory (a no-op on the CPU); decoding from it afterwards fails. */
+  releaseCache(cache: KvCache): void {
+    this.engine.releaseCache(cache);
+  }
+
+  /** Frees every cache still held in device memory (Engine.releaseCaches). */
+  releaseCaches(): void {
+    this.engine.releaseCaches();
   }
 
   dispose(): Promise<void> {

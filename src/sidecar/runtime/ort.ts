@@ -28,6 +28,27 @@ export interface HostTensor {
   dims: readonly number[];
 }
 
+/**
+ * A tensor a session left in device memory (SessionOptions.deviceOutputs): it has no host data
+ * (onnxruntime-node 1.30 cannot download a WebGPU tensor: getData() aborts the process), so it
+ * can only be fed to a later run, and its device memory is freed by dispose().
+ */
+export interface DeviceTensor {
+  readonly location: "gpu-buffer";
+  readonly dims: readonly number[];
+  /** Whether its device memory has been freed (read from onnxruntime's own tensor). */
+  readonly disposed: boolean;
+  /** Frees the device memory; idempotent. */
+  dispose(): void;
+}
+
+/** What a run can be fed: host data, or a device tensor an earlier run left on the device. */
+export type FeedTensor = HostTensor | DeviceTensor;
+
+export function isDeviceTensor(t: FeedTensor): t is DeviceTensor {
+  return "location" in t && t.location === "gpu-buffer";
+}
+
 export interface GraphSession {
   /** The execution provider the session really runs on. */
   readonly provider: Provider;
@@ -35,7 +56,12 @@ export interface GraphSession {
   readonly device: DeviceDescription;
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
-  run(feeds: Record<string, HostTensor>, fetches?: readonly string[]): Promise<Record<string, HostTensor>>;
+  /** The outputs this session leaves in device memory (SessionOptions.deviceOutputs, on a provider that has it); empty elsewhere. */
+  readonly deviceOutputs: ReadonlySet<string>;
+  /** A run whose every fetched output comes back as host data (none of deviceOutputs may be fetched). */
+  run(feeds: Record<string, FeedTensor>, fetches?: readonly string[]): Promise<Record<string, HostTensor>>;
+  /** A run that returns the fetched deviceOutputs apart, as device tensors the caller must dispose. */
+  runWithDeviceOutputs(feeds: Record<string, FeedTensor>, fetches?: readonly string[]): Promise<{ host: Record<string, HostTensor>; device: Record<string, DeviceTensor> }>;
   release(): Promise<void>;
 }
 
@@ -253,6 +279,13 @@ export interface SessionOptions {
    * (on a 4096 x 4096 layer: +5% for a 600-token prefill, 6x a one-token decode step).
    */
   foldConstants?: boolean;
+  /**
+   * Outputs to leave in device memory where the provider has device tensors that can be fed
+   * back (WebGPU: onnxruntime's preferredOutputLocation 'gpu-buffer'); every other output, and
+   * every output on other providers (the CPU; CUDA, whose Node binding has no device buffers),
+   * comes back as host data.
+   */
+  deviceOutputs?: readonly string[];
 }
 
 /**
@@ -283,6 +316,7 @@ function verboseLog(): boolean {
 export async function openGraphSession(graph: BuiltGraph, opts: SessionOptions): Promise<GraphSession> {
   const provider = await providerFor(opts.device);
   const { ort } = loadOrt();
+  const deviceOutputs = new Set(provider === "webgpu" ? (opts.deviceOutputs ?? []) : []);
   try {
     const session = await ort.InferenceSession.create(graph.bytes, {
       executionProviders: [provider === "webgpu" && graph.cpuNodes.length > 0 ? { name: "webgpu", forceCpuNodeNames: graph.cpuNodes } : provider],
@@ -291,6 +325,7 @@ export async function openGraphSession(graph: BuiltGraph, opts: SessionOptions):
       graphOptimizationLevel: optimizationLevel(graph, provider, opts.foldConstants ?? true),
       intraOpNumThreads: opts.threads ?? 0,
       enableCpuMemArena: opts.memoryArena ?? true,
+      ...(deviceOutputs.size > 0 ? { preferredOutputLocation: Object.fromEntries([...deviceOutputs].map((n) => [n, "gpu-buffer" as const])) } : {}),
       // Initializers point into the model's own .safetensors files: nothing is converted or copied.
       extra: {
         session: {
@@ -307,7 +342,7 @@ export async function openGraphSession(graph: BuiltGraph, opts: SessionOptions):
         },
       },
     });
-    return wrap(ort, session, provider, await describeDevice(provider));
+    return wrap(ort, session, provider, await describeDevice(provider), deviceOutputs);
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     if (provider === "webgpu") {
@@ -321,7 +356,12 @@ function firstLine(s: string): string {
   return s.split("\n")[0].slice(0, 300);
 }
 
-function toOrt(ort: typeof Ort, t: HostTensor): Ort.Tensor {
+function toOrt(ort: typeof Ort, t: FeedTensor): Ort.Tensor {
+  if (isDeviceTensor(t)) {
+    if (!(t instanceof OrtDeviceTensor)) throw new Error("a device tensor that onnxruntime did not make was fed to a run");
+    if (t.disposed) throw new Error("a disposed device tensor (a released KV cache) was fed to a run: decode from a cache that is still held");
+    return t.tensor;
+  }
   const dims = [...t.dims];
   if (t.data instanceof Float32Array) return new ort.Tensor("float32", t.data, dims);
   if (t.data instanceof BigInt64Array) return new ort.Tensor("int64", t.data, dims);
@@ -333,20 +373,63 @@ function fromOrt(t: Ort.Tensor): HostTensor {
   return { data: t.data as TensorData, dims: t.dims };
 }
 
-function wrap(ort: typeof Ort, session: Ort.InferenceSession, provider: Provider, device: DeviceDescription): GraphSession {
+let liveDeviceTensors = 0;
+
+/** How many device tensors sessions have made and nobody has disposed yet (a leak check for tests and diagnostics). */
+export function deviceTensorCount(): number {
+  return liveDeviceTensors;
+}
+
+class OrtDeviceTensor implements DeviceTensor {
+  readonly location = "gpu-buffer" as const;
+  readonly dims: readonly number[];
+  private freed = false;
+  constructor(readonly tensor: Ort.Tensor) {
+    this.dims = tensor.dims;
+    liveDeviceTensors++;
+  }
+  get disposed(): boolean {
+    // onnxruntime marks a disposed tensor's location "none"
+    return this.freed || this.tensor.location !== "gpu-buffer";
+  }
+  dispose(): void {
+    if (this.freed) return;
+    this.freed = true;
+    liveDeviceTensors--;
+    this.tensor.dispose();
+  }
+}
+
+function wrap(ort: typeof Ort, session: Ort.InferenceSession, provider: Provider, device: DeviceDescription, deviceOutputs: ReadonlySet<string>): GraphSession {
+  const runSplit = async (feeds: Record<string, FeedTensor>, fetches?: readonly string[]) => {
+    const ortFeeds: Record<string, Ort.Tensor> = {};
+    for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = toOrt(ort, t);
+    const result = fetches ? await session.run(ortFeeds, [...fetches]) : await session.run(ortFeeds);
+    const host: Record<string, HostTensor> = {};
+    const onDevice: Record<string, DeviceTensor> = {};
+    // a device output's data is never read (reading it throws; getData() aborts the process)
+    for (const [name, t] of Object.entries(result)) {
+      if (t.location === "gpu-buffer") onDevice[name] = new OrtDeviceTensor(t);
+      else host[name] = fromOrt(t);
+    }
+    return { host, device: onDevice };
+  };
   return {
     provider,
     device,
     inputNames: session.inputNames,
     outputNames: session.outputNames,
+    deviceOutputs,
     async run(feeds, fetches) {
-      const ortFeeds: Record<string, Ort.Tensor> = {};
-      for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = toOrt(ort, t);
-      const result = fetches ? await session.run(ortFeeds, [...fetches]) : await session.run(ortFeeds);
-      const out: Record<string, HostTensor> = {};
-      for (const [name, t] of Object.entries(result)) out[name] = fromOrt(t);
-      return out;
+      const { host, device: onDevice } = await runSplit(feeds, fetches);
+      const names = Object.keys(onDevice);
+      if (names.length > 0) {
+        for (const t of Object.values(onDevice)) t.dispose();
+        throw new Error(`outputs ${names.join(", ")} stay on the device: fetch them with runWithDeviceOutputs`);
+      }
+      return host;
     },
+    runWithDeviceOutputs: runSplit,
     release: () => session.release(),
   };
 }
