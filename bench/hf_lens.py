@@ -2,7 +2,10 @@
 
 usage: python3 bench/hf_lens.py MODEL_DIR IMAGE PROMPT RUNS [THREADS [METHODS]] -> one JSON line on stdout
 (METHODS: comma-separated, of seeds, generate, generate_full; default all three).
-Each method runs in its own subprocess so that its peak RSS is its own.
+Each method runs in its own subprocess so that its peak RSS (and GPU memory) is its own.
+LENS_HF_DEVICE (cpu | cuda, default cpu) and LENS_HF_DTYPE (float32 | float16 | bfloat16, default
+float32) say where and in what the model runs, as the seed studies ran it (float16 on CUDA); on
+CUDA each timing waits for the device, and peakGpuMiB is torch's peak allocation.
 """
 import json, os, resource, statistics, subprocess, sys, time
 
@@ -39,7 +42,7 @@ def full_lens(model, hidden_states, positions):
     cosine = torch.nn.functional.cosine_similarity(hs, hs[L:], dim=-1)
     tracked = top.indices.unique()
     order = torch.sort(logits, dim=-1, descending=True, stable=True).indices
-    rank_of = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[-1]).expand_as(order)) + 1
+    rank_of = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order)) + 1
     return top, entropy, kl, cosine, rank_of[..., tracked]
 
 def run_method(method, model_dir, image, prompt, runs, threads=0):
@@ -49,11 +52,14 @@ def run_method(method, model_dir, image, prompt, runs, threads=0):
     from PIL import Image
     from transformers import AutoProcessor, LlavaForConditionalGeneration
     processor = AutoProcessor.from_pretrained(model_dir, backend="pil")
-    model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager").eval()
+    device = os.environ.get("LENS_HF_DEVICE", "cpu")
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[os.environ.get("LENS_HF_DTYPE", "float32")]
+    model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, attn_implementation="eager").eval().to(device)
     conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
     text = processor.apply_chat_template(conversation, add_generation_prompt=True)
     inputs = processor(images=Image.open(image).convert("RGB"), text=text, return_tensors="pt")
-    ids, pixels = inputs["input_ids"], inputs["pixel_values"]
+    ids, pixels = inputs["input_ids"].to(device), inputs["pixel_values"].to(device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     last_image = int((ids[0] == model.config.image_token_id).nonzero().max())
     tail = list(range(last_image + 1, ids.shape[1]))
 
@@ -65,7 +71,7 @@ def run_method(method, model_dir, image, prompt, runs, threads=0):
             lens(model, out.hidden_states, list(range(cur.shape[1])))
             tok = int(out.logits[0, -1].argmax())
             new.append(tok)
-            cur = torch.cat([cur, torch.tensor([[tok]])], 1)
+            cur = torch.cat([cur, torch.tensor([[tok]], device=device)], 1)
         return new
 
     def generate():
@@ -87,12 +93,18 @@ def run_method(method, model_dir, image, prompt, runs, threads=0):
     f = {"seeds": seeds, "generate": generate, "generate_full": generate_full}[method]
     with torch.inference_mode():
         f()
+        sync()
         times, tokens = [], None
         for _ in range(runs):
             t = time.perf_counter()
             tokens = f()
+            sync()
             times.append((time.perf_counter() - t) * 1000)
-    return {"ms": statistics.median(times), "peakRssMiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "tokens": tokens}
+    out = {"ms": statistics.median(times), "peakRssMiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "tokens": tokens, "device": device, "dtype": str(dtype).replace("torch.", "")}
+    if device.startswith("cuda"):
+        out["peakGpuMiB"] = torch.cuda.max_memory_allocated() / 2**20
+        out["gpu"] = torch.cuda.get_device_name()
+    return out
 
 if __name__ == "__main__":
     if sys.argv[1] == "--method":

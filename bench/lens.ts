@@ -14,17 +14,28 @@
  * that side's alone. Prints wall-clock and peak-memory ratios. Targets: >= 3x faster than the
  * seeds' method, at least as fast as generate with its cache, at most half the peak memory.
  * npm run bench:lens [-- --threads N] [--rounds R] [--model DIR]
+ *   [--device cpu|webgpu|cuda|auto] [--dtype auto|float32|...] (ours; default cpu, auto)
+ *   [--hf-device cpu|cuda] [--hf-dtype float32|float16|bfloat16] (PyTorch's; default cpu, float32)
+ * On a GPU (bench/gpu.sh runs it so on a full-size LLaVA-1.5-7B), each side's peak GPU memory
+ * is printed too: PyTorch's from torch, ours sampled from nvidia-smi while our child runs.
  */
-import { spawnSync } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import * as path from "node:path";
 import { runLens } from "../src/sidecar/lens/runLens";
 import { LoadedModel } from "../src/sidecar/model/loadedModel";
+import { parseDevice } from "../src/sidecar/runtime/ort";
+import type { DtypeChoice } from "../src/shared/protocol";
 import { BENCH_IMAGE, BENCH_PROMPT, benchCheckpoint, median, ROOT } from "./checkpoint";
 
 const args = process.argv.slice(2);
 const runs = 3;
+const flag = (name: string, fallback: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : fallback);
 // Threads for both sides (onnxruntime intra-op and torch); 0 = each library's default.
-const threads = Number(args.includes("--threads") ? args[args.indexOf("--threads") + 1] : 0);
+const threads = Number(flag("--threads", "0"));
+const device = flag("--device", "cpu");
+const dtype = flag("--dtype", "auto");
+const hfDevice = flag("--hf-device", "cpu");
+const hfDtype = flag("--hf-dtype", "float32");
 
 interface SideResult {
   ms: number;
@@ -32,10 +43,17 @@ interface SideResult {
   tokens: number[];
   /** Our side only: median milliseconds per stage of the record's timings. */
   stages?: Record<string, number>;
+  /** Peak GPU memory (PyTorch: torch's peak allocation; ours: nvidia-smi's samples). */
+  peakGpuMiB?: number;
+  /** What ran: ours, the provider and adapter from the record; PyTorch's, its device and dtype. */
+  ran?: string;
+  device?: string;
+  dtype?: string;
+  gpu?: string;
 }
 
 async function child(modelDir: string, threadCount: number): Promise<void> {
-  const model = await LoadedModel.open(modelDir, { device: "cpu", threads: threadCount });
+  const model = await LoadedModel.open(modelDir, { device: parseDevice(device), threads: threadCount, dtype: dtype as DtypeChoice });
   const once = async () => {
     const t0 = performance.now();
     const r = await runLens(model, { prompt: BENCH_PROMPT, image: BENCH_IMAGE, settings: { positions: "afterImage", topK: 10, maxNewTokens: 8 } });
@@ -45,36 +63,90 @@ async function child(modelDir: string, threadCount: number): Promise<void> {
   const results: Awaited<ReturnType<typeof once>>[] = [];
   for (let i = 0; i < runs; i++) results.push(await once());
   const stages = Object.fromEntries(Object.keys(results[0].timings).map((k) => [k, median(results.map((r) => r.timings[k] ?? 0))]));
-  const out: SideResult = { ms: median(results.map((r) => r.ms)), peakRssMiB: process.resourceUsage().maxRSS / 1024, tokens: results[0].tokens, stages };
+  const info = model.info;
+  const ran = `${info.provider}${info.device?.name ? ` (${info.device.name}${info.device.software ? ", software" : ""})` : ""}, ${info.computeDtype} compute, ${info.dtype} weights`;
+  const out: SideResult = { ms: median(results.map((r) => r.ms)), peakRssMiB: process.resourceUsage().maxRSS / 1024, tokens: results[0].tokens, stages, ran };
   process.stdout.write(JSON.stringify(out) + "\n");
   await model.dispose();
 }
+
+/** Samples a process's GPU memory (MiB) from nvidia-smi until stopped: the peak, or undefined without nvidia-smi. */
+function gpuSampler(pid: number): { stop(): Promise<number | undefined> } {
+  let peak: number | undefined;
+  let done = false;
+  const sample = () =>
+    new Promise<void>((resolve) =>
+      execFile("nvidia-smi", ["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"], (err, stdout) => {
+        if (!err) {
+          for (const line of stdout.split("\n")) {
+            const [p, mib] = line.split(",").map((x) => Number(x.trim()));
+            if (p === pid && Number.isFinite(mib)) peak = Math.max(peak ?? 0, mib);
+          }
+        }
+        resolve();
+      }),
+    );
+  const loop = (async () => {
+    while (!done) {
+      await sample();
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  })();
+  return {
+    async stop() {
+      done = true;
+      await loop;
+      return peak;
+    },
+  };
+}
+
+/** Runs a child to the end: its stdout, or an error with its stderr's tail; its GPU memory is sampled meanwhile. */
+function runChild(cmd: string, argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ stdout: string; peakGpuMiB?: number }> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(cmd, argv, { env, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    c.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    c.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const gpu = gpuSampler(c.pid ?? -1);
+    c.on("error", reject);
+    c.on("close", (code) => {
+      void gpu.stop().then((peakGpuMiB) => (code === 0 ? resolve({ stdout, peakGpuMiB }) : reject(new Error((stderr || `${cmd} exited with ${code}`).trim().split("\n").slice(-5).join("\n")))));
+    });
+  });
+}
+
+const lastJson = <T>(stdout: string): T => JSON.parse(stdout.trim().split("\n").pop()!) as T;
+const gpuText = (r: SideResult) => (r.peakGpuMiB !== undefined ? `   peak GPU ${r.peakGpuMiB.toFixed(0)} MiB` : "");
 
 /**
  * This machine is shared and noisy, so ours and HF generate (the close comparison) run in
  * alternating rounds, each a fresh child process taking the median of `runs`; the figures are
  * the medians over the rounds. The seeds' method (many times slower) runs once.
  */
-function main(): void {
+async function main(): Promise<void> {
   const modelDir = args.includes("--model") ? args[args.indexOf("--model") + 1] : benchCheckpoint();
-  const rounds = Number(args.includes("--rounds") ? args[args.indexOf("--rounds") + 1] : 3);
-  const oursOnce = (): SideResult => {
-    const r = spawnSync(process.execPath, [__filename, "--child", modelDir, String(threads)], { encoding: "utf8" });
-    if (r.status !== 0) throw new Error(`our side failed: ${r.stderr}`);
-    return JSON.parse(r.stdout.trim().split("\n").pop()!) as SideResult;
+  const rounds = Number(flag("--rounds", "3"));
+  const oursOnce = async (): Promise<SideResult> => {
+    const r = await runChild(process.execPath, [__filename, "--child", modelDir, String(threads), ...args]).catch((e: unknown) => {
+      throw new Error(`our side failed: ${e instanceof Error ? e.message : String(e)}`);
+    });
+    return { ...lastJson<SideResult>(r.stdout), ...(r.peakGpuMiB !== undefined ? { peakGpuMiB: r.peakGpuMiB } : {}) };
   };
   type HfResult = Partial<Record<"seeds" | "generate" | "generate_full", SideResult>>;
-  const hfOnce = (methods: string): HfResult | string => {
-    const py = spawnSync("python3", [path.join(ROOT, "bench/hf_lens.py"), modelDir, BENCH_IMAGE, BENCH_PROMPT, String(runs), String(threads), methods], { encoding: "utf8" });
-    if (py.status !== 0) return (py.stderr || "python3 failed").trim().split("\n").pop()!;
-    return JSON.parse(py.stdout.trim().split("\n").pop()!) as HfResult;
-  };
+  const hfEnv = { ...process.env, LENS_HF_DEVICE: hfDevice, LENS_HF_DTYPE: hfDtype };
+  const hfOnce = (methods: string): Promise<HfResult | string> =>
+    runChild("python3", [path.join(ROOT, "bench/hf_lens.py"), modelDir, BENCH_IMAGE, BENCH_PROMPT, String(runs), String(threads), methods], hfEnv).then(
+      (r) => lastJson<HfResult>(r.stdout),
+      (e: unknown) => (e instanceof Error ? e.message : String(e)).split("\n").pop()!,
+    );
   const ours: SideResult[] = [];
   const generate: SideResult[] = [];
   let missing: string | undefined;
   for (let round = 0; round < rounds; round++) {
-    ours.push(oursOnce());
-    const hf = missing ? missing : hfOnce("generate");
+    ours.push(await oursOnce());
+    const hf = missing ? missing : await hfOnce("generate");
     if (typeof hf === "string") missing = hf;
     else generate.push(hf.generate!);
     console.log(`round ${round + 1}: ours ${ours[round].ms.toFixed(0)} ms${typeof hf === "string" ? "" : `, HF generate ${hf.generate!.ms.toFixed(0)} ms (${(hf.generate!.ms / ours[round].ms).toFixed(2)}x)`}`);
@@ -82,14 +154,16 @@ function main(): void {
   const mid = (xs: SideResult[]): SideResult => [...xs].sort((a, b) => a.ms - b.ms)[Math.floor(xs.length / 2)];
   const o = mid(ours);
   console.log(`model: ${modelDir}; 8 new tokens, lens at every layer for the prompt tail and each generated token`);
-  console.log(`ours (full LensRecord)          ${o.ms.toFixed(0).padStart(7)} ms   peak RSS ${Math.max(...ours.map((r) => r.peakRssMiB)).toFixed(0)} MiB   (median of ${rounds} rounds)`);
+  console.log(`ours: ${o.ran ?? device}; PyTorch: ${hfDevice}, ${hfDtype}`);
+  console.log(`ours (full LensRecord)          ${o.ms.toFixed(0).padStart(7)} ms   peak RSS ${Math.max(...ours.map((r) => r.peakRssMiB)).toFixed(0)} MiB${gpuText(o)}   (median of ${rounds} rounds)`);
   console.log(`  stages (median ms): ${Object.entries(o.stages ?? {}).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(", ")}`);
   if (missing) {
     console.log(`PyTorch baselines: not measured (${missing})`);
     return;
   }
-  const rest = hfOnce("seeds,generate_full");
+  const rest = await hfOnce("seeds,generate_full");
   if (typeof rest === "string") throw new Error(`PyTorch baselines failed: ${rest}`);
+  if (rest.seeds?.gpu) console.log(`PyTorch's GPU: ${rest.seeds.gpu}`);
   const peak = Math.max(...ours.map((r) => r.peakRssMiB));
   const hfGenerate = mid(generate);
   for (const [name, r] of [
@@ -97,10 +171,10 @@ function main(): void {
     [`HF generate with KV cache`, hfGenerate],
     ["HF generate + the record's stats", rest.generate_full!],
   ] as const) {
-    console.log(`${name.padEnd(32)} ${r.ms.toFixed(0).padStart(7)} ms   peak RSS ${r.peakRssMiB.toFixed(0)} MiB   -> ours is ${(r.ms / o.ms).toFixed(2)}x faster, ${(peak / r.peakRssMiB).toFixed(2)}x the memory`);
+    console.log(`${name.padEnd(32)} ${r.ms.toFixed(0).padStart(7)} ms   peak RSS ${r.peakRssMiB.toFixed(0)} MiB${gpuText(r)}   -> ours is ${(r.ms / o.ms).toFixed(2)}x faster, ${(peak / r.peakRssMiB).toFixed(2)}x the memory`);
   }
   const same = JSON.stringify(rest.seeds!.tokens) === JSON.stringify(o.tokens) && JSON.stringify(hfGenerate.tokens) === JSON.stringify(o.tokens);
-  console.log(`generated tokens identical to PyTorch's (seeds' method and generate): ${same}`);
+  console.log(`generated tokens identical to PyTorch's (seeds' method and generate): ${same}${same ? "" : ` (ours ${o.tokens.join(",")}; seeds ${rest.seeds!.tokens.join(",")}; generate ${hfGenerate.tokens.join(",")})`}`);
   console.log(`targets: >= 3x faster than the seeds' method (${(rest.seeds!.ms / o.ms).toFixed(2)}x), >= 1x vs generate (${(hfGenerate.ms / o.ms).toFixed(2)}x; per round ${generate.map((g, i) => (g.ms / ours[i].ms).toFixed(2)).join(", ")}), peak memory <= 0.5x (${(peak / rest.seeds!.peakRssMiB).toFixed(2)}x seeds, ${(peak / hfGenerate.peakRssMiB).toFixed(2)}x generate)`);
 }
 
@@ -110,5 +184,8 @@ if (args[0] === "--child") {
     process.exitCode = 1;
   });
 } else {
-  main();
+  main().catch((e: unknown) => {
+    console.error(e instanceof Error ? e.message : e);
+    process.exitCode = 1;
+  });
 }
