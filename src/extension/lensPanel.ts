@@ -16,9 +16,10 @@ import { decodeBlocks, encodeBlocks } from "../shared/blockTransport";
 import { recordToCsv, recordToJson } from "../shared/exportCsv";
 import type { LensRecord } from "../shared/lensRecord";
 import { aggregatesToCsv } from "../shared/sweep";
-import { ErrorCode, type RunParams, RunRequest, TrackTokensRequest } from "../shared/protocol";
+import { AttentionPatternRequest, ErrorCode, type RunParams, RunRequest, TrackTokensRequest } from "../shared/protocol";
 import type { ComparisonMessage, HostState, HostToWebview, PanelState, ProblemsMessage, ShowRecordMessage, StatusMessage, WebviewToHost } from "../shared/webviewProtocol";
 import { writeFileAtomic } from "../sidecar/util/atomicWrite";
+import { withHead } from "../webview/headModel";
 import { panelHtml } from "../webview/html";
 import { exportFolder } from "./experimentPaths";
 import { IMAGE_OVERLAY } from "./settings";
@@ -218,6 +219,10 @@ export class LensPanels implements vscode.Disposable {
         this.post(entry, { type: "status", state: "idle" });
       } else if (m.type === "rerunWithOverlay") {
         await this.rerunWithOverlay(entry);
+      } else if (m.type === "headPattern") {
+        await this.headPattern(entry, m.block, m.head);
+      } else if (m.type === "maskHead") {
+        await this.maskHead(entry, m.block, m.head);
       } else if (m.type === "previewItem") {
         entry.preview?.showItem(m.index);
       } else if (m.type === "choosePreviewItem") {
@@ -243,6 +248,36 @@ export class LensPanels implements vscode.Disposable {
       return this.client.request(TrackTokensRequest, params, undefined, "tracking a token");
     });
     this.post(entry, { type: "tracked", ids: r.ids, texts: r.texts, asked: r.asked, pieces: r.pieces, unknown: r.unknown, rank: r.rank, prob: r.prob });
+    this.post(entry, { type: "status", state: "idle" });
+  }
+
+  /** A head's whole attention pattern in this panel's run (lens/attentionPattern answers over the sidecar's last run). */
+  private async headPattern(entry: PanelEntry, block: number, head: number): Promise<void> {
+    if (!entry.record) return;
+    const what = `reading block ${block + 1} head ${head}`;
+    if (this.lastRun !== entry) await this.makeLastRun(entry, what);
+    else this.post(entry, { type: "status", state: "running", message: what });
+    const params = { layer: block, head };
+    const r = await this.client.request(AttentionPatternRequest, params, undefined, "reading a head").catch(async (e: unknown) => {
+      if ((e as { code?: number }).code !== ErrorCode.NO_RUN) throw e;
+      await this.makeLastRun(entry, what);
+      return this.client.request(AttentionPatternRequest, params, undefined, "reading a head");
+    });
+    this.post(entry, { type: "headPattern", block, head, rows: r.rows });
+    this.post(entry, { type: "status", state: "idle" });
+  }
+
+  /** "Mask this head and rerun": the panel's request with the head added to its mask; the panel keeps its record and shows both. */
+  private async maskHead(entry: PanelEntry, block: number, head: number): Promise<void> {
+    if (!entry.record) return;
+    if (entry.preview) throw new Error('a preview runs what its file says: add a variant with "mask": {"' + block + '": [' + head + "]} to the file to compare it");
+    const base = entry.request ?? requestOf(entry.record, entry.imagePath);
+    const heads = withHead(entry.record.headMask, { block, head });
+    this.post(entry, { type: "status", state: "running", message: `running again with block ${block + 1} head ${head} masked` });
+    const record = await this.client.request(RunRequest, { ...base, headMask: { heads } }, undefined, "running the lens");
+    // the sidecar's last run is the masked one now, not the panel's
+    if (this.lastRun === entry) this.lastRun = null;
+    this.post(entry, { type: "maskedRun", block, head, record });
     this.post(entry, { type: "status", state: "idle" });
   }
 

@@ -86,7 +86,23 @@ export interface HostStateMessage {
   state: HostState;
 }
 
-export type HostToWebview = ShowRecordMessage | StatusMessage | ProblemsMessage | TrackedMessage | ComparisonMessage | HostStateMessage;
+/** The answer to a HeadPatternRequestMessage: that head's attention of each analysed query over every key token, [P, T]. */
+export interface HeadPatternMessage {
+  type: "headPattern";
+  block: number;
+  head: number;
+  rows: NumericBlock;
+}
+
+/** The answer to a MaskHeadMessage: the panel's run again with that head masked too. */
+export interface MaskedRunMessage {
+  type: "maskedRun";
+  block: number;
+  head: number;
+  record: LensRecord;
+}
+
+export type HostToWebview = ShowRecordMessage | StatusMessage | ProblemsMessage | TrackedMessage | ComparisonMessage | HostStateMessage | HeadPatternMessage | MaskedRunMessage;
 
 /** The webview has loaded and wants its data (sent again after a reload). */
 export interface ReadyMessage {
@@ -130,12 +146,26 @@ export interface ChoosePreviewItemMessage {
   type: "choosePreviewItem";
 }
 
+/** A head picked in the block x head matrix: its attention pattern in the panel's run (decoder block from 0). */
+export interface HeadPatternRequestMessage {
+  type: "headPattern";
+  block: number;
+  head: number;
+}
+
+/** "Mask this head and rerun": the panel's run again with this head masked as well. */
+export interface MaskHeadMessage {
+  type: "maskHead";
+  block: number;
+  head: number;
+}
+
 /** Run the panel's request again with the image overlay's data (attention over the image patches, the patch lens). */
 export interface RerunWithOverlayMessage {
   type: "rerunWithOverlay";
 }
 
-export type WebviewToHost = ReadyMessage | TrackMessage | ExportMessage | OpenItemMessage | RerunWithOverlayMessage | PreviewItemMessage | ChoosePreviewItemMessage;
+export type WebviewToHost = ReadyMessage | TrackMessage | ExportMessage | OpenItemMessage | RerunWithOverlayMessage | PreviewItemMessage | ChoosePreviewItemMessage | HeadPatternRequestMessage | MaskHeadMessage;
 
 /** What the webview keeps with vscode.setState, so a panel comes back after a reload. */
 export interface PanelState {

@@ -48,6 +48,8 @@ import {
 } from "./model";
 import { ImageOverlay } from "./overlay";
 import { previewLine } from "./previewNav";
+import { headOverlay, maskComparison, type PickedHead } from "./headModel";
+import { HeadView } from "./headView";
 import { readUi, recordWeight, STATE_RECORD_LIMIT, type UiState } from "./panelState";
 import { RankPanel } from "./rankPanel";
 import { svgNodeElement } from "./svgNode";
@@ -113,6 +115,7 @@ export class App {
   private readonly lineCards: Map<string, ChartCard>;
   private readonly attentionCard: ChartCard;
   private readonly headsCard: ChartCard;
+  private readonly headView: HeadView;
   private readonly trackedCard: ChartCard;
   private readonly comparison: ComparisonView;
 
@@ -243,7 +246,17 @@ export class App {
 
     this.lineCards = new Map(SERIES.map((s) => [s, new ChartCard(`layers-${s}`, `${SERIES_LABELS[s]} per layer`, onExport)]));
     this.attentionCard = new ChartCard("attention", "Attention by segment per block", onExport);
-    this.headsCard = new ChartCard("heads", "Attention share on the image, block × head", onExport);
+    this.headsCard = new ChartCard("heads", "Attention share on the image, block × head (click a head: its pattern)", onExport);
+    this.headsCard.element.id = "heads-matrix";
+    this.headView = new HeadView(this.palette, onExport, {
+      onMask: (head) => this.post({ type: "maskHead", block: head.block, head: head.head }),
+      onClose: () => {
+        this.headView.close();
+        this.renderHeads();
+        this.renderOverlay();
+      },
+    });
+    this.wireHeadPicker();
     this.trackedCard = new ChartCard("tracked", "Tracked tokens: rank per layer", onExport);
     this.trackedCard.element.hidden = true;
     this.infoEl = el("p", { class: "note record-info" });
@@ -260,6 +273,7 @@ export class App {
       // the image sits beside the heatmap, above the rank panel, so both are on the first screen
       el("div", { class: "main-grid" }, heatmapCard, el("div", { class: "side-column" }, this.overlay.element, this.rankPanel.element)),
       el("div", { class: "cards" }, this.trackedCard.element, ...[...this.lineCards.values()].map((c) => c.element), this.attentionCard.element, this.headsCard.element),
+      this.headView.element,
     );
     this.recordEl.hidden = true;
     this.comparison = new ComparisonView(
@@ -309,6 +323,17 @@ export class App {
         this.host = message.state;
         this.save();
         break;
+      case "headPattern":
+        if (this.view) {
+          this.headView.setPattern(this.view, { block: message.block, head: message.head }, message.rows, this.ui.p);
+          this.renderOverlay();
+        }
+        break;
+      case "maskedRun": {
+        const picked = this.headView.picked;
+        if (this.view && picked && picked.block === message.block && picked.head === message.head) this.headView.setComparison(maskComparison(this.view, buildLensView(message.record), picked), this.view.record);
+        break;
+      }
       default: {
         const unknown: never = message;
         this.onStatus({ type: "status", state: "error", message: `unknown message ${JSON.stringify((unknown as { type?: unknown }).type)} from the extension: update the extension and the panel together` });
@@ -322,6 +347,7 @@ export class App {
     this.heatmap.setPalette(this.palette);
     this.rankPanel.setPalette(this.palette);
     this.overlay.setPalette(this.palette);
+    this.headView.setPalette(this.palette);
     this.renderLegend();
     this.renderPositionCharts();
     if (this.last?.type === "comparison") this.comparison.render(this.last, this.ui.groupKey, this.palette);
@@ -339,6 +365,8 @@ export class App {
     const view = buildLensView(record);
     performance.measure("logitLens:show:view", { start: t, end: performance.now() });
     this.view = view;
+    // a picked head belongs to the record it was read from
+    this.headView.close();
     if (!restoring) this.problemsEl.hidden = true;
     const warnings = record.warnings ?? [];
     this.warningsEl.hidden = warnings.length === 0;
@@ -738,14 +766,66 @@ export class App {
             colLabel: (c) => `head ${c}`,
             palette: this.palette,
             highlightRow: this.ui.overlayLayer - 1,
+            pickable: true,
+            selected: this.headView.picked ? { row: this.headView.picked.block, col: this.headView.picked.head } : undefined,
+            valueTitle: "share on the image",
           })
         : null,
     );
   }
 
   private renderOverlay(): void {
-    if (!this.view) return;
+    const view = this.view;
+    if (!view) return;
+    // a picked head's pattern of the selected query is what the picture shows while it is open
+    const head = this.headView.picked;
+    const row = head ? this.headView.row(this.ui.p) : null;
+    if (head && row) {
+      this.headView.render(view, this.ui.p);
+      const grid = headOverlay(view.record, row);
+      const legend = grid ? `Block ${head.block + 1} head ${head.head}: attention of position ${view.record.positions[this.ui.p]} on each patch (max ${(100 * grid.max).toFixed(2)}%). Close the head's view to go back.` : "";
+      this.overlay.setHeadGrid(grid, legend);
+      return;
+    }
+    this.overlay.setHeadGrid(null);
     this.overlay.update(this.ui.overlay, this.ui.overlayLayer, this.scope());
+  }
+
+  /** Clicks and keys on the block × head matrix pick a head (the chart is drawn again on resizes: listen on its card). */
+  private wireHeadPicker(): void {
+    const card = this.headsCard.element;
+    const cellOf = (target: EventTarget | null) => (target instanceof Element ? target.closest<SVGElement>("[data-row][data-col]") : null);
+    const pick = (cell: SVGElement) => this.pickHead({ block: Number(cell.dataset["row"]), head: Number(cell.dataset["col"]) });
+    card.addEventListener("click", (e) => {
+      const cell = cellOf(e.target);
+      if (cell) pick(cell);
+    });
+    card.addEventListener("keydown", (e) => {
+      const cell = cellOf(e.target);
+      if (!cell) return;
+      const row = Number(cell.dataset["row"]);
+      const col = Number(cell.dataset["col"]);
+      if (e.key === "Enter" || e.key === " ") {
+        e.preventDefault();
+        pick(cell);
+        return;
+      }
+      const to: Record<string, [number, number]> = { ArrowUp: [row + 1, col], ArrowDown: [row - 1, col], ArrowLeft: [row, col - 1], ArrowRight: [row, col + 1] };
+      const next = to[e.key] ? card.querySelector<SVGElement>(`[data-row="${to[e.key][0]}"][data-col="${to[e.key][1]}"]`) : null;
+      if (!next) return;
+      e.preventDefault();
+      cell.setAttribute("tabindex", "-1");
+      next.setAttribute("tabindex", "0");
+      next.focus();
+    });
+  }
+
+  private pickHead(head: PickedHead): void {
+    if (!this.view) return;
+    this.headView.pick(head);
+    this.post({ type: "headPattern", block: head.block, head: head.head });
+    this.renderHeads();
+    this.headView.element.scrollIntoView({ block: "nearest" });
   }
 
   private renderTracked(): void {
@@ -811,7 +891,7 @@ export class App {
       const ramp = p.ramps[this.ui.metric];
       return heatmapSvg(view, this.ui.metric, { ramp: ramp.colors, rampText: ramp.text, foreground: p.foreground, muted: p.muted, background: p.background, match: p.segments.generated, fontFamily: p.fontFamily, withEmbeddings: this.ui.rangeWithEmbeddings });
     }
-    const card = chart === "ranks" ? this.rankPanel.chartCard : chart === "attention" ? this.attentionCard : chart === "heads" ? this.headsCard : chart === "tracked" ? this.trackedCard : (this.lineCards.get(chart.replace(/^layers-/u, "")) ?? this.comparison.card(chart));
+    const card = chart === "ranks" ? this.rankPanel.chartCard : chart === "attention" ? this.attentionCard : chart === "heads" ? this.headsCard : chart.startsWith("mask-") ? this.headView.cards.find((c) => c.name === chart) : chart === "tracked" ? this.trackedCard : (this.lineCards.get(chart.replace(/^layers-/u, "")) ?? this.comparison.card(chart));
     const svg = card?.chart;
     const p = this.palette;
     const title = this.last?.type === "show" ? figureTitle(this.last.record) : (this.last?.title ?? "");

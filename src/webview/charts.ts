@@ -178,12 +178,18 @@ export interface MatrixOptions {
   height?: number;
   /** Highlighted row (e.g. the overlay's block). */
   highlightRow?: number;
+  /** The picked cell, outlined. */
+  selected?: { row: number; col: number };
+  /** Each cell carries data-row and data-col and can be focused and activated (a picker). */
+  pickable?: boolean;
+  /** The colour bar's title (default: share). */
+  valueTitle?: string;
 }
 
 export function matrixChart(o: MatrixOptions): SVGSVGElement {
   const width = o.width ?? 360;
   const height = o.height ?? Math.min(420, Math.max(160, 40 + o.rows * 12));
-  const margin = { top: 10, right: 10, bottom: 30, left: 62 };
+  const margin = { top: 10, right: 72, bottom: 30, left: 62 };
   const svg = frame(o.title, width, height, o.palette);
   const cw = (width - margin.left - margin.right) / Math.max(1, o.cols);
   const ch = (height - margin.top - margin.bottom) / Math.max(1, o.rows);
@@ -194,17 +200,40 @@ export function matrixChart(o: MatrixOptions): SVGSVGElement {
     for (let c = 0; c < o.cols; c++) {
       const v = o.values[r * o.cols + c];
       const k = rampIndex(max > 0 ? v / max : 0, o.palette.ramp.length);
-      g.append("rect")
+      const cell = g
+        .append("rect")
         .attr("x", margin.left + c * cw)
         .attr("y", margin.top + (o.rows - 1 - r) * ch)
         .attr("width", Math.max(0.5, cw - 0.5))
         .attr("height", Math.max(0.5, ch - 0.5))
-        .attr("fill", o.palette.ramp[k])
-        .append("title")
-        .text(`${o.rowLabel(r)}, ${o.colLabel(c)}: ${(100 * v).toFixed(1)}%`);
+        .attr("fill", o.palette.ramp[k]);
+      if (o.pickable) cell.attr("data-row", r).attr("data-col", c).attr("tabindex", (o.selected ? o.selected.row === r && o.selected.col === c : r === 0 && c === 0) ? 0 : -1).attr("role", "button").attr("class", "pick").attr("aria-label", `${o.rowLabel(r)}, ${o.colLabel(c)}: ${(100 * v).toFixed(1)}%`);
+      cell.append("title").text(`${o.rowLabel(r)}, ${o.colLabel(c)}: ${(100 * v).toFixed(1)}%${o.pickable ? " (click: its pattern)" : ""}`);
     }
   if (o.highlightRow !== undefined && o.highlightRow >= 0 && o.highlightRow < o.rows)
     svg.append("rect").attr("x", margin.left - 1).attr("y", margin.top + (o.rows - 1 - o.highlightRow) * ch).attr("width", o.cols * cw + 1).attr("height", ch).attr("fill", "none").attr("stroke", o.palette.focus);
+  if (o.selected && o.selected.row >= 0 && o.selected.row < o.rows && o.selected.col >= 0 && o.selected.col < o.cols) {
+    const x = margin.left + o.selected.col * cw;
+    const y = margin.top + (o.rows - 1 - o.selected.row) * ch;
+    // a double outline that reads on the darkest and the lightest cell
+    svg.append("rect").attr("x", x - 1).attr("y", y - 1).attr("width", cw + 1).attr("height", ch + 1).attr("fill", "none").attr("stroke", o.palette.background).attr("stroke-width", 3).attr("pointer-events", "none");
+    svg.append("rect").attr("class", "selected-cell").attr("x", x - 1).attr("y", y - 1).attr("width", cw + 1).attr("height", ch + 1).attr("fill", "none").attr("stroke", o.palette.foreground).attr("stroke-width", 1.5).attr("pointer-events", "none");
+  }
+  // the colour bar: the ramp from 0 to the matrix's max, with ticks
+  const barX = width - margin.right + 14;
+  const barH = height - margin.top - margin.bottom;
+  const steps = Math.min(32, o.palette.ramp.length);
+  const bar = svg.append("g").attr("class", "colour-bar");
+  for (let i = 0; i < steps; i++) bar.append("rect").attr("x", barX).attr("y", margin.top + barH - ((i + 1) * barH) / steps).attr("width", 10).attr("height", barH / steps + 0.5).attr("fill", o.palette.ramp[rampIndex((i + 0.5) / steps, o.palette.ramp.length)]);
+  bar.append("rect").attr("x", barX).attr("y", margin.top).attr("width", 10).attr("height", barH).attr("fill", "none").attr("stroke", o.palette.muted).attr("stroke-width", 0.5);
+  for (const f of [0, 0.5, 1])
+    bar
+      .append("text")
+      .attr("x", barX + 13)
+      .attr("y", margin.top + barH - f * barH + 3)
+      .attr("fill", o.palette.foreground)
+      .text(`${(100 * f * max).toFixed(max >= 0.1 ? 0 : 1)}%`);
+  bar.append("text").attr("transform", `translate(${width - 4},${margin.top + barH / 2}) rotate(-90)`).attr("text-anchor", "middle").attr("fill", o.palette.muted).text(o.valueTitle ?? "share");
   const rowEvery = Math.ceil(o.rows / 10);
   for (let r = 0; r < o.rows; r += rowEvery)
     svg.append("text").attr("x", margin.left - 4).attr("y", margin.top + (o.rows - 1 - r) * ch + ch / 2 + 3).attr("text-anchor", "end").attr("fill", o.palette.foreground).text(o.rowLabel(r));

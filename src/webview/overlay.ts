@@ -121,6 +121,15 @@ export class ImageOverlay {
     this.scheduleDraw();
   }
 
+  /** A picked head's weights on the patches, drawn instead of the chosen source until cleared (null). */
+  setHeadGrid(grid: OverlayGrid | null, legend = ""): void {
+    this.headGrid = grid ? { grid, legend } : null;
+    this.element.dataset["head"] = grid ? "true" : "";
+    this.update(this.state.source, this.state.layer, this.state.p);
+  }
+
+  private headGrid: { grid: OverlayGrid; legend: string } | null = null;
+
   update(source: OverlaySource, layer: number, p: PositionChoice): void {
     this.state = { source, layer, p };
     this.source.value = source;
@@ -128,6 +137,13 @@ export class ImageOverlay {
     const v = this.view;
     if (!v) return;
     this.layerName.textContent = v.record.layerLabels[layer] ?? String(layer);
+    if (this.headGrid) {
+      this.grid = this.headGrid.grid;
+      this.note.textContent = this.headGrid.legend;
+      this.rerun.hidden = true;
+      this.scheduleDraw();
+      return;
+    }
     this.grid = source === "attention" ? attentionOverlay(v, layer, p) : source === "patchLens" ? patchLensOverlay(v, layer) : null;
     const why = (): string => {
       if (!v.record.input.image) return "A text-only run: no image to overlay.";

@@ -862,4 +862,43 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     expect(Math.abs(after.width - after.declared)).toBeLessThan(2);
     await shot("28-theme-switched");
   }, 300_000);
+
+  it("a head picked in the block × head matrix shows its pattern over the tokens and on the picture, and masking it reruns with a before/after view", async () => {
+    onTestFailed(() => shot("failed-head"));
+    // the run panel of the step before (the only panel)
+    const frame = panelFrame();
+    const matrix = frame.locator("#heads-matrix");
+    await matrix.scrollIntoViewIfNeeded();
+    // a colour bar with its title and ticks
+    expect(await matrix.locator(".colour-bar text").allTextContents()).toEqual(expect.arrayContaining(["share on the image", "0%"]));
+    await matrix.locator('rect[data-row="1"][data-col="2"]').click();
+    const view = frame.locator("#head-view");
+    await view.waitFor({ state: "visible", timeout: 10_000 });
+    await expect.poll(() => frame.locator("#head-pattern .key-chip").count(), { timeout: 60_000 }).toBeGreaterThan(3);
+    expect(await view.locator(".panel-title").textContent()).toMatch(/^Block 2 · head 2: attention of position \d+ “.+” over the tokens$/u);
+    expect(await frame.locator('#head-pattern .key-chip[data-image="true"]').textContent()).toMatch(/^<image> × 16: \d+\.\d%$/u);
+    expect(await view.locator(".note").textContent()).toMatch(/% on the image \(drawn on the picture\); strongest keys: /u);
+    // the picture shows the head's weights, and says so
+    expect(await frame.locator('.overlay[data-head="true"], [data-head="true"]').count()).toBeGreaterThan(0);
+    await expect.poll(() => frame.locator("#root").textContent()).toContain("Block 2 head 2: attention of position");
+    expect(await matrix.locator("rect.selected-cell").count()).toBe(1);
+    await shot("29-head-pattern");
+
+    // the keyboard moves among the heads; Enter picks
+    await matrix.locator('rect[data-row="1"][data-col="2"]').focus();
+    await page.keyboard.press("ArrowRight");
+    await page.keyboard.press("Enter");
+    await expect.poll(() => view.locator(".panel-title").textContent(), { timeout: 60_000 }).toMatch(/^Block 2 · head 3: /u);
+
+    // mask it and rerun: the panel keeps its record and compares the two per layer
+    await frame.locator("#mask-rerun").click();
+    const compare = frame.locator("#mask-compare");
+    await compare.waitFor({ state: "visible", timeout: 120_000 });
+    expect(await frame.locator("#mask-summary").textContent()).toMatch(/^Masking block 2 head 3: “.+” at the last layer prob [\d.e-]+ → /u);
+    await expect.poll(() => compare.locator("svg").count(), { timeout: 30_000 }).toBe(3);
+    expect(await compare.locator('[data-card="mask-rank"] svg').textContent()).toContain("head masked");
+    expect(await frame.locator("#title").textContent()).not.toContain("masked");
+    await compare.scrollIntoViewIfNeeded();
+    await shot("30-mask-compare");
+  }, 300_000);
 });
