@@ -900,5 +900,11 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     expect(await frame.locator("#title").textContent()).not.toContain("masked");
     await compare.scrollIntoViewIfNeeded();
     await shot("30-mask-compare");
+
+    // the sidecar's last run is the masked one now: a head picked next is read from this panel's run again
+    await matrix.locator('rect[data-row="0"][data-col="0"]').click();
+    await expect.poll(() => view.locator(".panel-title").textContent(), { timeout: 60_000 }).toMatch(/^Block 1 · head 0: attention of position/u);
+    await expect.poll(() => frame.locator("#head-pattern .key-chip").count(), { timeout: 60_000 }).toBeGreaterThan(3);
+    expect(await frame.locator("#status").textContent()).not.toMatch(/error|failed/iu);
   }, 300_000);
 });
