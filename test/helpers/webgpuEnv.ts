@@ -8,6 +8,7 @@
  * tools/e2e/install.sh (run by `npm test`) installs Debian's chromium. Without it the WebGPU
  * suites are skipped, except when CI is set: then they fail.
  */
+import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
@@ -46,4 +47,29 @@ export function webgpuSuiteEnv(suite: string): NodeJS.ProcessEnv | undefined {
     });
   }
   return undefined;
+}
+
+/**
+ * Runs a test file again in a child vitest whose WebGPU is SwiftShader (`env`, with `childEnv`
+ * set to "child" so that the file runs its child suites), and checks that it passed with every
+ * test run (none skipped or filtered out) and at least `minTests` of them. `keep` picks the lines
+ * of its output to print (its measured errors, say).
+ */
+export async function expectWebgpuChildPasses(file: string, o: { env: NodeJS.ProcessEnv; childEnv: string; timeoutMs: number; minTests: number; keep: RegExp; what: string }): Promise<void> {
+  const root = path.resolve(__dirname, "../..");
+  const vitest = path.join(root, "node_modules", "vitest", "vitest.mjs");
+  const child = spawn(process.execPath, [vitest, "run", path.relative(root, file)], { cwd: root, env: { ...o.env, [o.childEnv]: "child", FORCE_COLOR: "0", NO_COLOR: "1" }, stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout.setEncoding("utf8").on("data", (d: string) => (output += d));
+  child.stderr.setEncoding("utf8").on("data", (d: string) => (output += d));
+  const timer = setTimeout(() => child.kill("SIGKILL"), o.timeoutMs);
+  const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+  clearTimeout(timer);
+  const text = output.replace(/\x1b\[[0-9;]*m/g, "");
+  console.log(`${o.what} child (exit ${code}):\n${text.split("\n").filter((l) => o.keep.test(l)).join("\n")}`);
+  expect(code, text.slice(-4000)).toBe(0);
+  const summary = /Tests\s+(\d+) passed \((\d+)\)/.exec(text);
+  expect(summary, "the child's test summary").not.toBeNull();
+  expect(Number(summary![1])).toBe(Number(summary![2]));
+  expect(Number(summary![1])).toBeGreaterThanOrEqual(o.minTests);
 }

@@ -10,7 +10,6 @@
  * and has no shader-f16, so the suite stays on the float32 tiny fixtures. Without SwiftShader it
  * is skipped, and in CI it fails.
  */
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -21,10 +20,9 @@ import { LoadedModel } from "../../src/sidecar/model/loadedModel";
 import { maxAbsDiff, relativeError } from "../helpers/fixtures";
 import { attentionMassError, expectLensMatches, type LensFixtureBlob, type LensFixtureCase } from "../helpers/lensParity";
 import { forwardParityTests, lensRunTests, type VlmCase, type VlmFixture, vlmFixture } from "../helpers/vlmParity";
-import { webgpuSuiteEnv } from "../helpers/webgpuEnv";
+import { expectWebgpuChildPasses, webgpuSuiteEnv } from "../helpers/webgpuEnv";
 
 const CHILD_ENV = "LOGIT_LENS_WEBGPU_PARITY";
-const ROOT = path.resolve(__dirname, "../..");
 const FIXTURES = path.resolve(__dirname, "../fixtures");
 /** The whole child run (session creation and SwiftShader's shader compiles included) must end within this. */
 const CHILD_TIMEOUT_MS = 540_000;
@@ -33,24 +31,7 @@ if (process.env[CHILD_ENV] !== "child") {
   const env = webgpuSuiteEnv("the WebGPU parity suite");
   describe.runIf(env !== undefined)("parity with transformers on WebGPU (SwiftShader)", () => {
     it("passes in a child process whose WebGPU runs on SwiftShader", async () => {
-      const vitest = path.join(ROOT, "node_modules", "vitest", "vitest.mjs");
-      const child = spawn(process.execPath, [vitest, "run", path.relative(ROOT, __filename)], { cwd: ROOT, env: { ...env, [CHILD_ENV]: "child", FORCE_COLOR: "0", NO_COLOR: "1" }, stdio: ["ignore", "pipe", "pipe"] });
-      let output = "";
-      child.stdout.setEncoding("utf8").on("data", (d: string) => (output += d));
-      child.stderr.setEncoding("utf8").on("data", (d: string) => (output += d));
-      const timer = setTimeout(() => child.kill("SIGKILL"), CHILD_TIMEOUT_MS);
-      const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
-      clearTimeout(timer);
-      const text = output.replace(/\x1b\[[0-9;]*m/g, "");
-      // The child's measured errors and its summary.
-      const lines = text.split("\n").filter((l) => / error|Tests |Test Files |FAIL/.test(l));
-      console.log(`WebGPU parity child (exit ${code}):\n${lines.join("\n")}`);
-      expect(code, text.slice(-4000)).toBe(0);
-      // Every test ran and passed: none skipped, none filtered out.
-      const summary = /Tests\s+(\d+) passed \((\d+)\)/.exec(text);
-      expect(summary, "the child's test summary").not.toBeNull();
-      expect(Number(summary![1])).toBe(Number(summary![2]));
-      expect(Number(summary![1])).toBeGreaterThanOrEqual(20);
+      await expectWebgpuChildPasses(__filename, { env: env!, childEnv: CHILD_ENV, timeoutMs: CHILD_TIMEOUT_MS, minTests: 20, keep: / error|Tests |Test Files |FAIL/, what: "WebGPU parity" });
     }, CHILD_TIMEOUT_MS + 30_000);
   });
 } else {

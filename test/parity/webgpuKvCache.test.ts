@@ -11,7 +11,6 @@
  * that moment, so a download of a cache tensor cannot go unseen (getData() of a GPU tensor would
  * abort the process in onnxruntime-node 1.30: the watch refuses it instead).
  */
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import { createRequire } from "node:module";
 import * as path from "node:path";
@@ -24,7 +23,7 @@ import { type KvCache, LoadedModel } from "../../src/sidecar/model/loadedModel";
 import { deviceTensorCount, type FeedTensor, isDeviceTensor } from "../../src/sidecar/runtime/ort";
 import { maxAbsDiff } from "../helpers/fixtures";
 import { attentionMassError, expectLensMatches, type LensFixtureBlob, type LensFixtureCase } from "../helpers/lensParity";
-import { webgpuSuiteEnv } from "../helpers/webgpuEnv";
+import { expectWebgpuChildPasses, webgpuSuiteEnv } from "../helpers/webgpuEnv";
 
 const CHILD_ENV = "LOGIT_LENS_WEBGPU_KV_CACHE";
 const ROOT = path.resolve(__dirname, "../..");
@@ -35,21 +34,7 @@ if (process.env[CHILD_ENV] !== "child") {
   const env = webgpuSuiteEnv("the WebGPU KV cache suite");
   describe.runIf(env !== undefined)("the KV cache on WebGPU (SwiftShader)", () => {
     it("passes in a child process whose WebGPU runs on SwiftShader", async () => {
-      const vitest = path.join(ROOT, "node_modules", "vitest", "vitest.mjs");
-      const child = spawn(process.execPath, [vitest, "run", path.relative(ROOT, __filename)], { cwd: ROOT, env: { ...env, [CHILD_ENV]: "child", FORCE_COLOR: "0", NO_COLOR: "1" }, stdio: ["ignore", "pipe", "pipe"] });
-      let output = "";
-      child.stdout.setEncoding("utf8").on("data", (d: string) => (output += d));
-      child.stderr.setEncoding("utf8").on("data", (d: string) => (output += d));
-      const timer = setTimeout(() => child.kill("SIGKILL"), CHILD_TIMEOUT_MS);
-      const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
-      clearTimeout(timer);
-      const text = output.replace(/\x1b\[[0-9;]*m/g, "");
-      console.log(`WebGPU KV cache child (exit ${code}):\n${text.split("\n").filter((l) => /kv cache|Tests |Test Files |FAIL/.test(l)).join("\n")}`);
-      expect(code, text.slice(-4000)).toBe(0);
-      const summary = /Tests\s+(\d+) passed \((\d+)\)/.exec(text);
-      expect(summary, "the child's test summary").not.toBeNull();
-      expect(Number(summary![1])).toBe(Number(summary![2]));
-      expect(Number(summary![1])).toBeGreaterThanOrEqual(6);
+      await expectWebgpuChildPasses(__filename, { env: env!, childEnv: CHILD_ENV, timeoutMs: CHILD_TIMEOUT_MS, minTests: 6, keep: /kv cache|Tests |Test Files |FAIL/, what: "WebGPU KV cache" });
     }, CHILD_TIMEOUT_MS + 30_000);
   });
 } else {
