@@ -171,7 +171,8 @@ async function explorerRow(name: string): Promise<Locator> {
     .poll(
       async () => {
         if (await row.isVisible()) return true;
-        await command("File: Refresh Explorer").catch(() => undefined);
+        // this code-server names it "Refresh Explorer" (no "File:" category), and a palette that does not find it is closed again
+        await command("Refresh Explorer").catch(() => page.keyboard.press("Escape"));
         return row.waitFor({ timeout: 5_000 }).then(
           () => true,
           () => false,
