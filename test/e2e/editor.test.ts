@@ -604,9 +604,13 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
 
   it("a comparison view comes back after a reload, reading its results folder again, and its items still open", async () => {
     onTestFailed(() => shot("failed-comparison-restore"));
-    // the comparison of the step before stays open over the reload (with the item it opened)
-    await page.reload();
-    await page.locator(".statusbar-item", { hasText: "Logit Lens" }).first().waitFor({ timeout: 60_000 });
+    // the comparison of the step before stays open over the reload (with the item it opened); reload
+    // with the command, which saves the workbench's state first (a bare page reload can race the save)
+    const reloaded = page.waitForEvent("domcontentloaded", { timeout: 60_000 });
+    await command("Developer: Reload Window");
+    await reloaded;
+    await page.locator(".monaco-workbench").waitFor({ timeout: 60_000 });
+    await page.locator(".statusbar-item", { hasText: /Logit Lens|lens-scenes-tiny/u }).first().waitFor({ timeout: 60_000 });
     await page.keyboard.press("Escape");
     const tab = page.locator(".tabs-container .tab", { hasText: "Compare masking" }).first();
     await tab.waitFor({ timeout: 60_000 });
