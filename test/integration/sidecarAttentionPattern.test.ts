@@ -62,6 +62,23 @@ describe("lens/attentionPattern over JSON-RPC", () => {
     }
   });
 
+  it("answers over the last run: after a rerun with a block-0 head masked a later block's rows differ, and the first run's rows come back when it runs again", async () => {
+    const request = { prompt: "What color is the circle?", image: IMAGE, settings: { maxNewTokens: 2 } };
+    await send(RunRequest, request);
+    const before = await send(AttentionPatternRequest, { layer: 2, head: 1 });
+    // mask a head of block 0 (what "Mask this head and rerun" sends): later blocks' patterns change
+    const masked = assertLensRecord(await send(RunRequest, { ...request, headMask: { heads: { "0": [1] } } }));
+    expect(masked.headMask).toEqual({ "0": [1] });
+    const after = await send(AttentionPatternRequest, { layer: 2, head: 1 });
+    expect(after.rows.shape).toEqual(before.rows.shape);
+    const diff = Math.max(...before.rows.data.map((v, i) => Math.abs(Number(v) - Number(after.rows.data[i]))));
+    expect(diff).toBeGreaterThan(1e-6);
+    // the panel's own run again (as the host does before reading a head): the same rows as at first
+    await send(RunRequest, request);
+    const again = await send(AttentionPatternRequest, { layer: 2, head: 1 });
+    expect(Math.max(...before.rows.data.map((v, i) => Math.abs(Number(v) - Number(again.rows.data[i]))))).toBeLessThan(1e-6);
+  });
+
   it("refuses a layer or head past the model with one line naming the range, and keeps answering", async () => {
     const layer = await errorOf(send(AttentionPatternRequest, { layer: 3, head: 0 }));
     expect(layer.code).toBe(ErrorCode.INPUT_ERROR);
