@@ -1,4 +1,5 @@
 /** The benchmarks' shared ~100M-parameter random LLaVA checkpoint, built once under bench/.work. */
+import { execFile, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 
@@ -197,3 +198,57 @@ function buildCheckpoint(dir: string, shape: LlavaShape = BENCH_SHAPE, dtype: Be
   console.error(`built ${dir}: ${(params / 1e6).toFixed(1)}M parameters`);
 }
 
+/** Samples a process's GPU memory (MiB) from nvidia-smi until stopped: the peak, or undefined without nvidia-smi. */
+function gpuSampler(pid: number): { stop(): Promise<number | undefined> } {
+  let peak: number | undefined;
+  let done = false;
+  const sample = () =>
+    new Promise<void>((resolve) =>
+      execFile("nvidia-smi", ["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"], (err, stdout) => {
+        if (!err) {
+          for (const line of stdout.split("\n")) {
+            const [p, mib] = line.split(",").map((x) => Number(x.trim()));
+            if (p === pid && Number.isFinite(mib)) peak = Math.max(peak ?? 0, mib);
+          }
+        }
+        resolve();
+      }),
+    );
+  const loop = (async () => {
+    while (!done) {
+      await sample();
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  })();
+  return {
+    async stop() {
+      done = true;
+      await loop;
+      return peak;
+    },
+  };
+}
+
+/**
+ * Runs a benchmark's child to the end and parses the JSON line it prints last; a failure (a
+ * non-zero exit, or no line) names the child and ends with its stderr's last lines. With
+ * `sampleGpu`, the child's GPU memory is sampled from nvidia-smi meanwhile (peakGpuMiB).
+ */
+export function runJsonChild<T>(command: string, argv: string[], o: { env?: NodeJS.ProcessEnv; sampleGpu?: boolean } = {}): Promise<{ value: T; peakGpuMiB?: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, argv, { env: o.env ?? process.env, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    const gpu = o.sampleGpu ? gpuSampler(child.pid ?? -1) : undefined;
+    child.on("error", reject);
+    child.on("close", (code) => {
+      void (gpu?.stop() ?? Promise.resolve(undefined)).then((peakGpuMiB) => {
+        const line = out.trim().split("\n").pop();
+        if (code !== 0 || !line) reject(new Error(`${path.basename(argv[0])} exited ${code}: ${err.trim().split("\n").slice(-3).join(" | ")}`));
+        else resolve({ value: JSON.parse(line) as T, ...(peakGpuMiB !== undefined ? { peakGpuMiB } : {}) });
+      });
+    });
+  });
+}

@@ -19,13 +19,12 @@
  * On a GPU (bench/gpu.sh runs it so on a full-size LLaVA-1.5-7B), each side's peak GPU memory
  * is printed too: PyTorch's from torch, ours sampled from nvidia-smi while our child runs.
  */
-import { execFile, spawn } from "node:child_process";
 import * as path from "node:path";
 import { runLens } from "../src/sidecar/lens/runLens";
 import { LoadedModel } from "../src/sidecar/model/loadedModel";
 import { parseDevice } from "../src/sidecar/runtime/ort";
 import type { DtypeChoice } from "../src/shared/protocol";
-import { BENCH_IMAGE, BENCH_PROMPT, benchCheckpoint, median, ROOT } from "./checkpoint";
+import { BENCH_IMAGE, BENCH_PROMPT, benchCheckpoint, median, ROOT, runJsonChild } from "./checkpoint";
 
 const args = process.argv.slice(2);
 const runs = 3;
@@ -70,54 +69,6 @@ async function child(modelDir: string, threadCount: number): Promise<void> {
   await model.dispose();
 }
 
-/** Samples a process's GPU memory (MiB) from nvidia-smi until stopped: the peak, or undefined without nvidia-smi. */
-function gpuSampler(pid: number): { stop(): Promise<number | undefined> } {
-  let peak: number | undefined;
-  let done = false;
-  const sample = () =>
-    new Promise<void>((resolve) =>
-      execFile("nvidia-smi", ["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"], (err, stdout) => {
-        if (!err) {
-          for (const line of stdout.split("\n")) {
-            const [p, mib] = line.split(",").map((x) => Number(x.trim()));
-            if (p === pid && Number.isFinite(mib)) peak = Math.max(peak ?? 0, mib);
-          }
-        }
-        resolve();
-      }),
-    );
-  const loop = (async () => {
-    while (!done) {
-      await sample();
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  })();
-  return {
-    async stop() {
-      done = true;
-      await loop;
-      return peak;
-    },
-  };
-}
-
-/** Runs a child to the end: its stdout, or an error with its stderr's tail; its GPU memory is sampled meanwhile. */
-function runChild(cmd: string, argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ stdout: string; peakGpuMiB?: number }> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(cmd, argv, { env, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    c.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    c.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const gpu = gpuSampler(c.pid ?? -1);
-    c.on("error", reject);
-    c.on("close", (code) => {
-      void gpu.stop().then((peakGpuMiB) => (code === 0 ? resolve({ stdout, peakGpuMiB }) : reject(new Error((stderr || `${cmd} exited with ${code}`).trim().split("\n").slice(-5).join("\n")))));
-    });
-  });
-}
-
-const lastJson = <T>(stdout: string): T => JSON.parse(stdout.trim().split("\n").pop()!) as T;
 const gpuText = (r: SideResult) => (r.peakGpuMiB !== undefined ? `   peak GPU ${r.peakGpuMiB.toFixed(0)} MiB` : "");
 
 /**
@@ -129,16 +80,16 @@ async function main(): Promise<void> {
   const modelDir = args.includes("--model") ? args[args.indexOf("--model") + 1] : benchCheckpoint();
   const rounds = Number(flag("--rounds", "3"));
   const oursOnce = async (): Promise<SideResult> => {
-    const r = await runChild(process.execPath, [__filename, "--child", modelDir, String(threads), ...args]).catch((e: unknown) => {
+    const r = await runJsonChild<SideResult>(process.execPath, [__filename, "--child", modelDir, String(threads), ...args], { sampleGpu: true }).catch((e: unknown) => {
       throw new Error(`our side failed: ${e instanceof Error ? e.message : String(e)}`);
     });
-    return { ...lastJson<SideResult>(r.stdout), ...(r.peakGpuMiB !== undefined ? { peakGpuMiB: r.peakGpuMiB } : {}) };
+    return { ...r.value, ...(r.peakGpuMiB !== undefined ? { peakGpuMiB: r.peakGpuMiB } : {}) };
   };
   type HfResult = Partial<Record<"seeds" | "generate" | "generate_full", SideResult>>;
   const hfEnv = { ...process.env, LENS_HF_DEVICE: hfDevice, LENS_HF_DTYPE: hfDtype };
   const hfOnce = (methods: string): Promise<HfResult | string> =>
-    runChild("python3", [path.join(ROOT, "bench/hf_lens.py"), modelDir, BENCH_IMAGE, BENCH_PROMPT, String(runs), String(threads), methods], hfEnv).then(
-      (r) => lastJson<HfResult>(r.stdout),
+    runJsonChild<HfResult>("python3", [path.join(ROOT, "bench/hf_lens.py"), modelDir, BENCH_IMAGE, BENCH_PROMPT, String(runs), String(threads), methods], { env: hfEnv }).then(
+      (r) => r.value,
       (e: unknown) => (e instanceof Error ? e.message : String(e)).split("\n").pop()!,
     );
   const ours: SideResult[] = [];

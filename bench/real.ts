@@ -16,13 +16,13 @@
  * Targets (issue 16): open <= 1.5x the read, record <= 1.0x transformers' forward, and on the
  * CPU a 7B float16 checkpoint that does not fit as float32 within about 1.2x its file size of RSS.
  */
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { runLens } from "../src/sidecar/lens/runLens";
 import { LoadedModel } from "../src/sidecar/model/loadedModel";
 import type { WeightPlan } from "../src/sidecar/runtime/memoryEstimate";
-import { BENCH_IMAGE, median, readAllWeights, ROOT, WORK } from "./checkpoint";
+import { BENCH_IMAGE, median, readAllWeights, ROOT, runJsonChild, WORK } from "./checkpoint";
 
 const args = process.argv.slice(2);
 const flag = (name: string) => {
@@ -99,22 +99,6 @@ function weightBytes(dir: string): number {
   return fs.readdirSync(dir).filter((f) => f.endsWith(".safetensors")).reduce((n, f) => n + fs.statSync(path.join(dir, f)).size, 0);
 }
 
-function runChild<T>(command: string, argv: string[]): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, argv, { stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => {
-      const line = out.trim().split("\n").pop();
-      if (code !== 0 || !line) reject(new Error(`${path.basename(argv[0])} exited ${code}: ${err.trim().split("\n").slice(-3).join(" | ")}`));
-      else resolve(JSON.parse(line) as T);
-    });
-  });
-}
-
 interface Spec {
   name: string;
   /** bench/configs/<config>: the published config and preprocessor config. */
@@ -157,8 +141,8 @@ async function benchOne(spec: Spec, rounds: number, plan: string): Promise<void>
   const theirs: HfResult[] = [];
   for (let r = 0; r < rounds; r++) {
     reads.push(readAllWeights(dir));
-    ours.push(await runChild<OursResult>(process.execPath, [__filename, "--child-ours", dir, inputs, plan]));
-    theirs.push(await runChild<HfResult>("python3", [path.join(ROOT, "bench/hf_real.py"), "forward", dir, inputs, String(threads)]));
+    ours.push((await runJsonChild<OursResult>(process.execPath, [__filename, "--child-ours", dir, inputs, plan])).value);
+    theirs.push((await runJsonChild<HfResult>("python3", [path.join(ROOT, "bench/hf_real.py"), "forward", dir, inputs, String(threads)])).value);
   }
   const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
   const mib = (m: number) => `${(m / 1024).toFixed(2)} GiB`;
