@@ -31,7 +31,7 @@ import { isLensInputError, LensInputError } from "./errors";
 import { outputFolder, readExperimentFile } from "./experiment/paths";
 import { itemRequest, planExperiment, runSweep } from "./experiment/sweep";
 import { headPattern, type PatternSource, patternLayer } from "./lens/attentionPattern";
-import { firstTokenOf, LensCancelledError, runLens } from "./lens/runLens";
+import { firstTokenOf, LensCancelledError, type LensRunHooks, type LensRunRequest, runLens } from "./lens/runLens";
 import { LoadedModel } from "./model/loadedModel";
 import { FramedMessageReader, type Rejection } from "./rpcFraming";
 import { parseDevice, providerStatuses } from "./runtime/ort";
@@ -99,6 +99,15 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
       if (e instanceof InvalidExperimentError) throw new ResponseError(ErrorCode.INPUT_ERROR, e.message, { file, errors: e.errors });
       throw e;
     }
+  };
+
+  /** A lens run that becomes the last run: lens/trackTokens and lens/attentionPattern answer over its hidden states and attention inputs. */
+  const runAsLast = async (m: LoadedModel, request: LensRunRequest, opts: Pick<LensRunHooks, "isCancelled" | "onStage">): Promise<LensRecord> => {
+    let hidden: Float32Array = new Float32Array(0);
+    let source: PatternSource | undefined;
+    const record = await runLens(m, request, { ...opts, keepHidden: (h) => (hidden = h), keepPatternSource: (s) => (source = s) });
+    lastRun = { record, hidden, source, patterns: new Map() };
+    return record;
   };
 
   /** Maps what a handler throws to a response: input errors and cancellations are expected; the server carries on. */
@@ -169,16 +178,10 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
     guarded("run", () =>
       serial(async () => {
         if (!model) throw new ResponseError(ErrorCode.NO_MODEL, "no model is open: send lens/openModel first");
-        let hidden: Float32Array = new Float32Array(0);
-        let source: PatternSource | undefined;
-        const record = await runLens(model, { prompt: params.prompt, image: params.image, settings: params.settings, headMask: params.headMask }, {
+        return runAsLast(model, { prompt: params.prompt, image: params.image, settings: params.settings, headMask: params.headMask }, {
           isCancelled: () => token.isCancellationRequested,
           onStage: (stage) => void connection.sendNotification(ProgressNotification, { stage }),
-          keepHidden: (h) => (hidden = h),
-          keepPatternSource: (s) => (source = s),
         });
-        lastRun = { record, hidden, source, patterns: new Map() };
-        return record;
       }),
     ),
   );
@@ -284,12 +287,9 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
           previews.set(key, hit);
           return { record: hit, item: summary, cached: true, variants };
         }
-        let hidden: Float32Array = new Float32Array(0);
-        let source: PatternSource | undefined;
-        const record = await runLens(m, { ...request, image: bytes }, { isCancelled: () => token.isCancellationRequested, keepHidden: (h) => (hidden = h), keepPatternSource: (s) => (source = s) });
-        if (record.input.image) record.input.image.path = item.image;
         // a computed preview is the last run: tracking a token or reading a head in the preview answers over it
-        lastRun = { record, hidden, source, patterns: new Map() };
+        const record = await runAsLast(m, { ...request, image: bytes }, { isCancelled: () => token.isCancellationRequested });
+        if (record.input.image) record.input.image.path = item.image;
         previews.set(key, record);
         if (previews.size > PREVIEW_CACHE_SIZE) previews.delete(previews.keys().next().value as string);
         return { record, item: summary, cached: false, variants };
