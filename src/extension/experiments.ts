@@ -199,9 +199,10 @@ export class Experiments implements vscode.Disposable {
   /**
    * A results folder's comparison: its aggregates.json, its per-item rows and the handler that
    * opens an item. `experimentFile`: the experiment that wrote it (default: what its run.json
-   * names, which can compute an item again when no record was kept).
+   * names, which can compute an item again when no record was kept). A restored comparison view
+   * reads its folder again through this (LensPanels.comparisonOf).
    */
-  private async readComparison(outDir: string, experimentFile?: string | null, aggregatesFile = path.join(outDir, "aggregates.json")): Promise<{ message: ComparisonMessage; openItem: (id: string) => Promise<void>; experimentFile: string | null }> {
+  async readComparison(outDir: string, experimentFile?: string | null, aggregatesFile = path.join(outDir, "aggregates.json")): Promise<{ message: ComparisonMessage; openItem: (id: string) => Promise<void>; experimentFile: string | null }> {
     // a regular file of sane size: a FIFO picked here would hang the extension host
     const data = JSON.parse(await readInputText(aggregatesFile, { what: "aggregates file", maxBytes: 256 * MIB })) as SweepAggregates & { experiment?: string };
     if (!Array.isArray(data.groups) || typeof data.layers !== "number") throw new Error("it holds no groups");
@@ -217,11 +218,6 @@ export class Experiments implements vscode.Disposable {
     const aggregates = { layers: data.layers, groups: data.groups, variants: data.variants, differences: data.differences };
     const built = await this.comparison(`Compare ${data.experiment ?? path.basename(outDir)}`, aggregates, outDir, file);
     return { ...built, experimentFile: file };
-  }
-
-  /** A restored comparison view's data, read again from its results folder (LensPanels.comparisonOf). */
-  reopenComparison(outDir: string, experimentFile: string | null): Promise<{ message: ComparisonMessage; openItem: (id: string) => Promise<void> }> {
-    return this.readComparison(outDir, experimentFile);
   }
 
   private async showComparison(title: string, aggregates: SweepAggregates, outDir: string, experimentFile: string | null): Promise<void> {

@@ -34,7 +34,7 @@ export function activate(context: vscode.ExtensionContext): LogitLensApi {
   client = sidecar;
   const panels = new LensPanels(context, sidecar, output, () => recordsFolder(context));
   const experiments = new Experiments(sidecar, panels, output);
-  panels.comparisonOf = (folder, file) => experiments.reopenComparison(folder, file);
+  panels.comparisonOf = (folder, file) => experiments.readComparison(folder, file);
   const status = vscode.window.createStatusBarItem("logitLens.status", vscode.StatusBarAlignment.Right, 100);
   status.name = "Logit Lens";
   status.command = "logitLens.selectModel";

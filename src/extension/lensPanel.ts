@@ -240,13 +240,7 @@ export class LensPanels implements vscode.Disposable {
   private async track(entry: PanelEntry, text: string, ids?: number[]): Promise<void> {
     if (!entry.record) return;
     const params = ids?.length ? { tokens: [], ids } : { tokens: [text] };
-    if (this.lastRun !== entry) await this.makeLastRun(entry, `tracking "${text}"`);
-    const r = await this.client.request(TrackTokensRequest, params, undefined, "tracking a token").catch(async (e: unknown) => {
-      // the sidecar forgot its last run (another model was opened since): run this panel's again, once
-      if ((e as { code?: number }).code !== ErrorCode.NO_RUN) throw e;
-      await this.makeLastRun(entry, `tracking "${text}"`);
-      return this.client.request(TrackTokensRequest, params, undefined, "tracking a token");
-    });
+    const r = await this.overPanelRun(entry, `tracking "${text}"`, () => this.client.request(TrackTokensRequest, params, undefined, "tracking a token"));
     this.post(entry, { type: "tracked", ids: r.ids, texts: r.texts, asked: r.asked, pieces: r.pieces, unknown: r.unknown, rank: r.rank, prob: r.prob });
     this.post(entry, { type: "status", state: "idle" });
   }
@@ -255,14 +249,8 @@ export class LensPanels implements vscode.Disposable {
   private async headPattern(entry: PanelEntry, block: number, head: number): Promise<void> {
     if (!entry.record) return;
     const what = `reading block ${block + 1} head ${head}`;
-    if (this.lastRun !== entry) await this.makeLastRun(entry, what);
-    else this.post(entry, { type: "status", state: "running", message: what });
-    const params = { layer: block, head };
-    const r = await this.client.request(AttentionPatternRequest, params, undefined, "reading a head").catch(async (e: unknown) => {
-      if ((e as { code?: number }).code !== ErrorCode.NO_RUN) throw e;
-      await this.makeLastRun(entry, what);
-      return this.client.request(AttentionPatternRequest, params, undefined, "reading a head");
-    });
+    if (this.lastRun === entry) this.post(entry, { type: "status", state: "running", message: what });
+    const r = await this.overPanelRun(entry, what, () => this.client.request(AttentionPatternRequest, { layer: block, head }, undefined, "reading a head"));
     this.post(entry, { type: "headPattern", block, head, rows: r.rows });
     this.post(entry, { type: "status", state: "idle" });
   }
@@ -271,14 +259,28 @@ export class LensPanels implements vscode.Disposable {
   private async maskHead(entry: PanelEntry, block: number, head: number): Promise<void> {
     if (!entry.record) return;
     if (entry.preview) throw new Error('a preview runs what its file says: add a variant with "mask": {"' + block + '": [' + head + "]} to the file to compare it");
-    const base = entry.request ?? requestOf(entry.record, entry.imagePath);
+    const base = requestOf(entry, entry.record);
     const heads = withHead(entry.record.headMask, { block, head });
     this.post(entry, { type: "status", state: "running", message: `running again with block ${block + 1} head ${head} masked` });
     const record = await this.client.request(RunRequest, { ...base, headMask: { heads } }, undefined, "running the lens");
     // the sidecar's last run is the masked one now, not the panel's
-    if (this.lastRun === entry) this.lastRun = null;
+    this.ranLast(entry, false);
     this.post(entry, { type: "maskedRun", block, head, record });
     this.post(entry, { type: "status", state: "idle" });
+  }
+
+  /**
+   * A request that answers over the sidecar's last run, made for this panel's record: the
+   * panel's run again first when another one ran since, and once more when the sidecar has
+   * forgotten its last run (another model was opened since).
+   */
+  private async overPanelRun<T>(entry: PanelEntry, what: string, send: () => Promise<T>): Promise<T> {
+    if (this.lastRun !== entry) await this.makeLastRun(entry, what);
+    return send().catch(async (e: unknown) => {
+      if ((e as { code?: number }).code !== ErrorCode.NO_RUN) throw e;
+      await this.makeLastRun(entry, what);
+      return send();
+    });
   }
 
   /**
@@ -290,7 +292,7 @@ export class LensPanels implements vscode.Disposable {
     if (!entry.record) throw new Error("this panel has no record yet");
     this.post(entry, { type: "status", state: "running", message: what });
     if (entry.preview) await entry.preview.rerun();
-    else await this.client.request(RunRequest, entry.request ?? requestOf(entry.record, entry.imagePath), undefined, "running the lens");
+    else await this.client.request(RunRequest, requestOf(entry, entry.record), undefined, "running the lens");
     this.lastRun = entry;
   }
 
@@ -298,7 +300,7 @@ export class LensPanels implements vscode.Disposable {
   private async rerunWithOverlay(entry: PanelEntry): Promise<void> {
     if (entry.kind !== "run") throw new Error('a preview runs what its file says: set "imageAttention": true and "patchLens": true in its "lens" settings');
     if (!entry.record || !entry.imagePath) throw new Error("this panel has no image run to rerun");
-    const base = entry.request ?? requestOf(entry.record, entry.imagePath);
+    const base = requestOf(entry, entry.record);
     const request: RunParams = { ...base, settings: { ...base.settings, ...IMAGE_OVERLAY } };
     this.post(entry, { type: "status", state: "running", message: "running again with the image overlay" });
     const record = await this.client.request(RunRequest, request, undefined, "running the lens");
@@ -444,8 +446,9 @@ function panelTitle(record: LensRecord, imagePath: string | undefined): string {
   return `${imagePath ? path.basename(imagePath) : "text"}: ${prompt}`;
 }
 
-function requestOf(record: LensRecord, imagePath: string | undefined): RunParams {
-  return { prompt: record.input.prompt, ...(imagePath ? { image: imagePath } : {}), settings: record.input.settings, ...(record.headMask ? { headMask: { heads: record.headMask } } : {}) };
+/** The request that made a panel's record: the one kept, else one built from the record. */
+function requestOf(entry: PanelEntry, record: LensRecord): RunParams {
+  return entry.request ?? { prompt: record.input.prompt, ...(entry.imagePath ? { image: entry.imagePath } : {}), settings: record.input.settings, ...(record.headMask ? { headMask: { heads: record.headMask } } : {}) };
 }
 
 function safeName(name: string, format: string): string {

@@ -324,10 +324,9 @@ export class App {
         this.save();
         break;
       case "headPattern":
-        if (this.view) {
-          this.headView.setPattern(this.view, { block: message.block, head: message.head }, message.rows, this.ui.p);
-          this.renderOverlay();
-        }
+        this.headView.setPattern({ block: message.block, head: message.head }, message.rows);
+        // draws the head's card and its overlay for the selected query
+        this.renderOverlay();
         break;
       case "maskedRun": {
         const picked = this.headView.picked;

@@ -89,11 +89,10 @@ export class HeadView {
     this.element.hidden = true;
   }
 
-  /** The head's rows [P, T] arrived; `p` is the selected query. */
-  setPattern(view: LensView, head: PickedHead, rows: NumericBlock, p: number): void {
+  /** The head's rows [P, T] arrived (kept when they are the picked head's); render() draws them. */
+  setPattern(head: PickedHead, rows: NumericBlock): void {
     if (!this.head || this.head.block !== head.block || this.head.head !== head.head) return;
     this.rows = rows;
-    this.render(view, p);
   }
 
   /** The head's row for the selected query (null before the pattern came). */

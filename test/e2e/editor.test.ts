@@ -145,6 +145,17 @@ async function panelShowing(text: string, selector: string, timeout: number): Pr
 }
 
 /**
+ * Reloads the window the way a user does, with the command: it saves the workbench's state
+ * first, where a bare page reload can race the save and come back with no editors at all.
+ */
+async function reloadWindow(): Promise<void> {
+  const reloaded = page.waitForEvent("domcontentloaded", { timeout: 60_000 });
+  await command("Developer: Reload Window");
+  await reloaded;
+  await page.locator(".monaco-workbench").waitFor({ timeout: 60_000 });
+}
+
+/**
  * Closes every editor and panel, again until none is left: after a reload the workbench restores
  * its editors and webview panels a while later, and a Close All run before that closes nothing.
  */
@@ -353,12 +364,8 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     await shot("05-exported");
 
     // after a reload of the window the panel comes back with its record (the serializer reads the
-    // kept record). Reload the way a user does, with the command: it saves the workbench's state
-    // first, where a bare page reload can race the save and come back with no editors at all.
-    const reloaded = page.waitForEvent("domcontentloaded", { timeout: 60_000 });
-    await command("Developer: Reload Window");
-    await reloaded;
-    await page.locator(".monaco-workbench").waitFor({ timeout: 60_000 });
+    // kept record)
+    await reloadWindow();
     await panelFrame().locator("#heatmap").waitFor({ state: "visible", timeout: 60_000 });
     expect(await panelFrame().locator("#prompt").textContent()).toContain("triangle");
     await shot("05b-restored");
@@ -604,12 +611,8 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
 
   it("a comparison view comes back after a reload, reading its results folder again, and its items still open", async () => {
     onTestFailed(() => shot("failed-comparison-restore"));
-    // the comparison of the step before stays open over the reload (with the item it opened); reload
-    // with the command, which saves the workbench's state first (a bare page reload can race the save)
-    const reloaded = page.waitForEvent("domcontentloaded", { timeout: 60_000 });
-    await command("Developer: Reload Window");
-    await reloaded;
-    await page.locator(".monaco-workbench").waitFor({ timeout: 60_000 });
+    // the comparison of the step before stays open over the reload (with the item it opened)
+    await reloadWindow();
     await page.locator(".statusbar-item", { hasText: /Logit Lens|lens-scenes-tiny/u }).first().waitFor({ timeout: 60_000 });
     await page.keyboard.press("Escape");
     const tab = page.locator(".tabs-container .tab", { hasText: "Compare masking" }).first();
