@@ -73,7 +73,7 @@ export interface LensRecord {
     /** The dtype the graphs computed in (absent in records made before it was recorded: float32). */
     computeDtype?: "float32" | "float16" | "bfloat16";
     /** How the weights were held in memory (see the schema). */
-    weightPlan?: "float32" | "half-per-use";
+    weightPlan?: "float32" | "half-per-use" | "half";
     numLayers: number;
     numHeads: number;
     vocabSize: number;

@@ -89,7 +89,7 @@ export interface ModelSummary {
   openMs: number;
   /** The dtype the graphs compute in, and how the weights are held (see the LensRecord's model). */
   computeDtype?: "float32" | "float16" | "bfloat16";
-  weightPlan?: "float32" | "half-per-use";
+  weightPlan?: "float32" | "half-per-use" | "half";
   /** The device behind `provider`, with the adapter's name and memory where known. */
   device?: DeviceDescription;
   /** The memory the model was estimated to need before it opened, what was free, and why this weight plan. */

@@ -84,7 +84,7 @@ describe("SidecarClient", () => {
     assertLensRecord(await c.request(RunRequest, { prompt: "hi", settings: { maxNewTokens: 0 } }));
     expect(log.lines.filter((l) => l.startsWith("info model: "))).toEqual([expect.stringContaining("float32 compute")]);
     dtype = "bfloat16"; // refused on the CPU: the request fails because the model was opened again with it
-    await expect(c.request(RunRequest, { prompt: "hi", settings: { maxNewTokens: 0 } })).rejects.toMatchObject({ code: ErrorCode.INPUT_ERROR, message: expect.stringMatching(/dtype bfloat16 cannot compute/) });
+    await expect(c.request(RunRequest, { prompt: "hi", settings: { maxNewTokens: 0 } })).rejects.toMatchObject({ code: ErrorCode.INPUT_ERROR, message: expect.stringMatching(/dtype bfloat16 computes only on CUDA/) });
   });
 
   it("runs with the settings' model again after a preview opened the experiment's own model", async () => {

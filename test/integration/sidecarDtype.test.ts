@@ -64,7 +64,7 @@ describe("dtype over JSON-RPC", () => {
   it("answers bfloat16 on the CPU with a one-line input error, and the open model stays", async () => {
     const e = await errorOf(connection.sendRequest(OpenModelRequest, { folder: "", device: "cpu", dtype: "bfloat16" }));
     expect(e.code).toBe(ErrorCode.INPUT_ERROR);
-    expect(e.message).toMatch(/dtype bfloat16 cannot compute/);
+    expect(e.message).toMatch(/dtype bfloat16 computes only on CUDA/);
     expect(e.message).not.toContain("\n");
     assertLensRecord(await send(RunRequest, { prompt: "hi", settings: { maxNewTokens: 0 } }));
   });
@@ -80,8 +80,8 @@ describe("dtype over JSON-RPC", () => {
     const refused = experimentFile("bf16", { dtype: "bfloat16" });
     const e = await errorOf(send(RunExperimentRequest, { file: refused }));
     expect(e.code).toBe(ErrorCode.INPUT_ERROR);
-    expect(e.message).toMatch(/dtype bfloat16 cannot compute/);
-    expect((await errorOf(send(PreviewExperimentRequest, { file: refused }))).message).toMatch(/dtype bfloat16 cannot compute/);
+    expect(e.message).toMatch(/dtype bfloat16 computes only on CUDA/);
+    expect((await errorOf(send(PreviewExperimentRequest, { file: refused }))).message).toMatch(/dtype bfloat16 computes only on CUDA/);
 
     // the model opened with auto; a file asking for float32 reopens it once, then uses it as it is
     await connection.sendRequest(OpenModelRequest, { folder: MODEL, device: "cpu" });

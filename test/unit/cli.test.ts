@@ -128,10 +128,13 @@ describe("logit-lens CLI", () => {
     expect(rows[8]).toMatch(/^block 8\s+"red"/);
   });
 
-  it("--dtype reaches the model: float32 runs, another word names the choices, bfloat16 on the CPU is refused in one line", () => {
+  it("--dtype reaches the model: float32 and float16 run, another word names the choices, bfloat16 on the CPU is refused in one line", () => {
     const f32 = cli("run", "--model", LLAMA_F16, "--prompt", "The capital of France is", "--dtype", "float32", "--device", "cpu", "--max-new-tokens", "1", "--json");
     expect(f32.code, f32.stderr).toBe(0);
     expect(assertLensRecord(JSON.parse(f32.stdout)).model).toMatchObject({ dtype: "F16", computeDtype: "float32", weightPlan: "float32" });
+    const f16 = cli("run", "--model", LLAMA_F16, "--prompt", "The capital of France is", "--dtype", "float16", "--device", "cpu", "--max-new-tokens", "1", "--json");
+    expect(f16.code, f16.stderr).toBe(0);
+    expect(assertLensRecord(JSON.parse(f16.stdout)).model).toMatchObject({ dtype: "F16", computeDtype: "float16", weightPlan: "half" });
 
     const bad = cli("run", "--model", LLAVA, "--prompt", "hi", "--dtype", "half");
     expect(bad.code).toBe(2);
@@ -142,11 +145,11 @@ describe("logit-lens CLI", () => {
     expect(bf16.code).toBe(1);
     const lines = bf16.stderr.split("\n").filter((l) => l.trim() && !l.endsWith("…"));
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^error: .*llava-gqa-f32\/model: dtype bfloat16 cannot compute/);
+    expect(lines[0]).toMatch(/^error: .*llava-gqa-f32\/model: dtype bfloat16 computes only on CUDA/);
     // the bundled model's refusal is its own, not "the bundled model is missing"
     const bundled = cli("--dtype", "bfloat16", "--device", "cpu");
     expect(bundled.code).toBe(1);
-    expect(bundled.stderr).toMatch(/lens-scenes-tiny: dtype bfloat16 cannot compute/);
+    expect(bundled.stderr).toMatch(/lens-scenes-tiny: dtype bfloat16 computes only on CUDA/);
   });
 
   it("an experiment file's dtype opens its model, and --dtype wins over it", () => {
@@ -156,7 +159,7 @@ describe("logit-lens CLI", () => {
     fs.writeFileSync(file, JSON.stringify({ model: LLAVA, dtype: "bfloat16", inputs: [{ manifest: scenes, limit: 1 }], prompts: ["{question}"], generation: { maxNewTokens: 1 } }));
     const refused = cli("run", file, "--device", "cpu");
     expect(refused.code).toBe(1);
-    expect(refused.stderr).toMatch(/dtype bfloat16 cannot compute/);
+    expect(refused.stderr).toMatch(/dtype bfloat16 computes only on CUDA/);
     const overridden = cli("run", file, "--device", "cpu", "--dtype", "float32");
     expect(overridden.code, overridden.stderr).toBe(0);
     expect(overridden.stderr).toMatch(/done: 1 run/);

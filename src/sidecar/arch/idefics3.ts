@@ -11,7 +11,7 @@
  *            tokens row-major on its (M / patch / scale)^2 grid
  */
 import { LensInputError } from "../errors";
-import { type GraphCtx, activation, layerNorm, linear, param, scaledScores } from "../graph/blocks";
+import { type GraphCtx, activation, attentionSoftmax, computeInput, float32Output, layerNorm, linear, param, scaledScores } from "../graph/blocks";
 import { parseIdefics3ProcessorConfig, preprocessIdefics3 } from "../image/idefics3Processor";
 import { checkVisionTowerWeights, parseVisionTowerConfig, type VisionTowerConfig } from "./clip";
 import { ConfigSection } from "./configUtil";
@@ -68,7 +68,7 @@ export const idefics3: ArchitectureModule = {
         const shuffled = pixelShuffle(c, features, side, vision.hiddenSize, scale);
         const inFeatures = vision.hiddenSize * scale * scale;
         const projected = c.b.scoped("connector", () => linear(c, shuffled, `${connectorPrefix}modality_projection.proj`, inFeatures, text.hiddenSize, false));
-        c.b.output(projected, "image_features", "float32", ["image_tokens", text.hiddenSize]);
+        float32Output(c, projected, "image_features", ["image_tokens", text.hiddenSize]);
       },
       imagePipeline: (source) => idefics3ImagePipeline(source, vision, side / scale, tokensPerTile, imageTokenId, configFile),
     };
@@ -144,7 +144,7 @@ function buildSiglipTiles(ctx: GraphCtx, cfg: SiglipVisionConfig, prefix: string
   const headDim = D / heads;
   const side = Math.floor(cfg.imageSize / cfg.patchSize);
   const patches = side * side;
-  const pixels = b.input("pixel_values", "float32", ["tiles", cfg.numChannels, "height", "width"]);
+  const pixels = computeInput(ctx, "pixel_values", ["tiles", cfg.numChannels, "height", "width"]);
 
   let h = b.scoped("embeddings", () => {
     const conv = b.op(
@@ -172,7 +172,7 @@ function buildSiglipTiles(ctx: GraphCtx, cfg: SiglipVisionConfig, prefix: string
       const k = split(linear(ctx, x, `${p}self_attn.k_proj`, D, D, true));
       const v = split(linear(ctx, x, `${p}self_attn.v_proj`, D, D, true));
       const scores = scaledScores(ctx, q, k, 1 / Math.sqrt(headDim), 4);
-      const context = b.op("MatMul", [b.op("Softmax", [scores], { axis: -1 }, "probs"), v]);
+      const context = b.op("MatMul", [attentionSoftmax(ctx, scores).probsCompute, v]);
       const merged = b.op("Reshape", [b.op("Transpose", [context], { perm: [0, 2, 1, 3] }), b.i64(-1, D)]);
       const afterAttn = b.op("Add", [h, linear(ctx, merged, `${p}self_attn.out_proj`, D, D, true)]);
       const y = layerNorm(ctx, afterAttn, `${p}layer_norm2`, D, cfg.layerNormEps);

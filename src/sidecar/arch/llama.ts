@@ -21,7 +21,28 @@
  */
 import * as path from "node:path";
 import { LensInputError } from "../errors";
-import { type GraphCtx, activation, applyRotary, attentionBias, attentionCore, linear, mergeHeads, multiAxisRotaryTables, rawParam, rmsNorm, rotaryTables, scaledScores, skipRmsNorm, splitHeads } from "../graph/blocks";
+import {
+  type GraphCtx,
+  activation,
+  applyRotary,
+  attentionBias,
+  attentionCore,
+  attentionSoftmax,
+  computeInput,
+  computeOf,
+  float32Output,
+  linear,
+  mergeHeads,
+  multiAxisRotaryTables,
+  rawParam,
+  rmsNorm,
+  rotaryTables,
+  scaledScores,
+  skipRmsNorm,
+  splitHeads,
+  toCompute,
+  toFloat32,
+} from "../graph/blocks";
 import type { LensHeadSpec } from "../graph/lensGraph";
 import { type ConfigSection, MAX_CONFIG_LAYERS } from "./configUtil";
 
@@ -172,29 +193,39 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
   const { b } = ctx;
   const { hiddenSize: H, numHeads, numKvHeads, headDim: D, numLayers: L } = cfg;
   const rep = numHeads / numKvHeads;
+  // The KV cache is in the compute dtype (it stays on the device, and the host only passes it
+  // back), but float32 for bfloat16 compute: onnxruntime-node's JavaScript has no bfloat16
+  // tensor to hold it in between calls.
+  const compute = computeOf(ctx);
+  const cacheType = compute === "bfloat16" ? "float32" : compute;
+  const cacheIn = (x: string) => (cacheType === compute ? x : toCompute(ctx, x));
+  const cacheOut = (x: string) => (cacheType === compute ? x : toFloat32(ctx, x));
 
   const inputIds = b.input("input_ids", "int64", ["seq"]);
   const mrope = opts.mropeSection;
   const positionIds = b.input("position_ids", "int64", mrope ? [mrope.length, "seq"] : ["seq"]);
   const outputPositions = b.input("output_positions", "int64", ["outputs"]);
-  const past = Array.from({ length: L }, (_, i) => ({
-    key: b.input(`past_key.${i}`, "float32", [1, numKvHeads, "past", D]),
-    value: b.input(`past_value.${i}`, "float32", [1, numKvHeads, "past", D]),
+  const pastInputs = Array.from({ length: L }, (_, i) => ({
+    key: b.input(`past_key.${i}`, cacheType, [1, numKvHeads, "past", D]),
+    value: b.input(`past_value.${i}`, cacheType, [1, numKvHeads, "past", D]),
   }));
+  const past = pastInputs.map((p) => ({ key: cacheIn(p.key), value: cacheIn(p.value) }));
 
   let h = b.scoped("embed", () => embed(ctx, cfg, names, inputIds, opts));
 
   // onnxruntime's fused GroupQueryAttention takes head sizes that are multiples of 8 (every
-  // released checkpoint we know of) and has a float32 kernel on the CPU only; other sizes (tiny
-  // test models) and other providers take the unfused path.
-  const fused = D % 8 === 0 && (ctx.provider ?? "cpu") === "cpu";
+  // released checkpoint we know of); it has float32 and float16 kernels on the CPU and half ones
+  // (float16, bfloat16) on CUDA. Other sizes (tiny test models), WebGPU and CUDA in float32
+  // take the unfused path.
+  const provider = ctx.provider ?? "cpu";
+  const fused = D % 8 === 0 && (provider === "cpu" ? compute !== "bfloat16" : provider === "cuda" && compute !== "float32");
 
   // Queries at absolute positions P..P+S-1 over keys 0..P+S-1. GroupQueryAttention masks
   // causally itself and takes the lengths; the additive mask serves the read-out rows and the
   // unfused path.
   const mask = b.scoped("mask", () => {
     const seqLen = b.op("Squeeze", [b.op("Shape", [inputIds])]);
-    const pastLen = b.op("Squeeze", [b.op("Shape", [past[0].key], { start: 2, end: 3 })]);
+    const pastLen = b.op("Squeeze", [b.op("Shape", [pastInputs[0].key], { start: 2, end: 3 })]);
     const total = b.op("Add", [pastLen, seqLen]);
     const qPos = b.op("Range", [pastLen, total, b.i64Scalar(1)]);
     const kPos = b.op("Range", [b.i64Scalar(0), total, b.i64Scalar(1)]);
@@ -220,7 +251,7 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
   // the caller) per head, and the head-averaged row over the image keys the caller lists.
   const keySegments = b.input("key_segments", "float32", ["total", "segments"]);
   const imageKeys = b.input("image_key_positions", "int64", ["image_keys"]);
-  const headMask = b.input("head_mask", "float32", [L, numHeads]);
+  const headMask = computeInput(ctx, "head_mask", [L, numHeads]);
   const patternHead = b.input("pattern_head", "int64", [1]);
   const attentionMass: string[] = [];
   const imageAttention: string[] = [];
@@ -232,7 +263,7 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
     // Query head h reads key head h // rep: [kvHeads, rep*K, D] against [kvHeads, T, D].
     const grouped = b.op("Reshape", [q, b.i64(numKvHeads, -1, D)]);
     const scores = scaledScores(ctx, grouped, b.op("Reshape", [keys, b.i64(numKvHeads, -1, D)]), 1 / Math.sqrt(D), 3);
-    const rows = b.op("Softmax", [b.op("Add", [b.op("Reshape", [scores, b.i64(numHeads, -1, 0)], { allowzero: 0 }), mask.readoutBias])], { axis: -1 }, "probs");
+    const { probs: rows } = attentionSoftmax(ctx, b.op("Reshape", [scores, b.i64(numHeads, -1, 0)], { allowzero: 0 }), mask.readoutBias);
     attentionMass.push(b.op("MatMul", [rows, keySegments], {}, "attention_mass"));
     imageAttention.push(b.op("ReduceMean", [b.op("Gather", [rows, imageKeys], { axis: 2 })], { axes: [0], keepdims: 1 }, "image_attention"));
     headRows.push(b.op("Gather", [rows, patternHead], { axis: 0 }, "head_rows"));
@@ -294,8 +325,8 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
       // Causal softmax(q k^T / sqrt(D)) v in float32 with key/value head h // rep for query
       // head h, as transformers' eager attention with repeat_kv; the cache grows by S.
       const { context, keys, values } = fused ? fusedAttention(roped, vProj, i) : unfusedAttention(roped, vProj, i);
-      b.output(keys, `present_key.${i}`, "float32", [1, numKvHeads, "total", D]);
-      b.output(values, `present_value.${i}`, "float32", [1, numKvHeads, "total", D]);
+      b.output(cacheOut(keys), `present_key.${i}`, cacheType, [1, numKvHeads, "total", D]);
+      b.output(cacheOut(values), `present_value.${i}`, cacheType, [1, numKvHeads, "total", D]);
       readAttention(roped, keys);
       const masked = b.op("Mul", [context, headScales[i]], {}, "head_mask");
       const attnOut = linear(ctx, masked, `${p}self_attn.o_proj`, numHeads * D, H, outputBias);
@@ -312,7 +343,8 @@ export function buildLlamaDecoder(ctx: GraphCtx, cfg: LlamaTextConfig, names: De
   b.scoped("head", () => {
     // transformers' last hidden state is the final norm's output
     collect(x);
-    b.output(b.opNamed("hidden_states", "Reshape", [b.op("Concat", collected, { axis: 0 }), b.i64(L + 1, -1, H)]), "hidden_states", "float32", [L + 1, "outputs", H]);
+    const states = b.op("Reshape", [b.op("Concat", collected, { axis: 0 }), b.i64(L + 1, -1, H)]);
+    float32Output(ctx, states, "hidden_states", [L + 1, "outputs", H]);
     const segments = b.op("Slice", [b.op("Shape", [keySegments]), b.i64(1), b.i64(2)]);
     b.output(
       b.opNamed("attention_mass", "Reshape", [b.op("Concat", attentionMass, { axis: 0 }), b.op("Concat", [b.i64(L, numHeads, -1), segments], { axis: 0 })]),
@@ -347,7 +379,7 @@ function embed(ctx: GraphCtx, cfg: LlamaTextConfig, names: DecoderNames, inputId
   const table = rawParam(ctx, `${names.body}embed_tokens.weight`, [cfg.vocabSize, cfg.hiddenSize]);
   const lookup = (ids: string) => {
     const rows = b.op("Gather", [table.value, ids], { axis: 0 }, "embed_tokens");
-    return table.type === "float32" ? rows : b.op("Cast", [rows], { to: 1 });
+    return table.type === computeOf(ctx) ? rows : table.type === "float32" ? toCompute(ctx, rows) : toCompute(ctx, b.op("Cast", [rows], { to: 1 }));
   };
   if (opts.imageTokenId === undefined) return lookup(inputIds);
 
@@ -360,6 +392,6 @@ function embed(ctx: GraphCtx, cfg: LlamaTextConfig, names: DecoderNames, inputId
   const isImageI64 = b.op("Cast", [isImage], { to: 7 });
   const featureRow = b.op("Mul", [b.op("CumSum", [isImageI64, b.i64Scalar(0)]), isImageI64]);
   const padded = b.op("Concat", [b.constant("float32", new Float32Array(cfg.hiddenSize), [1, cfg.hiddenSize]), features], { axis: 0 });
-  const imageRows = b.op("Gather", [padded, featureRow], { axis: 0 });
+  const imageRows = toCompute(ctx, b.op("Gather", [padded, featureRow], { axis: 0 }));
   return b.op("Where", [b.op("Unsqueeze", [isImage, b.i64(1)]), imageRows, lookup(textIds)], {}, "inputs_embeds");
 }

@@ -3,7 +3,7 @@
  * image features replacing the expanded image tokens.
  */
 import { LensInputError } from "../errors";
-import { activation, linear } from "../graph/blocks";
+import { activation, computeInput, float32Output, linear } from "../graph/blocks";
 import { buildClipVision, checkVisionTowerWeights, parseClipVisionConfig } from "./clip";
 import { ConfigSection } from "./configUtil";
 import { buildLlamaDecoder, llamaLensSpec, parseLlamaConfig, resolveDecoderNames } from "./llama";
@@ -68,7 +68,7 @@ export const llava: ArchitectureModule = {
       buildDecoder: (c) => buildLlamaDecoder(c, text, names, { imageTokenId }, configFile),
       buildVision: (c) => {
         const { b } = c;
-        const pixels = b.input("pixel_values", "float32", [1, vision.numChannels, vision.imageSize, vision.imageSize]);
+        const pixels = computeInput(c, "pixel_values", [1, vision.numChannels, vision.imageSize, vision.imageSize]);
         const states = buildClipVision(c, vision, visionPrefix, pixels, layers, configFile);
         let features = states.length === 1 ? states[0] : b.op("Concat", states, { axis: -1 });
         if (strategy === "default") features = b.op("Slice", [features, b.i64(1), b.i64(patches + 1), b.i64(0)]);
@@ -83,7 +83,7 @@ export const llava: ArchitectureModule = {
             projectorBias,
           ),
         );
-        b.output(projected, "image_features", "float32", [tokensPerImage, text.hiddenSize]);
+        float32Output(c, projected, "image_features", [tokensPerImage, text.hiddenSize]);
       },
     };
   },

@@ -11,7 +11,7 @@
  *   outputs  image_features [N / merge^2, hidden]
  */
 import { LensInputError } from "../errors";
-import { type GraphCtx, activation, applyRotary, attentionCore, layerNorm, linear, mergeHeads, param } from "../graph/blocks";
+import { type GraphCtx, activation, applyRotaryFloat32, attentionCore, computeInput, float32Output, layerNorm, linear, mergeHeads, param } from "../graph/blocks";
 import { parseQwen2VlProcessorConfig, preprocessQwen2Vl } from "../image/qwen2vlProcessor";
 import type { HostTensor } from "../runtime/ort";
 import { ConfigSection, MAX_CONFIG_LAYERS } from "./configUtil";
@@ -232,7 +232,7 @@ function buildQwen2Vision(ctx: GraphCtx, cfg: Qwen2VisionConfig, prefix: string,
   const heads = cfg.numHeads;
   const headDim = D / heads;
   const patchFeatures = cfg.inChannels * cfg.temporalPatchSize * cfg.patchSize * cfg.patchSize;
-  const pixels = b.input("pixel_values", "float32", ["patches", patchFeatures]);
+  const pixels = computeInput(ctx, "pixel_values", ["patches", patchFeatures]);
   const positionIds = b.input("vision_position_ids", "int64", ["patches", 2]);
   const segmentIds = b.input("vision_segment_ids", "int64", ["patches"]);
 
@@ -263,8 +263,9 @@ function buildQwen2Vision(ctx: GraphCtx, cfg: Qwen2VisionConfig, prefix: string,
       // Fused qkv: [N, 3D] -> [3, heads, N, headDim].
       const qkv = b.op("Transpose", [b.op("Reshape", [linear(ctx, x, `${p}attn.qkv`, D, 3 * D, true), b.i64(-1, 3, heads, headDim)])], { perm: [1, 2, 0, 3] });
       const part = (j: number) => b.op("Gather", [qkv, b.i64Scalar(j)], { axis: 0 });
-      const q = applyRotary(ctx, part(0), cos, sin, headDim);
-      const k = applyRotary(ctx, part(1), cos, sin, headDim);
+      // in float32, as transformers' apply_rotary_pos_emb_vision
+      const q = applyRotaryFloat32(ctx, part(0), cos, sin, headDim);
+      const k = applyRotaryFloat32(ctx, part(1), cos, sin, headDim);
       const { context } = attentionCore(ctx, q, k, part(2), { heads, kvHeads: heads, headDim, scale: 1 / Math.sqrt(headDim), allowed });
       const afterAttn = b.op("Add", [h, linear(ctx, mergeHeads(ctx, context, heads, headDim), `${p}attn.proj`, D, D, true)]);
       const y = layerNorm(ctx, afterAttn, `${p}norm2`, D, 1e-6);
@@ -279,5 +280,5 @@ function buildQwen2Vision(ctx: GraphCtx, cfg: Qwen2VisionConfig, prefix: string,
     const hidden = activation(ctx, linear(ctx, windows, `${prefix}merger.mlp.0`, D * m2, D * m2, true), "gelu", configFile);
     return linear(ctx, hidden, `${prefix}merger.mlp.2`, D * m2, cfg.hiddenSize, true);
   });
-  b.output(merged, "image_features", "float32", ["image_tokens", cfg.hiddenSize]);
+  float32Output(ctx, merged, "image_features", ["image_tokens", cfg.hiddenSize]);
 }

@@ -11,12 +11,12 @@ import * as os from "node:os";
 import type { ArchitectureModule, ArchitecturePlan, ImageTokenGrid, PreparedImage } from "../arch/types";
 import type { JsonObject } from "../arch/configUtil";
 import { LensInputError } from "../errors";
-import type { GraphCtx, HalfWeights } from "../graph/blocks";
+import type { ComputeDtype, GraphCtx, HalfWeights } from "../graph/blocks";
 import { buildLensGraph, buildUnembeddingGraph, type RankMethod } from "../graph/lensGraph";
 import { GraphBuilder, type BuiltGraph } from "../graph/onnxBuilder";
 import type { WeightIndex } from "../model/safetensors";
 import type { ModelWeights } from "../model/weights";
-import { availableMemory, chooseCpuPlan, formatGB, type MemoryEstimate, type ModelFootprint, type WeightPlan } from "../runtime/memoryEstimate";
+import { availableMemory, chooseCpuPlan, formatGB, halfComputePlan, type MemoryEstimate, type ModelFootprint, type WeightPlan } from "../runtime/memoryEstimate";
 import type { DeviceDescription } from "../../shared/lensRecord";
 import { type Device, type DeviceTensor, type FeedTensor, type GraphSession, type HostTensor, intendedProvider, isDeviceTensor, openGraphSession, type SessionOptions } from "../runtime/ort";
 import { contextLengthOf } from "../text/limits";
@@ -89,10 +89,10 @@ export function compileGraphs(
   config: JsonObject,
   configFile: string,
   weights: ModelWeights,
-  opts: { rankMethod?: RankMethod; provider?: GraphCtx["provider"]; halfWeights?: HalfWeights } = {},
+  opts: { rankMethod?: RankMethod; provider?: GraphCtx["provider"]; halfWeights?: HalfWeights; compute?: ComputeDtype } = {},
 ): { plan: ArchitecturePlan; decoder: BuiltGraph; lens: BuiltGraph; vision?: BuiltGraph } {
-  const { provider, halfWeights } = opts;
-  const ctxOf = (b: GraphBuilder): GraphCtx => ({ b, weights, provider, halfWeights });
+  const { provider, halfWeights, compute } = opts;
+  const ctxOf = (b: GraphBuilder): GraphCtx => ({ b, weights, provider, halfWeights, compute });
   const decoderBuilder = new GraphBuilder("decoder");
   const plan = module.plan(config, configFile, ctxOf(decoderBuilder));
   plan.buildDecoder(ctxOf(decoderBuilder));
@@ -121,7 +121,7 @@ function halfWeightsFor(plan: WeightPlan, provider: "cpu" | "cuda" | "webgpu"): 
 export interface PlannedEngine extends ReturnType<typeof compileGraphs> {
   memory: { estimate: MemoryEstimate; available: number; reason: string };
   halfWeights: HalfWeights;
-  computeDtype: "float32";
+  computeDtype: ComputeDtype;
   start(beside: () => Promise<unknown>): Promise<Engine>;
 }
 
@@ -130,7 +130,7 @@ export class Engine {
     readonly plan: ArchitecturePlan,
     readonly weightPlan: WeightPlan,
     readonly memory: { estimateBytes: number; availableBytes: number; reason: string },
-    readonly computeDtype: "float32",
+    readonly computeDtype: ComputeDtype,
     private readonly decoder: GraphSession,
     private readonly lensSession: GraphSession,
     private readonly vision: GraphSession | undefined,
@@ -151,15 +151,16 @@ export class Engine {
   static plan(module: ArchitectureModule, config: JsonObject, configFile: string, weights: ModelWeights, opts: EngineOptions): PlannedEngine {
     const device = opts.device ?? "auto";
     const provider = intendedProvider(device);
-    const computeDtype = chooseComputeDtype(opts.dtype ?? "auto", weights.folder);
-    const compile = (halfWeights: HalfWeights) => compileGraphs(module, config, configFile, weights, { rankMethod: opts.rankMethod, provider, halfWeights });
+    const computeDtype = chooseComputeDtype(opts.dtype ?? "auto", weights.index, provider);
+    const compile = (halfWeights: HalfWeights) => compileGraphs(module, config, configFile, weights, { rankMethod: opts.rankMethod, provider, halfWeights, compute: computeDtype });
     // the plan's shapes come from a first compile; it is compiled again (tens of ms) when the plan calls for another form of the half weights
-    let compiled = compile(halfWeightsFor("float32", provider));
-    // dtype float32 always makes float32 copies (refused when they cannot fit)
-    const forcedPlan: WeightPlan | undefined = opts.dtype === "float32" ? "float32" : opts.weightPlan;
-    const memory = planMemory(weights.index, compiled.plan.decoder, contextLengthOf(config)?.length, opts.logitsBudget, forcedPlan, opts.availableMemory);
-    const halfWeights = halfWeightsFor(memory.estimate.plan, provider);
-    if (halfWeights !== halfWeightsFor("float32", provider)) compiled = compile(halfWeights);
+    const firstForm = computeDtype === "float32" ? halfWeightsFor("float32", provider) : "cast";
+    let compiled = compile(firstForm);
+    // dtype float32 always makes float32 copies (refused when they cannot fit); half compute holds the weights in its dtype
+    const forcedPlan: WeightPlan | undefined = computeDtype !== "float32" ? "half" : opts.dtype === "float32" ? "float32" : opts.weightPlan;
+    const memory = planMemory(weights.index, compiled.plan.decoder, contextLengthOf(config)?.length, opts.logitsBudget, forcedPlan, opts.availableMemory, computeDtype);
+    const halfWeights = computeDtype === "float32" ? halfWeightsFor(memory.estimate.plan, provider) : "cast";
+    if (halfWeights !== firstForm) compiled = compile(halfWeights);
     return { ...compiled, memory, halfWeights, computeDtype, start: (beside) => Engine.start(compiled, weights, opts, memory, halfWeights, computeDtype, beside) };
   }
 
@@ -174,7 +175,7 @@ export class Engine {
     opts: EngineOptions,
     memory: PlannedEngine["memory"],
     halfWeights: HalfWeights,
-    computeDtype: "float32",
+    computeDtype: ComputeDtype,
     beside: () => Promise<unknown>,
   ): Promise<Engine> {
     const device = opts.device ?? "auto";
@@ -197,7 +198,7 @@ export class Engine {
       threads: opts.threads,
       prepackWeights: opts.prepackWeights,
       memoryArena: false,
-      foldConstants: memory.estimate.plan === "float32",
+      foldConstants: memory.estimate.plan !== "half-per-use",
     };
     const open = (graph: BuiltGraph, options: SessionOptions) => openGraphSession(graph, options).then((s) => withFedWeights(s, fed.feeds(graph.fedWeights)));
     const opened = await Promise.allSettled([
@@ -220,7 +221,7 @@ export class Engine {
     // never needs them, so their session (a second mapping of the unembedding) opens on first use.
     const openUnembedding = async () => {
       const b = new GraphBuilder("unembedding");
-      buildUnembeddingGraph({ b, weights, provider, halfWeights }, plan.lens);
+      buildUnembeddingGraph({ b, weights, provider, halfWeights, compute: computeDtype }, plan.lens);
       const graph = b.build();
       await fed.load(graph.fedWeights);
       return open(graph, sessionOptions);
@@ -266,7 +267,9 @@ export class Engine {
 
   emptyCache(): KvCache {
     const { numLayers, numKvHeads, headDim } = this.plan.decoder;
-    const empty = (): HostTensor => ({ data: new Float32Array(0), dims: [1, numKvHeads, 0, headDim] });
+    // the cache's dtype is the decoder's (arch/llama.ts): float16 in float16 compute, else float32
+    const empty = (): HostTensor =>
+      this.computeDtype === "float16" ? { data: new Uint16Array(0), type: "float16", dims: [1, numKvHeads, 0, headDim] } : { data: new Float32Array(0), dims: [1, numKvHeads, 0, headDim] };
     return { keys: Array.from({ length: numLayers }, empty), values: Array.from({ length: numLayers }, empty), length: 0, positionDelta: 0 };
   }
 
@@ -407,6 +410,7 @@ function planMemory(
   logitsBudget: number,
   weightPlan: WeightPlan | undefined,
   availableBytes: number | undefined,
+  compute: ComputeDtype = "float32",
 ): { estimate: MemoryEstimate; available: number; reason: string } {
   let f32Bytes = 0;
   let halfBytes = 0;
@@ -442,26 +446,49 @@ function planMemory(
         return undefined;
       }
     }, os.freemem);
-  const choice = chooseCpuPlan(footprint, available, weightPlan);
+  const choice = compute === "float32" ? chooseCpuPlan(footprint, available, weightPlan) : halfComputePlan(footprint, available, compute);
   if ("refused" in choice) throw new LensInputError(index.folder, choice.refused);
   return { estimate: choice.estimate, available, reason: `${choice.reason}; needs about ${formatGB(choice.estimate.totalBytes)}` };
 }
 
 /**
- * The dtype the graphs compute in for a dtype choice: float32 for auto and float32. Half
- * precision does not compute in half here: onnxruntime's CPU provider has no float16 kernels
- * for Gemm or MatMul on x64 (it inserts casts to float32 around them, and drops a Cast pair
- * float32 -> float16 -> float32 as redundant, so even rounding the activations does not happen:
- * seen with onnxruntime-node 1.30, a float16 product of 1.0001 x 1 gave 1.0001), and none at all
- * for bfloat16. So both are refused with what to use instead; on a GPU they are not built yet.
+ * The dtype the graphs compute in for a dtype choice on a provider.
+ * - auto: float32 on the CPU (whose half-precision weights are widened, or kept half and
+ *   converted per use when float32 copies do not fit); on a GPU the checkpoint's own half
+ *   precision (bfloat16 becomes float16 on WebGPU, which has no bfloat16 kernels), float32 for
+ *   a float32 checkpoint.
+ * - float16: on every provider. The CPU provider has no float16 kernels for matrix products on
+ *   x64: onnxruntime casts around them to float32 and drops the cast pairs between such nodes,
+ *   so on the CPU a float16 graph computes in float32 over weights and inputs rounded to
+ *   float16 (test/parity/halfCompute.test.ts states the bounds this gives against transformers).
+ * - bfloat16: CUDA only; onnxruntime's CPU and WebGPU providers have no bfloat16 kernels.
  */
-function chooseComputeDtype(choice: DtypeChoice, folder: string): "float32" {
+export function chooseComputeDtype(choice: DtypeChoice, index: Pick<WeightIndex, "folder" | "names" | "get">, provider: "cpu" | "cuda" | "webgpu"): ComputeDtype {
   if (!(DTYPE_CHOICES as readonly string[]).includes(choice)) throw new LensInputError(undefined, `unknown dtype "${String(choice)}": choose one of ${DTYPE_CHOICES.join(", ")}`);
-  if (choice === "float16" || choice === "bfloat16") {
-    throw new LensInputError(
-      folder,
-      `dtype ${choice} cannot compute in ${choice} here: onnxruntime has no ${choice} kernels for matrix products on this provider; use dtype auto (half-precision weights stay half in memory when float32 copies do not fit, and compute in float32)`,
-    );
+  switch (choice) {
+    case "float32":
+    case "float16":
+      return choice;
+    case "bfloat16":
+      if (provider === "cuda") return "bfloat16";
+      throw new LensInputError(index.folder, `dtype bfloat16 computes only on CUDA: onnxruntime's ${provider === "cpu" ? "CPU" : "WebGPU"} provider has no bfloat16 kernels; use dtype float16 or float32 (or auto)`);
+    case "auto": {
+      if (provider === "cpu") return "float32";
+      const half = halfStorageDtype(index);
+      if (!half) return "float32";
+      return half === "BF16" && provider === "cuda" ? "bfloat16" : "float16";
+    }
   }
-  return "float32";
+}
+
+/** The half-precision dtype most of a checkpoint's bytes are stored in, if most are half. */
+function halfStorageDtype(index: Pick<WeightIndex, "names" | "get">): "F16" | "BF16" | undefined {
+  const bytes = { F16: 0, BF16: 0, other: 0 };
+  for (const name of index.names()) {
+    const e = index.get(name);
+    if (e.dtype === "F16" || e.dtype === "BF16") bytes[e.dtype] += e.byteLength;
+    else bytes.other += e.byteLength;
+  }
+  if (bytes.F16 + bytes.BF16 <= bytes.other) return undefined;
+  return bytes.BF16 > bytes.F16 ? "BF16" : "F16";
 }

@@ -16,8 +16,76 @@ export interface GraphCtx {
    * operators have kernels on some providers only (GroupQueryAttention in float32: CPU).
    */
   provider?: "cpu" | "cuda" | "webgpu";
-  /** How half-precision weights become the float32 the graph computes in (default "cast"). */
+  /** How half-precision weights become the float32 the graph computes in (default "cast"); float32 compute only. */
   halfWeights?: HalfWeights;
+  /**
+   * The dtype activations and weights are in between the graph's inputs and outputs (default
+   * float32). In half precision the graph's host-facing inputs and outputs stay float32 (cast at
+   * the edges, exactly: every half value is a float32), the KV cache is in the compute dtype,
+   * and what transformers computes in float32 inside a half model is float32 here too: the
+   * attention softmax, the rotary tables, the norms' statistics (inside onnxruntime's norm
+   * kernels), and all of the lens statistics.
+   */
+  compute?: ComputeDtype;
+}
+
+export type ComputeDtype = "float32" | "float16" | "bfloat16";
+
+const CAST_TO: Record<ComputeDtype, number> = { float32: 1, float16: 10, bfloat16: 16 };
+
+export function computeOf(ctx: GraphCtx): ComputeDtype {
+  return ctx.compute ?? "float32";
+}
+
+/** A float32 value in the compute dtype (itself in float32 compute). */
+export function toCompute(ctx: GraphCtx, x: string): string {
+  const c = computeOf(ctx);
+  return c === "float32" ? x : ctx.b.op("Cast", [x], { to: CAST_TO[c] }, `to_${c}`);
+}
+
+/** A compute-dtype value in float32 (exact: every half value is a float32). */
+export function toFloat32(ctx: GraphCtx, x: string): string {
+  return computeOf(ctx) === "float32" ? x : ctx.b.op("Cast", [x], { to: 1 }, "to_float32");
+}
+
+/** A small float constant in the compute dtype (a Cast of the float32 constant, folded at load). */
+export function computeConst(ctx: GraphCtx, ...values: number[]): string {
+  return toConstCompute(ctx, ctx.b.f32(...values));
+}
+
+/** A float32 constant made by `ctx.b.constant`, in the compute dtype; one Cast per constant and graph. */
+export function toConstCompute(ctx: GraphCtx, constant: string): string {
+  if (computeOf(ctx) === "float32") return constant;
+  let cache = castCache.get(ctx.b);
+  if (!cache) castCache.set(ctx.b, (cache = new Map()));
+  const key = `const:${constant}`;
+  let cast = cache.get(key);
+  if (!cast) cache.set(key, (cast = toCompute(ctx, constant)));
+  return cast;
+}
+
+/** A float32 graph input, as the compute dtype. */
+export function computeInput(ctx: GraphCtx, name: string, dims: (number | string)[]): string {
+  return toCompute(ctx, ctx.b.input(name, "float32", dims));
+}
+
+/** A compute-dtype value as a float32 graph output. */
+export function float32Output(ctx: GraphCtx, value: string, name: string, dims: (number | string)[]): string {
+  return ctx.b.output(toFloat32(ctx, value), name, "float32", dims);
+}
+
+/**
+ * softmax(scores + bias) over the last axis in float32, as transformers' eager attention
+ * computes it in a half model (`softmax(..., dtype=float32).to(query.dtype)`): scores in the
+ * compute dtype, bias (0 or -inf) float32; returns the probabilities in float32 and in the
+ * compute dtype.
+ */
+export function attentionSoftmax(ctx: GraphCtx, scores: string, bias?: string): { probs: string; probsCompute: string } {
+  const { b } = ctx;
+  let x = toFloat32(ctx, scores);
+  if (bias) x = b.op("Add", [x, bias]);
+  const probs = b.op("Softmax", [x], { axis: -1 }, "probs");
+  return { probs, probsCompute: toCompute(ctx, probs) };
 }
 
 /**
@@ -57,14 +125,16 @@ const castCache = new WeakMap<GraphBuilder, Map<string, string>>();
 
 /** The checkpoint's tensor as float32 (F16/BF16 weights by ctx.halfWeights: cast once and folded at load, or fed). */
 export function param(ctx: GraphCtx, name: string, shape: readonly number[], view?: readonly number[]): string {
-  if (ctx.halfWeights === "fed" && ctx.weights.entry(name, shape).dtype !== "F32") return fedParam(ctx, name, shape, view);
+  const compute = computeOf(ctx);
+  if (compute === "float32" && ctx.halfWeights === "fed" && ctx.weights.entry(name, shape).dtype !== "F32") return fedParam(ctx, name, shape, view);
   const { value, type } = rawParam(ctx, name, shape, view);
-  if (type === "float32") return value;
+  // half compute reads a weight of its own dtype as it is stored: no copy exists
+  if (type === compute) return value;
   let cache = castCache.get(ctx.b);
   if (!cache) castCache.set(ctx.b, (cache = new Map()));
   const hit = cache.get(value);
   if (hit) return hit;
-  const cast = ctx.b.op("Cast", [value], { to: 1 }, `${name}_f32`);
+  const cast = ctx.b.op("Cast", [value], { to: CAST_TO[compute] }, `${name}_${compute === "float32" ? "f32" : compute}`);
   cache.set(value, cast);
   return cast;
 }
@@ -96,7 +166,7 @@ function paramWhenUsed(ctx: GraphCtx, name: string, shape: readonly number[], re
 
 /** `x @ W.T + b` for a Hugging Face Linear stored as `[out, in]`; bias "auto" uses one when the checkpoint has it. */
 export function linear(ctx: GraphCtx, x: string, prefix: string, inFeatures: number, outFeatures: number, bias: boolean | "auto"): string {
-  const w = ctx.halfWeights === "per-use" ? paramWhenUsed(ctx, `${prefix}.weight`, [outFeatures, inFeatures], x) : param(ctx, `${prefix}.weight`, [outFeatures, inFeatures]);
+  const w = ctx.halfWeights === "per-use" && computeOf(ctx) === "float32" ? paramWhenUsed(ctx, `${prefix}.weight`, [outFeatures, inFeatures], x) : param(ctx, `${prefix}.weight`, [outFeatures, inFeatures]);
   const useBias = bias === "auto" ? ctx.weights.has(`${prefix}.bias`) : bias;
   const inputs = [x, w];
   if (useBias) inputs.push(param(ctx, `${prefix}.bias`, [outFeatures]));
@@ -135,18 +205,19 @@ export const SUPPORTED_ACTIVATIONS = ["silu", "swish", "gelu", "gelu_pytorch_tan
 /** Hugging Face's ACT2FN by name. */
 export function activation(ctx: GraphCtx, x: string, name: string, configFile: string): string {
   const { b } = ctx;
+  const k = (v: number) => computeConst(ctx, v);
   switch (name) {
     case "silu": // x * sigmoid(x)
     case "swish":
       return b.contribOp("QuickGelu", [x], { alpha: { float: 1 } }, "silu");
     case "gelu": // exact: 0.5 x (1 + erf(x / sqrt 2))
-      return b.op("Mul", [b.op("Mul", [x, b.f32(0.5)]), b.op("Add", [b.f32(1), b.op("Erf", [b.op("Mul", [x, b.f32(Math.SQRT1_2)])])])], {}, "gelu");
+      return b.op("Mul", [b.op("Mul", [x, k(0.5)]), b.op("Add", [k(1), b.op("Erf", [b.op("Mul", [x, k(Math.SQRT1_2)])])])], {}, "gelu");
     case "gelu_pytorch_tanh":
     case "gelu_new": {
       // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
       const x3 = b.op("Mul", [b.op("Mul", [x, x]), x]);
-      const inner = b.op("Mul", [b.op("Add", [x, b.op("Mul", [x3, b.f32(0.044715)])]), b.f32(Math.sqrt(2 / Math.PI))]);
-      return b.op("Mul", [b.op("Mul", [x, b.f32(0.5)]), b.op("Add", [b.f32(1), b.op("Tanh", [inner])])], {}, "gelu_tanh");
+      const inner = b.op("Mul", [b.op("Add", [x, b.op("Mul", [x3, k(0.044715)])]), k(Math.sqrt(2 / Math.PI))]);
+      return b.op("Mul", [b.op("Mul", [x, k(0.5)]), b.op("Add", [k(1), b.op("Tanh", [inner])])], {}, "gelu_tanh");
     }
     case "quick_gelu": // x * sigmoid(1.702 x)
       return b.contribOp("QuickGelu", [x], { alpha: { float: 1.702 } }, "quick_gelu");
@@ -171,7 +242,7 @@ export function mergeHeads(ctx: GraphCtx, x: string, heads: number, headDim: num
 
 /**
  * Scaled dot-product attention with grouped KV heads, softmax in float32 as transformers'
- * eager path does. q: `[heads, S, D]`, k/v: `[kvHeads, T, D]`. Query heads are folded into
+ * eager path does (probs: float32). q: `[heads, S, D]`, k/v: `[kvHeads, T, D]`. Query heads are folded into
  * the KV-head axis (`[kv, rep*S, D]`) so keys and values are never repeated in memory; head h
  * reads KV head `h // rep`, as in transformers' repeat_kv. `allowed` is a `[S, T]` boolean
  * mask or undefined for full attention.
@@ -186,13 +257,12 @@ export function attentionCore(
   const { b } = ctx;
   const rep = opts.heads / opts.kvHeads;
   const qg = rep === 1 ? q : b.op("Reshape", [q, b.i64(opts.kvHeads, -1, opts.headDim)]);
-  let scores = scaledScores(ctx, qg, k, opts.scale, 3);
+  const scores = scaledScores(ctx, qg, k, opts.scale, 3);
   // An additive mask (0 or -inf): Add costs a fifth of a Where over the scores (bench:lens
   // prefill). A caller with many layers makes it once (attentionBias) and passes `bias`.
   const bias = opts.bias ?? (opts.allowed ? attentionBias(ctx, opts.allowed, rep) : undefined);
-  if (bias) scores = b.op("Add", [scores, bias]);
-  const probs = b.op("Softmax", [scores], { axis: -1 }, "probs");
-  let context = b.op("MatMul", [probs, v]);
+  const { probs, probsCompute } = attentionSoftmax(ctx, scores, bias);
+  let context = b.op("MatMul", [probsCompute, v]);
   if (rep !== 1) context = b.op("Reshape", [context, b.i64(opts.heads, -1, opts.headDim)]);
   return { context, probs };
 }
@@ -207,7 +277,7 @@ export function scaledScores(ctx: GraphCtx, q: string, k: string, scale: number,
   const { b } = ctx;
   if (!hasFusedMatMul(ctx)) {
     const perm = [...Array(rank - 2).keys(), rank - 1, rank - 2];
-    return b.op("Mul", [b.op("MatMul", [q, b.op("Transpose", [k], { perm }, "keys_t")]), b.f32(scale)], {}, "scores");
+    return b.op("Mul", [b.op("MatMul", [q, b.op("Transpose", [k], { perm }, "keys_t")]), computeConst(ctx, scale)], {}, "scores");
   }
   return b.contribOp("FusedMatMul", [q, k], { transB: 1, alpha: { float: scale } }, "scores");
 }
@@ -238,14 +308,30 @@ export function applyRotary(ctx: GraphCtx, x: string, cos: string, sin: string, 
     swap[(j + half) * headDim + j] = -1;
     swap[j * headDim + j + half] = 1;
   }
-  const rotated = b.op("MatMul", [x, b.constant("float32", swap, [headDim, headDim])]);
+  const rotated = b.op("MatMul", [x, toConstCompute(ctx, b.constant("float32", swap, [headDim, headDim]))]);
   return b.op("Add", [b.op("Mul", [x, cos]), b.op("Mul", [rotated, sin])], {}, "rope");
 }
 
+/**
+ * applyRotary in float32 whatever the compute dtype, with float32 tables, the result back in the
+ * compute dtype: transformers' Qwen2-VL vision tower rotates its queries and keys in float32.
+ */
+export function applyRotaryFloat32(ctx: GraphCtx, x: string, cos: string, sin: string, headDim: number): string {
+  const f32: GraphCtx = { ...ctx, compute: "float32" };
+  return toCompute(ctx, applyRotary(f32, toFloat32(ctx, x), cos, sin, headDim));
+}
 
-/** cos/sin `[S, D]` for integer positions `[S]` and inverse frequencies (D/2 of them), in float32. */
+
+/**
+ * cos/sin `[S, D]` for integer positions `[S]` and inverse frequencies (D/2 of them), computed
+ * in float32 and then in the compute dtype (transformers' `cos.to(x.dtype)`).
+ */
 export function rotaryTables(ctx: GraphCtx, positions: string, invFreq: Float32Array): { cos: string; sin: string } {
-  return ctx.b.onCpu(() => rotaryTablesHere(ctx, positions, invFreq));
+  return tablesInCompute(ctx, ctx.b.onCpu(() => rotaryTablesHere(ctx, positions, invFreq)));
+}
+
+export function tablesInCompute(ctx: GraphCtx, t: { cos: string; sin: string }): { cos: string; sin: string } {
+  return { cos: toCompute(ctx, t.cos), sin: toCompute(ctx, t.sin) };
 }
 
 function rotaryTablesHere(ctx: GraphCtx, positions: string, invFreq: Float32Array): { cos: string; sin: string } {
@@ -263,7 +349,7 @@ function rotaryTablesHere(ctx: GraphCtx, positions: string, invFreq: Float32Arra
  * every axis and then keeps one slice per mrope_section.
  */
 export function multiAxisRotaryTables(ctx: GraphCtx, positions: string, invFreq: Float32Array, axisOfFreq: readonly number[]): { cos: string; sin: string } {
-  return ctx.b.onCpu(() => multiAxisRotaryTablesHere(ctx, positions, invFreq, axisOfFreq));
+  return tablesInCompute(ctx, ctx.b.onCpu(() => multiAxisRotaryTablesHere(ctx, positions, invFreq, axisOfFreq)));
 }
 
 function multiAxisRotaryTablesHere(ctx: GraphCtx, positions: string, invFreq: Float32Array, axisOfFreq: readonly number[]): { cos: string; sin: string } {

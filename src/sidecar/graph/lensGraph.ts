@@ -26,7 +26,7 @@
  * (exactRanks below): a full sort per row was two thirds of a lens run.
  */
 import type { ElemType } from "./onnxBuilder";
-import { type GraphCtx, param, rmsNorm } from "./blocks";
+import { type GraphCtx, computeInput, float32Output, param, rmsNorm, toCompute, toFloat32 } from "./blocks";
 
 export interface LensHeadSpec {
   numLayers: number;
@@ -48,14 +48,16 @@ export function buildLensGraph(ctx: GraphCtx, spec: LensHeadSpec, rankMethod?: R
   const full = b.input("full", "bool", []);
 
   // Every entry but the last gets the final norm; the last already has it.
-  const early = rmsNorm(ctx, b.op("Slice", [states, b.i64(0), b.i64(-1), b.i64(0)]), spec.normWeight, H, spec.normEps);
+  // In a half-precision model the norm and the unembedding run in its dtype, as the model's own
+  // head would (the states are exactly its values, widened); the statistics are float32.
+  const early = rmsNorm(ctx, toCompute(ctx, b.op("Slice", [states, b.i64(0), b.i64(-1), b.i64(0)])), spec.normWeight, H, spec.normEps);
   const last = b.op("Slice", [states, b.i64(-1), b.i64(2 ** 62), b.i64(0)]);
   // Rows position-major (position, then layer): each position's rows are one slice of the Scan below.
   const shape = b.op("Shape", [states]);
   const layerCount = b.op("Slice", [shape, b.i64(0), b.i64(1)]);
   const positions = b.op("Slice", [shape, b.i64(1), b.i64(2)]);
-  const rows = b.op("Reshape", [b.op("Transpose", [b.op("Concat", [early, last], { axis: 0 })], { perm: [1, 0, 2] }), b.i64(-1, H)]);
-  const logits = b.op("Gemm", [rows, param(ctx, spec.unembedding, [V, H])], { transB: 1 }, "logits");
+  const rows = b.op("Reshape", [b.op("Transpose", [b.op("Concat", [early, toCompute(ctx, last)], { axis: 0 })], { perm: [1, 0, 2] }), b.i64(-1, H)]);
+  const logits = toFloat32(ctx, b.op("Gemm", [rows, param(ctx, spec.unembedding, [V, H])], { transB: 1 }, "logits"));
 
   // The top-k is a heap selection (ties to the lower id, the order the ranks use).
   const [, topI] = b.opMulti("TopK", [logits, topK], 2, { axis: -1, largest: 1, sorted: 1 }, "topk");
@@ -88,8 +90,8 @@ export function buildLensGraph(ctx: GraphCtx, spec: LensHeadSpec, rankMethod?: R
 /** Final-normed states [K, H] in, logits [K, V] out: the unembedding alone, for whole distributions. */
 export function buildUnembeddingGraph(ctx: GraphCtx, spec: LensHeadSpec): void {
   const { b } = ctx;
-  const states = b.input("final_states", "float32", ["positions", spec.hiddenSize]);
-  b.output(b.op("Gemm", [states, param(ctx, spec.unembedding, [spec.vocabSize, spec.hiddenSize])], { transB: 1 }), "logits", "float32", ["positions", spec.vocabSize]);
+  const states = computeInput(ctx, "final_states", ["positions", spec.hiddenSize]);
+  float32Output(ctx, b.op("Gemm", [states, param(ctx, spec.unembedding, [spec.vocabSize, spec.hiddenSize])], { transB: 1 }), "logits", ["positions", spec.vocabSize]);
 }
 
 /** Everything but the top-k ids, in the order buildLensGraph declares its outputs. */

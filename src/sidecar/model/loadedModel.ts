@@ -23,6 +23,7 @@ import { contextLengthOf } from "../text/limits";
 import { TextProcessor } from "../text/textProcessor";
 import { MIB, readInputFile } from "../util/readInput";
 import type { DtypeChoice } from "../../shared/protocol";
+import type { ComputeDtype } from "../graph/blocks";
 import type { DeviceDescription } from "../../shared/lensRecord";
 import { InputPreparer, type PreparedInput } from "./inputPreparation";
 import { readJsonObject, settledValue } from "./jsonFile";
@@ -101,7 +102,7 @@ export interface ModelInfo {
   /** Storage dtype of the weights (the most common one). */
   dtype: string;
   /** The dtype the graphs compute in (the lens statistics are always accumulated in float32). */
-  computeDtype: "float32";
+  computeDtype: ComputeDtype;
   /** How the weights are held: as float32 (half ones converted at open), or half and converted per use. */
   weightPlan: WeightPlan;
   /** What the model was estimated to need before it opened, what was free then, and why this plan. */

@@ -14,7 +14,9 @@ export type WeightPlan =
   /** Every weight resident as float32: F32 weights as they are, F16/BF16 converted at open. */
   | "float32"
   /** Half-precision weights stay half, mapped from their files; each use converts one matrix. */
-  | "half-per-use";
+  | "half-per-use"
+  /** Half-precision compute (dtype float16/bfloat16): weights in the compute dtype, half weights of that dtype as stored, the KV cache half too. */
+  | "half";
 
 export interface ModelFootprint {
   /** Bytes of weights stored as F32 (or wider) in the checkpoint. */
@@ -47,11 +49,14 @@ export interface MemoryEstimate {
 const BASE_BYTES = 256 * 1024 * 1024;
 
 export function estimateMemory(m: ModelFootprint, plan: WeightPlan): MemoryEstimate {
-  // kept half: the files, plus the float32 copy of the largest matrix with room for a second (never more than all copies at once)
-  const weightsBytes = plan === "float32" ? m.f32Bytes + 2 * m.halfBytes : m.f32Bytes + m.halfBytes + Math.min(2 * 2 * m.largestHalfBytes, 2 * m.halfBytes);
-  const kv = m.layers * 2 * m.kvHeads * m.headDim * m.tokens * 4;
+  // kept half: the files, plus the float32 copy of the largest matrix with room for a second (never more than all copies at once);
+  // half compute: the half weights as they are, float32 ones converted to half once (the float32 originals are mapped, not copied)
+  const weightsBytes =
+    plan === "float32" ? m.f32Bytes + 2 * m.halfBytes : plan === "half" ? m.halfBytes + m.f32Bytes / 2 : m.f32Bytes + m.halfBytes + Math.min(2 * 2 * m.largestHalfBytes, 2 * m.halfBytes);
+  const valueBytes = plan === "half" ? 2 : 4;
+  const kv = m.layers * 2 * m.kvHeads * m.headDim * m.tokens * valueBytes;
   // one layer at a time: the residual stream, q/k/v, the MLP's two intermediate products, attention scores of one head group
-  const activations = m.tokens * (6 * m.hidden + 3 * m.intermediate) * 4;
+  const activations = m.tokens * (6 * m.hidden + 3 * m.intermediate) * valueBytes;
   const lens = Math.min(m.logitsBudget, m.tokens * m.vocab * 4) * 2;
   const runBytes = kv + activations + lens + BASE_BYTES;
   return { plan, weightsBytes, runBytes, totalBytes: weightsBytes + runBytes };
@@ -91,6 +96,17 @@ export function chooseCpuPlan(m: ModelFootprint, availableBytes: number, forced?
     return { estimate: half, reason: forced === "half-per-use" ? "half-precision weights kept half (asked for)" : `half-precision weights kept half and converted per use: as float32 they would need about ${formatGB(full.totalBytes)} and ${formatGB(availableBytes)} is free` };
   }
   return { refused: `needs about ${formatGB(half.totalBytes)} even with its weights kept in half precision (${formatGB(full.totalBytes)} as float32) and ${formatGB(availableBytes)} is free: close other programs, or use a machine or GPU with more memory` };
+}
+
+/**
+ * The plan for half-precision compute (dtype float16 or bfloat16) against the memory that is
+ * free where the weights live (the machine's memory for the CPU, the GPU's for CUDA).
+ */
+export function halfComputePlan(m: ModelFootprint, availableBytes: number, dtype: string, where = "free"): PlanChoice | { refused: string } {
+  const half = estimateMemory(m, "half");
+  const usable = availableBytes - Math.max(availableBytes * 0.1, 512e6);
+  if (half.totalBytes <= usable) return { estimate: half, reason: `weights and compute in ${dtype}` };
+  return { refused: `needs about ${formatGB(half.totalBytes)} in ${dtype} and ${formatGB(availableBytes)} is ${where}: close other programs, or use a machine or GPU with more memory` };
 }
 
 /**

@@ -21,11 +21,13 @@ export const DEVICES = ["auto", "cpu", "cuda", "webgpu"] as const;
 export type Device = (typeof DEVICES)[number];
 export type Provider = "cpu" | "cuda" | "webgpu";
 
-export type TensorData = Float32Array | BigInt64Array | Int32Array | Uint8Array;
+export type TensorData = Float32Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array;
 
 export interface HostTensor {
   data: TensorData;
   dims: readonly number[];
+  /** For Uint16Array data: float16 (onnxruntime-node's JavaScript has no bfloat16 tensors). */
+  type?: "float16";
 }
 
 /**
@@ -366,10 +368,12 @@ function toOrt(ort: typeof Ort, t: FeedTensor): Ort.Tensor {
   if (t.data instanceof Float32Array) return new ort.Tensor("float32", t.data, dims);
   if (t.data instanceof BigInt64Array) return new ort.Tensor("int64", t.data, dims);
   if (t.data instanceof Int32Array) return new ort.Tensor("int32", t.data, dims);
+  if (t.data instanceof Uint16Array) return new ort.Tensor(t.type ?? "float16", t.data, dims);
   return new ort.Tensor("bool", t.data, dims);
 }
 
 function fromOrt(t: Ort.Tensor): HostTensor {
+  if (t.type === "float16") return { data: t.data as Uint16Array, dims: t.dims, type: "float16" };
   return { data: t.data as TensorData, dims: t.dims };
 }
 
