@@ -17,6 +17,7 @@ import type { LensRecord } from "../../src/shared/lensRecord";
 import { assertLensRecord } from "../../src/shared/validateRecord";
 import { runLens } from "../../src/sidecar/lens/runLens";
 import { LoadedModel } from "../../src/sidecar/model/loadedModel";
+import { webgpuAdapter } from "../../src/sidecar/runtime/webgpuAdapter";
 import { maxAbsDiff, relativeError } from "../helpers/fixtures";
 import { attentionMassError, expectLensMatches, type LensFixtureBlob, type LensFixtureCase } from "../helpers/lensParity";
 import { forwardParityTests, lensRunTests, type VlmCase, type VlmFixture, vlmFixture } from "../helpers/vlmParity";
@@ -51,6 +52,35 @@ function childSuites(): void {
   });
 
   for (const lensCase of ["llama-f32/long.json", "llava-gqa-f32/square.json"]) lensFixtureChecks(path.join(FIXTURES, "lens", lensCase), open);
+
+  describe("the adapter, as Dawn names it", () => {
+    const llama = path.join(FIXTURES, "models", "llama-f16", "model");
+    it("is SwiftShader, a fallback adapter without shader-f16", async () => {
+      const answer = await webgpuAdapter();
+      expect("adapter" in answer && answer.adapter).toMatchObject({ description: expect.stringMatching(/SwiftShader/), fallback: true, shaderF16: false });
+    });
+    it("device auto never takes it, and says why in the record's device note", async () => {
+      const model = await LoadedModel.open(llama, { device: "auto" });
+      try {
+        expect(model.info.provider).toBe("cpu");
+        expect(model.info.device?.note).toMatch(/^device auto took the CPU: .+; the WebGPU adapter, SwiftShader driver [\d.]+, is a software one$/);
+      } finally {
+        await model.dispose();
+      }
+    });
+    it("a model on it names it, computes dtype auto in float32, and refuses float16 in one line", async () => {
+      const model = await LoadedModel.open(llama, { device: "webgpu" });
+      try {
+        expect(model.info.device).toMatchObject({ provider: "webgpu", name: expect.stringMatching(/^SwiftShader driver/), software: true });
+        expect(model.info.computeDtype).toBe("float32");
+      } finally {
+        await model.dispose();
+      }
+      await expect(LoadedModel.open(llama, { device: "webgpu", dtype: "float16" })).rejects.toThrow(
+        /llama-f16\/model: dtype float16 on WebGPU needs an adapter with shader-f16, and SwiftShader driver [\d.]+ has none: use dtype float32 \(or auto\), or device cpu$/,
+      );
+    });
+  });
 
   for (const [root, architecture] of [
     ["qwen2vl-tiny", "Qwen2VLForConditionalGeneration"],

@@ -16,6 +16,7 @@ import { assertLensRecord } from "../../src/shared/validateRecord";
 import { findCudaLibraries, ortErrorDetail, ortPackage } from "../../src/sidecar/runtime/cudaLibraries";
 import { withoutSourceLocation } from "../../src/sidecar/runtime/ort";
 import { describeWebgpu, parseNvidiaSmi, softwareVulkanDriver } from "../../src/sidecar/runtime/devices";
+import { adapterName, isSoftwareAdapter } from "../../src/sidecar/runtime/webgpuAdapter";
 
 const BIN = path.resolve(__dirname, "../../bin/logit-lens.js");
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "lens-cuda-"));
@@ -86,8 +87,26 @@ describe("naming the device", () => {
     expect(softwareVulkanDriver({ VK_ICD_FILENAMES: path.join(swift, "vk_swiftshader_icd.json") })).toBe("SwiftShader");
     expect(softwareVulkanDriver({ VK_ICD_FILENAMES: `${path.join(swift, "vk_swiftshader_icd.json")}:${path.join(swift, "nvidia_icd.json")}` })).toBeUndefined();
     expect(softwareVulkanDriver({})).toBeUndefined();
-    expect(describeWebgpu({ VK_DRIVER_FILES: path.join(swift, "vk_swiftshader_icd.json") })).toMatchObject({ provider: "webgpu", software: true, name: "SwiftShader (software Vulkan)" });
-    expect(describeWebgpu({})).toEqual({ provider: "webgpu", note: expect.stringContaining("does not say which adapter") });
+    // without Dawn's answer, only the loader's driver list can say "software"
+    const none = { none: "Dawn found no WebGPU adapter" };
+    expect(describeWebgpu(none, { VK_DRIVER_FILES: path.join(swift, "vk_swiftshader_icd.json") })).toMatchObject({ provider: "webgpu", software: true, name: "SwiftShader (software Vulkan)" });
+    expect(describeWebgpu(none, {})).toEqual({ provider: "webgpu", note: "the adapter is unknown: Dawn found no WebGPU adapter" });
+  });
+
+  it("names a WebGPU adapter as Dawn describes it, software when Dawn says fallback or its name is a software rasteriser's", () => {
+    const h200 = { vendor: "nvidia", architecture: "hopper", device: "", description: "NVIDIA H200", fallback: false, shaderF16: true, maxBufferBytes: 2 ** 32 };
+    expect(describeWebgpu({ adapter: h200 }, {}, 143771 * 2 ** 20)).toEqual({ provider: "webgpu", name: "NVIDIA H200", memoryBytes: 143771 * 2 ** 20 });
+    expect(isSoftwareAdapter(h200)).toBe(false);
+    const swiftshader = { vendor: "google", architecture: "swiftshader", device: "swiftshader-device-subzero-", description: "SwiftShader driver 5.0.0", fallback: true, shaderF16: false, maxBufferBytes: 2 ** 30 };
+    expect(describeWebgpu({ adapter: swiftshader }, {}, 1e9)).toEqual({
+      provider: "webgpu",
+      name: "SwiftShader driver 5.0.0",
+      software: true,
+      note: "a software adapter: device auto never picks it; no shader-f16: float16 compute cannot run on it",
+    });
+    // llvmpipe need not call itself a fallback adapter
+    expect(isSoftwareAdapter({ ...h200, vendor: "mesa", description: "llvmpipe (LLVM 17.0.6, 256 bits)" })).toBe(true);
+    expect(adapterName({ ...h200, description: " " })).toBe("nvidia hopper");
   });
 
   it("labels a device with its name, memory and note", () => {

@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { availableMemory, chooseCpuPlan, estimateMemory, type ModelFootprint } from "../../src/sidecar/runtime/memoryEstimate";
+import { checkGpuMemory } from "../../src/sidecar/engine/engine";
+import { parseNvidiaSmi } from "../../src/sidecar/runtime/devices";
+import { availableMemory, chooseCpuPlan, estimateMemory, halfComputePlan, type ModelFootprint } from "../../src/sidecar/runtime/memoryEstimate";
 
 const GB = 1e9;
 /** LLaVA-1.5-7B's decoder (32 x 4096, 11008, 32 kv heads) with a 13.5 GB float16 checkpoint and a 600-token record. */
@@ -61,5 +63,32 @@ describe("the memory a model needs before it opens", () => {
     files["/sys/fs/cgroup/memory.max"] = "max\n";
     expect(availableMemory(read, () => 1)).toBe(20000000 * 1024);
     expect(availableMemory(() => undefined, () => 123)).toBe(123);
+  });
+});
+
+describe("the GPU memory a model needs, in its compute dtype", () => {
+  const rtx4090 = { name: "NVIDIA GeForce RTX 4090", freeBytes: 22 * GB };
+  it("half compute holds a float16 checkpoint as stored, with a half KV cache", () => {
+    const half = estimateMemory(llava7b, "half");
+    expect(half.weightsBytes).toBe(13.5 * GB);
+    const full = estimateMemory(llava7b, "float32");
+    // the cache and activations at 2 bytes a value instead of 4 (the base and lens parts are the same)
+    expect(full.runBytes - half.runBytes).toBeGreaterThan(0.3 * GB);
+    // float32 weights in half compute are converted once: half their size
+    expect(estimateMemory({ ...llava7b, f32Bytes: 2 * GB, halfBytes: 0 }, "half").weightsBytes).toBe(1 * GB);
+    expect(halfComputePlan(llava7b, 22 * GB, "float16")).toEqual({ estimate: half, reason: "weights and compute in float16" });
+    expect(halfComputePlan(llava7b, 12 * GB, "float16")).toEqual({ refused: "needs about 14 GB in float16 and 12 GB is free: close other programs, or use a machine or GPU with more memory" });
+  });
+
+  it("refuses a 7B in float32 on a 24 GB GPU with the dtype that fits, and takes it in float16", () => {
+    expect(checkGpuMemory(llava7b, "float32", rtx4090)).toEqual({ refused: "needs about 28 GB of GPU memory in float32 and 22 GB is free on NVIDIA GeForce RTX 4090: use dtype float16 (about 14 GB)" });
+    expect(checkGpuMemory(llava7b, "float16", rtx4090)).toEqual({ reason: "14 GB of the 22 GB free on NVIDIA GeForce RTX 4090" });
+    expect(checkGpuMemory(llava7b, "float16", { name: "a laptop GPU", freeBytes: 7.5 * GB })).toEqual({ refused: "needs about 14 GB of GPU memory in float16 and 7.5 GB is free on a laptop GPU: use a GPU with 15 GB, or device cpu" });
+    expect(checkGpuMemory(llava7b, "float32", { name: "a laptop GPU", freeBytes: 7.5 * GB })).toEqual({ refused: "needs about 28 GB of GPU memory in float32 and 7.5 GB is free on a laptop GPU: use dtype float16 and a GPU with 15 GB, or device cpu" });
+  });
+
+  it("reads nvidia-smi's free memory beside the total", () => {
+    expect(parseNvidiaSmi("NVIDIA H200, 143771, 140000\n")).toEqual({ name: "NVIDIA H200", memoryBytes: 143771 * 2 ** 20, freeBytes: 140000 * 2 ** 20 });
+    expect(parseNvidiaSmi("NVIDIA GeForce RTX 4090, [N/A], [N/A]\n")).toEqual({ name: "NVIDIA GeForce RTX 4090" });
   });
 });

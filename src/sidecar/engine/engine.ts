@@ -16,7 +16,7 @@ import { buildLensGraph, buildUnembeddingGraph, type RankMethod } from "../graph
 import { GraphBuilder, type BuiltGraph } from "../graph/onnxBuilder";
 import type { WeightIndex } from "../model/safetensors";
 import type { ModelWeights } from "../model/weights";
-import { availableMemory, chooseCpuPlan, formatGB, halfComputePlan, type MemoryEstimate, type ModelFootprint, type WeightPlan } from "../runtime/memoryEstimate";
+import { availableMemory, chooseCpuPlan, estimateMemory, formatGB, halfComputePlan, type MemoryEstimate, type ModelFootprint, type WeightPlan } from "../runtime/memoryEstimate";
 import type { DeviceDescription } from "../../shared/lensRecord";
 import { type Device, type DeviceTensor, type FeedTensor, type GraphSession, type HostTensor, intendedProvider, isDeviceTensor, openGraphSession, type SessionOptions } from "../runtime/ort";
 import { contextLengthOf } from "../text/limits";
@@ -38,6 +38,10 @@ export interface EngineOptions {
   availableMemory?: number;
   /** The compute dtype; default auto. */
   dtype?: DtypeChoice;
+  /** The GPU's free memory, where known (nvidia-smi); a model that cannot fit is refused before anything is allocated. */
+  gpuMemory?: GpuMemory;
+  /** The WebGPU adapter's capabilities, where known (float16 needs shader-f16). */
+  webgpu?: WebgpuCapabilities;
   /** Keep the KV cache in device memory between decoder calls where the provider can (WebGPU; default true). false copies it to the host each call (bench:kvcache's baseline). */
   kvCacheOnDevice?: boolean;
 }
@@ -151,14 +155,14 @@ export class Engine {
   static plan(module: ArchitectureModule, config: JsonObject, configFile: string, weights: ModelWeights, opts: EngineOptions): PlannedEngine {
     const device = opts.device ?? "auto";
     const provider = intendedProvider(device);
-    const computeDtype = chooseComputeDtype(opts.dtype ?? "auto", weights.index, provider);
+    const computeDtype = chooseComputeDtype(opts.dtype ?? "auto", weights.index, provider, opts.webgpu);
     const compile = (halfWeights: HalfWeights) => compileGraphs(module, config, configFile, weights, { rankMethod: opts.rankMethod, provider, halfWeights, compute: computeDtype });
     // the plan's shapes come from a first compile; it is compiled again (tens of ms) when the plan calls for another form of the half weights
     const firstForm = computeDtype === "float32" ? halfWeightsFor("float32", provider) : "cast";
     let compiled = compile(firstForm);
     // dtype float32 always makes float32 copies (refused when they cannot fit); half compute holds the weights in its dtype
     const forcedPlan: WeightPlan | undefined = computeDtype !== "float32" ? "half" : opts.dtype === "float32" ? "float32" : opts.weightPlan;
-    const memory = planMemory(weights.index, compiled.plan.decoder, contextLengthOf(config)?.length, opts.logitsBudget, forcedPlan, opts.availableMemory, computeDtype);
+    const memory = planMemory(weights.index, compiled.plan.decoder, contextLengthOf(config)?.length, opts.logitsBudget, forcedPlan, opts.availableMemory, computeDtype, provider === "cpu" ? undefined : opts.gpuMemory);
     const halfWeights = computeDtype === "float32" ? halfWeightsFor(memory.estimate.plan, provider) : "cast";
     if (halfWeights !== firstForm) compiled = compile(halfWeights);
     return { ...compiled, memory, halfWeights, computeDtype, start: (beside) => Engine.start(compiled, weights, opts, memory, halfWeights, computeDtype, beside) };
@@ -411,6 +415,7 @@ function planMemory(
   weightPlan: WeightPlan | undefined,
   availableBytes: number | undefined,
   compute: ComputeDtype = "float32",
+  gpu?: GpuMemory,
 ): { estimate: MemoryEstimate; available: number; reason: string } {
   let f32Bytes = 0;
   let halfBytes = 0;
@@ -448,7 +453,33 @@ function planMemory(
     }, os.freemem);
   const choice = compute === "float32" ? chooseCpuPlan(footprint, available, weightPlan) : halfComputePlan(footprint, available, compute);
   if ("refused" in choice) throw new LensInputError(index.folder, choice.refused);
-  return { estimate: choice.estimate, available, reason: `${choice.reason}; needs about ${formatGB(choice.estimate.totalBytes)}` };
+  let reason = `${choice.reason}; needs about ${formatGB(choice.estimate.totalBytes)}`;
+  if (gpu) {
+    const onDevice = checkGpuMemory(footprint, compute, gpu);
+    if ("refused" in onDevice) throw new LensInputError(index.folder, onDevice.refused);
+    reason += `; ${onDevice.reason}`;
+  }
+  return { estimate: choice.estimate, available, reason };
+}
+
+/** The GPU's memory where it is known (nvidia-smi: CUDA, or WebGPU on an NVIDIA adapter). */
+export interface GpuMemory {
+  name: string;
+  freeBytes: number;
+}
+
+/**
+ * Whether the weights, KV cache and activations fit in the GPU's free memory in the compute
+ * dtype; refused with one line that says what would fit (float16 where the model computes in
+ * float32, else a bigger GPU or the CPU).
+ */
+export function checkGpuMemory(footprint: ModelFootprint, compute: ComputeDtype, gpu: GpuMemory): { reason: string } | { refused: string } {
+  const need = estimateMemory(footprint, compute === "float32" ? "float32" : "half").totalBytes;
+  // a twentieth of the GPU stays free for the driver, the display and other programs
+  if (need <= gpu.freeBytes * 0.95) return { reason: `${formatGB(need)} of the ${formatGB(gpu.freeBytes)} free on ${gpu.name}` };
+  const half = estimateMemory(footprint, "half").totalBytes;
+  const fix = compute === "float32" && half <= gpu.freeBytes * 0.95 ? `use dtype float16 (about ${formatGB(half)})` : compute === "float32" ? `use dtype float16 and a GPU with ${formatGB(half / 0.95)}, or device cpu` : `use a GPU with ${formatGB(need / 0.95)}, or device cpu`;
+  return { refused: `needs about ${formatGB(need)} of GPU memory in ${compute} and ${formatGB(gpu.freeBytes)} is free on ${gpu.name}: ${fix}` };
 }
 
 /**
@@ -462,23 +493,39 @@ function planMemory(
  *   so on the CPU a float16 graph computes in float32 over weights and inputs rounded to
  *   float16 (test/parity/halfCompute.test.ts states the bounds this gives against transformers).
  * - bfloat16: CUDA only; onnxruntime's CPU and WebGPU providers have no bfloat16 kernels.
+ * On a WebGPU adapter without shader-f16 auto is float32 and float16 is refused.
  */
-export function chooseComputeDtype(choice: DtypeChoice, index: Pick<WeightIndex, "folder" | "names" | "get">, provider: "cpu" | "cuda" | "webgpu"): ComputeDtype {
+export function chooseComputeDtype(
+  choice: DtypeChoice,
+  index: Pick<WeightIndex, "folder" | "names" | "get">,
+  provider: "cpu" | "cuda" | "webgpu",
+  webgpu: WebgpuCapabilities = {},
+): ComputeDtype {
   if (!(DTYPE_CHOICES as readonly string[]).includes(choice)) throw new LensInputError(undefined, `unknown dtype "${String(choice)}": choose one of ${DTYPE_CHOICES.join(", ")}`);
+  // WebGPU computes float16 only on an adapter with shader-f16 (SwiftShader has none)
+  const noF16 = provider === "webgpu" && webgpu.shaderF16 === false;
   switch (choice) {
     case "float32":
+      return choice;
     case "float16":
+      if (noF16) throw new LensInputError(index.folder, `dtype float16 on WebGPU needs an adapter with shader-f16, and ${webgpu.adapter ?? "this adapter"} has none: use dtype float32 (or auto), or device cpu`);
       return choice;
     case "bfloat16":
       if (provider === "cuda") return "bfloat16";
       throw new LensInputError(index.folder, `dtype bfloat16 computes only on CUDA: onnxruntime's ${provider === "cpu" ? "CPU" : "WebGPU"} provider has no bfloat16 kernels; use dtype float16 or float32 (or auto)`);
     case "auto": {
-      if (provider === "cpu") return "float32";
+      if (provider === "cpu" || noF16) return "float32";
       const half = halfStorageDtype(index);
       if (!half) return "float32";
       return half === "BF16" && provider === "cuda" ? "bfloat16" : "float16";
     }
   }
+}
+
+/** What the WebGPU adapter can do, where it is known (runtime/webgpuAdapter.ts). */
+export interface WebgpuCapabilities {
+  shaderF16?: boolean;
+  adapter?: string;
 }
 
 /** The half-precision dtype most of a checkpoint's bytes are stored in, if most are half. */

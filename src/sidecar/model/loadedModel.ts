@@ -12,7 +12,7 @@ import * as path from "node:path";
 import { findArchitecture } from "../arch";
 import { isObject, type JsonObject } from "../arch/configUtil";
 import type { ImageTokenGrid, PreparedImage } from "../arch/types";
-import { Engine, type KvCache } from "../engine/engine";
+import { Engine, type GpuMemory, type KvCache } from "../engine/engine";
 import { LensInputError } from "../errors";
 import type { RankMethod } from "../graph/lensGraph";
 import type { RgbImage } from "../image/decode";
@@ -24,6 +24,8 @@ import { TextProcessor } from "../text/textProcessor";
 import { MIB, readInputFile } from "../util/readInput";
 import type { DtypeChoice } from "../../shared/protocol";
 import type { ComputeDtype } from "../graph/blocks";
+import { adapterName, webgpuAdapter } from "../runtime/webgpuAdapter";
+import { nvidiaGpu } from "../runtime/devices";
 import type { DeviceDescription } from "../../shared/lensRecord";
 import { InputPreparer, type PreparedInput } from "./inputPreparation";
 import { readJsonObject, settledValue } from "./jsonFile";
@@ -36,6 +38,8 @@ export type { PreparedInput } from "./inputPreparation";
 
 export interface OpenOptions {
   device?: Device;
+  /** The GPU's free memory, instead of asking nvidia-smi. For tests. */
+  gpuMemory?: GpuMemory;
   threads?: number;
   /** Prepack weights for onnxruntime's GEMM kernels (slower open; see bench:runtime). */
   prepackWeights?: boolean;
@@ -167,7 +171,13 @@ export class LoadedModel {
     const logitsBudget = opts.logitsBudget ?? LOGITS_BUDGET;
     // auto becomes the provider it really runs on before graphs are built for it
     const device = await resolveDevice(opts.device ?? "auto");
-    const planned = Engine.plan(module, config, configFile, weights, { ...opts, device, logitsBudget });
+    const planned = Engine.plan(module, config, configFile, weights, {
+      ...opts,
+      device,
+      logitsBudget,
+      webgpu: device === "webgpu" ? await webgpuCapabilities() : undefined,
+      gpuMemory: opts.gpuMemory ?? (device === "cpu" ? undefined : await gpuMemoryOf(device)),
+    });
     const { plan } = planned;
     const imagePipeline = await InputPreparer.imagePipelineFor(plan, dir, text, processorConfig, () => settledValue(reads[5]));
     const t1 = performance.now();
@@ -345,4 +355,20 @@ function dominantDtype(index: WeightIndex): string {
     bytes.set(e.dtype, (bytes.get(e.dtype) ?? 0) + e.byteLength);
   }
   return [...bytes.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? "unknown";
+}
+
+/** shader-f16 and the name of the WebGPU adapter, as Dawn answers (nothing when it cannot say). */
+async function webgpuCapabilities(): Promise<{ shaderF16?: boolean; adapter?: string }> {
+  const answer = await webgpuAdapter();
+  return "adapter" in answer ? { shaderF16: answer.adapter.shaderF16, adapter: adapterName(answer.adapter) } : {};
+}
+
+/** The free memory of the GPU a provider runs on, where nvidia-smi can say (CUDA, or WebGPU on an NVIDIA adapter). */
+async function gpuMemoryOf(provider: "cuda" | "webgpu"): Promise<GpuMemory | undefined> {
+  if (provider === "webgpu") {
+    const answer = await webgpuAdapter();
+    if (!("adapter" in answer) || !/nvidia/i.test(answer.adapter.vendor)) return undefined;
+  }
+  const gpu = await nvidiaGpu();
+  return gpu?.freeBytes !== undefined ? { name: gpu.name, freeBytes: gpu.freeBytes } : undefined;
 }

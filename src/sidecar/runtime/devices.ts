@@ -4,17 +4,17 @@
  * so the names come from the system: the CPU's model, and the CUDA GPU from nvidia-smi.
  *
  * WebGPU: onnxruntime's WebGPU provider asks Dawn for a high-performance adapter and keeps what
- * it gets to itself: no option, log line or API of the Node binding names it (verbose logging
- * shows only node placement and programs). So the adapter cannot be identified from Node, and
- * device auto never picks WebGPU: a software adapter (SwiftShader, llvmpipe) runs far slower
- * than the CPU provider. The one thing known for sure is when the Vulkan loader was told to use
- * software drivers only (VK_ICD_FILENAMES / VK_DRIVER_FILES), as the WebGPU test suites do.
+ * it gets to itself, so the adapter is asked of Dawn's own Node binding with the same request
+ * (webgpuAdapter.ts): its name, whether it is a software one (device auto never picks those: a
+ * SwiftShader or llvmpipe adapter runs far slower than the CPU provider), and whether it has
+ * shader-f16. WebGPU reports no memory size; an NVIDIA adapter's comes from nvidia-smi.
  */
 import { execFile } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { DeviceDescription } from "../../shared/lensRecord";
+import { type AdapterAnswer, adapterName, isSoftwareAdapter } from "./webgpuAdapter";
 
 export function describeCpu(): DeviceDescription {
   const model = os.cpus()[0]?.model.trim();
@@ -40,29 +40,47 @@ export function softwareVulkanDriver(env: NodeJS.ProcessEnv = process.env): stri
   return names.some((n) => /swiftshader/i.test(n)) ? "SwiftShader" : "llvmpipe";
 }
 
-export function describeWebgpu(env: NodeJS.ProcessEnv = process.env): DeviceDescription {
-  const software = softwareVulkanDriver(env);
-  if (software) return { provider: "webgpu", name: `${software} (software Vulkan)`, software: true, note: "a software adapter: device auto never picks it" };
-  return { provider: "webgpu", note: "onnxruntime-node 1.30 does not say which adapter Dawn chose, so device auto does not pick WebGPU" };
+/** The WebGPU device as the adapter query answered (and, without an answer, what the Vulkan loader was told). */
+export function describeWebgpu(answer: AdapterAnswer, env: NodeJS.ProcessEnv = process.env, nvidiaMemoryBytes?: number): DeviceDescription {
+  if ("none" in answer) {
+    const software = softwareVulkanDriver(env);
+    if (software) return { provider: "webgpu", name: `${software} (software Vulkan)`, software: true, note: "a software adapter: device auto never picks it" };
+    return { provider: "webgpu", note: `the adapter is unknown: ${answer.none}` };
+  }
+  const a = answer.adapter;
+  const software = isSoftwareAdapter(a);
+  const notes = [software ? "a software adapter: device auto never picks it" : "", a.shaderF16 ? "" : "no shader-f16: float16 compute cannot run on it"].filter(Boolean);
+  return {
+    provider: "webgpu",
+    name: adapterName(a),
+    ...(software ? { software: true } : {}),
+    ...(nvidiaMemoryBytes !== undefined && /nvidia/i.test(a.vendor) ? { memoryBytes: nvidiaMemoryBytes } : {}),
+    ...(notes.length > 0 ? { note: notes.join("; ") } : {}),
+  };
 }
 
-/** The GPU CUDA device 0 is, as nvidia-smi names it (honouring CUDA_VISIBLE_DEVICES), or undefined. */
-export async function nvidiaGpu(env: NodeJS.ProcessEnv = process.env, smi = "nvidia-smi"): Promise<{ name: string; memoryBytes?: number } | undefined> {
+/** The GPU CUDA device 0 is, as nvidia-smi names it (honouring CUDA_VISIBLE_DEVICES), with its total and free memory, or undefined. */
+export async function nvidiaGpu(env: NodeJS.ProcessEnv = process.env, smi = "nvidia-smi"): Promise<{ name: string; memoryBytes?: number; freeBytes?: number } | undefined> {
   const visible = env["CUDA_VISIBLE_DEVICES"]?.split(",")[0]?.trim();
-  const args = ["--query-gpu=name,memory.total", "--format=csv,noheader,nounits", "-i", visible || "0"];
+  const args = ["--query-gpu=name,memory.total,memory.free", "--format=csv,noheader,nounits", "-i", visible || "0"];
   const out = await new Promise<string | undefined>((resolve) => {
     execFile(smi, args, { timeout: 10_000, env }, (error, stdout) => resolve(error ? undefined : stdout));
   });
   return out === undefined ? undefined : parseNvidiaSmi(out);
 }
 
-/** One line of `nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits`: "NVIDIA H200, 143771" (MiB). */
-export function parseNvidiaSmi(out: string): { name: string; memoryBytes?: number } | undefined {
+/** One line of `nvidia-smi --query-gpu=name,memory.total[,memory.free] --format=csv,noheader,nounits`: "NVIDIA H200, 143771, 140000" (MiB). */
+export function parseNvidiaSmi(out: string): { name: string; memoryBytes?: number; freeBytes?: number } | undefined {
   const line = out.split("\n").find((l) => l.trim() !== "");
   if (!line) return undefined;
-  const cut = line.lastIndexOf(",");
-  const name = (cut >= 0 ? line.slice(0, cut) : line).trim();
-  const mib = cut >= 0 ? Number(line.slice(cut + 1).trim()) : NaN;
+  // the numbers are the last fields; a name may hold commas
+  const fields = line.split(",").map((f) => f.trim());
+  const numbers: number[] = [];
+  while (fields.length > 1 && numbers.length < 2 && /^(\d+|\[N\/A\])$/.test(fields[fields.length - 1])) numbers.unshift(Number(fields.pop()));
+  const name = fields.join(", ").trim();
   if (!name) return undefined;
-  return Number.isFinite(mib) && mib > 0 ? { name, memoryBytes: mib * 2 ** 20 } : { name };
+  const mib = (v: number | undefined) => (v !== undefined && Number.isFinite(v) && v > 0 ? v * 2 ** 20 : undefined);
+  const total = mib(numbers[0]);
+  const free = mib(numbers[1]);
+  return { name, ...(total !== undefined ? { memoryBytes: total } : {}), ...(free !== undefined ? { freeBytes: free } : {}) };
 }

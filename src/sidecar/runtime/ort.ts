@@ -16,6 +16,7 @@ import { LensInputError } from "../errors";
 import { GraphBuilder, type BuiltGraph } from "../graph/onnxBuilder";
 import { BINDING_FILE, findCudaLibraries, makeBindingView, ortErrorDetail, ortPackage, type CudaLibraries, type OrtPackage } from "./cudaLibraries";
 import { describeCpu, describeWebgpu, nvidiaGpu } from "./devices";
+import { adapterName, isSoftwareAdapter, webgpuAdapter } from "./webgpuAdapter";
 
 export const DEVICES = ["auto", "cpu", "cuda", "webgpu"] as const;
 export type Device = (typeof DEVICES)[number];
@@ -197,8 +198,8 @@ export function probeWebgpu(): Promise<ProviderStatus> {
   webgpuStatus ??= (async (): Promise<ProviderStatus> => {
     const probe = await probeProvider("webgpu", loadOrt().view);
     if (!probe.ok) return { name: "webgpu", works: false, detail: `no WebGPU adapter here: ${probe.message}` };
-    const device = describeWebgpu();
-    return { name: "webgpu", works: true, detail: device.note ?? "works", device };
+    const device = await webgpuDevice();
+    return { name: "webgpu", works: true, detail: [device.name, device.note].filter(Boolean).join(": ") || "works", device };
   })();
   return webgpuStatus;
 }
@@ -209,13 +210,21 @@ export async function providerStatuses(): Promise<ProviderStatus[]> {
   return [cpu, ...(await Promise.all([probeCuda(), probeWebgpu()]))];
 }
 
-/** Why device auto took the CPU, once it has decided. */
+/** The WebGPU device as Dawn names it, with an NVIDIA adapter's memory from nvidia-smi. */
+async function webgpuDevice(): Promise<DeviceDescription> {
+  const answer = await webgpuAdapter();
+  const nvidia = "adapter" in answer && /nvidia/i.test(answer.adapter.vendor) ? await nvidiaGpu() : undefined;
+  return describeWebgpu(answer, process.env, nvidia?.memoryBytes);
+}
+
+/** Why device auto took what it took, once it has decided. */
 let autoNote: string | undefined;
 
 /**
  * The provider a device choice runs on. auto: CUDA when its libraries load and a session runs
- * on them, else the CPU; never WebGPU, whose adapter cannot be identified from Node and may be
- * a software one (devices.ts). cuda without working libraries is refused with how to get them.
+ * on them, else WebGPU when Dawn offers a hardware adapter and a session runs on it, else the
+ * CPU; never a software adapter (SwiftShader, llvmpipe: slower than the CPU provider). cuda
+ * without working libraries is refused with how to get them.
  */
 export async function resolveDevice(device: Device): Promise<Provider> {
   // the note belongs to the model being opened (opens are serial): an explicit cpu carries none
@@ -235,10 +244,26 @@ async function providerFor(device: Device): Promise<Provider> {
       return "cuda";
     }
     case "auto": {
-      const status = await probeCuda();
-      autoNote = status.works ? undefined : `device auto took the CPU: ${status.detail.split(":")[0]}`;
-      resolvedAuto = status.works ? "cuda" : "cpu";
-      return resolvedAuto;
+      const cuda = await probeCuda();
+      if (cuda.works) {
+        autoNote = undefined;
+        return (resolvedAuto = "cuda");
+      }
+      const noCuda = cuda.detail.split(":")[0];
+      const answer = await webgpuAdapter();
+      let noWebgpu: string;
+      if ("none" in answer) noWebgpu = `no WebGPU adapter (${answer.none})`;
+      else if (isSoftwareAdapter(answer.adapter)) noWebgpu = `the WebGPU adapter, ${adapterName(answer.adapter)}, is a software one`;
+      else {
+        const webgpu = await probeWebgpu();
+        if (webgpu.works) {
+          autoNote = `device auto took WebGPU on ${adapterName(answer.adapter)}: ${noCuda}`;
+          return (resolvedAuto = "webgpu");
+        }
+        noWebgpu = `WebGPU on ${adapterName(answer.adapter)} does not run (${webgpu.detail})`;
+      }
+      autoNote = `device auto took the CPU: ${noCuda}; ${noWebgpu}`;
+      return (resolvedAuto = "cpu");
     }
   }
 }
@@ -253,8 +278,10 @@ async function describeDevice(provider: Provider): Promise<DeviceDescription> {
   switch (provider) {
     case "cpu":
       return { ...describeCpu(), ...(autoNote ? { note: autoNote } : {}) };
-    case "webgpu":
-      return describeWebgpu();
+    case "webgpu": {
+      const device = await webgpuDevice();
+      return resolvedAuto === "webgpu" && autoNote ? { ...device, note: [autoNote, device.note].filter(Boolean).join("; ") } : device;
+    }
     case "cuda":
       return (await probeCuda()).device ?? { provider: "cuda" };
   }
