@@ -126,9 +126,14 @@ export function bundledOpenScript(): string {
 }
 
 /** Opens `modelDir` on WebGPU in a child process with `env` (SwiftShader's) and returns every session's placement. */
-export async function placementOf(modelDir: string, env: NodeJS.ProcessEnv, timeoutMs = 90_000): Promise<{ provider: string; sessions: Map<string, SessionPlacement> }> {
+export async function placementOf(
+  modelDir: string,
+  env: NodeJS.ProcessEnv,
+  timeoutMs = 90_000,
+  dtype: "float32" | "float16" = "float32",
+): Promise<{ provider: string; computeDtype: string; sessions: Map<string, SessionPlacement> }> {
   const script = bundledOpenScript();
-  const child = spawn(process.execPath, [script, modelDir], { env: { ...env, [VERBOSE_LOG_ENV]: "1" }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [script, modelDir, dtype], { env: { ...env, [VERBOSE_LOG_ENV]: "1" }, stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
   child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
@@ -140,6 +145,6 @@ export async function placementOf(modelDir: string, env: NodeJS.ProcessEnv, time
     const tail = stderr.split("\n").filter((l) => !LINE.test(l) || /\[[EF]:/.test(l)).slice(-15).join("\n");
     throw new Error(`opening ${modelDir} on WebGPU failed (exit ${code}):\n${tail}`);
   }
-  const provider = (JSON.parse(stdout.trim().split("\n").pop() ?? "{}") as { provider?: string }).provider ?? "?";
-  return { provider, sessions: parsePlacement(stderr) };
+  const said = JSON.parse(stdout.trim().split("\n").pop() ?? "{}") as { provider?: string; computeDtype?: string };
+  return { provider: said.provider ?? "?", computeDtype: said.computeDtype ?? "?", sessions: parsePlacement(stderr) };
 }

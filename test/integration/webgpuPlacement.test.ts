@@ -16,7 +16,8 @@ import type { JsonObject } from "../../src/sidecar/arch/configUtil";
 import { compileGraphs } from "../../src/sidecar/model/loadedModel";
 import { WeightIndex } from "../../src/sidecar/model/safetensors";
 import { ModelWeights } from "../../src/sidecar/model/weights";
-import { intendedProvider } from "../../src/sidecar/runtime/ort";
+import { resolveDevice } from "../../src/sidecar/runtime/ort";
+import { isSoftwareAdapter, webgpuAdapter } from "../../src/sidecar/runtime/webgpuAdapter";
 import { webgpuSuiteEnv } from "../helpers/webgpuEnv";
 import { describePlacement, parsePlacement, placementOf, placementProblems } from "../helpers/webgpuPlacement";
 
@@ -96,17 +97,21 @@ describe.each(MODELS)("%s built for WebGPU", (_label, dir) => {
 });
 
 describe("device auto", () => {
-  it("never picks WebGPU, whose adapter (hardware or software) onnxruntime-node cannot name", () => {
-    expect(["cuda", "cpu"]).toContain(intendedProvider("auto"));
+  it("takes WebGPU only where Dawn offers a hardware adapter (here: none, or a software one)", async () => {
+    const answer = await webgpuAdapter();
+    const hardware = "adapter" in answer && !isSoftwareAdapter(answer.adapter);
+    const provider = await resolveDevice("auto");
+    if (provider !== "cuda") expect(provider).toBe(hardware ? "webgpu" : "cpu");
   });
 });
 
 const env = webgpuSuiteEnv("the WebGPU placement suite");
 
-describe.runIf(env !== undefined).each(MODELS)("%s on WebGPU", (_label, dir) => {
+describe.runIf(env !== undefined).each(MODELS.flatMap(([label, dir]) => (["float32", "float16"] as const).map((dtype) => [label, dir, dtype] as const)))("%s on WebGPU in %s", (_label, dir, dtype) => {
   it("keeps every decoder and vision-tower node but shape and index arithmetic on the GPU", async () => {
-    const { provider, sessions } = await placementOf(path.join(FIXTURES, dir), env!);
-    expect(provider).toBe("webgpu");
+    // float16 sessions are created and placed as on an adapter with shader-f16 (SwiftShader has none, so they never run here)
+    const { provider, computeDtype, sessions } = await placementOf(path.join(FIXTURES, dir), env!, 90_000, dtype);
+    expect([provider, computeDtype]).toEqual(["webgpu", dtype]);
     console.log(`${dir} on WebGPU:\n${[...sessions.values()].map(describePlacement).join("\n")}`);
     const checked = [...sessions.values()].filter((s) => s.session === "decoder" || s.session === "vision");
     expect(checked.map((s) => s.session)).toContain("decoder");

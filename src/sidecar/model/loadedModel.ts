@@ -12,7 +12,7 @@ import * as path from "node:path";
 import { findArchitecture } from "../arch";
 import { isObject, type JsonObject } from "../arch/configUtil";
 import type { ImageTokenGrid, PreparedImage } from "../arch/types";
-import { Engine, type GpuMemory, type KvCache } from "../engine/engine";
+import { Engine, type GpuMemory, type KvCache, type WebgpuCapabilities } from "../engine/engine";
 import { LensInputError } from "../errors";
 import type { RankMethod } from "../graph/lensGraph";
 import type { RgbImage } from "../image/decode";
@@ -40,6 +40,8 @@ export interface OpenOptions {
   device?: Device;
   /** The GPU's free memory, instead of asking nvidia-smi. For tests. */
   gpuMemory?: GpuMemory;
+  /** The WebGPU adapter's capabilities, instead of asking Dawn (a float16 graph's placement on SwiftShader, say). For tests. */
+  webgpu?: WebgpuCapabilities;
   threads?: number;
   /** Prepack weights for onnxruntime's GEMM kernels (slower open; see bench:runtime). */
   prepackWeights?: boolean;
@@ -175,7 +177,7 @@ export class LoadedModel {
       ...opts,
       device,
       logitsBudget,
-      webgpu: device === "webgpu" ? await webgpuCapabilities() : undefined,
+      webgpu: device === "webgpu" ? (opts.webgpu ?? (await webgpuCapabilities())) : undefined,
       gpuMemory: opts.gpuMemory ?? (device === "cpu" ? undefined : await gpuMemoryOf(device)),
     });
     const { plan } = planned;
