@@ -41,6 +41,8 @@ for (const bundle of ["extension.js", "sidecar.js", "templateWorker.js", "webvie
 // "!" pattern win over every ignore pattern, so the narrowing must be in the allow-list itself)
 const NARROW = {
   "!node_modules/onnxruntime-node/**": ["!node_modules/onnxruntime-node/*", "!node_modules/onnxruntime-node/dist/**", "!node_modules/onnxruntime-node/lib/**", "!node_modules/onnxruntime-node/script/install-metadata*.js", `!node_modules/onnxruntime-node/bin/*/${platform}/${arch}/**`],
+  // Dawn's Node binding, only to name the WebGPU adapter (src/sidecar/runtime/webgpuAdapter.ts): its manifest and this target's dawn.node (and DLLs)
+  "!node_modules/webgpu/**": ["!node_modules/webgpu/package.json", "!node_modules/webgpu/LICENSE.md", `!node_modules/webgpu/dist/${platform === "darwin" ? "darwin-universal" : `${platform}-${arch}`}/**`],
   "!node_modules/@img/**": ["!node_modules/@img/colour/**", `!node_modules/@img/sharp-${platform}-${arch}/**`, `!node_modules/@img/sharp-libvips-${platform}-${arch}/**`],
 };
 const ignore = fs
