@@ -6,7 +6,8 @@
 #   2. builds a full LLaVA-1.5-7B checkpoint (all 32 layers, 13.5 GB) with random float16 weights
 #      from bench/configs/llava-1.5-7b-hf with transformers (bench/hf_real.py build);
 #   3. runs bench:lens on it: our full record (the lens at every layer for the prompt tail and 8
-#      generated tokens, ranks, the attention breakdown) with --device webgpu, against
+#      generated tokens, ranks, the attention breakdown) with --device webgpu in float16 (dtype
+#      auto: the checkpoint's half precision on a GPU; about 14 GB of weights on the device), against
 #      transformers in float16 on CUDA (generate with its cache; the seeds' method:
 #      output_hidden_states and lm_head over every layer), alternating, and prints the times,
 #      the ratios, peak GPU memory of each, and whether the generated tokens agree.
@@ -19,16 +20,18 @@
 # GPU's):  bash bench/gpu.sh --dry-run
 #
 # Options: --layers N (a cut, default all 32), --rounds R (default 2), --device D (ours, default
-# webgpu; cpu and cuda also work), --dry-run.
+# webgpu; cpu and cuda also work), --dtype T (ours, default auto; float32 doubles the device
+# memory), --dry-run (our side on the CPU in float16, the compute the GPU run uses).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DRY=0 LAYERS="" ROUNDS=2 DEVICE=webgpu
+DRY=0 LAYERS="" ROUNDS=2 DEVICE=webgpu DTYPE=auto
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1 ;;
     --layers) LAYERS="$2"; shift ;;
     --rounds) ROUNDS="$2"; shift ;;
     --device) DEVICE="$2"; shift ;;
+    --dtype) DTYPE="$2"; shift ;;
     *) echo "bench/gpu.sh: unknown option $1 (see the head of the script)" >&2; exit 2 ;;
   esac
   shift
@@ -37,7 +40,9 @@ t0=$(date +%s)
 step() { echo "== [$(( $(date +%s) - t0 )) s] $*"; }
 
 if [ "$DRY" = 1 ]; then
+  # auto is float32 on the CPU; float16 is what the GPU run computes in
   LAYERS=${LAYERS:-1} DEVICE=cpu HF_DEVICE=cpu HF_DTYPE=float32
+  [ "$DTYPE" = auto ] && DTYPE=float16
   [ -f dist/bench/lens.js ] || npm run build >/dev/null
 else
   HF_DEVICE=cuda HF_DTYPE=float16
@@ -54,7 +59,7 @@ else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'
   step "which adapter WebGPU gets (the bundled model, one token)"
-  node bin/logit-lens.js --device "$DEVICE" --verbose --max-new-tokens 1 2>&1 | grep -iv "^ *[0-9]" | tail -8 || true
+  node bin/logit-lens.js --device "$DEVICE" --dtype "$DTYPE" --verbose --max-new-tokens 1 2>&1 | grep -iv "^ *[0-9]" | tail -8 || true
 fi
 
 DIR="bench/.work/gpu-llava-1.5-7b${LAYERS:+-${LAYERS}l}"
@@ -64,6 +69,6 @@ if [ ! -f "$DIR/model.safetensors.index.json" ] && [ ! -f "$DIR/model.safetensor
 fi
 du -sh "$DIR"
 
-step "bench:lens: ours on $DEVICE against PyTorch on $HF_DEVICE in $HF_DTYPE, $ROUNDS rounds"
-node dist/bench/lens.js --model "$DIR" --device "$DEVICE" --hf-device "$HF_DEVICE" --hf-dtype "$HF_DTYPE" --rounds "$ROUNDS"
+step "bench:lens: ours on $DEVICE ($DTYPE) against PyTorch on $HF_DEVICE in $HF_DTYPE, $ROUNDS rounds"
+node dist/bench/lens.js --model "$DIR" --device "$DEVICE" --dtype "$DTYPE" --hf-device "$HF_DEVICE" --hf-dtype "$HF_DTYPE" --rounds "$ROUNDS"
 step "done"

@@ -1,5 +1,6 @@
 /**
  * npm run bench:real [-- --full | --models llava-1.5-7b,llava-1.5-7b-4l,qwen2-vl-2b] [--rounds R] [--threads N] [--plan auto|float32|half-per-use]
+ *   [--dtype auto|float32|float16] (what ours computes in; float16 uses the half weights as stored)
  *
  * The researchers' real model at real size: a LLaVA-1.5-7B checkpoint (bench/configs: CLIP
  * ViT-L/14-336 and Vicuna-7B, float16) with random weights, built by transformers
@@ -22,6 +23,7 @@ import * as path from "node:path";
 import { runLens } from "../src/sidecar/lens/runLens";
 import { LoadedModel } from "../src/sidecar/model/loadedModel";
 import type { WeightPlan } from "../src/sidecar/runtime/memoryEstimate";
+import { DTYPE_CHOICES, type DtypeChoice } from "../src/shared/protocol";
 import { BENCH_IMAGE, median, readAllWeights, ROOT, runJsonChild, WORK } from "./checkpoint";
 
 const args = process.argv.slice(2);
@@ -37,6 +39,7 @@ interface OursResult {
   recordMs: number;
   peakRssMiB: number;
   weightPlan: string;
+  computeDtype: string;
   memoryReason: string;
   top1: number;
   generated: number[];
@@ -55,10 +58,10 @@ interface HfResult {
 }
 
 /** The child that runs our side: open, one full record, and the inputs transformers gets. */
-async function oursChild(dir: string, inputs: string, plan: string): Promise<void> {
+async function oursChild(dir: string, inputs: string, plan: string, dtype: DtypeChoice): Promise<void> {
   const config = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8")) as { vision_config?: { spatial_merge_size?: number } };
   const t0 = performance.now();
-  const model = await LoadedModel.open(dir, { device: "cpu", threads, weightPlan: plan === "auto" ? undefined : (plan as WeightPlan) });
+  const model = await LoadedModel.open(dir, { device: "cpu", threads, dtype, weightPlan: plan === "auto" ? undefined : (plan as WeightPlan) });
   const openMs = performance.now() - t0;
   const prepared = await model.prepare({ prompt: PROMPT, image: BENCH_IMAGE });
   fs.mkdirSync(inputs, { recursive: true });
@@ -85,6 +88,7 @@ async function oursChild(dir: string, inputs: string, plan: string): Promise<voi
     recordMs,
     peakRssMiB: process.resourceUsage().maxRSS / 1024,
     weightPlan: model.info.weightPlan,
+    computeDtype: model.info.computeDtype,
     memoryReason: model.info.memory.reason,
     top1,
     generated: record.generation.ids,
@@ -130,7 +134,7 @@ function ensureCheckpoint(spec: Spec): string {
   return dir;
 }
 
-async function benchOne(spec: Spec, rounds: number, plan: string): Promise<void> {
+async function benchOne(spec: Spec, rounds: number, plan: string, dtype: DtypeChoice): Promise<void> {
   const name = spec.name;
   const dir = ensureCheckpoint(spec);
   const inputs = path.join(WORK, `${name}-inputs`);
@@ -141,14 +145,14 @@ async function benchOne(spec: Spec, rounds: number, plan: string): Promise<void>
   const theirs: HfResult[] = [];
   for (let r = 0; r < rounds; r++) {
     reads.push(readAllWeights(dir));
-    ours.push((await runJsonChild<OursResult>(process.execPath, [__filename, "--child-ours", dir, inputs, plan])).value);
+    ours.push((await runJsonChild<OursResult>(process.execPath, [__filename, "--child-ours", dir, inputs, plan, dtype])).value);
     theirs.push((await runJsonChild<HfResult>("python3", [path.join(ROOT, "bench/hf_real.py"), "forward", dir, inputs, String(threads)])).value);
   }
   const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
   const mib = (m: number) => `${(m / 1024).toFixed(2)} GiB`;
   const o = ours[ours.length - 1];
   console.log(`\n${name}: ${gb(bytes)} of ${spec.dtype} weights, ${rounds} alternating round(s), threads ${threads || "default"}, ${new Date().toISOString()}`);
-  console.log(`  weight plan (ours): ${o.weightPlan}; ${o.memoryReason}`);
+  console.log(`  weight plan (ours): ${o.weightPlan}, ${o.computeDtype} compute; ${o.memoryReason}`);
   console.log(`  read weights        ${median(reads).toFixed(0).padStart(8)} ms`);
   console.log(`  open (ours)         ${median(ours.map((x) => x.openMs)).toFixed(0).padStart(8)} ms   ratio to read ${median(ours.map((x, i) => x.openMs / reads[i])).toFixed(2)}x (target <= 1.5x); ${Object.entries(o.openStages).map(([k, v]) => `${k} ${Math.round(v)}`).join(", ")}`);
   console.log(`  from_pretrained (HF)${median(theirs.map((x) => x.load_ms)).toFixed(0).padStart(8)} ms   (${theirs[0].dtype}, torch threads ${theirs[0].threads})`);
@@ -160,14 +164,16 @@ async function benchOne(spec: Spec, rounds: number, plan: string): Promise<void>
 }
 
 async function main(): Promise<void> {
-  if (args[0] === "--child-ours") return oursChild(args[1], args[2], args[3]);
+  if (args[0] === "--child-ours") return oursChild(args[1], args[2], args[3], args[4] as DtypeChoice);
   const plan = flag("--plan") ?? "auto";
+  const dtype = (flag("--dtype") ?? "auto") as DtypeChoice;
+  if (!(DTYPE_CHOICES as readonly string[]).includes(dtype)) throw new Error(`unknown --dtype ${dtype}: choose from ${DTYPE_CHOICES.join(", ")}`);
   const rounds = Number(flag("--rounds") ?? (args.includes("--full") ? 1 : 2));
   const names = flag("--models")?.split(",") ?? (args.includes("--full") ? ["llava-1.5-7b", "qwen2-vl-2b"] : ["llava-1.5-7b-4l"]);
   for (const n of names) {
     const spec = SPECS[n];
     if (!spec) throw new Error(`unknown --models entry ${n}: choose from ${Object.keys(SPECS).join(", ")}`);
-    await benchOne(spec, rounds, plan);
+    await benchOne(spec, rounds, plan, dtype);
   }
 }
 

@@ -6,6 +6,7 @@
 import * as path from "node:path";
 import * as vscode from "vscode";
 import { providerLabel } from "../shared/deviceLabel";
+import type { ModelSummary } from "../shared/protocol";
 import { runLogitLens, selectModel } from "./commands";
 import { cudaProviderEnv, registerCudaProviderCommand } from "./cudaProvider";
 import { registerExperimentDiagnostics } from "./experimentDiagnostics";
@@ -124,10 +125,8 @@ function renderStatus(item: vscode.StatusBarItem, s: SidecarState): void {
       item.tooltip = "Starting the sidecar";
       break;
     case "ready":
-      item.text = `$(telescope) ${modelName(s.model?.folder)}${s.model ? ` · ${s.model.provider}` : ""}`;
-      item.tooltip = s.model
-        ? `Logit Lens: ${s.model.folder}\n${s.model.architecture}, ${s.model.dtype} weights, ${s.model.numLayers} layers, on ${providerLabel(s.model.provider, s.model.device)}${s.model.memory ? `\n${s.model.memory.reason}` : ""}`
-        : "Logit Lens: ready";
+      item.text = `$(telescope) ${modelName(s.model?.folder)}${s.model ? ` · ${s.model.provider} ${shortDtype(s.model.computeDtype)}` : ""}`;
+      item.tooltip = s.model ? modelTooltip(s.model) : "Logit Lens: ready";
       item.backgroundColor = undefined;
       break;
     case "busy":
@@ -140,6 +139,23 @@ function renderStatus(item: vscode.StatusBarItem, s: SidecarState): void {
       item.backgroundColor = new vscode.ThemeColor("statusBarItem.errorBackground");
       break;
   }
+}
+
+/** "f32", "f16", "bf16": the compute dtype in the status bar's text. */
+function shortDtype(dtype: ModelSummary["computeDtype"]): string {
+  return { float32: "f32", float16: "f16", bfloat16: "bf16" }[dtype ?? "float32"];
+}
+
+/** The model, where it runs, in what precision, and the memory it was estimated to need. */
+function modelTooltip(m: ModelSummary): string {
+  const lines = [
+    `Logit Lens: ${m.folder}`,
+    `${m.architecture}, ${m.numLayers} layers; ${m.dtype} weights, ${m.computeDtype ?? "float32"} compute${m.weightPlan ? ` (weights: ${m.weightPlan})` : ""}`,
+    `on ${providerLabel(m.provider, m.device)}`,
+  ];
+  if (m.memory) lines.push(`memory: ${m.memory.reason} (${(m.memory.availableBytes / 1e9).toFixed(1)} GB was free)`);
+  lines.push("Click to select a model.");
+  return lines.join("\n");
 }
 
 export async function deactivate(): Promise<void> {

@@ -61,11 +61,13 @@ export interface ProviderStatus {
 export const InitializeRequest = new RequestType<InitializeParams, InitializeResult, void>("lens/initialize");
 
 /**
- * The compute dtype a model opens with. auto: float32 on the CPU (half-precision weights as
- * float32 copies when they fit, else kept half and converted per use); float32: always float32
- * copies (refused when they cannot fit); float16: float16 weights used as stored in every
- * matrix product (activations rounded to float16 there, everything else float32); bfloat16:
- * has no CPU kernels in onnxruntime, refused on the CPU with what to use instead.
+ * The compute dtype a model opens with. auto: on the CPU float32 (half-precision weights as
+ * float32 copies when they fit, else kept half and converted per use); on a GPU the checkpoint's
+ * half precision (float16, or bfloat16 on CUDA for a bfloat16 checkpoint; float32 on a WebGPU
+ * adapter without shader-f16). float32: always float32 copies (refused when they cannot fit).
+ * float16: on every provider, weights used as stored, activations and the KV cache half; softmax,
+ * rotary tables and the lens statistics stay float32. bfloat16: CUDA only, refused elsewhere with
+ * what to use instead.
  */
 export const DTYPE_CHOICES = ["auto", "float32", "float16", "bfloat16"] as const;
 export type DtypeChoice = (typeof DTYPE_CHOICES)[number];

@@ -7,6 +7,9 @@
 #   bash tools/gpu/pack.sh
 # then carry [".gpu", ".gl"] and run `bash bench/gpu.sh` there (see bench/gpu.sh). It also packs
 # the bundles bench/gpu.sh runs (dist/sidecar.js, templateWorker.js, bench/lens.js, minified).
+# Dawn's Node binding (the webgpu package, 21 MB) does not fit the call: without it the sidecar
+# does not know the adapter's name or shader-f16, and --device webgpu assumes shader-f16 (an
+# H200's Vulkan driver has it); onnxruntime's WebGPU provider itself is in onnxruntime-node.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 for d in .gpu .gl; do grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude; done
