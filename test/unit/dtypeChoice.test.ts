@@ -37,12 +37,12 @@ describe("dtype", () => {
     expect([f32.info.computeDtype, f32.info.weightPlan]).toEqual(["float32", "float32"]);
   });
 
-  it("float16 computes in float16 with the weights as stored: no float32 copy is made or fed", async () => {
+  it("float16 computes in float16 with the weights as stored: no float32 copy is made at open or fed, and the CPU widens each product where it runs", async () => {
     const half = await LoadedModel.open(f16(), { device: "cpu", dtype: "float16" });
     opened.push(half);
     expect([half.info.computeDtype, half.info.weightPlan]).toEqual(["float16", "half"]);
     expect(half.engine.fedBytes).toBe(0);
-    expect(half.info.memory.reason).toMatch(/^weights and compute in float16; needs about/);
+    expect(half.info.memory.reason).toMatch(/^weights and compute in float16, each weight product widened to float32 where it runs \(onnxruntime's CPU provider has no float16 product\); needs about/);
   });
 
   it("refuses bfloat16 off CUDA, and an unknown dtype, with one line that says what to use", async () => {

@@ -80,6 +80,17 @@ describe("the GPU memory a model needs, in its compute dtype", () => {
     expect(halfComputePlan(llava7b, 12 * GB, "float16")).toEqual({ refused: "needs about 14 GB in float16 and 12 GB is free: close other programs, or use a machine or GPU with more memory" });
   });
 
+  it("float16 on the CPU counts the float32 copies its products widen where they run, as the kept-half plan does", () => {
+    const widened = estimateMemory(llava7b, "half", { widened: true });
+    // the files, plus the largest matrix's float32 copy with room for a second; float32 weights mapped as they are
+    expect(widened.weightsBytes).toBe(13.5 * GB + 4 * 32064 * 4096 * 2);
+    expect(estimateMemory({ ...llava7b, f32Bytes: 2 * GB, halfBytes: 0, largestHalfBytes: 0 }, "half", { widened: true }).weightsBytes).toBe(2 * GB);
+    expect(widened.runBytes).toBe(estimateMemory(llava7b, "half").runBytes);
+    const plan = halfComputePlan(llava7b, 22 * GB, "float16", "free", true);
+    expect(plan).toEqual({ estimate: widened, reason: "weights and compute in float16, each weight product widened to float32 where it runs (onnxruntime's CPU provider has no float16 product)" });
+    expect(halfComputePlan(llava7b, 15 * GB, "float16", "free", true)).toEqual({ refused: "needs about 15 GB in float16 and 15 GB is free: close other programs, or use a machine or GPU with more memory" });
+  });
+
   it("refuses a 7B in float32 on a 24 GB GPU with the dtype that fits, and takes it in float16", () => {
     expect(checkGpuMemory(llava7b, "float32", rtx4090)).toEqual({ refused: "needs about 28 GB of GPU memory in float32 and 22 GB is free on NVIDIA GeForce RTX 4090: use dtype float16 (about 14 GB)" });
     expect(checkGpuMemory(llava7b, "float16", rtx4090)).toEqual({ reason: "14 GB of the 22 GB free on NVIDIA GeForce RTX 4090" });

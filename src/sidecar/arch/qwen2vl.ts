@@ -11,7 +11,7 @@
  *   outputs  image_features [N / merge^2, hidden]
  */
 import { LensInputError } from "../errors";
-import { type GraphCtx, activation, applyRotaryFloat32, attentionCore, computeInput, float32Output, layerNorm, linear, mergeHeads, param } from "../graph/blocks";
+import { type GraphCtx, activation, applyRotaryFloat32, attentionCore, computeInput, float32Output, layerNorm, linear, mergeHeads, weightProduct } from "../graph/blocks";
 import { parseQwen2VlProcessorConfig, preprocessQwen2Vl } from "../image/qwen2vlProcessor";
 import type { HostTensor } from "../runtime/ort";
 import { ConfigSection, MAX_CONFIG_LAYERS } from "./configUtil";
@@ -238,8 +238,8 @@ function buildQwen2Vision(ctx: GraphCtx, cfg: Qwen2VisionConfig, prefix: string,
 
   // Conv3d with kernel = stride over exactly one patch is a matrix product with the flattened kernel.
   let h = b.scoped("patch_embed", () => {
-    const kernel = param(ctx, `${prefix}patch_embed.proj.weight`, [D, cfg.inChannels, cfg.temporalPatchSize, cfg.patchSize, cfg.patchSize], [D, patchFeatures]);
-    return b.op("Gemm", [pixels, kernel], { transB: 1 }, "patch_embed");
+    const kernel = `${prefix}patch_embed.proj.weight`;
+    return weightProduct(ctx, pixels, kernel, [D, cfg.inChannels, cfg.temporalPatchSize, cfg.patchSize, cfg.patchSize], { view: [D, patchFeatures], hint: "patch_embed" });
   });
 
   // 2D rotary: the first quarter of the frequencies turn with the row, the next with the column,

@@ -162,7 +162,7 @@ export class Engine {
     let compiled = compile(firstForm);
     // dtype float32 always makes float32 copies (refused when they cannot fit); half compute holds the weights in its dtype
     const forcedPlan: WeightPlan | undefined = computeDtype !== "float32" ? "half" : opts.dtype === "float32" ? "float32" : opts.weightPlan;
-    const memory = planMemory(weights.index, compiled.plan.decoder, contextLengthOf(config)?.length, opts.logitsBudget, forcedPlan, opts.availableMemory, computeDtype, provider === "cpu" ? undefined : opts.gpuMemory);
+    const memory = planMemory(weights.index, compiled.plan.decoder, contextLengthOf(config)?.length, opts.logitsBudget, forcedPlan, opts.availableMemory, computeDtype, provider, provider === "cpu" ? undefined : opts.gpuMemory);
     const halfWeights = computeDtype === "float32" ? halfWeightsFor(memory.estimate.plan, provider) : "cast";
     if (halfWeights !== firstForm) compiled = compile(halfWeights);
     return { ...compiled, memory, halfWeights, computeDtype, start: (beside) => Engine.start(compiled, weights, opts, memory, halfWeights, computeDtype, beside) };
@@ -202,7 +202,9 @@ export class Engine {
       threads: opts.threads,
       prepackWeights: opts.prepackWeights,
       memoryArena: false,
-      foldConstants: memory.estimate.plan !== "half-per-use",
+      // a weight converted per use must not be folded into a resident copy at load (onnxruntime
+      // folds inside an If's branches too): the half-per-use plan and float16 on the CPU
+      foldConstants: memory.estimate.plan !== "half-per-use" && !(provider === "cpu" && computeDtype === "float16"),
     };
     const open = (graph: BuiltGraph, options: SessionOptions) => openGraphSession(graph, options).then((s) => withFedWeights(s, fed.feeds(graph.fedWeights)));
     const opened = await Promise.allSettled([
@@ -414,7 +416,8 @@ function planMemory(
   logitsBudget: number,
   weightPlan: WeightPlan | undefined,
   availableBytes: number | undefined,
-  compute: ComputeDtype = "float32",
+  compute: ComputeDtype,
+  provider: "cpu" | "cuda" | "webgpu",
   gpu?: GpuMemory,
 ): { estimate: MemoryEstimate; available: number; reason: string } {
   let f32Bytes = 0;
@@ -451,7 +454,8 @@ function planMemory(
         return undefined;
       }
     }, os.freemem);
-  const choice = compute === "float32" ? chooseCpuPlan(footprint, available, weightPlan) : halfComputePlan(footprint, available, compute);
+  // float16 on the CPU widens each weight product where it runs (blocks.ts widensHalfProducts)
+  const choice = compute === "float32" ? chooseCpuPlan(footprint, available, weightPlan) : halfComputePlan(footprint, available, compute, "free", provider === "cpu" && compute === "float16");
   if ("refused" in choice) throw new LensInputError(index.folder, choice.refused);
   let reason = `${choice.reason}; needs about ${formatGB(choice.estimate.totalBytes)}`;
   if (gpu) {

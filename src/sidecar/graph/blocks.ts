@@ -164,13 +164,58 @@ function paramWhenUsed(ctx: GraphCtx, name: string, shape: readonly number[], re
   return ctx.b.ifElse(ready, ["float32"], cast, cast, "when_used")[0];
 }
 
+/**
+ * Whether the graph computes its weight products in float32 around float16 values. onnxruntime's
+ * CPU provider has no float16 matrix product on x86: it widens both sides of a float16 Gemm to
+ * float32 in Casts of its own, and since a Cast of a weight needs only the weight, it runs them
+ * all at the start, every layer's float32 copy alive at once (eight 4096 x 4096 products peaked
+ * at 5.4x their float16 weights of RSS; npm run bench:halfmatmul). So on the CPU a float16
+ * graph does the widening itself: the activation and the result are cast at the product, and
+ * the weight (rounded to float16 first when stored otherwise, as transformers' float16 model
+ * holds it) is widened only when its product runs, as the half-per-use plan does: 1.67x, and
+ * faster (4.8 against 6.3 ms a one-row product). The numbers are onnxruntime's own: a float32
+ * product of the same float16 values, rounded to float16.
+ */
+export function widensHalfProducts(ctx: GraphCtx): boolean {
+  return (ctx.provider ?? "cpu") === "cpu" && computeOf(ctx) === "float16";
+}
+
+/**
+ * `x @ W.T (+ bias)` over a checkpoint weight stored `[out, in]` (a `view` of it for kernels),
+ * in the compute dtype; see widensHalfProducts for float16 on the CPU.
+ */
+export function weightProduct(ctx: GraphCtx, x: string, name: string, shape: readonly number[], opts: { view?: readonly number[]; bias?: string; hint?: string } = {}): string {
+  const hint = opts.hint ?? name.split(".").slice(-2)[0];
+  if (widensHalfProducts(ctx)) {
+    const w = halfWhenUsed(ctx, name, shape, x, opts.view);
+    const inputs = [toFloat32(ctx, x), w];
+    if (opts.bias) inputs.push(halfWhenUsed(ctx, opts.bias, [shape[0]], x));
+    return toCompute(ctx, ctx.b.op("Gemm", inputs, { transB: 1 }, hint));
+  }
+  const w = ctx.halfWeights === "per-use" && computeOf(ctx) === "float32" && !opts.view ? paramWhenUsed(ctx, name, shape, x) : param(ctx, name, shape, opts.view);
+  const inputs = [x, w];
+  if (opts.bias) inputs.push(param(ctx, opts.bias, [shape[0]]));
+  return ctx.b.op("Gemm", inputs, { transB: 1 }, hint);
+}
+
+/**
+ * A weight as float32 holding its float16 values, made only once `reader` exists (the If of
+ * paramWhenUsed): the float16 values as stored, or rounded to float16 first.
+ */
+function halfWhenUsed(ctx: GraphCtx, name: string, shape: readonly number[], reader: string, view?: readonly number[]): string {
+  const { value, type } = rawParam(ctx, name, shape, view);
+  let flags = readyFlags.get(ctx.b);
+  if (!flags) readyFlags.set(ctx.b, (flags = new Map()));
+  let ready = flags.get(reader);
+  if (!ready) flags.set(reader, (ready = ctx.b.op("Cast", [ctx.b.op("Size", [reader])], { to: 9 }, "ready")));
+  const widen = () => [ctx.b.op("Cast", [type === "float16" ? value : ctx.b.op("Cast", [value], { to: CAST_TO.float16 }, `${name}_f16`)], { to: 1 }, `${name}_f32`)];
+  return ctx.b.ifElse(ready, ["float32"], widen, widen, "when_used")[0];
+}
+
 /** `x @ W.T + b` for a Hugging Face Linear stored as `[out, in]`; bias "auto" uses one when the checkpoint has it. */
 export function linear(ctx: GraphCtx, x: string, prefix: string, inFeatures: number, outFeatures: number, bias: boolean | "auto"): string {
-  const w = ctx.halfWeights === "per-use" && computeOf(ctx) === "float32" ? paramWhenUsed(ctx, `${prefix}.weight`, [outFeatures, inFeatures], x) : param(ctx, `${prefix}.weight`, [outFeatures, inFeatures]);
   const useBias = bias === "auto" ? ctx.weights.has(`${prefix}.bias`) : bias;
-  const inputs = [x, w];
-  if (useBias) inputs.push(param(ctx, `${prefix}.bias`, [outFeatures]));
-  return ctx.b.op("Gemm", inputs, { transB: 1 }, prefix.split(".").slice(-1)[0]);
+  return weightProduct(ctx, x, `${prefix}.weight`, [outFeatures, inFeatures], { bias: useBias ? `${prefix}.bias` : undefined, hint: prefix.split(".").slice(-1)[0] });
 }
 
 /**

@@ -26,7 +26,7 @@
  * (exactRanks below): a full sort per row was two thirds of a lens run.
  */
 import type { ElemType } from "./onnxBuilder";
-import { type GraphCtx, computeInput, float32Output, param, rmsNorm, toCompute, toFloat32 } from "./blocks";
+import { type GraphCtx, computeInput, float32Output, rmsNorm, toCompute, toFloat32, weightProduct } from "./blocks";
 
 export interface LensHeadSpec {
   numLayers: number;
@@ -57,7 +57,7 @@ export function buildLensGraph(ctx: GraphCtx, spec: LensHeadSpec, rankMethod?: R
   const layerCount = b.op("Slice", [shape, b.i64(0), b.i64(1)]);
   const positions = b.op("Slice", [shape, b.i64(1), b.i64(2)]);
   const rows = b.op("Reshape", [b.op("Transpose", [b.op("Concat", [early, toCompute(ctx, last)], { axis: 0 })], { perm: [1, 0, 2] }), b.i64(-1, H)]);
-  const logits = toFloat32(ctx, b.op("Gemm", [rows, param(ctx, spec.unembedding, [V, H])], { transB: 1 }, "logits"));
+  const logits = toFloat32(ctx, weightProduct(ctx, rows, spec.unembedding, [V, H], { hint: "logits" }));
 
   // The top-k is a heap selection (ties to the lower id, the order the ranks use).
   const [, topI] = b.opMulti("TopK", [logits, topK], 2, { axis: -1, largest: 1, sorted: 1 }, "topk");
@@ -89,9 +89,8 @@ export function buildLensGraph(ctx: GraphCtx, spec: LensHeadSpec, rankMethod?: R
 
 /** Final-normed states [K, H] in, logits [K, V] out: the unembedding alone, for whole distributions. */
 export function buildUnembeddingGraph(ctx: GraphCtx, spec: LensHeadSpec): void {
-  const { b } = ctx;
   const states = computeInput(ctx, "final_states", ["positions", spec.hiddenSize]);
-  float32Output(ctx, b.op("Gemm", [states, param(ctx, spec.unembedding, [spec.vocabSize, spec.hiddenSize])], { transB: 1 }), "logits", ["positions", spec.vocabSize]);
+  float32Output(ctx, weightProduct(ctx, states, spec.unembedding, [spec.vocabSize, spec.hiddenSize], { hint: "unembed" }), "logits", ["positions", spec.vocabSize]);
 }
 
 /** Everything but the top-k ids, in the order buildLensGraph declares its outputs. */

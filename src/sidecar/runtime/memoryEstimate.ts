@@ -48,11 +48,19 @@ export interface MemoryEstimate {
 /** onnxruntime, sharp, the tokenizer and Node itself: a whole CLI run of the bundled model (10 MB of weights) peaks at 127 MB of RSS; doubled for margin. */
 const BASE_BYTES = 256 * 1024 * 1024;
 
-export function estimateMemory(m: ModelFootprint, plan: WeightPlan): MemoryEstimate {
+export function estimateMemory(m: ModelFootprint, plan: WeightPlan, o: { widened?: boolean } = {}): MemoryEstimate {
   // kept half: the files, plus the float32 copy of the largest matrix with room for a second (never more than all copies at once);
-  // half compute: the half weights as they are, float32 ones converted to half once (the float32 originals are mapped, not copied)
+  // half compute: the half weights as they are, float32 ones converted to half once (the float32 originals are mapped, not copied);
+  // half compute widened per product (float16 on the CPU, blocks.ts widensHalfProducts): the files, plus the kept-half plan's copies
+  const perUseCopies = Math.min(2 * 2 * m.largestHalfBytes, 2 * m.halfBytes);
   const weightsBytes =
-    plan === "float32" ? m.f32Bytes + 2 * m.halfBytes : plan === "half" ? m.halfBytes + m.f32Bytes / 2 : m.f32Bytes + m.halfBytes + Math.min(2 * 2 * m.largestHalfBytes, 2 * m.halfBytes);
+    plan === "float32"
+      ? m.f32Bytes + 2 * m.halfBytes
+      : plan === "half"
+        ? o.widened
+          ? m.halfBytes + m.f32Bytes + perUseCopies
+          : m.halfBytes + m.f32Bytes / 2
+        : m.f32Bytes + m.halfBytes + perUseCopies;
   const valueBytes = plan === "half" ? 2 : 4;
   const kv = m.layers * 2 * m.kvHeads * m.headDim * m.tokens * valueBytes;
   // one layer at a time: the residual stream, q/k/v, the MLP's two intermediate products, attention scores of one head group
@@ -102,10 +110,10 @@ export function chooseCpuPlan(m: ModelFootprint, availableBytes: number, forced?
  * The plan for half-precision compute (dtype float16 or bfloat16) against the memory that is
  * free where the weights live (the machine's memory for the CPU, the GPU's for CUDA).
  */
-export function halfComputePlan(m: ModelFootprint, availableBytes: number, dtype: string, where = "free"): PlanChoice | { refused: string } {
-  const half = estimateMemory(m, "half");
+export function halfComputePlan(m: ModelFootprint, availableBytes: number, dtype: string, where = "free", widened = false): PlanChoice | { refused: string } {
+  const half = estimateMemory(m, "half", { widened });
   const usable = availableBytes - Math.max(availableBytes * 0.1, 512e6);
-  if (half.totalBytes <= usable) return { estimate: half, reason: `weights and compute in ${dtype}` };
+  if (half.totalBytes <= usable) return { estimate: half, reason: `weights and compute in ${dtype}${widened ? ", each weight product widened to float32 where it runs (onnxruntime's CPU provider has no float16 product)" : ""}` };
   return { refused: `needs about ${formatGB(half.totalBytes)} in ${dtype} and ${formatGB(availableBytes)} is ${where}: close other programs, or use a machine or GPU with more memory` };
 }
 
