@@ -61,8 +61,9 @@ export interface ProviderStatus {
 export const InitializeRequest = new RequestType<InitializeParams, InitializeResult, void>("lens/initialize");
 
 /**
- * The compute dtype a model opens with. auto: on the CPU float32 (half-precision weights as
- * float32 copies when they fit, else kept half and converted per use); on a GPU the checkpoint's
+ * The compute dtype a model opens with. auto: on the CPU float32 with half-precision weights as
+ * float32 copies when they fit, else a float16 checkpoint in its own float16 and a bfloat16 one
+ * in float32 with its weights kept half and converted per use; on a GPU the checkpoint's
  * half precision (float16, or bfloat16 on CUDA for a bfloat16 checkpoint; float32 on a WebGPU
  * adapter without shader-f16). float32: always float32 copies (refused when they cannot fit).
  * float16: on every provider, weights used as stored, activations and the KV cache half; softmax,

@@ -56,11 +56,12 @@ head masking
 runtime
   --device auto|cpu|cuda|webgpu   --threads N   --verbose
   --dtype auto|float32|float16|bfloat16
-                            what the model computes in (default auto: on the CPU float32,
-                            with half-precision weights kept half when float32 copies do
-                            not fit; on a GPU the checkpoint's half precision; bfloat16
-                            only on CUDA); an experiment file's "dtype" is used when this
-                            is left out
+                            what the model computes in (default auto: on the CPU float32
+                            when float32 copies of the weights fit, else a float16
+                            checkpoint in float16 and a bfloat16 one with its weights kept
+                            half; on a GPU the checkpoint's half precision; bfloat16 only
+                            on CUDA); an experiment file's "dtype" is used when this is
+                            left out
 experiments
   --out DIR                 results folder (default: the file's output.folder, or NAME.results)
   --fresh                   delete earlier results in the folder and start over (only the

@@ -2,8 +2,10 @@
  * Half-precision checkpoints that do not fit as float32 keep their weights half in memory and
  * convert each where it is used (weightPlan "half-per-use"): the same float32 compute as the
  * copies made at open, so the same parity with transformers' float32 run over those weights,
- * and the same greedy tokens. Also: the plan is chosen from the memory that is free, and a model
- * that cannot fit at all is refused with one line before any session allocates.
+ * and the same greedy tokens. Also: the plan is chosen from the memory that is free (a float16
+ * checkpoint that does not fit as float32 computes in its own float16, whose parity
+ * test/parity/halfCompute.test.ts holds), and a model that cannot fit at all is refused with one
+ * line before any session allocates.
  */
 import { afterAll, describe, expect, it } from "vitest";
 import { LoadedModel } from "../../src/sidecar/model/loadedModel";
@@ -40,16 +42,31 @@ describe.each(halfCases.map((c) => [`${c.model}/${c.case}`, c] as const))("%s wi
 
 describe("the weight plan follows the memory that is free", () => {
   const dir = () => halfCases[0].modelDir;
-  it("makes float32 copies when they fit and keeps weights half when only that fits", async () => {
+  it("makes float32 copies when they fit; when only half fits, a float16 checkpoint computes in its own float16 and a bfloat16 one keeps its weights half", async () => {
     const roomy = await LoadedModel.open(dir(), { device: "cpu", availableMemory: 64e9 });
     opened.push(roomy);
     expect(roomy.info.weightPlan).toBe("float32");
     expect(roomy.info.memory.reason).toMatch(/^half-precision weights converted to float32 at open/);
     // one byte short of what the float32 copies need, beside the 512 MB kept free for the rest of the machine
-    const kept = await LoadedModel.open(dir(), { device: "cpu", availableMemory: roomy.info.memory.estimateBytes + 512e6 - 1 });
+    const short = roomy.info.memory.estimateBytes + 512e6 - 1;
+    const own = await LoadedModel.open(dir(), { device: "cpu", availableMemory: short });
+    opened.push(own);
+    expect([own.info.computeDtype, own.info.weightPlan]).toEqual(["float16", "half"]);
+    expect(own.engine.fedBytes).toBe(0);
+    expect(own.info.memory.reason).toMatch(/^auto computes in the checkpoint's float16 \(as float32 they would need about \d+ MB and \d+ MB is free\), each weight product widened to float32 where it runs; needs about \d+ MB$/);
+    expect(own.info.memory.estimateBytes).toBeLessThan(roomy.info.memory.estimateBytes);
+    // the same squeeze with the float32 compute asked for by plan keeps the weights half
+    const kept = await LoadedModel.open(dir(), { device: "cpu", availableMemory: short, weightPlan: "half-per-use" });
     opened.push(kept);
-    expect(kept.info.weightPlan).toBe("half-per-use");
-    expect(kept.info.memory.reason).toMatch(/^half-precision weights kept half and converted per use: as float32 they would need about/);
+    expect([kept.info.computeDtype, kept.info.weightPlan]).toEqual(["float32", "half-per-use"]);
+    // bfloat16 activations may not fit float16's range: a bfloat16 checkpoint keeps float32 compute
+    const bf16 = halfCases.find((c) => c.model === "llava-gqa-bf16")!.modelDir;
+    const bfRoomy = await LoadedModel.open(bf16, { device: "cpu", availableMemory: 64e9 });
+    opened.push(bfRoomy);
+    const bfKept = await LoadedModel.open(bf16, { device: "cpu", availableMemory: bfRoomy.info.memory.estimateBytes + 512e6 - 1 });
+    opened.push(bfKept);
+    expect([bfKept.info.computeDtype, bfKept.info.weightPlan]).toEqual(["float32", "half-per-use"]);
+    expect(bfKept.info.memory.reason).toMatch(/^half-precision weights kept half and converted per use: as float32 they would need about/);
   });
 
   it("refuses a model that cannot fit, with one line naming the folder, before opening anything", async () => {

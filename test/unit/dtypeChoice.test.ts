@@ -1,5 +1,6 @@
 /**
- * The dtype a model opens with: auto computes in float32 on the CPU and in the checkpoint's
+ * The dtype a model opens with: auto computes in float32 on the CPU (a float16 checkpoint whose
+ * float32 copies do not fit in float16: test/parity/halfWeights.test.ts) and in the checkpoint's
  * half precision on a GPU; float16 computes in float16 everywhere; bfloat16 only on CUDA (the
  * CPU and WebGPU providers have no bfloat16 kernels). The last test shows what onnxruntime's
  * CPU provider does with a float16 product (it computes it in float32), which is why float16

@@ -53,7 +53,8 @@ export interface OpenOptions {
   logitsBudget?: number;
   /**
    * How half-precision weights are held on the CPU (default: float32 copies when they fit in
-   * the memory that is free, else kept half and converted per use; see runtime/memoryEstimate).
+   * the memory that is free, else a float16 checkpoint computes in float16 and a bfloat16 one
+   * keeps its weights half, converted per use; see runtime/memoryEstimate). Given, it is kept.
    */
   weightPlan?: WeightPlan;
   /** Bytes of memory taken as free, instead of reading the machine's. For tests. */
