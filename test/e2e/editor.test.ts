@@ -195,6 +195,23 @@ async function explorerRow(name: string): Promise<Locator> {
   return row;
 }
 
+/**
+ * Scrolls a row into view, trying again when the table renders anew under it (a restored
+ * comparison renders once from its state, then again from its results folder): Playwright's
+ * click retries a detached element itself, its scrollIntoViewIfNeeded does not.
+ */
+async function scrollIntoView(row: Locator): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await row.scrollIntoViewIfNeeded({ timeout: 10_000 });
+      return;
+    } catch (e) {
+      if (attempt >= 4 || !/not attached/u.test(String(e))) throw e;
+      await page.waitForTimeout(250);
+    }
+  }
+}
+
 /** Runs a command from the Command Palette. */
 async function command(title: string): Promise<void> {
   const input = page.locator(".quick-input-widget input.input");
@@ -600,7 +617,7 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     await filter.locator('[role="option"]', { hasText: "variant two-heads" }).click();
     await expect.poll(() => cmp.locator("#cmp-items tbody tr").count()).toBe(items.length / 2);
     const first = items.find((i) => i.variant === "two-heads")!;
-    await cmp.locator(`#cmp-items [data-open-item="${first.id}"]`).scrollIntoViewIfNeeded();
+    await scrollIntoView(cmp.locator(`#cmp-items [data-open-item="${first.id}"]`));
     await shot("12-comparison-items");
     await cmp.locator(`#cmp-items [data-open-item="${first.id}"]`).click();
     const opened = await panelShowing("masked heads block 2: 0,1", "#heatmap", 120_000);
@@ -622,7 +639,7 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     const items = fs.readFileSync(path.join(workspace, "samples", "masking.results", "results.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { id: string; variant: string });
     await expect.poll(() => cmp.locator("#cmp-items tbody tr").count(), { timeout: 30_000 }).toBe(items.length);
     const last = items[items.length - 1];
-    await cmp.locator(`#cmp-items [data-open-item="${last.id}"]`).scrollIntoViewIfNeeded();
+    await scrollIntoView(cmp.locator(`#cmp-items [data-open-item="${last.id}"]`));
     await cmp.locator(`#cmp-items [data-open-item="${last.id}"]`).click();
     const opened = await panelShowing(`Item ${items.length} (${last.variant})`, "#heatmap", 120_000);
     expect(await opened.locator("#status").textContent()).not.toMatch(/no longer knows/u);
