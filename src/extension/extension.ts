@@ -146,11 +146,17 @@ function shortDtype(dtype: ModelSummary["computeDtype"]): string {
   return { float32: "f32", float16: "f16", bfloat16: "bf16" }[dtype ?? "float32"];
 }
 
+const WEIGHT_PLANS: Record<NonNullable<ModelSummary["weightPlan"]>, string> = {
+  float32: "float32 weights in memory",
+  "half-per-use": "half weights kept half, converted per use",
+  half: "weights used as stored",
+};
+
 /** The model, where it runs, in what precision, and the memory it was estimated to need. */
 function modelTooltip(m: ModelSummary): string {
   const lines = [
     `Logit Lens: ${m.folder}`,
-    `${m.architecture}, ${m.numLayers} layers; ${m.dtype} weights, ${m.computeDtype ?? "float32"} compute${m.weightPlan ? ` (weights: ${m.weightPlan})` : ""}`,
+    `${m.architecture}, ${m.numLayers} layers; ${m.dtype} weights, ${m.computeDtype ?? "float32"} compute${m.weightPlan ? ` (${WEIGHT_PLANS[m.weightPlan]})` : ""}`,
     `on ${providerLabel(m.provider, m.device)}`,
   ];
   if (m.memory) lines.push(`memory: ${m.memory.reason} (${(m.memory.availableBytes / 1e9).toFixed(1)} GB was free)`);

@@ -347,6 +347,19 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     await heatmap.waitFor({ state: "visible", timeout: Number(process.env["E2E_PANEL_TIMEOUT"] ?? 120_000) });
     await shot("02-panel");
 
+    // the status bar names the model, its provider and compute dtype; its tooltip the device, weights and memory estimate
+    const status = page.locator(".statusbar-item", { hasText: "lens-scenes-tiny" }).first();
+    await expect.poll(() => status.textContent(), { timeout: 30_000 }).toMatch(/lens-scenes-tiny · cpu f32/u);
+    await status.hover();
+    const tooltip = page.locator(".monaco-hover, .workbench-hover", { hasText: "compute" }).first();
+    await tooltip.waitFor({ state: "visible", timeout: 15_000 });
+    const tip = (await tooltip.textContent()) ?? "";
+    expect(tip).toMatch(/LlavaForConditionalGeneration, 8 layers; F32 weights, float32 compute \(float32 weights in memory\)/u);
+    expect(tip).toMatch(/on cpu \(.+\)/u);
+    expect(tip).toMatch(/memory: float32 weights; needs about \d+ MB \([\d.]+ GB was free\)/u);
+    await shot("02a-status-tooltip");
+    await page.mouse.move(10, 10);
+
     // hover a cell of the heatmap: the rank panel lists the token's rank at every layer (9: embeddings + 8 blocks)
     const box = (await heatmap.boundingBox())!;
     await page.mouse.move(box.x + box.width * 0.9, box.y + box.height * 0.5);
