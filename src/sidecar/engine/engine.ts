@@ -11,7 +11,7 @@ import * as os from "node:os";
 import type { ArchitectureModule, ArchitecturePlan, ImageTokenGrid, PreparedImage } from "../arch/types";
 import type { JsonObject } from "../arch/configUtil";
 import { LensInputError } from "../errors";
-import type { ComputeDtype, GraphCtx, HalfWeights } from "../graph/blocks";
+import { type ComputeDtype, type GraphCtx, type HalfWeights, halfProductsWidened } from "../graph/blocks";
 import { buildLensGraph, buildUnembeddingGraph, type RankMethod } from "../graph/lensGraph";
 import { GraphBuilder, type BuiltGraph } from "../graph/onnxBuilder";
 import type { WeightIndex } from "../model/safetensors";
@@ -175,7 +175,7 @@ export class Engine {
       compiled = compile("cast");
       try {
         memory = planFor("float16", "half");
-        const why = /as float32 they would need about [^;]*/.exec(kept.memory.reason)?.[0] ?? "float32 copies would not fit";
+        const why = `as float32 they would need about ${formatGB(estimateMemory(kept.memory.footprint, "float32").totalBytes)} and ${formatGB(kept.memory.available)} is free`;
         memory = { ...memory, reason: `auto computes in the checkpoint's float16 (${why}), each weight product widened to float32 where it runs; needs about ${formatGB(memory.estimate.totalBytes)}` };
       } catch {
         // it fits kept half but not in float16 (never seen: float16 needs less): keep the first plan
@@ -224,7 +224,7 @@ export class Engine {
       memoryArena: false,
       // a weight converted per use must not be folded into a resident copy at load (onnxruntime
       // folds inside an If's branches too): the half-per-use plan and float16 on the CPU
-      foldConstants: memory.estimate.plan !== "half-per-use" && !(provider === "cpu" && computeDtype === "float16"),
+      foldConstants: memory.estimate.plan !== "half-per-use" && !halfProductsWidened(provider, computeDtype),
     };
     const open = (graph: BuiltGraph, options: SessionOptions) => openGraphSession(graph, options).then((s) => withFedWeights(s, fed.feeds(graph.fedWeights)));
     const opened = await Promise.allSettled([
@@ -439,7 +439,7 @@ function planMemory(
   compute: ComputeDtype,
   provider: "cpu" | "cuda" | "webgpu",
   gpu?: GpuMemory,
-): { estimate: MemoryEstimate; available: number; reason: string } {
+): { estimate: MemoryEstimate; available: number; reason: string; footprint: ModelFootprint } {
   let f32Bytes = 0;
   let halfBytes = 0;
   let largestHalfBytes = 0;
@@ -475,7 +475,7 @@ function planMemory(
       }
     }, os.freemem);
   // float16 on the CPU widens each weight product where it runs (blocks.ts widensHalfProducts)
-  const choice = compute === "float32" ? chooseCpuPlan(footprint, available, weightPlan) : halfComputePlan(footprint, available, compute, "free", provider === "cpu" && compute === "float16");
+  const choice = compute === "float32" ? chooseCpuPlan(footprint, available, weightPlan) : halfComputePlan(footprint, available, compute, "free", halfProductsWidened(provider, compute));
   if ("refused" in choice) throw new LensInputError(index.folder, choice.refused);
   let reason = `${choice.reason}; needs about ${formatGB(choice.estimate.totalBytes)}`;
   if (gpu) {
@@ -483,7 +483,7 @@ function planMemory(
     if ("refused" in onDevice) throw new LensInputError(index.folder, onDevice.refused);
     reason += `; ${onDevice.reason}`;
   }
-  return { estimate: choice.estimate, available, reason };
+  return { estimate: choice.estimate, available, reason, footprint };
 }
 
 /** The GPU's memory where it is known (nvidia-smi: CUDA, or WebGPU on an NVIDIA adapter). */

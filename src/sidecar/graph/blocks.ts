@@ -156,12 +156,17 @@ const readyFlags = new WeakMap<GraphBuilder, Map<string, string>>();
 function paramWhenUsed(ctx: GraphCtx, name: string, shape: readonly number[], reader: string): string {
   const { value, type } = rawParam(ctx, name, shape);
   if (type === "float32") return value;
+  return whenUsed(ctx, reader, () => ctx.b.op("Cast", [value], { to: 1 }, `${name}_f32`));
+}
+
+/** The float32 value `make` builds, built inside an If whose condition depends on `reader` only (one flag per reader). */
+function whenUsed(ctx: GraphCtx, reader: string, make: () => string): string {
   let flags = readyFlags.get(ctx.b);
   if (!flags) readyFlags.set(ctx.b, (flags = new Map()));
   let ready = flags.get(reader);
   if (!ready) flags.set(reader, (ready = ctx.b.op("Cast", [ctx.b.op("Size", [reader])], { to: 9 }, "ready")));
-  const cast = () => [ctx.b.op("Cast", [value], { to: 1 }, `${name}_f32`)];
-  return ctx.b.ifElse(ready, ["float32"], cast, cast, "when_used")[0];
+  const branch = () => [make()];
+  return ctx.b.ifElse(ready, ["float32"], branch, branch, "when_used")[0];
 }
 
 /**
@@ -177,7 +182,12 @@ function paramWhenUsed(ctx: GraphCtx, name: string, shape: readonly number[], re
  * product of the same float16 values, rounded to float16.
  */
 export function widensHalfProducts(ctx: GraphCtx): boolean {
-  return (ctx.provider ?? "cpu") === "cpu" && computeOf(ctx) === "float16";
+  return halfProductsWidened(ctx.provider ?? "cpu", computeOf(ctx));
+}
+
+/** widensHalfProducts for a provider and compute dtype, for what the engine decides from it (no folding at load, the memory plan). */
+export function halfProductsWidened(provider: "cpu" | "cuda" | "webgpu", compute: ComputeDtype): boolean {
+  return provider === "cpu" && compute === "float16";
 }
 
 /**
@@ -204,12 +214,7 @@ export function weightProduct(ctx: GraphCtx, x: string, name: string, shape: rea
  */
 function halfWhenUsed(ctx: GraphCtx, name: string, shape: readonly number[], reader: string, view?: readonly number[]): string {
   const { value, type } = rawParam(ctx, name, shape, view);
-  let flags = readyFlags.get(ctx.b);
-  if (!flags) readyFlags.set(ctx.b, (flags = new Map()));
-  let ready = flags.get(reader);
-  if (!ready) flags.set(reader, (ready = ctx.b.op("Cast", [ctx.b.op("Size", [reader])], { to: 9 }, "ready")));
-  const widen = () => [ctx.b.op("Cast", [type === "float16" ? value : ctx.b.op("Cast", [value], { to: CAST_TO.float16 }, `${name}_f16`)], { to: 1 }, `${name}_f32`)];
-  return ctx.b.ifElse(ready, ["float32"], widen, widen, "when_used")[0];
+  return whenUsed(ctx, reader, () => ctx.b.op("Cast", [type === "float16" ? value : ctx.b.op("Cast", [value], { to: CAST_TO.float16 }, `${name}_f16`)], { to: 1 }, `${name}_f32`));
 }
 
 /** `x @ W.T + b` for a Hugging Face Linear stored as `[out, in]`; bias "auto" uses one when the checkpoint has it. */

@@ -53,14 +53,11 @@ export function estimateMemory(m: ModelFootprint, plan: WeightPlan, o: { widened
   // half compute: the half weights as they are, float32 ones converted to half once (the float32 originals are mapped, not copied);
   // half compute widened per product (float16 on the CPU, blocks.ts widensHalfProducts): the files, plus the kept-half plan's copies
   const perUseCopies = Math.min(2 * 2 * m.largestHalfBytes, 2 * m.halfBytes);
-  const weightsBytes =
-    plan === "float32"
-      ? m.f32Bytes + 2 * m.halfBytes
-      : plan === "half"
-        ? o.widened
-          ? m.halfBytes + m.f32Bytes + perUseCopies
-          : m.halfBytes + m.f32Bytes / 2
-        : m.f32Bytes + m.halfBytes + perUseCopies;
+  const weightsBytes = {
+    float32: m.f32Bytes + 2 * m.halfBytes,
+    "half-per-use": m.f32Bytes + m.halfBytes + perUseCopies,
+    half: o.widened ? m.f32Bytes + m.halfBytes + perUseCopies : m.halfBytes + m.f32Bytes / 2,
+  }[plan];
   const valueBytes = plan === "half" ? 2 : 4;
   const kv = m.layers * 2 * m.kvHeads * m.headDim * m.tokens * valueBytes;
   // one layer at a time: the residual stream, q/k/v, the MLP's two intermediate products, attention scores of one head group
