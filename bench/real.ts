@@ -1,6 +1,9 @@
 /**
  * npm run bench:real [-- --full | --models llava-1.5-7b,llava-1.5-7b-4l,qwen2-vl-2b] [--rounds R] [--threads N] [--plan auto|float32|half-per-use]
  *   [--dtype auto|float32|float16] (what ours computes in; float16 uses the half weights as stored)
+ *   [--image WxH] (a synthetic picture of that size instead of the 90 x 50 test image: LLaVA
+ *   resizes every picture to 336 x 336, but Qwen2-VL keeps about its size, so its prompt is a
+ *   handful of image tokens with the test image and 391 with a COCO-sized 640x480)
  *
  * The researchers' real model at real size: a LLaVA-1.5-7B checkpoint (bench/configs: CLIP
  * ViT-L/14-336 and Vicuna-7B, float16) with random weights, built by transformers
@@ -20,10 +23,12 @@
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import sharp from "sharp";
 import { runLens } from "../src/sidecar/lens/runLens";
 import { LoadedModel } from "../src/sidecar/model/loadedModel";
 import type { WeightPlan } from "../src/sidecar/runtime/memoryEstimate";
 import { DTYPE_CHOICES, type DtypeChoice } from "../src/shared/protocol";
+import type { RgbImage } from "../src/sidecar/image/decode";
 import { BENCH_IMAGE, median, readAllWeights, ROOT, runJsonChild, WORK } from "./checkpoint";
 
 const args = process.argv.slice(2);
@@ -43,6 +48,8 @@ interface OursResult {
   memoryReason: string;
   top1: number;
   generated: number[];
+  /** Tokens of the prompt, image tokens included. */
+  promptTokens: number;
   stages: Record<string, number>;
   /** Where the open went: compiling graphs, widening half weights to float32 copies (fed plan), creating sessions. */
   openStages: Record<string, number>;
@@ -58,12 +65,52 @@ interface HfResult {
 }
 
 /** The child that runs our side: open, one full record, and the inputs transformers gets. */
-async function oursChild(dir: string, inputs: string, plan: string, dtype: DtypeChoice): Promise<void> {
+/**
+ * A picture of the given size ("640x480"), the same on every call: a vertical colour gradient
+ * under three rectangles of flat colour, so that it has both smooth regions and edges.
+ */
+function syntheticImage(size: string): RgbImage {
+  const m = /^(\d+)x(\d+)$/.exec(size);
+  if (!m) throw new Error(`--image ${size}: give the size as WIDTHxHEIGHT, for example 640x480`);
+  const [width, height] = [Number(m[1]), Number(m[2])];
+  const data = new Uint8Array(width * height * 3);
+  const boxes = [
+    { x0: 0.1, y0: 0.15, x1: 0.45, y1: 0.6, rgb: [200, 40, 40] },
+    { x0: 0.5, y0: 0.3, x1: 0.9, y1: 0.85, rgb: [40, 90, 200] },
+    { x0: 0.3, y0: 0.65, x1: 0.55, y1: 0.95, rgb: [240, 200, 30] },
+  ];
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const u = x / width;
+      const v = y / height;
+      const box = boxes.find((b) => u >= b.x0 && u < b.x1 && v >= b.y0 && v < b.y1);
+      const rgb = box ? box.rgb : [Math.round(120 + 100 * v), Math.round(180 - 60 * v), Math.round(220 - 120 * v)];
+      data.set(rgb, (y * width + x) * 3);
+    }
+  }
+  return { width, height, data };
+}
+
+/** The bench picture: the test image, or syntheticImage(size) as a PNG under bench/.work. */
+async function benchImage(size: string): Promise<string> {
+  if (size === "test") return BENCH_IMAGE;
+  const file = path.join(WORK, `synthetic-${size}.png`);
+  if (!fs.existsSync(file)) {
+    const { width, height, data } = syntheticImage(size);
+    fs.mkdirSync(WORK, { recursive: true });
+    await sharp(data, { raw: { width, height, channels: 3 } }).png().toFile(`${file}.tmp.png`);
+    fs.renameSync(`${file}.tmp.png`, file);
+  }
+  return file;
+}
+
+async function oursChild(dir: string, inputs: string, plan: string, dtype: DtypeChoice, imageSize: string): Promise<void> {
+  const image = await benchImage(imageSize);
   const config = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8")) as { vision_config?: { spatial_merge_size?: number } };
   const t0 = performance.now();
   const model = await LoadedModel.open(dir, { device: "cpu", threads, dtype, weightPlan: plan === "auto" ? undefined : (plan as WeightPlan) });
   const openMs = performance.now() - t0;
-  const prepared = await model.prepare({ prompt: PROMPT, image: BENCH_IMAGE });
+  const prepared = await model.prepare({ prompt: PROMPT, image });
   fs.mkdirSync(inputs, { recursive: true });
   fs.writeFileSync(path.join(inputs, "input_ids.json"), JSON.stringify(prepared.inputIds));
   fs.writeFileSync(path.join(inputs, "pixel_values.f32"), new Uint8Array(prepared.pixelValues!.data.buffer, prepared.pixelValues!.data.byteOffset, prepared.pixelValues!.data.byteLength));
@@ -75,7 +122,7 @@ async function oursChild(dir: string, inputs: string, plan: string, dtype: Dtype
     fs.writeFileSync(path.join(inputs, "image_grid_thw.json"), JSON.stringify([[g.frames, g.rows * merge, g.cols * merge]]));
   }
   const t1 = performance.now();
-  const record = await runLens(model, { prompt: PROMPT, image: BENCH_IMAGE, settings: { positions: "afterImage", topK: 10, maxNewTokens: 8 } });
+  const record = await runLens(model, { prompt: PROMPT, image, settings: { positions: "afterImage", topK: 10, maxNewTokens: 8 } });
   const recordMs = performance.now() - t1;
   // the final layer's top-1 at the last prompt position: what transformers' last logits say
   const L = record.layerLabels.length;
@@ -92,6 +139,7 @@ async function oursChild(dir: string, inputs: string, plan: string, dtype: Dtype
     memoryReason: model.info.memory.reason,
     top1,
     generated: record.generation.ids,
+    promptTokens: prepared.inputIds.length,
     stages: record.timings,
     openStages: { compile: model.timings.compileMs, widen: model.engine.timings.widenMs, sessions: model.engine.timings.sessionMs },
   };
@@ -134,10 +182,10 @@ function ensureCheckpoint(spec: Spec): string {
   return dir;
 }
 
-async function benchOne(spec: Spec, rounds: number, plan: string, dtype: DtypeChoice): Promise<void> {
+async function benchOne(spec: Spec, rounds: number, plan: string, dtype: DtypeChoice, imageSize: string): Promise<void> {
   const name = spec.name;
   const dir = ensureCheckpoint(spec);
-  const inputs = path.join(WORK, `${name}-inputs`);
+  const inputs = path.join(WORK, `${name}-inputs${imageSize === "test" ? "" : `-${imageSize}`}`);
   const bytes = weightBytes(dir);
   readAllWeights(dir);
   const reads: number[] = [];
@@ -145,13 +193,14 @@ async function benchOne(spec: Spec, rounds: number, plan: string, dtype: DtypeCh
   const theirs: HfResult[] = [];
   for (let r = 0; r < rounds; r++) {
     reads.push(readAllWeights(dir));
-    ours.push((await runJsonChild<OursResult>(process.execPath, [__filename, "--child-ours", dir, inputs, plan, dtype])).value);
+    ours.push((await runJsonChild<OursResult>(process.execPath, [__filename, "--child-ours", dir, inputs, plan, dtype, imageSize])).value);
     theirs.push((await runJsonChild<HfResult>("python3", [path.join(ROOT, "bench/hf_real.py"), "forward", dir, inputs, String(threads)])).value);
   }
   const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
   const mib = (m: number) => `${(m / 1024).toFixed(2)} GiB`;
   const o = ours[ours.length - 1];
   console.log(`\n${name}: ${gb(bytes)} of ${spec.dtype} weights, ${rounds} alternating round(s), threads ${threads || "default"}, ${new Date().toISOString()}`);
+  console.log(`  image ${imageSize === "test" ? "the 90 x 50 test image" : `synthetic ${imageSize}`}: a prompt of ${o.promptTokens} tokens`);
   console.log(`  weight plan (ours): ${o.weightPlan}, ${o.computeDtype} compute; ${o.memoryReason}`);
   console.log(`  read weights        ${median(reads).toFixed(0).padStart(8)} ms`);
   console.log(`  open (ours)         ${median(ours.map((x) => x.openMs)).toFixed(0).padStart(8)} ms   ratio to read ${median(ours.map((x, i) => x.openMs / reads[i])).toFixed(2)}x (target <= 1.5x); ${Object.entries(o.openStages).map(([k, v]) => `${k} ${Math.round(v)}`).join(", ")}`);
@@ -164,7 +213,9 @@ async function benchOne(spec: Spec, rounds: number, plan: string, dtype: DtypeCh
 }
 
 async function main(): Promise<void> {
-  if (args[0] === "--child-ours") return oursChild(args[1], args[2], args[3], args[4] as DtypeChoice);
+  if (args[0] === "--child-ours") return oursChild(args[1], args[2], args[3], args[4] as DtypeChoice, args[5] ?? "test");
+  const imageSize = flag("--image") ?? "test";
+  await benchImage(imageSize); // a bad size fails here, before any checkpoint is built
   const plan = flag("--plan") ?? "auto";
   const dtype = (flag("--dtype") ?? "auto") as DtypeChoice;
   if (!(DTYPE_CHOICES as readonly string[]).includes(dtype)) throw new Error(`unknown --dtype ${dtype}: choose from ${DTYPE_CHOICES.join(", ")}`);
@@ -173,7 +224,7 @@ async function main(): Promise<void> {
   for (const n of names) {
     const spec = SPECS[n];
     if (!spec) throw new Error(`unknown --models entry ${n}: choose from ${Object.keys(SPECS).join(", ")}`);
-    await benchOne(spec, rounds, plan, dtype);
+    await benchOne(spec, rounds, plan, dtype, imageSize);
   }
 }
 

@@ -61,6 +61,37 @@ it("has Qwen2-VL reference cases", () => {
 describe.each(cases.map((c) => [c.case, c] as [string, QwenCase]))("qwen2vl-tiny/%s", (_name, c) => {
   const image = path.resolve(CASES_DIR, c.image);
 
+  it("keeps each frame's patches to themselves: two frames encoded together give what each gives alone", async () => {
+    // An image is one frame, whose mask allows everything (the vision graph skips adding it);
+    // several frames attend block-diagonally, as transformers' cu_seqlens. Split the image's
+    // patches at a merge window into two frames: each frame's features must be what its
+    // patches give on their own, and must differ from the one-frame encoding of all patches.
+    const m = await open();
+    const v = (await m.prepare({ prompt: c.prompt, image })).vision!;
+    const pixels = v.feeds["pixel_values"];
+    const [n, features] = pixels.dims;
+    const positions = v.feeds["vision_position_ids"].data as BigInt64Array;
+    const cut = 4 * Math.floor(n / 8);
+    const encode = async (from: number, to: number, segment: (i: number) => number) => {
+      const seg = BigInt64Array.from({ length: to - from }, (_, i) => BigInt(segment(from + i)));
+      const feeds = {
+        pixel_values: { data: (pixels.data as Float32Array).slice(from * features, to * features), dims: [to - from, features] },
+        vision_position_ids: { data: positions.slice(2 * from, 2 * to), dims: [to - from, 2] },
+        vision_segment_ids: { data: seg, dims: [to - from] },
+      };
+      return (await m.encodeImage({ ...v, feeds })).data as Float32Array;
+    };
+    const together = await encode(0, n, (i) => (i < cut ? 0 : 1));
+    const first = await encode(0, cut, () => 0);
+    const second = await encode(cut, n, () => 0);
+    const hidden = first.length / (cut / 4);
+    expect(relativeError(together.subarray(0, first.length), first)).toBeLessThan(1e-5);
+    expect(relativeError(together.subarray(first.length), second)).toBeLessThan(1e-5);
+    expect(together.length).toBe((n / 4) * hidden);
+    const oneFrame = await encode(0, n, () => 0);
+    expect(relativeError(oneFrame.subarray(0, first.length), first)).toBeGreaterThan(1e-3);
+  });
+
   it("renders, expands and tokenizes the prompt and patchifies the image as transformers does", async () => {
     const m = await open();
     const prepared = await m.prepare({ prompt: c.prompt, image });

@@ -337,6 +337,13 @@ function optimizationLevel(graph: BuiltGraph, provider: Provider, foldConstants:
  */
 export const VERBOSE_LOG_ENV = "LOGIT_LENS_ORT_VERBOSE";
 
+/**
+ * Set to a folder, every session writes onnxruntime's profile (each node's kernel time and
+ * shapes, per run) there as `<graph>_<time>.json` when it is released: how the bench figures'
+ * stages were broken down into operators. A hidden switch for development, like the one above.
+ */
+export const PROFILE_ENV = "LOGIT_LENS_ORT_PROFILE";
+
 function verboseLog(): boolean {
   const v = process.env[VERBOSE_LOG_ENV];
   return v !== undefined && v !== "" && v !== "0";
@@ -351,6 +358,7 @@ export async function openGraphSession(graph: BuiltGraph, opts: SessionOptions):
       executionProviders: [provider === "webgpu" && graph.cpuNodes.length > 0 ? { name: "webgpu", forceCpuNodeNames: graph.cpuNodes } : provider],
       logId: graph.name,
       ...(verboseLog() ? { logSeverityLevel: 0 as const, logVerbosityLevel: 0 } : {}),
+      ...(process.env[PROFILE_ENV] ? { enableProfiling: true, profileFilePrefix: path.join(process.env[PROFILE_ENV], graph.name) } : {}),
       graphOptimizationLevel: optimizationLevel(graph, provider, opts.foldConstants ?? true),
       intraOpNumThreads: opts.threads ?? 0,
       enableCpuMemArena: opts.memoryArena ?? true,
@@ -461,6 +469,9 @@ function wrap(ort: typeof Ort, session: Ort.InferenceSession, provider: Provider
       return host;
     },
     runWithDeviceOutputs: runSplit,
-    release: () => session.release(),
+    release: async () => {
+      if (process.env[PROFILE_ENV]) session.endProfiling();
+      await session.release();
+    },
   };
 }
