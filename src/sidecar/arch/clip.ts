@@ -6,7 +6,7 @@
  * Every linear layer of CLIP has a bias (transformers' CLIPAttention and CLIPMLP have no
  * switch for it), so a missing one is an error, never "no bias".
  */
-import { type GraphCtx, activation, attentionCore, layerNorm, linear, mergeHeads, param, splitHeads } from "../graph/blocks";
+import { type GraphCtx, activation, attentionCore, fusedSelfAttention, hasFusedSelfAttention, layerNorm, linear, mergeHeads, param, splitHeads } from "../graph/blocks";
 import { type ConfigSection, MAX_CONFIG_LAYERS } from "./configUtil";
 
 /** The shape of a ViT-style vision tower (CLIP, SigLIP) as its config.json spells it. */
@@ -110,11 +110,16 @@ export function buildClipVision(ctx: GraphCtx, cfg: ClipVisionConfig, prefix: st
     const p = `${prefix}encoder.layers.${i}.`;
     h = b.scoped(`vision.layers.${i}`, () => {
       const x = layerNorm(ctx, h, `${p}layer_norm1`, D, cfg.layerNormEps);
-      const q = splitHeads(ctx, linear(ctx, x, `${p}self_attn.q_proj`, D, D, true), cfg.numHeads, headDim);
-      const k = splitHeads(ctx, linear(ctx, x, `${p}self_attn.k_proj`, D, D, true), cfg.numHeads, headDim);
-      const v = splitHeads(ctx, linear(ctx, x, `${p}self_attn.v_proj`, D, D, true), cfg.numHeads, headDim);
-      const { context } = attentionCore(ctx, q, k, v, { heads: cfg.numHeads, kvHeads: cfg.numHeads, headDim, scale: 1 / Math.sqrt(headDim) });
-      const attnOut = linear(ctx, mergeHeads(ctx, context, cfg.numHeads, headDim), `${p}self_attn.out_proj`, D, D, true);
+      const [q, k, v] = ["q_proj", "k_proj", "v_proj"].map((m) => linear(ctx, x, `${p}self_attn.${m}`, D, D, true));
+      const heads = cfg.numHeads;
+      const merged = hasFusedSelfAttention(ctx)
+        ? fusedSelfAttention(ctx, q, k, v, { heads, headDim })
+        : (() => {
+            const split = (t: string) => splitHeads(ctx, t, heads, headDim);
+            const { context } = attentionCore(ctx, split(q), split(k), split(v), { heads, kvHeads: heads, headDim, scale: 1 / Math.sqrt(headDim) });
+            return mergeHeads(ctx, context, heads, headDim);
+          })();
+      const attnOut = linear(ctx, merged, `${p}self_attn.out_proj`, D, D, true);
       const afterAttn = b.op("Add", [h, attnOut]);
       const y = layerNorm(ctx, afterAttn, `${p}layer_norm2`, D, cfg.layerNormEps);
       const mlp = linear(

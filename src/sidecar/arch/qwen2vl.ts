@@ -11,7 +11,7 @@
  *   outputs  image_features [N / merge^2, hidden]
  */
 import { LensInputError } from "../errors";
-import { type GraphCtx, activation, applyRotaryFloat32, attentionBias, attentionCore, computeInput, computeOf, float32Output, layerNorm, linear, mergeHeads, weightProduct } from "../graph/blocks";
+import { type GraphCtx, activation, applyRotaryFloat32, attentionBias, attentionCore, computeInput, fusedSelfAttention, hasFusedSelfAttention, float32Output, layerNorm, linear, mergeHeads, weightProduct } from "../graph/blocks";
 import { parseQwen2VlProcessorConfig, preprocessQwen2Vl } from "../image/qwen2vlProcessor";
 import type { HostTensor } from "../runtime/ort";
 import { ConfigSection, MAX_CONFIG_LAYERS } from "./configUtil";
@@ -257,15 +257,10 @@ function buildQwen2Vision(ctx: GraphCtx, cfg: Qwen2VisionConfig, prefix: string,
   // made once (an image is one frame, whose mask allows everything).
   const allowed = b.op("Equal", [b.op("Unsqueeze", [segmentIds, b.i64(1)]), b.op("Unsqueeze", [segmentIds, b.i64(0)])], {}, "same_image");
   const bias = attentionBias(ctx, allowed, 1);
-  // On the CPU in float32 the attention is onnxruntime's fused MultiHeadAttention, with q, k and
-  // v in the qkv product's [patches, heads, headDim] layout (no transposes), and the mask only
-  // when there are several frames (an If): without one, the kernel never forms the scores
-  // matrix; with one, it is 4x slower. For a 640 x 480 picture (1,564 patches, one frame)
-  // scores, mask, softmax and product as separate operators took 9.3 s of the tower's 14.6 s,
-  // the fused kernel with the mask 6.4 s, without it 1.7 s (bench:real, onnxruntime's profile).
-  // Elsewhere (half compute, WebGPU, CUDA) the attention is built of plain operators, mask
-  // always added.
-  const fusedMha = (ctx.provider ?? "cpu") === "cpu" && computeOf(ctx) === "float32";
+  // Fused on the CPU (hasFusedSelfAttention), where the mask is added only when there are
+  // several frames (an If): with the mask the kernel is 4x slower (6.4 s against 1.7 s for the
+  // tower's attention on a 640 x 480 picture). Elsewhere the mask is always added.
+  const fusedMha = hasFusedSelfAttention(ctx);
   const bias4d = fusedMha ? b.op("Unsqueeze", [bias, b.i64(0, 1)]) : bias;
   const segmentSpan = (op: string) => b.op(op, [segmentIds], { keepdims: 0 });
   const severalFrames = fusedMha ? b.op("Not", [b.op("Equal", [segmentSpan("ReduceMin"), segmentSpan("ReduceMax")])], {}, "several_frames") : undefined;
@@ -281,14 +276,12 @@ function buildQwen2Vision(ctx: GraphCtx, cfg: Qwen2VisionConfig, prefix: string,
       const qkv = b.op("Reshape", [linear(ctx, x, `${p}attn.qkv`, D, 3 * D, true), b.i64(-1, 3, heads, headDim)]);
       let merged: string;
       if (fusedMha) {
+        // [N, heads, headDim]: the rotary's tables broadcast over the heads
         const part = (j: number) => b.op("Gather", [qkv, b.i64Scalar(j)], { axis: 1 });
-        const bsd = (t: string) => b.op("Reshape", [t, b.i64(1, -1, D)]);
-        const q = bsd(applyRotaryFloat32(ctx, part(0), cosBsnh, sinBsnh, headDim));
-        const k = bsd(applyRotaryFloat32(ctx, part(1), cosBsnh, sinBsnh, headDim));
-        const v = bsd(part(2));
-        const attend = (withBias: boolean) => [b.contribOp("MultiHeadAttention", withBias ? [q, k, v, "", "", bias4d] : [q, k, v], { num_heads: heads, scale: { float: 1 / Math.sqrt(headDim) } }, "attention")];
-        const [context] = b.ifElse(severalFrames!, ["float32"], () => attend(true), () => attend(false), "frames");
-        merged = b.op("Reshape", [context, b.i64(-1, D)]);
+        const q = applyRotaryFloat32(ctx, part(0), cosBsnh, sinBsnh, headDim);
+        const k = applyRotaryFloat32(ctx, part(1), cosBsnh, sinBsnh, headDim);
+        const attend = (bias?: string) => [fusedSelfAttention(ctx, q, k, part(2), { heads, headDim, bias })];
+        [merged] = b.ifElse(severalFrames!, ["float32"], () => attend(bias4d), () => attend(), "frames");
       } else {
         // [3, heads, N, headDim]
         const byHead = b.op("Transpose", [qkv], { perm: [1, 2, 0, 3] });
