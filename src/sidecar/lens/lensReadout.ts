@@ -5,7 +5,7 @@
  */
 import type { DecoderShape } from "../arch/types";
 import type { Engine } from "../engine/engine";
-import type { HostTensor } from "../runtime/ort";
+import type { HostTensor, Provider } from "../runtime/ort";
 
 export interface LensStats {
   topK: number;
@@ -26,17 +26,21 @@ export interface LensStats {
 /**
  * A lens run keeps the logits of all its rows inside the graph up to this size, so that every
  * row is unembedded once (bench:lens: 414 rows x 32000 tokens, 53 MB). Larger runs go in parts,
- * and a run in parts that tracks the top-k unembeds twice. 1 GiB holds a full record of a
- * large-vocabulary model: Qwen2-VL-2B's 29 hidden states x 29 positions x 151,936 tokens are 511 MB,
- * whose lens took 5.3 s in two parts under a 256 MiB budget and 3.9 s in one (bench:real).
- * The memory estimate counts twice this budget, or less where the model's context is shorter.
+ * and a run in parts that tracks the top-k unembeds twice. On the CPU 1 GiB holds a full record
+ * of a large-vocabulary model: Qwen2-VL-2B's 29 hidden states x 29 positions x 151,936 tokens
+ * are 511 MB, whose lens took 5.3 s in two parts under 256 MiB and 3.9 s in one (bench:real).
+ * On a GPU the logits are one device buffer, and WebGPU's default limit for a buffer is 256 MiB
+ * (an adapter may allow more; none was measured), so GPUs keep that. The memory estimate counts
+ * twice the budget, or less where the model's context is shorter.
  */
-export const LOGITS_BUDGET = 2 ** 30;
+export function logitsBudgetFor(provider: Provider): number {
+  return provider === "cpu" ? 2 ** 30 : 256 * 2 ** 20;
+}
 export class LensReadout {
   constructor(
     private readonly engine: Engine,
     private readonly decoder: DecoderShape,
-    private readonly logitsBudget: number = LOGITS_BUDGET,
+    private readonly logitsBudget: number,
   ) {}
 
   /**
@@ -47,7 +51,7 @@ export class LensReadout {
    *
    * Every row is unembedded once: the logits of all rows stay inside the graph while it finds
    * the tokens to track and works out the statistics a position at a time. Only past
-   * LOGITS_BUDGET does it split the rows into parts, and then, when it tracks the top-k, it
+   * the logits budget (logitsBudgetFor) does it split the rows into parts, and then, when it tracks the top-k, it
    * unembeds twice: once for the top-k of every part, once for the statistics.
    */
   async lens(hiddenStates: Float32Array, opts: { topK: number; targets?: readonly (readonly number[])[]; tracked?: readonly number[]; trackTopK?: boolean }): Promise<LensStats> {

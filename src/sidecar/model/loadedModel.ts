@@ -16,7 +16,7 @@ import { Engine, type GpuMemory, type KvCache, type WebgpuCapabilities } from ".
 import { LensInputError } from "../errors";
 import type { RankMethod } from "../graph/lensGraph";
 import type { RgbImage } from "../image/decode";
-import { LensReadout, LOGITS_BUDGET, type LensStats } from "../lens/lensReadout";
+import { LensReadout, logitsBudgetFor, type LensStats } from "../lens/lensReadout";
 import type { WeightPlan } from "../runtime/memoryEstimate";
 import { type Device, type HostTensor, resolveDevice } from "../runtime/ort";
 import { contextLengthOf } from "../text/limits";
@@ -49,7 +49,7 @@ export interface OpenOptions {
   onProgress?: (stage: string) => void;
   /** How the lens graph computes ranks (default: by vocabulary size); both are exact. For tests. */
   rankMethod?: RankMethod;
-  /** Bytes of logits a lens run keeps in the graph at once (default LOGITS_BUDGET); any bound gives the same record. For tests. */
+  /** Bytes of logits a lens run keeps in the graph at once (default logitsBudgetFor the provider); any bound gives the same record. For tests. */
   logitsBudget?: number;
   /**
    * How half-precision weights are held on the CPU (default: float32 copies when they fit in
@@ -171,9 +171,9 @@ export class LoadedModel {
     const text = settledValue(reads[6]);
 
     progress("compiling graphs");
-    const logitsBudget = opts.logitsBudget ?? LOGITS_BUDGET;
     // auto becomes the provider it really runs on before graphs are built for it
     const device = await resolveDevice(opts.device ?? "auto");
+    const logitsBudget = opts.logitsBudget ?? logitsBudgetFor(device);
     const planned = Engine.plan(module, config, configFile, weights, {
       ...opts,
       device,
