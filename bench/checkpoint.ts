@@ -8,6 +8,13 @@ export const WORK = path.join(ROOT, "bench/.work");
 export const BENCH_IMAGE = path.join(ROOT, "test/fixtures/models/images/landscape.png");
 export const BENCH_PROMPT = "Describe the picture in a few words and name the colour of the largest shape.";
 
+/** The value after a command-line flag of this process ("--rounds 3"), or undefined. */
+export function flag(name: string): string | undefined {
+  const args = process.argv.slice(2);
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];

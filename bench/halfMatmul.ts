@@ -19,7 +19,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { GraphBuilder } from "../src/sidecar/graph/onnxBuilder";
 import { openGraphSession } from "../src/sidecar/runtime/ort";
-import { median, runJsonChild, WORK } from "./checkpoint";
+import { flag, median, runJsonChild, WORK } from "./checkpoint";
 
 const N = 4096;
 const PRODUCTS = 8;
@@ -27,10 +27,6 @@ const SIDES = ["float32", "float16", "cast", "float16-widened"] as const;
 type Side = (typeof SIDES)[number];
 
 const args = process.argv.slice(2);
-const flag = (name: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
 
 interface ChildResult {
   perProductMs: number;

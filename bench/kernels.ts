@@ -14,7 +14,7 @@
 import * as path from "node:path";
 import { GraphBuilder } from "../src/sidecar/graph/onnxBuilder";
 import { openGraphSession } from "../src/sidecar/runtime/ort";
-import { median, ROOT, runJsonChild } from "./checkpoint";
+import { flag, median, ROOT, runJsonChild } from "./checkpoint";
 
 const SHAPES = {
   prefill: { rows: 618, in: 4096, out: 11008, products: 2 },
@@ -26,10 +26,6 @@ type Side = "onnxruntime float32" | `torch ${(typeof TORCH_DTYPES)[number]}`;
 const SIDES: Side[] = ["onnxruntime float32", ...TORCH_DTYPES.map((d) => `torch ${d}` as const)];
 
 const args = process.argv.slice(2);
-const flag = (name: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
 
 interface ChildResult {
   perProductMs: number;

@@ -18,13 +18,9 @@
  */
 import { LoadedModel } from "../src/sidecar/model/loadedModel";
 import type { KvCache } from "../src/sidecar/engine/engine";
-import { BENCH_IMAGE, BENCH_PROMPT, benchCheckpoint, median } from "./checkpoint";
+import { BENCH_IMAGE, BENCH_PROMPT, benchCheckpoint, flag, median } from "./checkpoint";
 
 const args = process.argv.slice(2);
-const flag = (name: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
 const rounds = Number(flag("--rounds") ?? 5);
 const steps = Number(flag("--steps") ?? 8);
 const textOnly = args.includes("--text");

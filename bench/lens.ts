@@ -24,17 +24,16 @@ import { runLens } from "../src/sidecar/lens/runLens";
 import { LoadedModel } from "../src/sidecar/model/loadedModel";
 import { parseDevice } from "../src/sidecar/runtime/ort";
 import type { DtypeChoice } from "../src/shared/protocol";
-import { BENCH_IMAGE, BENCH_PROMPT, benchCheckpoint, median, ROOT, runJsonChild } from "./checkpoint";
+import { BENCH_IMAGE, BENCH_PROMPT, benchCheckpoint, flag, median, ROOT, runJsonChild } from "./checkpoint";
 
 const args = process.argv.slice(2);
 const runs = 3;
-const flag = (name: string, fallback: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : fallback);
 // Threads for both sides (onnxruntime intra-op and torch); 0 = each library's default.
-const threads = Number(flag("--threads", "0"));
-const device = flag("--device", "cpu");
-const dtype = flag("--dtype", "auto");
-const hfDevice = flag("--hf-device", "cpu");
-const hfDtype = flag("--hf-dtype", "float32");
+const threads = Number(flag("--threads") ?? "0");
+const device = flag("--device") ?? "cpu";
+const dtype = flag("--dtype") ?? "auto";
+const hfDevice = flag("--hf-device") ?? "cpu";
+const hfDtype = flag("--hf-dtype") ?? "float32";
 
 interface SideResult {
   ms: number;
@@ -78,7 +77,7 @@ const gpuText = (r: SideResult) => (r.peakGpuMiB !== undefined ? `   peak GPU ${
  */
 async function main(): Promise<void> {
   const modelDir = args.includes("--model") ? args[args.indexOf("--model") + 1] : benchCheckpoint();
-  const rounds = Number(flag("--rounds", "3"));
+  const rounds = Number(flag("--rounds") ?? "3");
   const oursOnce = async (): Promise<SideResult> => {
     const r = await runJsonChild<SideResult>(process.execPath, [__filename, "--child", modelDir, String(threads), ...args], { sampleGpu: true }).catch((e: unknown) => {
       throw new Error(`our side failed: ${e instanceof Error ? e.message : String(e)}`);

@@ -29,13 +29,9 @@ import { LoadedModel } from "../src/sidecar/model/loadedModel";
 import type { WeightPlan } from "../src/sidecar/runtime/memoryEstimate";
 import { DTYPE_CHOICES, type DtypeChoice } from "../src/shared/protocol";
 import type { RgbImage } from "../src/sidecar/image/decode";
-import { BENCH_IMAGE, median, readAllWeights, ROOT, runJsonChild, WORK } from "./checkpoint";
+import { BENCH_IMAGE, flag, median, readAllWeights, ROOT, runJsonChild, WORK } from "./checkpoint";
 
 const args = process.argv.slice(2);
-const flag = (name: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
 const threads = Number(flag("--threads") ?? 0);
 const PROMPT = "Describe the picture in a few words and name the colour of the largest shape.";
 

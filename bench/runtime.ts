@@ -16,13 +16,8 @@ import * as readline from "node:readline";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { LoadedModel } from "../src/sidecar/model/loadedModel";
-import { BENCH_IMAGE, BENCH_PROMPT, benchCheckpoint, median, readAllWeights, ROOT, WORK } from "./checkpoint";
+import { BENCH_IMAGE, BENCH_PROMPT, benchCheckpoint, flag, median, readAllWeights, ROOT, WORK } from "./checkpoint";
 
-const args = process.argv.slice(2);
-const flag = (name: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
 const runs = Number(flag("--runs") ?? 5);
 const pairs = Number(flag("--pairs") ?? 15);
 // Threads for both sides (onnxruntime intra-op and torch); 0 = each library's default.

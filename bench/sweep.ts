@@ -17,13 +17,11 @@ import { defaultModelFolder } from "../src/sidecar/defaults";
 import { runSweep } from "../src/sidecar/experiment/sweep";
 import { runLens } from "../src/sidecar/lens/runLens";
 import { LoadedModel } from "../src/sidecar/model/loadedModel";
-import { ROOT } from "./checkpoint";
+import { flag, ROOT } from "./checkpoint";
 
-const args = process.argv.slice(2);
-const flag = (name: string, fallback: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : fallback);
-const modelDir = path.resolve(flag("--model", defaultModelFolder()));
-const threads = Number(flag("--threads", "0"));
-const limit = Number(flag("--items", "0"));
+const modelDir = path.resolve(flag("--model") ?? defaultModelFolder());
+const threads = Number(flag("--threads") ?? "0");
+const limit = Number(flag("--items") ?? "0");
 
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-sweep-"));
