@@ -40,7 +40,8 @@ export function parsePlacement(log: string): Map<string, SessionPlacement> {
     if (!s) sessions.set(id, (s = { session: id, counts: { cpu: 0, gpu: 0 }, cpu: [], gpu: [], copiesToHost: [] }));
     return s;
   };
-  let into: PlacedNode[] | undefined;
+  // the list each session's node lines go to: its last header's (sessions' lines may interleave)
+  const into = new Map<string, PlacedNode[] | undefined>();
   for (const line of log.split("\n")) {
     const m = LINE.exec(line);
     if (!m) continue;
@@ -54,12 +55,13 @@ export function parsePlacement(log: string): Map<string, SessionPlacement> {
     const header = /(?:Node\(s\)|All nodes) placed on \[(\w+)\]\. Number of nodes: (\d+)/.exec(text);
     if (header) {
       const side = header[1] === "CPUExecutionProvider" ? "cpu" : header[1] === "WebGpuExecutionProvider" ? "gpu" : undefined;
-      into = side && of(id)[side];
+      into.set(id, side && of(id)[side]);
       if (side) of(id).counts[side] += Number(header[2]);
       continue;
     }
     const node = /^\s*(\w+) \((.*)\)\s*$/.exec(text);
-    if (node && into) into.push({ op: node[1], name: node[2] });
+    const list = into.get(id);
+    if (node && list) list.push({ op: node[1], name: node[2] });
   }
   return sessions;
 }

@@ -61,6 +61,21 @@ describe("reading onnxruntime's placement log", () => {
     expect(decoder.counts).toEqual({ cpu: 3, gpu: 2 });
     expect(placementProblems(sessions.get("vision")!)).toEqual([]);
   });
+
+  it("keeps each session's node lines with its own header when two sessions' lines interleave", () => {
+    const at = (id: string, text: string) => `2026-12-04 02:20:13.44 [V:onnxruntime:${id}, session_state.cc:1385 VerifyEachNodeIsAssignedToAnEp] ${text}`;
+    const sessions = parsePlacement(
+      [
+        at("decoder", " Node(s) placed on [CPUExecutionProvider]. Number of nodes: 1"),
+        at("vision", " Node(s) placed on [WebGpuExecutionProvider]. Number of nodes: 1"),
+        at("decoder", "  Range (mask/Range)"),
+        at("vision", "  Conv (embeddings/patch_embedding)"),
+      ].join("\n"),
+    );
+    expect(sessions.get("decoder")!.cpu).toEqual([{ op: "Range", name: "mask/Range" }]);
+    expect(sessions.get("vision")!.gpu).toEqual([{ op: "Conv", name: "embeddings/patch_embedding" }]);
+    expect(sessions.get("vision")!.cpu).toEqual([]);
+  });
 });
 
 /** Every op type in a graph, subgraphs included. */
