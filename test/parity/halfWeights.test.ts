@@ -69,6 +69,24 @@ describe("the weight plan follows the memory that is free", () => {
     expect(bfKept.info.memory.reason).toMatch(/^half-precision weights kept half and converted per use: as float32 they would need about/);
   });
 
+  it("says, while it opens, that it converts the half weights to float32 copies, and how much, before it creates the sessions", async () => {
+    const openWithStages = async (folder: string, availableMemory: number) => {
+      const stages: string[] = [];
+      const model = await LoadedModel.open(folder, { device: "cpu", availableMemory, onProgress: (s) => stages.push(s) });
+      opened.push(model);
+      return { model, stages, converting: stages.filter((s) => s.startsWith("converting")) };
+    };
+    const roomy = await openWithStages(dir(), 64e9);
+    expect(roomy.stages.slice(-2)).toEqual([expect.stringMatching(/^converting \d+ MB of float16 weights to float32 copies \(\d+ MB\)$/), "creating sessions"]);
+    const bf16 = halfCases.find((c) => c.model === "llava-gqa-bf16")!.modelDir;
+    expect((await openWithStages(bf16, 64e9)).converting).toEqual([expect.stringMatching(/ of bfloat16 weights /)]);
+    // kept half (here: float16 compute): nothing is converted at open
+    const kept = await openWithStages(dir(), roomy.model.info.memory.estimateBytes + 512e6 - 1);
+    expect(kept.model.info.weightPlan).toBe("half");
+    expect(kept.converting).toEqual([]);
+    expect(kept.stages).toContain("creating sessions");
+  });
+
   it("refuses a model that cannot fit, with one line naming the folder, before opening anything", async () => {
     await expect(LoadedModel.open(dir(), { device: "cpu", availableMemory: 100e6 })).rejects.toThrow(
       /^\S+llama-f16\/model: needs about \d+ MB even with its weights kept in half precision \(\d+ MB as float32\) and 100 MB is free: close other programs, or use a machine or GPU with more memory$/,

@@ -126,7 +126,8 @@ export interface PlannedEngine extends ReturnType<typeof compileGraphs> {
   memory: { estimate: MemoryEstimate; available: number; reason: string };
   halfWeights: HalfWeights;
   computeDtype: ComputeDtype;
-  start(beside: () => Promise<unknown>): Promise<Engine>;
+  /** Loads what the graphs need and creates the sessions; `stage` hears "converting ..." (float32 copies) and "creating sessions". */
+  start(beside: () => Promise<unknown>, stage?: (stage: string) => void): Promise<Engine>;
 }
 
 export class Engine {
@@ -185,7 +186,7 @@ export class Engine {
     }
     const halfWeights = computeDtype === "float32" ? halfWeightsFor(memory.estimate.plan, provider) : "cast";
     if (halfWeights !== firstForm) compiled = compile(halfWeights);
-    return { ...compiled, memory, halfWeights, computeDtype, start: (beside) => Engine.start(compiled, weights, opts, memory, halfWeights, computeDtype, beside) };
+    return { ...compiled, memory, halfWeights, computeDtype, start: (beside, stage) => Engine.start(compiled, weights, opts, memory, halfWeights, computeDtype, beside, stage ?? (() => {})) };
   }
 
   /**
@@ -201,14 +202,24 @@ export class Engine {
     halfWeights: HalfWeights,
     computeDtype: ComputeDtype,
     beside: () => Promise<unknown>,
+    stage: (stage: string) => void,
   ): Promise<Engine> {
     const device = opts.device ?? "auto";
     const provider = intendedProvider(device);
     const { plan, decoder: decoderGraph, lens: lensGraph, vision: visionGraph } = compiled;
     const t0 = performance.now();
     const fed = new FedWeights(weights.index);
-    await fed.load([decoderGraph, lensGraph, visionGraph].flatMap((g) => g?.fedWeights ?? []));
+    const fedWeights = [decoderGraph, lensGraph, visionGraph].flatMap((g) => g?.fedWeights ?? []);
+    // the float32 copies take most of such an open (seconds per GB here): say so, with their size
+    const fedEntries = [...new Set(fedWeights.map((w) => w.tensor))].map((t) => weights.index.get(t));
+    if (fedEntries.length > 0) {
+      const halfBytes = fedEntries.reduce((n, e) => n + e.byteLength, 0);
+      const dtypes = [...new Set(fedEntries.map((e) => (e.dtype === "BF16" ? "bfloat16" : "float16")))].join(" and ");
+      stage(`converting ${formatGB(halfBytes)} of ${dtypes} weights to float32 copies (${formatGB(2 * halfBytes)})`);
+    }
+    await fed.load(fedWeights);
     const t1 = performance.now();
+    stage("creating sessions");
 
     // No memory arena for the decoder and vision tower: the weights are memory-mapped, so
     // activations are what an arena would pin; returning them after each run halves the peak

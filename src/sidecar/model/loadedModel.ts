@@ -185,9 +185,8 @@ export class LoadedModel {
     const imagePipeline = await InputPreparer.imagePipelineFor(plan, dir, text, processorConfig, () => settledValue(reads[5]));
     const t1 = performance.now();
 
-    progress("creating sessions");
     // The NaN/Inf scan of the small tensors (weights.ts) runs beside session creation; its error, if any, wins.
-    const engine = await planned.start(() => weights.scanSmallTensors());
+    const engine = await planned.start(() => weights.scanSmallTensors(), progress);
     const t2 = performance.now();
 
     const info: ModelInfo = {
