@@ -11,7 +11,7 @@
  *            tokens row-major on its (M / patch / scale)^2 grid
  */
 import { LensInputError } from "../errors";
-import { type GraphCtx, activation, attentionSoftmax, computeInput, float32Output, layerNorm, linear, param, scaledScores } from "../graph/blocks";
+import { type GraphCtx, activation, attentionSoftmax, computeInput, float32Output, fusedSelfAttention, hasFusedSelfAttention, layerNorm, linear, param, scaledScores } from "../graph/blocks";
 import { parseIdefics3ProcessorConfig, preprocessIdefics3 } from "../image/idefics3Processor";
 import { checkVisionTowerWeights, parseVisionTowerConfig, type VisionTowerConfig } from "./clip";
 import { ConfigSection } from "./configUtil";
@@ -135,7 +135,8 @@ export function idefics3PromptText(rows: number, cols: number, tokensPerTile: nu
 /**
  * The SigLIP tower over every tile at once: [tiles, C, M, M] -> post-layernormed states
  * [tiles * n * n, D], tile by tile, patches row-major. Attention stays within each tile
- * ([tiles, heads, n*n, n*n] scores), so the cost grows with the tile count, not its square.
+ * ([tiles, heads, n*n, n*n] scores; on the CPU in float32 the fused kernel with the tiles as its
+ * batch), so the cost grows with the tile count, not its square.
  */
 function buildSiglipTiles(ctx: GraphCtx, cfg: SiglipVisionConfig, prefix: string, configFile: string): string {
   const { b } = ctx;
@@ -168,12 +169,16 @@ function buildSiglipTiles(ctx: GraphCtx, cfg: SiglipVisionConfig, prefix: string
     const p = `${prefix}encoder.layers.${i}.`;
     h = b.scoped(`vision.layers.${i}`, () => {
       const x = layerNorm(ctx, h, `${p}layer_norm1`, D, cfg.layerNormEps);
-      const q = split(linear(ctx, x, `${p}self_attn.q_proj`, D, D, true));
-      const k = split(linear(ctx, x, `${p}self_attn.k_proj`, D, D, true));
-      const v = split(linear(ctx, x, `${p}self_attn.v_proj`, D, D, true));
-      const scores = scaledScores(ctx, q, k, 1 / Math.sqrt(headDim), 4);
-      const context = b.op("MatMul", [attentionSoftmax(ctx, scores).probsCompute, v]);
-      const merged = b.op("Reshape", [b.op("Transpose", [context], { perm: [0, 2, 1, 3] }), b.i64(-1, D)]);
+      const [q, k, v] = ["q_proj", "k_proj", "v_proj"].map((m) => linear(ctx, x, `${p}self_attn.${m}`, D, D, true));
+      let merged: string;
+      if (hasFusedSelfAttention(ctx)) {
+        // each tile one item of the fused kernel's batch
+        merged = fusedSelfAttention(ctx, q, k, v, { heads, headDim, group: patches });
+      } else {
+        const scores = scaledScores(ctx, split(q), split(k), 1 / Math.sqrt(headDim), 4);
+        const context = b.op("MatMul", [attentionSoftmax(ctx, scores).probsCompute, split(v)]);
+        merged = b.op("Reshape", [b.op("Transpose", [context], { perm: [0, 2, 1, 3] }), b.i64(-1, D)]);
+      }
       const afterAttn = b.op("Add", [h, linear(ctx, merged, `${p}self_attn.out_proj`, D, D, true)]);
       const y = layerNorm(ctx, afterAttn, `${p}layer_norm2`, D, cfg.layerNormEps);
       const mlp = linear(ctx, activation(ctx, linear(ctx, y, `${p}mlp.fc1`, D, cfg.intermediateSize, true), cfg.hiddenAct, configFile), `${p}mlp.fc2`, cfg.intermediateSize, D, true);

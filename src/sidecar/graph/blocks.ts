@@ -306,13 +306,14 @@ export function hasFusedSelfAttention(ctx: GraphCtx): boolean {
 /**
  * softmax(q k^T * scale + bias) v by MultiHeadAttention, where hasFusedSelfAttention: q, k, v
  * of any shape `[tokens, ...]` that is `[tokens, heads*dim]` in memory, `bias` an additive
- * `[1, 1, tokens, tokens]` mask (slow: leave it out where it allows everything). Returns
- * `[tokens, heads*dim]`.
+ * `[1, 1, tokens, tokens]` mask (slow: leave it out where it allows everything). With `group`,
+ * the tokens attend in consecutive groups of that many (Idefics3's tiles), as a batch: no mask.
+ * Returns `[tokens, heads*dim]`.
  */
-export function fusedSelfAttention(ctx: GraphCtx, q: string, k: string, v: string, opts: { heads: number; headDim: number; bias?: string }): string {
+export function fusedSelfAttention(ctx: GraphCtx, q: string, k: string, v: string, opts: { heads: number; headDim: number; bias?: string; group?: number }): string {
   const { b } = ctx;
   const D = opts.heads * opts.headDim;
-  const bsd = (t: string) => b.op("Reshape", [t, b.i64(1, -1, D)]);
+  const bsd = (t: string) => b.op("Reshape", [t, opts.group ? b.i64(-1, opts.group, D) : b.i64(1, -1, D)]);
   const inputs = [bsd(q), bsd(k), bsd(v), ...(opts.bias ? ["", "", opts.bias] : [])];
   const context = b.contribOp("MultiHeadAttention", inputs, { num_heads: opts.heads, scale: { float: 1 / Math.sqrt(opts.headDim) } }, "attention");
   return b.op("Reshape", [context, b.i64(-1, D)]);
