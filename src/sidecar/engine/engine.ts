@@ -18,7 +18,7 @@ import type { WeightIndex } from "../model/safetensors";
 import type { ModelWeights } from "../model/weights";
 import { availableMemory, chooseCpuPlan, estimateMemory, formatGB, halfComputePlan, type MemoryEstimate, type ModelFootprint, type WeightPlan } from "../runtime/memoryEstimate";
 import type { DeviceDescription } from "../../shared/lensRecord";
-import { type Device, type DeviceTensor, type FeedTensor, type GraphSession, type HostTensor, intendedProvider, isDeviceTensor, openGraphSession, type SessionOptions, verboseLog } from "../runtime/ort";
+import { type Device, type DeviceTensor, type FeedTensor, type GraphSession, type HostTensor, intendedProvider, isDeviceTensor, openGraphSession, type SessionOptions } from "../runtime/ort";
 import { contextLengthOf } from "../text/limits";
 import { DTYPE_CHOICES, type DtypeChoice } from "../../shared/protocol";
 import { FedWeights } from "./fedWeights";
@@ -238,20 +238,11 @@ export class Engine {
       foldConstants: memory.estimate.plan !== "half-per-use" && !halfProductsWidened(provider, computeDtype),
     };
     const open = (graph: BuiltGraph, options: SessionOptions) => openGraphSession(graph, options).then((s) => withFedWeights(s, fed.feeds(graph.fedWeights)));
-    // The sessions are created at once, unless they log verbosely (ort.ts verboseLog: the log would interleave).
-    const inTurn = verboseLog();
-    let turn: Promise<unknown> = Promise.resolve();
-    const when = <T>(start: () => Promise<T>): Promise<T> => {
-      if (!inTurn) return start();
-      const p = turn.then(start, start);
-      turn = p.catch(() => undefined);
-      return p;
-    };
     const opened = await Promise.allSettled([
       // the KV cache (present_*, fed back as past_*) stays on the device; everything the host reads comes back
-      when(() => open(decoderGraph, { ...sessionOptions, deviceOutputs: opts.kvCacheOnDevice === false ? [] : kvOutputNames(plan.decoder.numLayers) })),
-      when(() => open(lensGraph, { ...sessionOptions, memoryArena: true })),
-      visionGraph ? when(() => open(visionGraph, sessionOptions)) : Promise.resolve(undefined),
+      open(decoderGraph, { ...sessionOptions, deviceOutputs: opts.kvCacheOnDevice === false ? [] : kvOutputNames(plan.decoder.numLayers) }),
+      open(lensGraph, { ...sessionOptions, memoryArena: true }),
+      visionGraph ? open(visionGraph, sessionOptions) : Promise.resolve(undefined),
       beside(),
     ] as const);
     if (opened.some((r) => r.status === "rejected")) {

@@ -344,13 +344,7 @@ export const VERBOSE_LOG_ENV = "LOGIT_LENS_ORT_VERBOSE";
  */
 export const PROFILE_ENV = "LOGIT_LENS_ORT_PROFILE";
 
-/**
- * Whether sessions log verbosely (VERBOSE_LOG_ENV). Their creation then goes one at a time:
- * onnxruntime writes the log from the creating threads without a lock, and two sessions
- * created at once interleave their lines (once in a CI run, a decoder's placement header was
- * lost in the vision tower's).
- */
-export function verboseLog(): boolean {
+function verboseLog(): boolean {
   const v = process.env[VERBOSE_LOG_ENV];
   return v !== undefined && v !== "" && v !== "0";
 }
