@@ -52,8 +52,11 @@ describe.each(TOWERS)("$name's vision tower", ({ name, folder, blocks }) => {
     const all = nodes(await visionGraph(folder, "cpu", "float32"));
     expect(count(all, "Softmax")).toBe(0);
     if (name === "qwen2vl-tiny") {
-      // the mask (attention_bias, the sixth input) only in the branch for several frames
-      expect(count(all, "If")).toBe(blocks);
+      // the mask (attention_bias, the sixth input) only in the branch for several frames, and
+      // made only then: one If per block, and the mask's own
+      expect(count(all, "If")).toBe(blocks + 1);
+      expect(count(all, "Where", "")).toBe(0);
+      expect(count(all, "Where", "If.then_branch")).toBe(1);
       const mha = all.filter((n) => n.node.opType === "MultiHeadAttention");
       expect(mha.filter((n) => n.branch === "If.then_branch").map((n) => n.node.input!.length)).toEqual(Array(blocks).fill(6));
       expect(mha.filter((n) => n.branch === "If.else_branch").map((n) => n.node.input!.length)).toEqual(Array(blocks).fill(3));

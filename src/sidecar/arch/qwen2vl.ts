@@ -255,15 +255,16 @@ function buildQwen2Vision(ctx: GraphCtx, cfg: Qwen2VisionConfig, prefix: string,
   }));
   // Patches attend within their own frame (transformers' cu_seqlens): a block-diagonal mask,
   // made once (an image is one frame, whose mask allows everything).
-  const allowed = b.op("Equal", [b.op("Unsqueeze", [segmentIds, b.i64(1)]), b.op("Unsqueeze", [segmentIds, b.i64(0)])], {}, "same_image");
-  const bias = attentionBias(ctx, allowed, 1);
-  // Fused on the CPU (hasFusedSelfAttention), where the mask is added only when there are
-  // several frames (an If): with the mask the kernel is 4x slower (6.4 s against 1.7 s for the
+  const frameMask = () => attentionBias(ctx, b.op("Equal", [b.op("Unsqueeze", [segmentIds, b.i64(1)]), b.op("Unsqueeze", [segmentIds, b.i64(0)])], {}, "same_image"), 1);
+  // Fused on the CPU (hasFusedSelfAttention), where the mask is made and added only when there
+  // are several frames (Ifs): with the mask the kernel is 4x slower (6.4 s against 1.7 s for the
   // tower's attention on a 640 x 480 picture). Elsewhere the mask is always added.
   const fusedMha = hasFusedSelfAttention(ctx);
-  const bias4d = fusedMha ? b.op("Unsqueeze", [bias, b.i64(0, 1)]) : bias;
   const segmentSpan = (op: string) => b.op(op, [segmentIds], { keepdims: 0 });
   const severalFrames = fusedMha ? b.op("Not", [b.op("Equal", [segmentSpan("ReduceMin"), segmentSpan("ReduceMax")])], {}, "several_frames") : undefined;
+  const bias = severalFrames
+    ? b.ifElse(severalFrames, ["float32"], () => [b.op("Unsqueeze", [frameMask(), b.i64(0, 1)])], () => [b.constant("float32", [0], [1, 1, 1, 1])], "frame_mask")[0]
+    : frameMask();
   const cosBsnh = fusedMha ? b.op("Unsqueeze", [cos, b.i64(1)]) : cos;
   const sinBsnh = fusedMha ? b.op("Unsqueeze", [sin, b.i64(1)]) : sin;
 
@@ -281,7 +282,7 @@ function buildQwen2Vision(ctx: GraphCtx, cfg: Qwen2VisionConfig, prefix: string,
         const q = applyRotaryFloat32(ctx, part(0), cosBsnh, sinBsnh, headDim);
         const k = applyRotaryFloat32(ctx, part(1), cosBsnh, sinBsnh, headDim);
         const attend = (bias?: string) => [fusedSelfAttention(ctx, q, k, part(2), { heads, headDim, bias })];
-        [merged] = b.ifElse(severalFrames!, ["float32"], () => attend(bias4d), () => attend(), "frames");
+        [merged] = b.ifElse(severalFrames!, ["float32"], () => attend(bias), () => attend(), "frames");
       } else {
         // [3, heads, N, headDim]
         const byHead = b.op("Transpose", [qkv], { perm: [1, 2, 0, 3] });
