@@ -211,7 +211,7 @@ export class Engine {
     const fed = new FedWeights(weights.index);
     const fedWeights = [decoderGraph, lensGraph, visionGraph].flatMap((g) => g?.fedWeights ?? []);
     // the float32 copies take most of such an open (seconds per GB here): say so, with their size
-    const fedEntries = [...new Set(fedWeights.map((w) => w.tensor))].map((t) => weights.index.get(t));
+    const fedEntries = fed.toLoad(fedWeights);
     if (fedEntries.length > 0) {
       const halfBytes = fedEntries.reduce((n, e) => n + e.byteLength, 0);
       const dtypes = [...new Set(fedEntries.map((e) => (e.dtype === "BF16" ? "bfloat16" : "float16")))].join(" and ");

@@ -53,9 +53,14 @@ export class FedWeights {
     return n;
   }
 
+  /** The tensors `load(weights)` would widen: each fed tensor once, those not yet held. */
+  toLoad(weights: readonly FedWeight[]): TensorEntry[] {
+    return [...new Set(weights.map((w) => w.tensor))].filter((t) => !this.arrays.has(t)).map((t) => this.index.get(t));
+  }
+
   /** Widens every tensor the graphs take as fed inputs that is not yet held. */
   async load(weights: readonly FedWeight[]): Promise<void> {
-    const wanted = [...new Set(weights.map((w) => w.tensor))].filter((t) => !this.arrays.has(t)).map((t) => this.index.get(t));
+    const wanted = this.toLoad(weights);
     wanted.sort((a, b) => (a.file === b.file ? a.byteOffset - b.byteOffset : a.file < b.file ? -1 : 1));
     for (const entry of wanted) if (entry.dtype !== "F16" && entry.dtype !== "BF16") throw new Error(`fed weight ${entry.name} is ${entry.dtype}, not a half-precision tensor`);
     // the worker's share: every other tensor by bytes, so both sides read through the files in order

@@ -353,12 +353,13 @@ export async function openGraphSession(graph: BuiltGraph, opts: SessionOptions):
   const provider = await providerFor(opts.device);
   const { ort } = loadOrt();
   const deviceOutputs = new Set(provider === "webgpu" ? (opts.deviceOutputs ?? []) : []);
+  const profileFolder = process.env[PROFILE_ENV] || undefined;
   try {
     const session = await ort.InferenceSession.create(graph.bytes, {
       executionProviders: [provider === "webgpu" && graph.cpuNodes.length > 0 ? { name: "webgpu", forceCpuNodeNames: graph.cpuNodes } : provider],
       logId: graph.name,
       ...(verboseLog() ? { logSeverityLevel: 0 as const, logVerbosityLevel: 0 } : {}),
-      ...(process.env[PROFILE_ENV] ? { enableProfiling: true, profileFilePrefix: path.join(process.env[PROFILE_ENV], graph.name) } : {}),
+      ...(profileFolder ? { enableProfiling: true, profileFilePrefix: path.join(profileFolder, graph.name) } : {}),
       graphOptimizationLevel: optimizationLevel(graph, provider, opts.foldConstants ?? true),
       intraOpNumThreads: opts.threads ?? 0,
       enableCpuMemArena: opts.memoryArena ?? true,
@@ -379,7 +380,7 @@ export async function openGraphSession(graph: BuiltGraph, opts: SessionOptions):
         },
       },
     });
-    return wrap(ort, session, provider, await describeDevice(provider), deviceOutputs);
+    return wrap(ort, session, provider, await describeDevice(provider), deviceOutputs, profileFolder !== undefined);
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     if (provider === "webgpu") {
@@ -439,7 +440,7 @@ class OrtDeviceTensor implements DeviceTensor {
   }
 }
 
-function wrap(ort: typeof Ort, session: Ort.InferenceSession, provider: Provider, device: DeviceDescription, deviceOutputs: ReadonlySet<string>): GraphSession {
+function wrap(ort: typeof Ort, session: Ort.InferenceSession, provider: Provider, device: DeviceDescription, deviceOutputs: ReadonlySet<string>, profiling: boolean): GraphSession {
   const runSplit = async (feeds: Record<string, FeedTensor>, fetches?: readonly string[]) => {
     const ortFeeds: Record<string, Ort.Tensor> = {};
     for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = toOrt(ort, t);
@@ -470,7 +471,7 @@ function wrap(ort: typeof Ort, session: Ort.InferenceSession, provider: Provider
     },
     runWithDeviceOutputs: runSplit,
     release: async () => {
-      if (process.env[PROFILE_ENV]) session.endProfiling();
+      if (profiling) session.endProfiling();
       await session.release();
     },
   };
