@@ -29,7 +29,7 @@ const out = path.resolve(opt("--out", path.join(root, `${pkg.name}-${pkg.version
 
 // --no-build: package the bundles as they are (the e2e suite packages what `npm test` built)
 if (!args.includes("--no-build")) execFileSync(process.execPath, [path.join(root, "esbuild.mjs"), "--production"], { cwd: root, stdio: "inherit" });
-for (const bundle of ["extension.js", "sidecar.js", "templateWorker.js", "webview.js"]) {
+for (const bundle of ["extension.js", "sidecar.js", "templateWorker.js", "tokenizerWorker.js", "webview.js"]) {
   if (!fs.existsSync(path.join(root, "dist", bundle))) {
     console.error(`package: dist/${bundle} is missing: run npm run build first`);
     process.exit(1);

@@ -10,9 +10,9 @@ export class LensInputError extends Error {
     /** The file or folder the problem is in, when there is one. */
     readonly file: string | undefined,
     /** What is wrong, then what to do about it, in one line. */
-    message: string,
+    readonly reason: string,
   ) {
-    super(clip(file ? `${shorten(file)}: ${message}` : message));
+    super(clip(file ? `${shorten(file)}: ${reason}` : reason));
   }
 }
 

@@ -15,6 +15,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { LensInputError } from "../../src/sidecar/errors";
 import { TextProcessor } from "../../src/sidecar/text/textProcessor";
 import { readTokenizerFiles } from "../../src/sidecar/text/tokenizerFiles";
+import { readsOffThread, readTokenizerFilesOnWorker } from "../../src/sidecar/text/tokenizerFilesOffThread";
 
 const REPO = path.resolve(__dirname, "../..");
 const FIXTURES = path.join(REPO, "test/fixtures/tokenizers");
@@ -264,5 +265,31 @@ describe("layouts that are not supported say what to do", () => {
 
   it("no tokenizer files at all", async () => {
     await expectRefused(tempDir(), "tokenizer.json", /tokenizer\.json does not exist \(nor vocab\.json \+ merges\.txt\)/);
+  });
+});
+
+describe("large tokenizers are read on a worker thread, with the same result and the same errors", () => {
+  it("reads Qwen's 4.4 MB vocab.json + merges.txt off the main thread and the small LLaVA tokenizer.json in place", async () => {
+    expect(await readsOffThread(QWEN25)).toBe(true);
+    expect(await readsOffThread(qwen2vlStyleFolder())).toBe(true);
+    expect(await readsOffThread(LLAVA)).toBe(false);
+  });
+
+  for (const [name, folderOf] of Object.entries(LAYOUTS)) {
+    it(`${name}: the worker's files equal those read in place`, async () => {
+      const dir = folderOf();
+      expect(await readTokenizerFilesOnWorker(dir)).toEqual(await readTokenizerFiles(dir));
+    });
+  }
+
+  it("a refusal on the worker is the same one-line LensInputError, naming the same file", async () => {
+    const broken = [llavaWith((t) => ((model(t).vocab as Record<string, unknown>)["▁red"] = 5)), tempDir()];
+    for (const dir of broken) {
+      const inPlace = await readTokenizerFiles(dir).then(() => undefined, (e: unknown) => e);
+      const onWorker = await readTokenizerFilesOnWorker(dir).then(() => undefined, (e: unknown) => e);
+      expect(inPlace).toBeInstanceOf(LensInputError);
+      expect(onWorker).toBeInstanceOf(LensInputError);
+      expect([(onWorker as LensInputError).message, (onWorker as LensInputError).file]).toEqual([(inPlace as LensInputError).message, (inPlace as LensInputError).file]);
+    }
   });
 });

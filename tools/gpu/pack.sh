@@ -6,7 +6,7 @@
 # packages (the machine has NVIDIA's driver but may lack libvulkan1). Run it here, from anywhere:
 #   bash tools/gpu/pack.sh
 # then carry [".gpu", ".gl"] and run `bash bench/gpu.sh` there (see bench/gpu.sh). It also packs
-# the bundles bench/gpu.sh runs (dist/sidecar.js, templateWorker.js, bench/lens.js, minified).
+# the bundles bench/gpu.sh runs (dist/sidecar.js, templateWorker.js, tokenizerWorker.js, bench/lens.js, minified).
 # Dawn's Node binding (the webgpu package, 21 MB) does not fit the call: without it the sidecar
 # does not know the adapter's name or shader-f16, and --device webgpu assumes shader-f16 (an
 # H200's Vulkan driver has it); onnxruntime's WebGPU provider itself is in onnxruntime-node.
@@ -39,7 +39,7 @@ apt-get $o update >/dev/null
 (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 >/dev/null)
 # the bundles bench/gpu.sh runs, minified and without source maps; then dist/ as npm run build makes it
 node esbuild.mjs --production >/dev/null
-tar -cJf .gpu/dist.tar.xz dist/sidecar.js dist/templateWorker.js dist/bench/lens.js
+tar -cJf .gpu/dist.tar.xz dist/sidecar.js dist/templateWorker.js dist/tokenizerWorker.js dist/bench/lens.js
 npm run build >/dev/null
 du -sh .gpu/* .gl
 tracked=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)

@@ -11,7 +11,7 @@ import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { findArchitecture } from "../arch";
 import { isObject, type JsonObject } from "../arch/configUtil";
-import type { ImageTokenGrid, PreparedImage } from "../arch/types";
+import type { ArchitecturePlan, ImagePipeline, ImageTokenGrid, PreparedImage } from "../arch/types";
 import { Engine, type GpuMemory, type KvCache, type WebgpuCapabilities } from "../engine/engine";
 import { LensInputError } from "../errors";
 import type { RankMethod } from "../graph/lensGraph";
@@ -150,9 +150,14 @@ export class LoadedModel {
     const t0 = performance.now();
     progress("reading config");
     const configFile = path.join(dir, "config.json");
-    // The folder's small files are read at once, and the tokenizer built meanwhile; their
-    // errors are still reported in this order.
+    // The folder's small files are read at once. The text side (its tokenizer files read on a
+    // worker thread when they are large) is built meanwhile and awaited only beside session
+    // creation, so that it overlaps the graphs' compilation and the sessions. Errors still come
+    // in the order of the reads, then the text side's, then the rest's: a failure after the
+    // reads waits for the text side, whose error wins.
     const processorRead = readJsonObject(path.join(dir, "processor_config.json"), "processor_config.json", true);
+    const textOpen = processorRead.then((processorConfig) => TextProcessor.open(dir, processorConfig));
+    textOpen.catch(() => undefined);
     const reads = await Promise.allSettled([
       readJsonObject(configFile, "config.json"),
       WeightIndex.open(dir),
@@ -160,7 +165,6 @@ export class LoadedModel {
       readJsonObject(path.join(dir, "generation_config.json"), "generation_config.json", true),
       readInputFile(configFile, { maxBytes: 64 * MIB, what: "config.json", fix: "re-download the model" }),
       readJsonObject(path.join(dir, "preprocessor_config.json"), "preprocessor_config.json", true),
-      processorRead.then((processorConfig) => TextProcessor.open(dir, processorConfig)),
     ] as const);
     const config = settledValue(reads[0]);
     const { module } = findArchitecture(config["architectures"], configFile);
@@ -168,26 +172,38 @@ export class LoadedModel {
     const processorConfig = settledValue(reads[2]);
     const generationConfig = settledValue(reads[3]);
     const configHash = createHash("sha256").update(settledValue(reads[4])).digest("hex");
-    const text = settledValue(reads[6]);
 
-    progress("compiling graphs");
-    // auto becomes the provider it really runs on before graphs are built for it
-    const device = await resolveDevice(opts.device ?? "auto");
-    const logitsBudget = opts.logitsBudget ?? logitsBudgetFor(device);
-    const planned = Engine.plan(module, config, configFile, weights, {
-      ...opts,
-      device,
-      logitsBudget,
-      webgpu: device === "webgpu" ? (opts.webgpu ?? (await webgpuCapabilities())) : undefined,
-      gpuMemory: opts.gpuMemory ?? (device === "cpu" ? undefined : await gpuMemoryOf(device)),
-    });
-    const { plan } = planned;
-    const imagePipeline = await InputPreparer.imagePipelineFor(plan, dir, text, processorConfig, () => settledValue(reads[5]));
-    const t1 = performance.now();
-
-    // The NaN/Inf scan of the small tensors (weights.ts) runs beside session creation; its error, if any, wins.
-    const engine = await planned.start(() => weights.scanSmallTensors(), progress);
+    let plan: ArchitecturePlan;
+    let imagePipeline: Promise<ImagePipeline | undefined>;
+    let engine: Engine;
+    let logitsBudget: number;
+    let t1 = 0;
+    try {
+      progress("compiling graphs");
+      // auto becomes the provider it really runs on before graphs are built for it
+      const device = await resolveDevice(opts.device ?? "auto");
+      logitsBudget = opts.logitsBudget ?? logitsBudgetFor(device);
+      const planned = Engine.plan(module, config, configFile, weights, {
+        ...opts,
+        device,
+        logitsBudget,
+        webgpu: device === "webgpu" ? (opts.webgpu ?? (await webgpuCapabilities())) : undefined,
+        gpuMemory: opts.gpuMemory ?? (device === "cpu" ? undefined : await gpuMemoryOf(device)),
+      });
+      plan = planned.plan;
+      imagePipeline = textOpen.then((text) => InputPreparer.imagePipelineFor(planned.plan, dir, text, processorConfig, () => settledValue(reads[5])));
+      imagePipeline.catch(() => undefined);
+      t1 = performance.now();
+      // Beside session creation: the text side and the image pipeline, then the NaN/Inf scan of
+      // the small tensors (weights.ts); their errors, in that order, win over the sessions'.
+      const beside = () => Promise.allSettled([imagePipeline, weights.scanSmallTensors()]).then(([pipeline, scan]) => [settledValue(pipeline), settledValue(scan)]);
+      engine = await planned.start(beside, progress);
+    } catch (e) {
+      const text = (await Promise.allSettled([textOpen]))[0];
+      throw text.status === "rejected" ? text.reason : e;
+    }
     const t2 = performance.now();
+    const text = await textOpen;
 
     const info: ModelInfo = {
       folder: dir,
@@ -211,7 +227,7 @@ export class LoadedModel {
         leadingCls: plan.vision.tokensPerImage === (plan.vision.imageSize / plan.vision.patchSize) ** 2 + 1,
       },
     };
-    const inputs = new InputPreparer(text, imagePipeline, { folder: dir, architecture: plan.architecture, contextLength: info.contextLength, hasVision: engine.hasVision });
+    const inputs = new InputPreparer(text, await imagePipeline, { folder: dir, architecture: plan.architecture, contextLength: info.contextLength, hasVision: engine.hasVision });
     const readout = new LensReadout(engine, plan.decoder, logitsBudget);
     return new LoadedModel(info, engine, inputs, readout, eosIds(generationConfig, config, text), { compileMs: t1 - t0, sessionMs: t2 - t1 });
   }

@@ -7,12 +7,8 @@
  * millisecond a render once started) and is replaced after it is killed.
  */
 import { type ChildProcess, fork } from "node:child_process";
-import { createHash } from "node:crypto";
-import * as fs from "node:fs";
-import { createRequire } from "node:module";
-import * as os from "node:os";
-import * as path from "node:path";
 import { LensInputError } from "../errors";
+import { bundledEntry } from "../util/bundledEntry";
 import { MAX_RENDERED_CHARS, MAX_TEMPLATE_LOOP_ITEMS, TEMPLATE_MEMORY_MB, TEMPLATE_TIME_LIMIT_MS } from "./limits";
 import type { TemplateReply, TemplateRequest } from "./templateProtocol";
 
@@ -114,7 +110,7 @@ export function renderChatTemplate(source: string, context: Record<string, unkno
 }
 
 async function renderOnce(source: string, context: Record<string, unknown>, file: string, limits: RenderLimits): Promise<string> {
-  if (!current?.alive) current = new TemplateProcess(workerEntry());
+  if (!current?.alive) current = new TemplateProcess(bundledEntry("templateWorker", __dirname));
   const proc = current;
   await proc.ready;
   let timedOut = false;
@@ -147,32 +143,4 @@ async function renderOnce(source: string, context: Record<string, unknown>, file
 export function stopChatTemplateRenderer(): void {
   current?.kill();
   current = undefined;
-}
-
-/**
- * dist/templateWorker.js beside the bundle (dist/ for the sidecar, dist/bench/ for the
- * benchmarks' parent). Run from the TypeScript sources (vitest), the worker is bundled once
- * with esbuild, a development dependency the shipped bundle never reaches.
- */
-function workerEntry(): string {
-  for (const candidate of [path.join(__dirname, "templateWorker.js"), path.join(__dirname, "..", "templateWorker.js")]) {
-    if (fs.existsSync(candidate)) return candidate;
-  }
-  const source = path.join(__dirname, "templateWorker.ts");
-  if (!fs.existsSync(source)) throw new Error(`templateWorker.js is missing beside ${__filename}: rebuild with npm run build`);
-  return (builtFromSources ??= buildFromSources(source));
-}
-
-let builtFromSources: string | undefined;
-
-function buildFromSources(source: string): string {
-  const esbuild = createRequire(__filename)("esbuild") as typeof import("esbuild");
-  const code = esbuild.buildSync({ entryPoints: [source], bundle: true, platform: "node", format: "cjs", target: "node20", write: false, logLevel: "silent" }).outputFiles[0].text;
-  const file = path.join(os.tmpdir(), `logit-lens-template-worker-${createHash("sha256").update(code).digest("hex").slice(0, 16)}.cjs`);
-  if (!fs.existsSync(file)) {
-    const tmp = `${file}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, code);
-    fs.renameSync(tmp, file);
-  }
-  return file;
 }

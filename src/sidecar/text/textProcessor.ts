@@ -12,7 +12,7 @@ import { readJsonObject, settledValue } from "../model/jsonFile";
 import { readInputText } from "../util/readInput";
 import { checkPromptLength, checkTargetLength, MAX_TEMPLATE_SOURCE_BYTES } from "./limits";
 import { renderChatTemplate } from "./templateRenderer";
-import { readTokenizerFiles } from "./tokenizerFiles";
+import { readTokenizerFilesOffThread } from "./tokenizerFilesOffThread";
 
 export interface ChatContentPart {
   type: "image" | "text";
@@ -31,7 +31,7 @@ export class TextProcessor {
   static async open(folder: string, processorConfig: JsonObject | undefined): Promise<TextProcessor> {
     // Every file the text side may need is read at once; errors still come in this order.
     const [tokenizerRead, jinjaRead, templateJsonRead] = await Promise.allSettled([
-      readTokenizerFiles(folder),
+      readTokenizerFilesOffThread(folder),
       readChatTemplateJinja(path.join(folder, "chat_template.jinja")),
       readJsonObject(path.join(folder, "chat_template.json"), "chat_template.json", true),
     ]);
