@@ -25,6 +25,7 @@ import {
   InitializeRequest,
   type InitializeResult,
   LogNotification,
+  ModelChangedNotification,
   type LogParams,
   type ModelSummary,
   OpenModelRequest,
@@ -288,6 +289,13 @@ export class SidecarClient {
     connection.onNotification(LogNotification, (p: LogParams) => this.options.log[p.level](p.message));
     connection.onNotification(ProgressNotification, (p) => this.progressListeners.forEach((l) => l(p.stage)));
     this.forward(connection, ExperimentProgressNotification, this.experimentListeners);
+    // the open model changed on its own (its float32 copies, made in the background, are in use)
+    connection.onNotification(ModelChangedNotification, (m: ModelSummary) => {
+      const running = this.running;
+      if (running?.connection !== connection || running.model?.folder !== m.folder) return;
+      running.model = m;
+      this.emit();
+    });
     connection.listen();
     const spawned = new Promise<void>((resolve, reject) => {
       child.once("spawn", () => resolve());

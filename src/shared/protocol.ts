@@ -100,6 +100,11 @@ export interface ModelSummary {
 }
 /** Extension -> sidecar, when the configured model changes; replaces the open model. */
 export const OpenModelRequest = new RequestType<OpenModelParams, ModelSummary, void>("lens/openModel");
+/**
+ * Sidecar -> extension, when the open model's summary changes without a request: the float32
+ * copies of its half-precision weights, made in the background after it opened, are in use.
+ */
+export const ModelChangedNotification = new NotificationType<ModelSummary>("lens/modelChanged");
 
 export type HeadMaskParams = { heads: Record<string, number[]> } | { strategy: "random"; count: number; seed: number } | { strategy: "topImage"; count: number };
 export interface RunParams {

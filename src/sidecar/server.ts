@@ -17,6 +17,8 @@ import {
   ExperimentProgressNotification,
   InitializeRequest,
   LogNotification,
+  ModelChangedNotification,
+  type ModelSummary,
   PLAN_LIST_MAX,
   ProgressNotification,
   PROTOCOL_VERSION,
@@ -58,24 +60,65 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
   let openedWith: { device?: string; threads?: number; dtype: DtypeChoice } = { dtype: "auto" };
   /** The last lens/run: its record, hidden states (tracking) and what a head's attention pattern needs, with the patterns computed so far. */
   let lastRun: { record: LensRecord; hidden: Float32Array; source?: PatternSource; patterns: Map<number, Float32Array> } | undefined;
-  // Requests that use the model run one at a time, in arrival order.
+  // Requests that use the model run one at a time, in arrival order; while one runs, the model
+  // is busy (its float32 copies, made in the background, wait).
   let queue: Promise<unknown> = Promise.resolve();
   const serial = <T>(f: () => Promise<T>): Promise<T> => {
-    const next = queue.then(f, f);
+    const held = async () => {
+      const done = model?.busy();
+      try {
+        return await f();
+      } finally {
+        done?.();
+      }
+    };
+    const next = queue.then(held, held);
     queue = next.catch(() => undefined);
     return next;
   };
   const log = (level: "info" | "warn" | "error", message: string) => void connection.sendNotification(LogNotification, { level, message });
   const previews = new Map<string, LensRecord>();
 
+  const summaryOf = (m: LoadedModel, openMs: number): ModelSummary => {
+    const { info } = m;
+    return {
+      folder: info.folder,
+      architecture: info.architecture,
+      dtype: info.dtype,
+      provider: info.provider,
+      ...(info.device ? { device: info.device } : {}),
+      numLayers: info.numLayers,
+      numHeads: info.numHeads,
+      vocabSize: info.vocabSize,
+      hasVision: m.hasVision,
+      openMs,
+      computeDtype: info.computeDtype,
+      weightPlan: info.weightPlan,
+      memory: info.memory,
+    };
+  };
+
   const open = async (folder: string, how: { device?: string; threads?: number; dtype?: DtypeChoice } = {}): Promise<LoadedModel> => {
     const { device, threads, dtype = "auto" } = how;
-    const next = await LoadedModel.open(folder, { device: parseDevice(device ?? "auto"), dtype, threads, onProgress: (stage) => void connection.sendNotification(ProgressNotification, { stage }) });
+    const t0 = performance.now();
+    // float32 copies of half-precision weights are made after the open, while the model is not in use
+    const next = await LoadedModel.open(folder, { device: parseDevice(device ?? "auto"), dtype, threads, float32Copies: "in-background", onProgress: (stage) => void connection.sendNotification(ProgressNotification, { stage }) });
+    const openMs = performance.now() - t0;
     await model?.dispose();
     model = next;
     openedWith = { device, threads, dtype };
     lastRun = undefined;
     log("info", `opened ${next.info.folder} (${next.info.architecture}, ${next.info.dtype} weights, ${next.info.computeDtype} compute) on ${next.info.provider}: ${next.info.memory.reason}`);
+    void next.float32Copies().then((ready) => {
+      if (model !== next) return;
+      const t = next.engine.copiesTimings;
+      if (ready) {
+        log("info", `float32 copies of ${next.info.folder}'s weights are in use${t ? `, ${(t.readyMs / 1000).toFixed(1)} s after it opened (widening ${(t.widenMs / 1000).toFixed(1)} s, sessions ${(t.sessionMs / 1000).toFixed(1)} s)` : ""}: ${next.info.memory.reason}`);
+        void connection.sendNotification(ModelChangedNotification, summaryOf(next, openMs));
+      } else if (next.engine.copiesFailure) {
+        log("warn", `the float32 copies of ${next.info.folder}'s weights could not be made (${next.engine.copiesFailure}): it keeps its weights half, converted per use (the same numbers, slower)`);
+      }
+    });
     return next;
   };
 
@@ -154,22 +197,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
         const t0 = performance.now();
         // An empty folder is the default: $LOGIT_LENS_MODEL, else the bundled model.
         const next = await open(params.folder || defaultModelFolder(), { device: params.device, threads: params.threads, dtype: params.dtype });
-        const { info } = next;
-        return {
-          folder: info.folder,
-          architecture: info.architecture,
-          dtype: info.dtype,
-          provider: info.provider,
-          ...(info.device ? { device: info.device } : {}),
-          numLayers: info.numLayers,
-          numHeads: info.numHeads,
-          vocabSize: info.vocabSize,
-          hasVision: next.hasVision,
-          openMs: performance.now() - t0,
-          computeDtype: info.computeDtype,
-          weightPlan: info.weightPlan,
-          memory: info.memory,
-        };
+        return summaryOf(next, performance.now() - t0);
       }),
     ),
   );

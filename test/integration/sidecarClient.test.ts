@@ -78,6 +78,16 @@ describe("SidecarClient", () => {
     expect(c.pid).toBe(pid); // same process, another model
   });
 
+  it("shows the float32 copies of a half-precision model once the sidecar says they are in use", async () => {
+    const { c, setFolder } = client();
+    setFolder(path.join(FIXTURES, "llava-gqa-bf16/model"));
+    // the run may come before or after the copies (made as soon as the model is not in use)
+    const record = await c.request(RunRequest, { prompt: "What is it?", image: IMAGE, settings: { maxNewTokens: 1 } });
+    expect(["half-per-use", "float32"]).toContain(record.model.weightPlan);
+    const s = await waitFor(c, (x) => x.kind === "ready" && x.model?.weightPlan === "float32");
+    expect(s.kind === "ready" && s.model?.memory?.reason).toMatch(/^half-precision weights converted to float32 at open/);
+  });
+
   it("reopens the model when only the dtype setting changes", async () => {
     let dtype: "float32" | "bfloat16" = "float32";
     const { c, log } = client({ model: () => ({ folder: MODEL, device: "cpu", dtype }) });

@@ -2,14 +2,15 @@
  * The dtype a model opens with, through the real sidecar process: lens/openModel's dtype reaches
  * the model (float32 runs, bfloat16 is refused on the CPU as an input error and the open model
  * stays), a dtype that is not a choice is refused at the boundary, and an experiment's dtype
- * reopens the model only when it differs from the one it is open with.
+ * reopens the model only when it differs from the one it is open with. A half-precision
+ * checkpoint opens kept half and tells the extension when its float32 copies are in use.
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type MessageConnection, ResponseError } from "vscode-jsonrpc/node";
-import { ErrorCode, LogNotification, OpenModelRequest, PreviewExperimentRequest, RunExperimentRequest, RunRequest } from "../../src/shared/protocol";
+import { ErrorCode, LogNotification, ModelChangedNotification, type ModelSummary, OpenModelRequest, PreviewExperimentRequest, RunExperimentRequest, RunRequest } from "../../src/shared/protocol";
 import { assertLensRecord } from "../../src/shared/validateRecord";
 import { FIXTURES } from "../helpers/fixtures";
 import { type SidecarProcess, initializedSidecar } from "../helpers/sidecarProcess";
@@ -95,5 +96,24 @@ describe("dtype over JSON-RPC", () => {
     // a file that names no dtype takes the open model as it is
     await send(PreviewExperimentRequest, { file: experimentFile("none", {}) });
     expect(opens()).toBe(before + 1);
+  });
+});
+
+describe("float32 copies made in the background over JSON-RPC", () => {
+  it("a bfloat16 checkpoint opens with its weights kept half, then says when its float32 copies are in use, and the runs use them", async () => {
+    const changed: ModelSummary[] = [];
+    connection.onNotification(ModelChangedNotification, (m) => changed.push(m));
+    const folder = path.join(FIXTURES, "llava-gqa-bf16/model");
+    const m = await connection.sendRequest(OpenModelRequest, { folder, device: "cpu", dtype: "auto" });
+    expect(m).toMatchObject({ computeDtype: "float32", weightPlan: "half-per-use" });
+    expect(m.memory?.reason).toMatch(/^half-precision weights kept half until their float32 copies are made, in the background/);
+    const deadline = Date.now() + 30_000;
+    while (changed.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(changed).toHaveLength(1);
+    expect(changed[0]).toMatchObject({ folder, computeDtype: "float32", weightPlan: "float32" });
+    expect(changed[0].memory?.reason).toMatch(/^half-precision weights converted to float32 at open/);
+    expect(logs.some((l) => /^info: float32 copies of \S+ weights are in use, [\d.]+ s after it opened/.test(l))).toBe(true);
+    const record = assertLensRecord(await send(RunRequest, { prompt: "What color is the circle?", image: IMAGE, settings: { maxNewTokens: 1 } }));
+    expect([record.model.computeDtype, record.model.weightPlan]).toEqual(["float32", "float32"]);
   });
 });

@@ -8,6 +8,8 @@
  * line before any session allocates.
  */
 import { afterAll, describe, expect, it } from "vitest";
+import type { LensRecord } from "../../src/shared/lensRecord";
+import { runLens } from "../../src/sidecar/lens/runLens";
 import { LoadedModel } from "../../src/sidecar/model/loadedModel";
 import { listCases, readTensor, relativeError } from "../helpers/fixtures";
 
@@ -92,5 +94,78 @@ describe("the weight plan follows the memory that is free", () => {
       /^\S+llama-f16\/model: needs about \d+ MB even with its weights kept in half precision \(\d+ MB as float32\) and 100 MB is free: close other programs, or use a machine or GPU with more memory$/,
     );
     await expect(LoadedModel.open(dir(), { device: "cpu", availableMemory: 100e6, weightPlan: "float32" })).rejects.toThrow(/needs about \d+ MB as float32 and 100 MB is free: use dtype auto to keep the weights in half precision/);
+  });
+});
+
+describe("float32 copies made in the background (the sidecar's open)", () => {
+  const bf16 = () => halfCases.find((c) => c.model === "llava-gqa-bf16")!;
+  const settings = { positions: "all" as const, topK: 5, maxNewTokens: 3 };
+  /** The record's numbers, without what differs between any two runs (timings) or says how the weights were held. */
+  const numbers = (r: LensRecord) => ({ lens: r.lens, tracked: r.tracked, attention: r.attention, generated: r.generated, tokens: r.tokens });
+  const openInBackground = async (stages?: string[]) => {
+    const model = await LoadedModel.open(bf16().modelDir, { device: "cpu", availableMemory: 64e9, float32Copies: "in-background", onProgress: (s) => stages?.push(s) });
+    opened.push(model);
+    return model;
+  };
+
+  it("opens with the weights kept half, converting nothing, then moves to the copies and gives the very same numbers", async () => {
+    const c = bf16();
+    const stages: string[] = [];
+    const model = await openInBackground(stages);
+    const end = model.busy(); // held, so that the copies wait while the first record runs
+    expect([model.info.computeDtype, model.info.weightPlan, model.engine.pendingWeightPlan]).toEqual(["float32", "half-per-use", "float32"]);
+    expect(stages.filter((s) => s.startsWith("converting"))).toEqual([]);
+    expect(model.info.memory.reason).toMatch(/^half-precision weights kept half until their float32 copies are made, in the background \(half-precision weights converted to float32 at open/);
+    const before = await runLens(model, { prompt: c.prompt, image: c.imagePath ?? undefined, settings });
+    expect(before.model.weightPlan).toBe("half-per-use");
+    end();
+    expect(await model.float32Copies()).toBe(true);
+    expect([model.info.weightPlan, model.engine.pendingWeightPlan]).toEqual(["float32", undefined]);
+    expect(model.engine.fedBytes).toBeGreaterThan(0);
+    expect(model.info.memory.reason).toMatch(/^half-precision weights converted to float32 at open/);
+    expect(model.engine.copiesTimings?.readyMs).toBeGreaterThan(0);
+    const after = await runLens(model, { prompt: c.prompt, image: c.imagePath ?? undefined, settings });
+    expect(after.model.weightPlan).toBe("float32");
+    expect(numbers(after)).toEqual(numbers(before));
+    // and the same as an open that made the copies at once
+    const atOpen = await LoadedModel.open(c.modelDir, { device: "cpu", availableMemory: 64e9 });
+    opened.push(atOpen);
+    expect(atOpen.info.weightPlan).toBe("float32");
+    expect(numbers(await runLens(atOpen, { prompt: c.prompt, image: c.imagePath ?? undefined, settings }))).toEqual(numbers(before));
+  });
+
+  it("waits while the model is in use, and goes on when hurried", async () => {
+    const model = await openInBackground();
+    const end = model.busy();
+    let ready = false;
+    void model.float32Copies().then(() => (ready = true));
+    // a few hundred ms is many times what these small copies take when nothing holds them
+    await new Promise((r) => setTimeout(r, 600));
+    expect([ready, model.info.weightPlan]).toEqual([false, "half-per-use"]);
+    expect(await model.float32Copies({ hurry: true })).toBe(true);
+    expect(model.info.weightPlan).toBe("float32");
+    end();
+  });
+
+  it("is dropped, holding nothing, when the model is disposed first", async () => {
+    const model = await openInBackground();
+    model.busy();
+    await model.dispose();
+    expect(await model.float32Copies()).toBe(false);
+    expect(model.engine.copiesFailure).toBeUndefined();
+    expect(model.engine.fedBytes).toBe(0);
+  });
+
+  it("is not planned where the copies would not be made at open: kept half for want of memory, or a float32 checkpoint", async () => {
+    const c = bf16();
+    const roomy = await openInBackground();
+    const short = roomy.info.memory.estimateBytes + 512e6 - 1;
+    const kept = await LoadedModel.open(c.modelDir, { device: "cpu", availableMemory: short, float32Copies: "in-background" });
+    opened.push(kept);
+    expect([kept.info.weightPlan, kept.engine.pendingWeightPlan, await kept.float32Copies()]).toEqual(["half-per-use", undefined, false]);
+    const f32 = listCases().find((x) => x.model === "llava-gqa-f32")!;
+    const plain = await LoadedModel.open(f32.modelDir, { device: "cpu", float32Copies: "in-background" });
+    opened.push(plain);
+    expect([plain.info.weightPlan, plain.engine.pendingWeightPlan, await plain.float32Copies()]).toEqual(["float32", undefined, false]);
   });
 });

@@ -10,6 +10,7 @@ import { onnx } from "onnx-proto";
 import { afterAll, describe, expect, it } from "vitest";
 import { findArchitecture } from "../../src/sidecar/arch";
 import type { JsonObject } from "../../src/sidecar/arch/configUtil";
+import { Activity, StoppedError } from "../../src/sidecar/engine/activity";
 import { compileGraphs } from "../../src/sidecar/engine/engine";
 import { FedWeights } from "../../src/sidecar/engine/fedWeights";
 import { halfToFloat32 } from "../../src/sidecar/engine/halfToFloat";
@@ -106,4 +107,36 @@ it.each([
     new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}: the file ended while reading tensor "${last}" .*re-download it$`),
   );
   fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe("made in the background, the load waits while the engine is in use", () => {
+  it("on both threads: it holds at the gate and the paused flag, then gives the same arrays; stopped, it holds nothing", async () => {
+    const { index, graphs } = await compiled("llava-gqa-bf16", "fed");
+    const weights = graphs.flatMap((g) => g.fedWeights);
+    const reference = new FedWeights(index);
+    await reference.load(weights);
+    const activity = new Activity();
+    const end = activity.begin();
+    let gated = 0;
+    // small chunks and a worker from the first byte: both threads go through their waits many times
+    const held = new FedWeights(index, 64, 0);
+    let done = false;
+    const loading = held.load(weights, { gate: () => (gated++, activity.whenQuiet()), pausedFlag: activity.pausedFlag }).then(() => (done = true));
+    await new Promise((r) => setTimeout(r, 400));
+    expect([done, gated]).toEqual([false, 1]);
+    expect(Atomics.load(activity.pausedFlag, 0)).toBe(1);
+    end();
+    await loading;
+    expect(gated).toBeGreaterThan(10);
+    for (const t of new Set(weights.map((w) => w.tensor))) expect(new Uint32Array(held.get(t)!.buffer)).toEqual(new Uint32Array(reference.get(t)!.buffer));
+
+    const stopping = new Activity();
+    stopping.begin();
+    const dropped = new FedWeights(index, 64, 0);
+    const failed = dropped.load(weights, { gate: () => stopping.whenQuiet(), pausedFlag: stopping.pausedFlag }).then(() => undefined, (e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 100));
+    stopping.stop();
+    expect(await failed).toBeInstanceOf(StoppedError);
+    expect(dropped.bytes).toBe(0);
+  });
 });

@@ -13,7 +13,7 @@ import type { JsonObject } from "../arch/configUtil";
 import { LensInputError } from "../errors";
 import { type ComputeDtype, type GraphCtx, type HalfWeights, halfProductsWidened } from "../graph/blocks";
 import { buildLensGraph, buildUnembeddingGraph, type RankMethod } from "../graph/lensGraph";
-import { GraphBuilder, type BuiltGraph } from "../graph/onnxBuilder";
+import { GraphBuilder, type BuiltGraph, type FedWeight } from "../graph/onnxBuilder";
 import type { WeightIndex } from "../model/safetensors";
 import type { ModelWeights } from "../model/weights";
 import { availableMemory, chooseCpuPlan, estimateMemory, formatGB, halfComputePlan, type MemoryEstimate, type ModelFootprint, type WeightPlan } from "../runtime/memoryEstimate";
@@ -21,6 +21,7 @@ import type { DeviceDescription } from "../../shared/lensRecord";
 import { type Device, type DeviceTensor, type FeedTensor, type GraphSession, type HostTensor, intendedProvider, isDeviceTensor, openGraphSession, type SessionOptions } from "../runtime/ort";
 import { contextLengthOf } from "../text/limits";
 import { DTYPE_CHOICES, type DtypeChoice } from "../../shared/protocol";
+import { Activity, StoppedError } from "./activity";
 import { FedWeights } from "./fedWeights";
 
 export interface EngineOptions {
@@ -44,6 +45,13 @@ export interface EngineOptions {
   webgpu?: WebgpuCapabilities;
   /** Keep the KV cache in device memory between decoder calls where the provider can (WebGPU; default true). false copies it to the host each call (bench:kvcache's baseline). */
   kvCacheOnDevice?: boolean;
+  /**
+   * When the CPU's float32 copies of half-precision weights are made, where the plan has them
+   * (auto, when they fit): "at-open" (default), or "in-background": the engine opens with the
+   * weights kept half (converted per use, the same float32 numbers), makes the copies while it
+   * is not in use, and moves to them (Engine.float32Copies).
+   */
+  float32Copies?: "at-open" | "in-background";
 }
 
 /**
@@ -130,24 +138,44 @@ export interface PlannedEngine extends ReturnType<typeof compileGraphs> {
   start(beside: () => Promise<unknown>, stage?: (stage: string) => void): Promise<Engine>;
 }
 
+/** A model's sessions in one weight plan, with the float32 copies they are fed. */
+interface Tier {
+  weightPlan: WeightPlan;
+  /** Why the weights are held so (the memory plan's reason). */
+  reason: string;
+  decoder: GraphSession;
+  lensSession: GraphSession;
+  vision: GraphSession | undefined;
+  /** Opens the full-logits session, on first use. */
+  openUnembedding: () => Promise<GraphSession>;
+  unembedding?: Promise<GraphSession>;
+  fed: FedWeights;
+}
+
+/** The float32 copies an engine makes after it opened (EngineOptions.float32Copies "in-background"). */
+interface Upgrade {
+  done: Promise<boolean>;
+  /** Why they are not in use, once making them failed. */
+  failure?: string;
+  /** Milliseconds from the open to the copies in use, and of that, widening and creating sessions. */
+  timings?: { readyMs: number; widenMs: number; sessionMs: number };
+}
+
 export class Engine {
   private constructor(
     readonly plan: ArchitecturePlan,
-    readonly weightPlan: WeightPlan,
-    readonly memory: { estimateBytes: number; availableBytes: number; reason: string },
+    private readonly estimate: { estimateBytes: number; availableBytes: number },
     readonly computeDtype: ComputeDtype,
-    private readonly decoder: GraphSession,
-    private readonly lensSession: GraphSession,
-    private readonly vision: GraphSession | undefined,
-    private readonly openUnembedding: () => Promise<GraphSession>,
-    private readonly fed: FedWeights,
+    private tier: Tier,
     /** Milliseconds spent widening fed weights, and creating sessions. */
     readonly timings: { widenMs: number; sessionMs: number },
   ) {}
 
-  private unembedding?: Promise<GraphSession>;
   /** Caches with device tensors that are not released yet: freed by releaseCaches and dispose whatever callers forgot. */
   private readonly liveCaches = new Set<KvCache>();
+  private readonly activity = new Activity();
+  private upgrade?: Upgrade;
+  private disposed?: Promise<void>;
 
   /**
    * Compiles the graphs and plans memory, refusing a model that cannot fit before anything is
@@ -158,8 +186,11 @@ export class Engine {
     const provider = intendedProvider(device);
     let computeDtype = chooseComputeDtype(opts.dtype ?? "auto", weights.index, provider, opts.webgpu);
     const compile = (halfWeights: HalfWeights) => compileGraphs(module, config, configFile, weights, { rankMethod: opts.rankMethod, provider, halfWeights, compute: computeDtype });
+    // float32 copies made later (EngineOptions.float32Copies): the engine opens kept half, whose
+    // sessions compute the same float32 numbers (test/parity/halfWeights.test.ts)
+    const background = opts.float32Copies === "in-background" && opts.weightPlan === undefined && provider === "cpu" && computeDtype === "float32" && halfStorageDtype(weights.index) !== undefined;
     // the plan's shapes come from a first compile; it is compiled again (tens of ms) when the plan calls for another form of the half weights
-    const firstForm = computeDtype === "float32" ? halfWeightsFor("float32", provider) : "cast";
+    const firstForm = computeDtype === "float32" ? (background ? "per-use" : halfWeightsFor("float32", provider)) : "cast";
     let compiled = compile(firstForm);
     // dtype float32 always makes float32 copies (refused when they cannot fit); half compute holds the weights in its dtype
     const forcedPlan: WeightPlan | undefined = computeDtype !== "float32" ? "half" : opts.dtype === "float32" ? "float32" : opts.weightPlan;
@@ -185,8 +216,23 @@ export class Engine {
       }
     }
     const halfWeights = computeDtype === "float32" ? halfWeightsFor(memory.estimate.plan, provider) : "cast";
+    if (background && halfWeights === "fed") {
+      const kept = compiled;
+      const opening = { ...memory, reason: `half-precision weights kept half until their float32 copies are made, in the background (${memory.reason})` };
+      return {
+        ...kept,
+        memory: opening,
+        halfWeights: "per-use",
+        computeDtype,
+        start: async (beside, stage) => {
+          const engine = await Engine.start(kept, weights, opts, opening, { weightPlan: "half-per-use", halfWeights: "per-use" }, computeDtype, beside, stage ?? (() => {}));
+          engine.makeCopiesLater(() => compile("fed"), weights, opts, memory.reason);
+          return engine;
+        },
+      };
+    }
     if (halfWeights !== firstForm) compiled = compile(halfWeights);
-    return { ...compiled, memory, halfWeights, computeDtype, start: (beside, stage) => Engine.start(compiled, weights, opts, memory, halfWeights, computeDtype, beside, stage ?? (() => {})) };
+    return { ...compiled, memory, halfWeights, computeDtype, start: (beside, stage) => Engine.start(compiled, weights, opts, memory, { weightPlan: memory.estimate.plan, halfWeights }, computeDtype, beside, stage ?? (() => {})) };
   }
 
   /**
@@ -199,107 +245,115 @@ export class Engine {
     weights: ModelWeights,
     opts: EngineOptions,
     memory: PlannedEngine["memory"],
-    halfWeights: HalfWeights,
+    form: { weightPlan: WeightPlan; halfWeights: HalfWeights },
     computeDtype: ComputeDtype,
     beside: () => Promise<unknown>,
     stage: (stage: string) => void,
   ): Promise<Engine> {
-    const device = opts.device ?? "auto";
-    const provider = intendedProvider(device);
-    const { plan, decoder: decoderGraph, lens: lensGraph, vision: visionGraph } = compiled;
-    const t0 = performance.now();
-    const fed = new FedWeights(weights.index);
-    const fedWeights = [decoderGraph, lensGraph, visionGraph].flatMap((g) => g?.fedWeights ?? []);
-    // the float32 copies take most of such an open (seconds per GB here): say so, with their size
-    const fedEntries = fed.toLoad(fedWeights);
-    if (fedEntries.length > 0) {
-      const halfBytes = fedEntries.reduce((n, e) => n + e.byteLength, 0);
-      const dtypes = [...new Set(fedEntries.map((e) => (e.dtype === "BF16" ? "bfloat16" : "float16")))].join(" and ");
-      stage(`converting ${formatGB(halfBytes)} of ${dtypes} weights to float32 copies (${formatGB(2 * halfBytes)})`);
-    }
-    await fed.load(fedWeights);
-    const t1 = performance.now();
-    stage("creating sessions");
+    const { tier, timings } = await openTier(compiled, weights, opts, form, memory.reason, computeDtype, { beside, stage });
+    return new Engine(compiled.plan, { estimateBytes: memory.estimate.totalBytes, availableBytes: memory.available }, computeDtype, tier, timings);
+  }
 
-    // No memory arena for the decoder and vision tower: the weights are memory-mapped, so
-    // activations are what an arena would pin; returning them after each run halves the peak
-    // (bench:lens). The lens graph's working set is bounded (the logits budget, then one
-    // position's statistics at a time), and an arena of its own keeps those blocks instead of
-    // leaving the C allocator to hold on to freed chunks (bench:lens peak RSS 650-870 MiB
-    // without it, 660-730 with it).
-    const sessionOptions: SessionOptions = {
-      weightsFolder: weights.index.dataFolder,
-      device,
-      threads: opts.threads,
-      prepackWeights: opts.prepackWeights,
-      memoryArena: false,
-      // a weight converted per use must not be folded into a resident copy at load (onnxruntime
-      // folds inside an If's branches too): the half-per-use plan and float16 on the CPU
-      foldConstants: memory.estimate.plan !== "half-per-use" && !halfProductsWidened(provider, computeDtype),
+  /**
+   * Makes the float32 copies and their sessions while the engine is quiet (engine/activity.ts),
+   * then moves to them, between uses, and releases the kept-half sessions. The numbers do not
+   * change: both compute in float32 over the same widened values.
+   */
+  private makeCopiesLater(compile: () => ReturnType<typeof compileGraphs>, weights: ModelWeights, opts: EngineOptions, reason: string): void {
+    const t0 = performance.now();
+    const upgrade: Upgrade = { done: Promise.resolve(false) };
+    const quiet = async () => {
+      do await this.activity.whenQuiet();
+      while (!this.activity.quietNow);
     };
-    const open = (graph: BuiltGraph, options: SessionOptions) => openGraphSession(graph, options).then((s) => withFedWeights(s, fed.feeds(graph.fedWeights)));
-    const opened = await Promise.allSettled([
-      // the KV cache (present_*, fed back as past_*) stays on the device; everything the host reads comes back
-      open(decoderGraph, { ...sessionOptions, deviceOutputs: opts.kvCacheOnDevice === false ? [] : kvOutputNames(plan.decoder.numLayers) }),
-      open(lensGraph, { ...sessionOptions, memoryArena: true }),
-      visionGraph ? open(visionGraph, sessionOptions) : Promise.resolve(undefined),
-      beside(),
-    ] as const);
-    if (opened.some((r) => r.status === "rejected")) {
-      const sessions = [opened[0], opened[1], opened[2]].flatMap((r) => (r.status === "fulfilled" && r.value ? [r.value] : []));
-      await Promise.all(sessions.map((session) => session.release()));
-      fed.release();
-      const scan = opened[3];
-      throw scan.status === "rejected" ? scan.reason : opened.find((r) => r.status === "rejected")!.reason;
-    }
-    const value = <T>(r: PromiseSettledResult<T>): T => (r as PromiseFulfilledResult<T>).value;
-    const t2 = performance.now();
-    // Full logits are for callers that want whole distributions (parity checks); a lens run
-    // never needs them, so their session (a second mapping of the unembedding) opens on first use.
-    const openUnembedding = async () => {
-      const b = new GraphBuilder("unembedding");
-      buildUnembeddingGraph({ b, weights, provider, halfWeights, compute: computeDtype }, plan.lens);
-      const graph = b.build();
-      await fed.load(graph.fedWeights);
-      return open(graph, sessionOptions);
-    };
-    return new Engine(
-      plan,
-      memory.estimate.plan,
-      { estimateBytes: memory.estimate.totalBytes, availableBytes: memory.available, reason: memory.reason },
-      computeDtype,
-      value(opened[0]),
-      value(opened[1]),
-      value(opened[2]),
-      openUnembedding,
-      fed,
-      { widenMs: t1 - t0, sessionMs: t2 - t1 },
-    );
+    upgrade.done = (async () => {
+      try {
+        await quiet();
+        const { tier, timings } = await openTier(compile(), weights, opts, { weightPlan: "float32", halfWeights: "fed" }, reason, this.computeDtype, { gate: quiet, pausedFlag: this.activity.pausedFlag });
+        try {
+          await quiet();
+        } catch (e) {
+          await releaseTier(tier);
+          throw e;
+        }
+        const kept = this.tier;
+        this.tier = tier;
+        upgrade.timings = { readyMs: performance.now() - t0, ...timings };
+        await releaseTier(kept);
+        return true;
+      } catch (e) {
+        if (!(e instanceof StoppedError) && !this.activity.stopped) upgrade.failure = e instanceof Error ? e.message : String(e);
+        return false;
+      }
+    })();
+    this.upgrade = upgrade;
+  }
+
+  /** How the weights are held now. */
+  get weightPlan(): WeightPlan {
+    return this.tier.weightPlan;
+  }
+
+  /** What the model was estimated to need before it opened, what was free then, and why it holds its weights as it does now. */
+  get memory(): { estimateBytes: number; availableBytes: number; reason: string } {
+    return { ...this.estimate, reason: this.tier.reason };
+  }
+
+  /** The plan the engine moves to once its float32 copies exist, while they are being made. */
+  get pendingWeightPlan(): WeightPlan | undefined {
+    return this.upgrade && this.tier.weightPlan !== "float32" && this.upgrade.failure === undefined && !this.activity.stopped ? "float32" : undefined;
+  }
+
+  /** Why the float32 copies made in the background are not in use, if making them failed. */
+  get copiesFailure(): string | undefined {
+    return this.upgrade?.failure;
+  }
+
+  /** Milliseconds until the background float32 copies were in use, once they are. */
+  get copiesTimings(): Upgrade["timings"] {
+    return this.upgrade?.timings;
+  }
+
+  /**
+   * Resolves true once the float32 copies made in the background are in use, false when there
+   * are none to wait for (none planned, failed: copiesFailure, or disposed). `hurry`: make them
+   * now, whatever the use (a caller that has many runs to do).
+   */
+  float32Copies(opts: { hurry?: boolean } = {}): Promise<boolean> {
+    if (!this.upgrade) return Promise.resolve(false);
+    if (opts.hurry) this.activity.hurry();
+    return this.upgrade.done;
+  }
+
+  /** Marks the engine in use until the returned function is called: background work waits (a request of many runs). */
+  busy(): () => void {
+    return this.activity.begin();
   }
 
   /** The execution provider the decoder really runs on. */
   get provider(): string {
-    return this.decoder.provider;
+    return this.tier.decoder.provider;
   }
 
   /** The device behind the provider (adapter name and memory where known). */
   get device(): DeviceDescription {
-    return this.decoder.device;
+    return this.tier.decoder.device;
   }
 
   /** Bytes of float32 copies of half-precision weights the engine made and feeds (the CPU's float32 plan). */
   get fedBytes(): number {
-    return this.fed.bytes;
+    return this.tier.fed.bytes;
   }
 
   get hasVision(): boolean {
-    return this.vision !== undefined;
+    return this.tier.vision !== undefined;
   }
 
   /** Projected image features [tokens, hidden] for a preprocessed image. */
   async encodeImage(image: PreparedImage): Promise<HostTensor> {
-    if (!this.vision) throw new Error("encodeImage called on a model without a vision tower");
-    return (await this.vision.run(image.feeds, ["image_features"]))["image_features"];
+    const { vision } = this.tier;
+    if (!vision) throw new Error("encodeImage called on a model without a vision tower");
+    return (await this.activity.during(() => vision.run(image.feeds, ["image_features"])))["image_features"];
   }
 
   emptyCache(): KvCache {
@@ -345,8 +399,9 @@ export class Engine {
       feeds[`past_value.${i}`] = cache.values[i];
     }
     // head_rows is fetched only when asked for: [L, K, total] would be copied out on every call
-    const fetches = call.patternHead === undefined ? this.decoder.outputNames.filter((n) => n !== "head_rows") : this.decoder.outputNames;
-    const { host, device } = await this.decoder.runWithDeviceOutputs(feeds, fetches);
+    const { decoder } = this.tier;
+    const fetches = call.patternHead === undefined ? decoder.outputNames.filter((n) => n !== "head_rows") : decoder.outputNames;
+    const { host, device } = await this.activity.during(() => decoder.runWithDeviceOutputs(feeds, fetches));
     const present = (name: string): FeedTensor => device[name] ?? host[name];
     const next: KvCache = {
       keys: cache.keys.map((_, i) => present(`present_key.${i}`)),
@@ -387,31 +442,137 @@ export class Engine {
 
   /** One run of the lens graph (its inputs are documented in lensGraph.ts). */
   runLensGraph(states: HostTensor, targets: HostTensor, opts: { topK: number; full: boolean; tracked: readonly number[]; trackTopK: boolean }): Promise<Record<string, HostTensor>> {
-    return this.lensSession.run({
+    const { lensSession } = this.tier;
+    return this.activity.during(() =>
+      lensSession.run({
       hidden_states: states,
       top_k: { data: BigInt64Array.of(BigInt(opts.topK)), dims: [1] },
       target_ids: targets,
       tracked_ids: { data: BigInt64Array.from(opts.tracked, BigInt), dims: [opts.tracked.length] },
-      track_topk: { data: Uint8Array.of(opts.trackTopK ? 1 : 0), dims: [] },
-      full: { data: Uint8Array.of(opts.full ? 1 : 0), dims: [] },
-    });
+        track_topk: { data: Uint8Array.of(opts.trackTopK ? 1 : 0), dims: [] },
+        full: { data: Uint8Array.of(opts.full ? 1 : 0), dims: [] },
+      }),
+    );
   }
 
   /** Full logits [K, vocab] of final states [K, hidden]. */
   async unembed(finalStates: HostTensor): Promise<Float32Array> {
-    this.unembedding ??= this.openUnembedding();
-    const out = await (await this.unembedding).run({ final_states: finalStates });
+    const tier = this.tier;
+    const out = await this.activity.during(async () => (await (tier.unembedding ??= tier.openUnembedding())).run({ final_states: finalStates }));
     return out["logits"].data as Float32Array;
   }
 
-  async dispose(): Promise<void> {
-    this.releaseCaches();
-    await this.decoder.release();
-    await this.lensSession.release();
-    await this.vision?.release();
-    await (await this.unembedding)?.release();
-    this.fed.release();
+  /** Releases the sessions and copies, after ending background work; once, however often it is called. */
+  dispose(): Promise<void> {
+    this.disposed ??= (async () => {
+      this.activity.stop();
+      await this.upgrade?.done;
+      this.releaseCaches();
+      await releaseTier(this.tier);
+    })();
+    return this.disposed;
   }
+}
+
+/** The fed weights of a model's graphs. */
+function fedWeightsOf(compiled: ReturnType<typeof compileGraphs>): FedWeight[] {
+  return [compiled.decoder, compiled.lens, compiled.vision].flatMap((g) => g?.fedWeights ?? []);
+}
+
+/**
+ * A tier's fed weights widened (engine/fedWeights.ts) and its sessions opened. At open, `beside`
+ * runs while the sessions are created and its error wins over theirs; in the background, `gate`
+ * and `pausedFlag` hold the widening while the engine is in use. Whatever fails, nothing made
+ * is kept.
+ */
+async function openTier(
+  compiled: ReturnType<typeof compileGraphs>,
+  weights: ModelWeights,
+  opts: EngineOptions,
+  { weightPlan, halfWeights }: { weightPlan: WeightPlan; halfWeights: HalfWeights },
+  reason: string,
+  computeDtype: ComputeDtype,
+  how: { beside?: () => Promise<unknown>; stage?: (stage: string) => void; gate?: () => Promise<void>; pausedFlag?: Int32Array },
+): Promise<{ tier: Tier; timings: { widenMs: number; sessionMs: number } }> {
+  const device = opts.device ?? "auto";
+  const provider = intendedProvider(device);
+  const stage = how.stage ?? (() => {});
+  const { plan, decoder: decoderGraph, lens: lensGraph, vision: visionGraph } = compiled;
+  const t0 = performance.now();
+  const fed = new FedWeights(weights.index);
+  const fedWeights = fedWeightsOf(compiled);
+  // the float32 copies take most of such an open (seconds per GB here): say so, with their size
+  const fedEntries = fed.toLoad(fedWeights);
+  if (fedEntries.length > 0) {
+    const halfBytes = fedEntries.reduce((n, e) => n + e.byteLength, 0);
+    const dtypes = [...new Set(fedEntries.map((e) => (e.dtype === "BF16" ? "bfloat16" : "float16")))].join(" and ");
+    stage(`converting ${formatGB(halfBytes)} of ${dtypes} weights to float32 copies (${formatGB(2 * halfBytes)})`);
+  }
+  await fed.load(fedWeights, { gate: how.gate, pausedFlag: how.pausedFlag });
+  if (how.gate) {
+    try {
+      await how.gate();
+    } catch (e) {
+      fed.release();
+      throw e;
+    }
+  }
+  const t1 = performance.now();
+  stage("creating sessions");
+
+  // No memory arena for the decoder and vision tower: the weights are memory-mapped, so
+  // activations are what an arena would pin; returning them after each run halves the peak
+  // (bench:lens). The lens graph's working set is bounded (the logits budget, then one
+  // position's statistics at a time), and an arena of its own keeps those blocks instead of
+  // leaving the C allocator to hold on to freed chunks (bench:lens peak RSS 650-870 MiB
+  // without it, 660-730 with it).
+  const sessionOptions: SessionOptions = {
+    weightsFolder: weights.index.dataFolder,
+    device,
+    threads: opts.threads,
+    prepackWeights: opts.prepackWeights,
+    memoryArena: false,
+    // a weight converted per use must not be folded into a resident copy at load (onnxruntime
+    // folds inside an If's branches too): the half-per-use plan and float16 on the CPU
+    foldConstants: weightPlan !== "half-per-use" && !halfProductsWidened(provider, computeDtype),
+  };
+  const open = (graph: BuiltGraph, options: SessionOptions) => openGraphSession(graph, options).then((s) => withFedWeights(s, fed.feeds(graph.fedWeights)));
+  const opened = await Promise.allSettled([
+    // the KV cache (present_*, fed back as past_*) stays on the device; everything the host reads comes back
+    open(decoderGraph, { ...sessionOptions, deviceOutputs: opts.kvCacheOnDevice === false ? [] : kvOutputNames(plan.decoder.numLayers) }),
+    open(lensGraph, { ...sessionOptions, memoryArena: true }),
+    visionGraph ? open(visionGraph, sessionOptions) : Promise.resolve(undefined),
+    (how.beside ?? (async () => undefined))(),
+  ] as const);
+  if (opened.some((r) => r.status === "rejected")) {
+    const sessions = [opened[0], opened[1], opened[2]].flatMap((r) => (r.status === "fulfilled" && r.value ? [r.value] : []));
+    await Promise.all(sessions.map((session) => session.release()));
+    fed.release();
+    const scan = opened[3];
+    throw scan.status === "rejected" ? scan.reason : opened.find((r) => r.status === "rejected")!.reason;
+  }
+  const value = <T>(r: PromiseSettledResult<T>): T => (r as PromiseFulfilledResult<T>).value;
+  const t2 = performance.now();
+  // Full logits are for callers that want whole distributions (parity checks); a lens run
+  // never needs them, so their session (a second mapping of the unembedding) opens on first use.
+  const openUnembedding = async () => {
+    const b = new GraphBuilder("unembedding");
+    buildUnembeddingGraph({ b, weights, provider, halfWeights, compute: computeDtype }, plan.lens);
+    const graph = b.build();
+    await fed.load(graph.fedWeights);
+    return open(graph, sessionOptions);
+  };
+  const tier: Tier = { weightPlan, reason, decoder: value(opened[0]), lensSession: value(opened[1]), vision: value(opened[2]), openUnembedding, fed };
+  return { tier, timings: { widenMs: t1 - t0, sessionMs: t2 - t1 } };
+}
+
+/** Releases a tier's sessions and float32 copies. */
+async function releaseTier(tier: Tier): Promise<void> {
+  await tier.decoder.release();
+  await tier.lensSession.release();
+  await tier.vision?.release();
+  await (await tier.unembedding?.catch(() => undefined))?.release();
+  tier.fed.release();
 }
 
 /** The decoder's cache outputs (arch/llama.ts), the ones kept on the device. */

@@ -20,6 +20,10 @@
  * Past WORKER_BYTES, a worker thread loads about half the tensors the same way (without the
  * read-ahead: its reads block only itself) and hands each buffer over without a copy, so the
  * widening, too, runs on both cores.
+ *
+ * Made in the background after an engine opened (engine.ts), the load waits between chunks
+ * while the engine is in use: `gate` on this thread, `pausedFlag` (engine/activity.ts) on the
+ * worker's.
  */
 import * as fs from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
@@ -58,8 +62,12 @@ export class FedWeights {
     return [...new Set(weights.map((w) => w.tensor))].filter((t) => !this.arrays.has(t)).map((t) => this.index.get(t));
   }
 
-  /** Widens every tensor the graphs take as fed inputs that is not yet held. */
-  async load(weights: readonly FedWeight[]): Promise<void> {
+  /**
+   * Widens every tensor the graphs take as fed inputs that is not yet held. With `gate`, each
+   * chunk waits for it first (a rejection ends the load, holding nothing of it); with
+   * `pausedFlag`, so does the worker's (see Activity.pausedFlag).
+   */
+  async load(weights: readonly FedWeight[], background: { gate?: () => Promise<void>; pausedFlag?: Int32Array } = {}): Promise<void> {
     const wanted = this.toLoad(weights);
     wanted.sort((a, b) => (a.file === b.file ? a.byteOffset - b.byteOffset : a.file < b.file ? -1 : 1));
     for (const entry of wanted) if (entry.dtype !== "F16" && entry.dtype !== "BF16") throw new Error(`fed weight ${entry.name} is ${entry.dtype}, not a half-precision tensor`);
@@ -78,7 +86,7 @@ export class FedWeights {
         mineBytes += entry.byteLength;
       }
     }
-    const fromWorker = theirs.length ? loadInWorker(theirs, this.chunkValues) : undefined;
+    const fromWorker = theirs.length ? loadInWorker(theirs, this.chunkValues, background.pausedFlag) : undefined;
     fromWorker?.catch(() => undefined); // awaited below, after this thread's share
     const chunks: { entry: TensorEntry; out: Float32Array; from: number; to: number }[] = [];
     for (const entry of mine) {
@@ -113,6 +121,7 @@ export class FedWeights {
     try {
       let next = chunks.length ? read(0) : undefined;
       for (let k = 0; k < chunks.length; k++) {
+        if (background.gate) await background.gate();
         await next;
         next = k + 1 < chunks.length ? read(k + 1) : undefined;
         // keep a failed read-ahead from being reported as unhandled while this chunk widens
@@ -150,18 +159,20 @@ export class FedWeights {
   }
 }
 
-type WorkerReply = { name: string; buffer: ArrayBuffer } | { truncated: { file: string; name: string } } | { failed: string };
+type WorkerReply = { name: string; buffer: ArrayBuffer } | { truncated: { file: string; name: string } } | { failed: string } | { stopped: true };
 
 /** Loads `entries` in a worker thread (see the file's comment); resolves to their float32 arrays by name. */
-function loadInWorker(entries: readonly TensorEntry[], chunkValues: number): Promise<Map<string, Float32Array>> {
+function loadInWorker(entries: readonly TensorEntry[], chunkValues: number, pausedFlag?: Int32Array): Promise<Map<string, Float32Array>> {
   const tensors = entries.map((e) => ({ name: e.name, file: e.file, byteOffset: e.byteOffset, byteLength: e.byteLength, bfloat16: e.dtype === "BF16" }));
-  const worker = new Worker(`(${workerMain.toString()})(require, ${widenKernel.toString()})`, { eval: true, workerData: { tensors, table: float16Table(), chunkValues } });
+  const worker = new Worker(`(${workerMain.toString()})(require, ${widenKernel.toString()})`, { eval: true, workerData: { tensors, table: float16Table(), chunkValues, pausedFlag } });
   const arrays = new Map<string, Float32Array>();
   return new Promise<Map<string, Float32Array>>((resolve, reject) => {
     worker.on("message", (reply: WorkerReply) => {
       if ("buffer" in reply) {
         arrays.set(reply.name, new Float32Array(reply.buffer));
         if (arrays.size === tensors.length) resolve(arrays);
+      } else if ("stopped" in reply) {
+        reject(new Error("widening half-precision weights was stopped: the engine was disposed"));
       } else if ("truncated" in reply) {
         const { file, name } = reply.truncated;
         reject(new LensInputError(file, `the file ended while reading tensor ${JSON.stringify(name)} (it changed after its header was read?): the file is truncated; re-download it`));
@@ -183,7 +194,12 @@ function loadInWorker(entries: readonly TensorEntry[], chunkValues: number): Pro
 function workerMain(load: NodeJS.Require, kernel: typeof widenKernel): void {
   const { parentPort, workerData } = load("node:worker_threads") as typeof import("node:worker_threads");
   const fsSync = load("node:fs") as typeof import("node:fs");
-  const { tensors, table, chunkValues } = workerData as { tensors: { name: string; file: string; byteOffset: number; byteLength: number; bfloat16: boolean }[]; table: Uint32Array; chunkValues: number };
+  const { tensors, table, chunkValues, pausedFlag } = workerData as {
+    tensors: { name: string; file: string; byteOffset: number; byteLength: number; bfloat16: boolean }[];
+    table: Uint32Array;
+    chunkValues: number;
+    pausedFlag?: Int32Array;
+  };
   const fds = new Map<string, number>();
   try {
     for (const t of tensors) {
@@ -192,6 +208,12 @@ function workerMain(load: NodeJS.Require, kernel: typeof widenKernel): void {
       const count = t.byteLength / 2;
       const out = new Float32Array(count);
       for (let from = 0; from < count; from += chunkValues) {
+        // waits while the engine is in use (1); ends once it is disposed (2)
+        while (pausedFlag && Atomics.load(pausedFlag, 0) === 1) Atomics.wait(pausedFlag, 0, 1);
+        if (pausedFlag && Atomics.load(pausedFlag, 0) === 2) {
+          parentPort!.postMessage({ stopped: true });
+          return;
+        }
         const to = Math.min(count, from + chunkValues);
         const bytes = new Uint8Array(out.buffer, 2 * count + 2 * from, 2 * (to - from));
         let done = 0;

@@ -207,6 +207,8 @@ async function sweepLocked(model: LoadedModel, experiment: LensExperiment, file:
   if (experiment.output.records) await dropRecordsWithoutRows(recordsFile, new Set(finished.map((r) => r.id)));
   const resumed = byId.size;
   const todo = items.filter((it) => !byId.has(it.id));
+  // float32 copies still being made in the background make every run faster: with many to do, finish them first
+  if (todo.length > 1) await model.float32Copies({ hurry: true });
 
   const handle = await openForAppend(resultsFile);
   let records: fs.FileHandle | undefined;

@@ -63,6 +63,12 @@ export interface OpenOptions {
   dtype?: DtypeChoice;
   /** Keep the KV cache in device memory between decoder calls where the provider can (WebGPU; default true). For bench:kvcache. */
   kvCacheOnDevice?: boolean;
+  /**
+   * When the CPU's float32 copies of half-precision weights are made, where they are planned:
+   * "at-open" (default), or "in-background", after an open with the weights kept half (the
+   * sidecar's choice: see Engine's EngineOptions.float32Copies and LoadedModel.float32Copies).
+   */
+  float32Copies?: "at-open" | "in-background";
 }
 
 /** Image features [tokens, hidden] and, per image in prompt order, the grid of its tokens. */
@@ -110,10 +116,10 @@ export interface ModelInfo {
   dtype: string;
   /** The dtype the graphs compute in (the lens statistics are always accumulated in float32). */
   computeDtype: ComputeDtype;
-  /** How the weights are held: as float32 (half ones converted at open), or half and converted per use. */
-  weightPlan: WeightPlan;
-  /** What the model was estimated to need before it opened, what was free then, and why this plan. */
-  memory: { estimateBytes: number; availableBytes: number; reason: string };
+  /** How the weights are held now: as float32 (half ones converted at open), or half and converted per use. */
+  readonly weightPlan: WeightPlan;
+  /** What the model was estimated to need before it opened, what was free then, and why the weights are held as they are now. */
+  readonly memory: { estimateBytes: number; availableBytes: number; reason: string };
   provider: string;
   /** The device behind the provider, with the adapter's name and memory where known. */
   device?: DeviceDescription;
@@ -210,8 +216,13 @@ export class LoadedModel {
       architecture: plan.architecture,
       dtype: dominantDtype(weights.index),
       computeDtype: engine.computeDtype,
-      weightPlan: engine.weightPlan,
-      memory: engine.memory,
+      // the engine's now: it moves to float32 copies made in the background (float32Copies)
+      get weightPlan() {
+        return engine.weightPlan;
+      },
+      get memory() {
+        return engine.memory;
+      },
       provider: engine.provider,
       device: engine.device,
       numLayers: plan.decoder.numLayers,
@@ -342,6 +353,20 @@ export class LoadedModel {
   /** Frees every cache still held in device memory (Engine.releaseCaches). */
   releaseCaches(): void {
     this.engine.releaseCaches();
+  }
+
+  /**
+   * Resolves true once float32 copies made in the background are in use (OpenOptions
+   * float32Copies), false when there are none to wait for. `hurry`: make them now, even while the
+   * model is in use (before many runs, whose every one they make faster).
+   */
+  float32Copies(opts: { hurry?: boolean } = {}): Promise<boolean> {
+    return this.engine.float32Copies(opts);
+  }
+
+  /** Marks the model in use until the returned function is called: background work (the float32 copies) waits. */
+  busy(): () => void {
+    return this.engine.busy();
   }
 
   dispose(): Promise<void> {
