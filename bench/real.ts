@@ -1,6 +1,9 @@
 /**
  * npm run bench:real [-- --full | --models llava-1.5-7b,llava-1.5-7b-4l,qwen2-vl-2b] [--rounds R] [--threads N] [--plan auto|float32|half-per-use]
  *   [--dtype auto|float32|float16] (what ours computes in; float16 uses the half weights as stored)
+ *   [--copies at-open|in-background] (in-background: as the sidecar opens, with the weights kept
+ *   half and the float32 copies made after the open; the child then times the first record, the
+ *   copies made after it, and a second record on them, which must give the very same numbers)
  *   [--image WxH] (a synthetic picture of that size instead of the 90 x 50 test image: LLaVA
  *   resizes every picture to 336 x 336, but Qwen2-VL keeps about its size, so its prompt is a
  *   handful of image tokens with the test image and 391 with a COCO-sized 640x480)
@@ -39,6 +42,8 @@ interface OursResult {
   openMs: number;
   recordMs: number;
   peakRssMiB: number;
+  /** Peak anonymous memory (RssAnon, sampled every 100 ms): what the process holds that the kernel cannot drop, unlike the checkpoint's mapped file pages. */
+  peakAnonMiB: number;
   weightPlan: string;
   computeDtype: string;
   memoryReason: string;
@@ -49,6 +54,8 @@ interface OursResult {
   stages: Record<string, number>;
   /** Where the open went: compiling graphs, widening half weights to float32 copies (fed plan), creating sessions. */
   openStages: Record<string, number>;
+  /** --copies in-background: the copies made after the first record, and a record on them. */
+  later?: { copies: boolean; readyMs: number; widenMs: number; sessionMs: number; recordMs: number; weightPlan: string; identical: boolean };
 }
 
 interface HfResult {
@@ -100,12 +107,36 @@ async function benchImage(size: string): Promise<string> {
   return file;
 }
 
-async function oursChild(dir: string, inputs: string, plan: string, dtype: DtypeChoice, imageSize: string): Promise<void> {
+/** The largest RssAnon /proc/self/status shows, sampled until the returned function is called (0 where there is no /proc). */
+function sampleAnonymous(): () => number {
+  let peak = 0;
+  const sample = () => {
+    try {
+      const kib = /RssAnon:\s+(\d+) kB/.exec(fs.readFileSync("/proc/self/status", "utf8"));
+      if (kib) peak = Math.max(peak, Number(kib[1]) / 1024);
+    } catch {
+      // no /proc: no figure
+    }
+  };
+  const timer = setInterval(sample, 100);
+  timer.unref();
+  return () => {
+    clearInterval(timer);
+    sample();
+    return peak;
+  };
+}
+
+async function oursChild(dir: string, inputs: string, plan: string, dtype: DtypeChoice, imageSize: string, copies: "at-open" | "in-background"): Promise<void> {
+  const anonymous = sampleAnonymous();
   const image = await benchImage(imageSize);
   const config = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8")) as { vision_config?: { spatial_merge_size?: number } };
   const t0 = performance.now();
-  const model = await LoadedModel.open(dir, { device: "cpu", threads, dtype, weightPlan: plan === "auto" ? undefined : (plan as WeightPlan) });
+  const model = await LoadedModel.open(dir, { device: "cpu", threads, dtype, weightPlan: plan === "auto" ? undefined : (plan as WeightPlan), float32Copies: copies });
   const openMs = performance.now() - t0;
+  const opened = { weightPlan: model.info.weightPlan, memoryReason: model.info.memory.reason };
+  // as the sidecar holds the model for a request: background copies wait for the record
+  const endRecord = model.busy();
   const prepared = await model.prepare({ prompt: PROMPT, image });
   fs.mkdirSync(inputs, { recursive: true });
   fs.writeFileSync(path.join(inputs, "input_ids.json"), JSON.stringify(prepared.inputIds));
@@ -118,8 +149,21 @@ async function oursChild(dir: string, inputs: string, plan: string, dtype: Dtype
     fs.writeFileSync(path.join(inputs, "image_grid_thw.json"), JSON.stringify([[g.frames, g.rows * merge, g.cols * merge]]));
   }
   const t1 = performance.now();
-  const record = await runLens(model, { prompt: PROMPT, image, settings: { positions: "afterImage", topK: 10, maxNewTokens: 8 } });
+  const settings = { positions: "afterImage" as const, topK: 10, maxNewTokens: 8 };
+  const record = await runLens(model, { prompt: PROMPT, image, settings });
   const recordMs = performance.now() - t1;
+  endRecord();
+  let later: OursResult["later"];
+  if (copies === "in-background") {
+    const t2 = performance.now();
+    const made = await model.float32Copies();
+    const readyMs = performance.now() - t2;
+    const t3 = performance.now();
+    const again = await runLens(model, { prompt: PROMPT, image, settings });
+    const numbers = (r: typeof record) => JSON.stringify([r.lens, r.tracked, r.attention, r.generation.ids]);
+    const t = model.engine.copiesTimings;
+    later = { copies: made, readyMs, widenMs: t?.widenMs ?? 0, sessionMs: t?.sessionMs ?? 0, recordMs: performance.now() - t3, weightPlan: again.model.weightPlan ?? "", identical: numbers(again) === numbers(record) };
+  }
   // the final layer's top-1 at the last prompt position: what transformers' last logits say
   const L = record.layerLabels.length;
   const P = record.positions.length;
@@ -130,14 +174,16 @@ async function oursChild(dir: string, inputs: string, plan: string, dtype: Dtype
     openMs,
     recordMs,
     peakRssMiB: process.resourceUsage().maxRSS / 1024,
-    weightPlan: model.info.weightPlan,
+    peakAnonMiB: anonymous(),
+    weightPlan: opened.weightPlan,
     computeDtype: model.info.computeDtype,
-    memoryReason: model.info.memory.reason,
+    memoryReason: opened.memoryReason,
     top1,
     generated: record.generation.ids,
     promptTokens: prepared.inputIds.length,
     stages: record.timings,
     openStages: { compile: model.timings.compileMs, widen: model.engine.timings.widenMs, sessions: model.engine.timings.sessionMs },
+    later,
   };
   process.stdout.write(JSON.stringify(out) + "\n");
   await model.dispose();
@@ -178,7 +224,7 @@ function ensureCheckpoint(spec: Spec): string {
   return dir;
 }
 
-async function benchOne(spec: Spec, rounds: number, plan: string, dtype: DtypeChoice, imageSize: string): Promise<void> {
+async function benchOne(spec: Spec, rounds: number, plan: string, dtype: DtypeChoice, imageSize: string, copies: "at-open" | "in-background"): Promise<void> {
   const name = spec.name;
   const dir = ensureCheckpoint(spec);
   const inputs = path.join(WORK, `${name}-inputs${imageSize === "test" ? "" : `-${imageSize}`}`);
@@ -189,7 +235,7 @@ async function benchOne(spec: Spec, rounds: number, plan: string, dtype: DtypeCh
   const theirs: HfResult[] = [];
   for (let r = 0; r < rounds; r++) {
     reads.push(readAllWeights(dir));
-    ours.push((await runJsonChild<OursResult>(process.execPath, [__filename, "--child-ours", dir, inputs, plan, dtype, imageSize])).value);
+    ours.push((await runJsonChild<OursResult>(process.execPath, [__filename, "--child-ours", dir, inputs, plan, dtype, imageSize, copies])).value);
     theirs.push((await runJsonChild<HfResult>("python3", [path.join(ROOT, "bench/hf_real.py"), "forward", dir, inputs, String(threads)])).value);
   }
   const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
@@ -204,23 +250,34 @@ async function benchOne(spec: Spec, rounds: number, plan: string, dtype: DtypeCh
   console.log(`  full record (ours)  ${median(ours.map((x) => x.recordMs)).toFixed(0).padStart(8)} ms   stages ${Object.entries(o.stages).map(([k, v]) => `${k} ${Math.round(v)}`).join(", ")}`);
   console.log(`  HF forward + hidden ${median(theirs.map((x) => x.forward_ms)).toFixed(0).padStart(8)} ms   (one forward, output_hidden_states, after a warm-up)`);
   console.log(`  record / HF forward ${median(ours.map((x, i) => x.recordMs / theirs[i].forward_ms)).toFixed(2)}x (target <= 1.0x), rounds ${ours.map((x, i) => (x.recordMs / theirs[i].forward_ms).toFixed(2)).join(", ")}`);
-  console.log(`  peak RSS            ours ${mib(median(ours.map((x) => x.peakRssMiB)))} (${(median(ours.map((x) => x.peakRssMiB)) * 2 ** 20 / bytes).toFixed(2)}x the files), HF ${mib(median(theirs.map((x) => x.peak_rss_mib)))} (${(median(theirs.map((x) => x.peak_rss_mib)) * 2 ** 20 / bytes).toFixed(2)}x)`);
+  console.log(`  peak RSS            ours ${mib(median(ours.map((x) => x.peakRssMiB)))} (${(median(ours.map((x) => x.peakRssMiB)) * 2 ** 20 / bytes).toFixed(2)}x the files), HF ${mib(median(theirs.map((x) => x.peak_rss_mib)))} (${(median(theirs.map((x) => x.peak_rss_mib)) * 2 ** 20 / bytes).toFixed(2)}x); ours anonymous (not the mapped files) ${mib(median(ours.map((x) => x.peakAnonMiB)))}`);
   console.log(`  last position top-1 ours ${o.top1}, HF ${theirs[theirs.length - 1].top1}: ${o.top1 === theirs[theirs.length - 1].top1 ? "agree" : "DIFFER"}`);
+  const later = ours.flatMap((x) => (x.later ? [x.later] : []));
+  if (later.length) {
+    const l = later[later.length - 1];
+    if (!later.every((x) => x.copies)) console.log(`  float32 copies made in the background: NOT MADE (the engine kept its weights half)`);
+    else {
+      console.log(`  float32 copies ready ${median(later.map((x) => x.readyMs)).toFixed(0).padStart(8)} ms after the first record (widening ${Math.round(l.widenMs)}, sessions ${Math.round(l.sessionMs)})`);
+      console.log(`  record on the copies${median(later.map((x) => x.recordMs)).toFixed(0).padStart(8)} ms   ratio to HF forward ${median(later.map((x, i) => x.recordMs / theirs[i].forward_ms)).toFixed(2)}x; weight plan ${l.weightPlan}; numbers ${later.every((x) => x.identical) ? "identical to the first record's" : "DIFFER from the first record's"}`);
+    }
+  }
 }
 
 async function main(): Promise<void> {
-  if (args[0] === "--child-ours") return oursChild(args[1], args[2], args[3], args[4] as DtypeChoice, args[5] ?? "test");
+  if (args[0] === "--child-ours") return oursChild(args[1], args[2], args[3], args[4] as DtypeChoice, args[5] ?? "test", (args[6] ?? "at-open") as "at-open" | "in-background");
   const imageSize = flag("--image") ?? "test";
   await benchImage(imageSize); // a bad size fails here, before any checkpoint is built
   const plan = flag("--plan") ?? "auto";
   const dtype = (flag("--dtype") ?? "auto") as DtypeChoice;
   if (!(DTYPE_CHOICES as readonly string[]).includes(dtype)) throw new Error(`unknown --dtype ${dtype}: choose from ${DTYPE_CHOICES.join(", ")}`);
+  const copies = flag("--copies") ?? "at-open";
+  if (copies !== "at-open" && copies !== "in-background") throw new Error(`unknown --copies ${copies}: choose at-open or in-background`);
   const rounds = Number(flag("--rounds") ?? (args.includes("--full") ? 1 : 2));
   const names = flag("--models")?.split(",") ?? (args.includes("--full") ? ["llava-1.5-7b", "qwen2-vl-2b"] : ["llava-1.5-7b-4l"]);
   for (const n of names) {
     const spec = SPECS[n];
     if (!spec) throw new Error(`unknown --models entry ${n}: choose from ${Object.keys(SPECS).join(", ")}`);
-    await benchOne(spec, rounds, plan, dtype, imageSize);
+    await benchOne(spec, rounds, plan, dtype, imageSize, copies);
   }
 }
 

@@ -101,7 +101,7 @@ describe("float32 copies made in the background (the sidecar's open)", () => {
   const bf16 = () => halfCases.find((c) => c.model === "llava-gqa-bf16")!;
   const settings = { positions: "all" as const, topK: 5, maxNewTokens: 3 };
   /** The record's numbers, without what differs between any two runs (timings) or says how the weights were held. */
-  const numbers = (r: LensRecord) => ({ lens: r.lens, tracked: r.tracked, attention: r.attention, generated: r.generated, tokens: r.tokens });
+  const numbers = (r: LensRecord) => ({ lens: r.lens, tracked: r.tracked, attention: r.attention, generated: r.generation.ids, tokens: r.tokens });
   const openInBackground = async (stages?: string[]) => {
     const model = await LoadedModel.open(bf16().modelDir, { device: "cpu", availableMemory: 64e9, float32Copies: "in-background", onProgress: (s) => stages?.push(s) });
     opened.push(model);

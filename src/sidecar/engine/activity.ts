@@ -17,7 +17,12 @@ export class Activity {
   /** [0]: 0 while background work may go on, 1 while it waits (busy, or not quiet yet), 2 once stopped (it ends). */
   readonly pausedFlag = new Int32Array(new SharedArrayBuffer(4));
 
-  constructor(private readonly quietMs = QUIET_MS) {}
+  /** Quiet only QUIET_MS after it is made: the first use of a model comes right after it opens. */
+  constructor(private readonly quietMs = QUIET_MS) {
+    Atomics.store(this.pausedFlag, 0, 1);
+    this.quietTimer = setTimeout(() => this.quiet(), quietMs);
+    this.quietTimer.unref();
+  }
 
   /** Marks the engine busy until the returned function is called (once). */
   begin(): () => void {

@@ -322,7 +322,9 @@ export class Engine {
   float32Copies(opts: { hurry?: boolean } = {}): Promise<boolean> {
     if (!this.upgrade) return Promise.resolve(false);
     if (opts.hurry) this.activity.hurry();
-    return this.upgrade.done;
+    // the background work's own timers do not keep a process alive; a caller waiting for it does
+    const alive = setInterval(() => {}, 2 ** 30);
+    return this.upgrade.done.finally(() => clearInterval(alive));
   }
 
   /** Marks the engine in use until the returned function is called: background work waits (a request of many runs). */
