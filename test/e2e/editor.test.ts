@@ -234,6 +234,23 @@ async function command(title: string): Promise<void> {
   await row.click();
 }
 
+/** Run Logit Lens from scene.png's context menu in the Explorer, with the suite's prompt. */
+async function runOnScene(): Promise<void> {
+  const row = page.locator(".explorer-folders-view .monaco-list-row", { hasText: "scene.png" });
+  await row.waitFor({ timeout: 60_000 });
+  await row.click({ button: "right" });
+  const item = page.locator(".monaco-menu .action-item", { hasText: "Run Logit Lens" });
+  await item.waitFor();
+  // a click while the menu still opens is lost
+  await item.hover();
+  await page.waitForTimeout(500);
+  await item.click();
+  const input = page.locator(".quick-input-widget input.input");
+  await input.waitFor({ state: "visible" });
+  await input.fill(PROMPT);
+  await input.press("Enter");
+}
+
 describe.skipIf(missing.length > 0)("the extension in code-server, driven through Chromium", () => {
   let userData = "";
   let feed: NugetFeed | undefined;
@@ -711,21 +728,6 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     await page.locator(".statusbar-item", { hasText: "Logit Lens" }).first().waitFor({ timeout: 60_000 });
     await page.keyboard.press("Escape");
     await closeAllEditors();
-    const runOnScene = async () => {
-      const row = page.locator(".explorer-folders-view .monaco-list-row", { hasText: "scene.png" });
-      await row.waitFor({ timeout: 60_000 });
-      await row.click({ button: "right" });
-      const item = page.locator(".monaco-menu .action-item", { hasText: "Run Logit Lens" });
-      await item.waitFor();
-      // a click while the menu still opens is lost
-      await item.hover();
-      await page.waitForTimeout(500);
-      await item.click();
-      const input = page.locator(".quick-input-widget input.input");
-      await input.waitFor({ state: "visible" });
-      await input.fill(PROMPT);
-      await input.press("Enter");
-    };
     await runOnScene();
     let frame = panelFrame();
     await frame.locator("#heatmap").waitFor({ state: "visible", timeout: 120_000 });
@@ -944,5 +946,37 @@ describe.skipIf(missing.length > 0)("the extension in code-server, driven throug
     await expect.poll(() => view.locator(".panel-title").textContent(), { timeout: 60_000 }).toMatch(/^Block 1 · head 0: attention of position/u);
     await expect.poll(() => frame.locator("#head-pattern .key-chip").count(), { timeout: 60_000 }).toBeGreaterThan(3);
     expect(await frame.locator("#status").textContent()).not.toMatch(/error|failed/iu);
+  }, 300_000);
+
+  it("a bfloat16 model opens with its weights kept half, and the status bar's tooltip says when its float32 copies, made in the background, are in use", async () => {
+    onTestFailed(() => shot("failed-background-copies"));
+    const settingsFile = path.join(userData, "User", "settings.json");
+    const settings = fs.readFileSync(settingsFile, "utf8");
+    const bf16 = path.join(ROOT, "test", "fixtures", "models", "llava-gqa-bf16", "model");
+    fs.writeFileSync(settingsFile, JSON.stringify({ ...(JSON.parse(settings) as Record<string, unknown>), "logitLens.model": bf16 }));
+    try {
+      await page.reload();
+      await page.locator(".statusbar-item", { hasText: "Logit Lens" }).first().waitFor({ timeout: 60_000 });
+      await page.keyboard.press("Escape");
+      await closeAllEditors();
+      await runOnScene();
+      await panelFrame().locator("#heatmap").waitFor({ state: "visible", timeout: 120_000 });
+      const status = page.locator(".statusbar-item", { hasText: "model · cpu f32" }).first();
+      await status.waitFor({ timeout: 30_000 });
+      // the copies of this small model take well under a second once the run is over
+      const tooltipText = async () => {
+        await page.mouse.move(10, 10);
+        await status.hover();
+        const tooltip = page.locator(".monaco-hover, .workbench-hover", { hasText: "compute" }).first();
+        await tooltip.waitFor({ state: "visible", timeout: 15_000 });
+        return (await tooltip.textContent()) ?? "";
+      };
+      await expect.poll(tooltipText, { timeout: 60_000, interval: 1000 }).toMatch(/BF16 weights, float32 compute \(float32 weights in memory\)/u);
+      expect(await tooltipText()).toMatch(/memory: half-precision weights converted to float32 after the open, in the background; needs about \d+ MB/u);
+      await shot("31-status-background-copies");
+      await page.mouse.move(10, 10);
+    } finally {
+      fs.writeFileSync(settingsFile, settings);
+    }
   }, 300_000);
 });

@@ -85,7 +85,7 @@ describe("SidecarClient", () => {
     const record = await c.request(RunRequest, { prompt: "What is it?", image: IMAGE, settings: { maxNewTokens: 1 } });
     expect(["half-per-use", "float32"]).toContain(record.model.weightPlan);
     const s = await waitFor(c, (x) => x.kind === "ready" && x.model?.weightPlan === "float32");
-    expect(s.kind === "ready" && s.model?.memory?.reason).toMatch(/^half-precision weights converted to float32 at open/);
+    expect(s.kind === "ready" && s.model?.memory?.reason).toMatch(/^half-precision weights converted to float32 after the open, in the background/);
   });
 
   it("reopens the model when only the dtype setting changes", async () => {

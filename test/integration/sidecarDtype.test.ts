@@ -111,7 +111,7 @@ describe("float32 copies made in the background over JSON-RPC", () => {
     while (changed.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     expect(changed).toHaveLength(1);
     expect(changed[0]).toMatchObject({ folder, computeDtype: "float32", weightPlan: "float32" });
-    expect(changed[0].memory?.reason).toMatch(/^half-precision weights converted to float32 at open/);
+    expect(changed[0].memory?.reason).toMatch(/^half-precision weights converted to float32 after the open, in the background/);
     expect(logs.some((l) => /^info: float32 copies of \S+ weights are in use, [\d.]+ s after it opened/.test(l))).toBe(true);
     const record = assertLensRecord(await send(RunRequest, { prompt: "What color is the circle?", image: IMAGE, settings: { maxNewTokens: 1 } }));
     expect([record.model.computeDtype, record.model.weightPlan]).toEqual(["float32", "float32"]);

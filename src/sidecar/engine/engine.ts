@@ -218,7 +218,9 @@ export class Engine {
     const halfWeights = computeDtype === "float32" ? halfWeightsFor(memory.estimate.plan, provider) : "cast";
     if (background && halfWeights === "fed") {
       const kept = compiled;
-      const opening = { ...memory, reason: `half-precision weights kept half until their float32 copies are made, in the background (${memory.reason})` };
+      const needs = `needs about ${formatGB(memory.estimate.totalBytes)}`;
+      const opening = { ...memory, reason: `half-precision weights kept half until their float32 copies are made, in the background; ${needs}` };
+      const later = `half-precision weights converted to float32 after the open, in the background; ${needs}`;
       return {
         ...kept,
         memory: opening,
@@ -226,7 +228,7 @@ export class Engine {
         computeDtype,
         start: async (beside, stage) => {
           const engine = await Engine.start(kept, weights, opts, opening, { weightPlan: "half-per-use", halfWeights: "per-use" }, computeDtype, beside, stage ?? (() => {}));
-          engine.makeCopiesLater(() => compile("fed"), weights, opts, memory.reason);
+          engine.makeCopiesLater(() => compile("fed"), weights, opts, later);
           return engine;
         },
       };
