@@ -63,16 +63,18 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
   // Requests that use the model run one at a time, in arrival order; while one runs, the model
   // is busy (its float32 copies, made in the background, wait).
   let queue: Promise<unknown> = Promise.resolve();
+  /** Ends the busy marks of the request running now: the open model's, and that of one it opens. */
+  let held: (() => void)[] = [];
   const serial = <T>(f: () => Promise<T>): Promise<T> => {
-    const held = async () => {
-      const done = model?.busy();
+    const run = async () => {
+      held = model ? [model.busy()] : [];
       try {
         return await f();
       } finally {
-        done?.();
+        for (const end of held.splice(0)) end();
       }
     };
-    const next = queue.then(held, held);
+    const next = queue.then(run, run);
     queue = next.catch(() => undefined);
     return next;
   };
@@ -106,6 +108,7 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
     const openMs = performance.now() - t0;
     await model?.dispose();
     model = next;
+    held.push(next.busy());
     openedWith = { device, threads, dtype };
     lastRun = undefined;
     log("info", `opened ${next.info.folder} (${next.info.architecture}, ${next.info.dtype} weights, ${next.info.computeDtype} compute) on ${next.info.provider}: ${next.info.memory.reason}`);

@@ -13,6 +13,7 @@ import { type MessageConnection, ResponseError } from "vscode-jsonrpc/node";
 import { ErrorCode, LogNotification, ModelChangedNotification, type ModelSummary, OpenModelRequest, PreviewExperimentRequest, RunExperimentRequest, RunRequest } from "../../src/shared/protocol";
 import { assertLensRecord } from "../../src/shared/validateRecord";
 import { FIXTURES } from "../helpers/fixtures";
+import { copyFixtureModel } from "../helpers/tempModel";
 import { type SidecarProcess, initializedSidecar } from "../helpers/sidecarProcess";
 
 const MODEL = path.join(FIXTURES, "llava-gqa-f32/model");
@@ -115,5 +116,14 @@ describe("float32 copies made in the background over JSON-RPC", () => {
     expect(logs.some((l) => /^info: float32 copies of \S+ weights are in use, [\d.]+ s after it opened/.test(l))).toBe(true);
     const record = assertLensRecord(await send(RunRequest, { prompt: "What color is the circle?", image: IMAGE, settings: { maxNewTokens: 1 } }));
     expect([record.model.computeDtype, record.model.weightPlan]).toEqual(["float32", "float32"]);
+  });
+
+  it("an experiment of several items that opens such a model makes the copies before its first run", async () => {
+    // a folder of its own, so that the experiment opens it (an open model's copies may be made already)
+    const file = experimentFile("copies", { model: copyFixtureModel("llava-gqa-bf16"), inputs: [{ manifest: SCENES, limit: 2 }], output: { records: true } });
+    const outDir = path.join(dir, "copies-out");
+    expect((await send(RunExperimentRequest, { file, outDir })).ran).toBe(2);
+    const records = fs.readFileSync(path.join(outDir, "records.jsonl"), "utf8").trim().split("\n").map((l) => (JSON.parse(l) as { record: { model: { weightPlan?: string } } }).record);
+    expect(records.map((r) => r.model.weightPlan)).toEqual(["float32", "float32"]);
   });
 });
