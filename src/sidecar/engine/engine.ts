@@ -449,10 +449,10 @@ export class Engine {
     const { lensSession } = this.tier;
     return this.activity.during(() =>
       lensSession.run({
-      hidden_states: states,
-      top_k: { data: BigInt64Array.of(BigInt(opts.topK)), dims: [1] },
-      target_ids: targets,
-      tracked_ids: { data: BigInt64Array.from(opts.tracked, BigInt), dims: [opts.tracked.length] },
+        hidden_states: states,
+        top_k: { data: BigInt64Array.of(BigInt(opts.topK)), dims: [1] },
+        target_ids: targets,
+        tracked_ids: { data: BigInt64Array.from(opts.tracked, BigInt), dims: [opts.tracked.length] },
         track_topk: { data: Uint8Array.of(opts.trackTopK ? 1 : 0), dims: [] },
         full: { data: Uint8Array.of(opts.full ? 1 : 0), dims: [] },
       }),
