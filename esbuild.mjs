@@ -1,6 +1,6 @@
 // One build, three bundles: the extension host (node/cjs, vscode external), the sidecar and CLI
 // (node, native modules external; with the process that renders chat templates,
-// dist/templateWorker.js, and the thread that reads large tokenizers, dist/tokenizerWorker.js),
+// dist/templateWorker.js, and the thread that holds large tokenizers, dist/tokenizerWorker.js),
 // and the webview (browser/iife). Dev tools (benchmarks) are built with the sidecar's options.
 import * as esbuild from "esbuild";
 

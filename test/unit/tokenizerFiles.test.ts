@@ -15,7 +15,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { LensInputError } from "../../src/sidecar/errors";
 import { TextProcessor } from "../../src/sidecar/text/textProcessor";
 import { readTokenizerFiles } from "../../src/sidecar/text/tokenizerFiles";
-import { readsOffThread, readTokenizerFilesOnWorker } from "../../src/sidecar/text/tokenizerFilesOffThread";
+import { openTokenizer, readsOffThread } from "../../src/sidecar/text/tokenizerThread";
 
 const REPO = path.resolve(__dirname, "../..");
 const FIXTURES = path.join(REPO, "test/fixtures/tokenizers");
@@ -93,11 +93,13 @@ describe("the shared reference configs are beside the repository", () => {
   });
 });
 
-for (const [name, folderOf] of Object.entries(LAYOUTS)) {
+for (const [name, folderOf] of Object.entries(LAYOUTS)) for (const thread of [undefined, true]) {
   const ref = JSON.parse(fs.readFileSync(path.join(FIXTURES, "cases", `${name}.json`), "utf8")) as Reference;
-  describe(`${name} (${ref.layout}) matches transformers`, () => {
+  // by its size (Qwen's vocabularies on a thread, LLaVA's in place), and on a thread whatever its size
+  describe(`${name} (${ref.layout}${thread ? ", its tokenizer on a thread" : ""}) matches transformers`, () => {
     let text: TextProcessor;
-    const open = async () => (text ??= await TextProcessor.open(folderOf(), undefined));
+    const open = async () => (text ??= await TextProcessor.open(folderOf(), undefined, { thread }));
+    afterAll(() => text?.close());
 
     it("renders the chat prompt and encodes it as transformers does", async () => {
       const t = await open();
@@ -268,28 +270,56 @@ describe("layouts that are not supported say what to do", () => {
   });
 });
 
-describe("large tokenizers are read on a worker thread, with the same result and the same errors", () => {
-  it("reads Qwen's 4.4 MB vocab.json + merges.txt off the main thread and the small LLaVA tokenizer.json in place", async () => {
+describe("large tokenizers live on a thread of their own, with the same answers and the same errors", () => {
+  it("gives Qwen's 4.4 MB vocab.json + merges.txt a thread and builds the small LLaVA tokenizer.json in place", async () => {
     expect(await readsOffThread(QWEN25)).toBe(true);
     expect(await readsOffThread(qwen2vlStyleFolder())).toBe(true);
     expect(await readsOffThread(LLAVA)).toBe(false);
   });
 
   for (const [name, folderOf] of Object.entries(LAYOUTS)) {
-    it(`${name}: the worker's files equal those read in place`, async () => {
+    it(`${name}: the thread's tokenizer answers as the one built in place`, async () => {
       const dir = folderOf();
-      expect(await readTokenizerFilesOnWorker(dir)).toEqual(await readTokenizerFiles(dir));
+      const ref = JSON.parse(fs.readFileSync(path.join(FIXTURES, "cases", `${name}.json`), "utf8")) as Reference;
+      const [inPlace, onThread] = [await openTokenizer(dir, { thread: false }), await openTokenizer(dir, { thread: true })];
+      try {
+        expect(onThread.summary).toEqual(inPlace.summary);
+        const texts = [...ref.cases.map((c) => c.text), ref.chat.rendered, ""];
+        for (const t of texts) for (const special of [true, false]) expect(onThread.tokenizer.encode(t, special)).toEqual(inPlace.tokenizer.encode(t, special));
+        const ids = ref.cases.flatMap((c) => c.ids);
+        for (const skip of [true, false]) expect(onThread.tokenizer.decode(ids, skip)).toEqual(inPlace.tokenizer.decode(ids, skip));
+        for (const id of [0, 1, 2, 100, ...Object.keys(ref.added_tokens).map(Number), 10_000_000]) expect(onThread.tokenizer.idToToken(id)).toEqual(inPlace.tokenizer.idToToken(id));
+        for (const token of [...Object.values(ref.added_tokens), "not a token at all"]) expect(onThread.tokenizer.tokenToId(token)).toEqual(inPlace.tokenizer.tokenToId(token));
+      } finally {
+        inPlace.tokenizer.close();
+        onThread.tokenizer.close();
+      }
     });
   }
 
-  it("a refusal on the worker is the same one-line LensInputError, naming the same file", async () => {
+  it("a refusal on the thread is the same one-line LensInputError, naming the same file", async () => {
     const broken = [llavaWith((t) => ((model(t).vocab as Record<string, unknown>)["▁red"] = 5)), tempDir()];
     for (const dir of broken) {
-      const inPlace = await readTokenizerFiles(dir).then(() => undefined, (e: unknown) => e);
-      const onWorker = await readTokenizerFilesOnWorker(dir).then(() => undefined, (e: unknown) => e);
+      const inPlace = await openTokenizer(dir, { thread: false }).then(() => undefined, (e: unknown) => e);
+      const onThread = await openTokenizer(dir, { thread: true }).then(() => undefined, (e: unknown) => e);
       expect(inPlace).toBeInstanceOf(LensInputError);
-      expect(onWorker).toBeInstanceOf(LensInputError);
-      expect([(onWorker as LensInputError).message, (onWorker as LensInputError).file]).toEqual([(inPlace as LensInputError).message, (inPlace as LensInputError).file]);
+      expect(onThread).toBeInstanceOf(LensInputError);
+      expect([(onThread as LensInputError).message, (onThread as LensInputError).file]).toEqual([(inPlace as LensInputError).message, (inPlace as LensInputError).file]);
     }
+  });
+
+  it("a pipeline the library cannot build is refused the same way on the thread", async () => {
+    const dir = llavaWith((t) => (t["pre_tokenizer"] = { type: "NoSuchPreTokenizer" }));
+    const inPlace = await openTokenizer(dir, { thread: false }).then(() => undefined, (e: unknown) => e);
+    const onThread = await openTokenizer(dir, { thread: true }).then(() => undefined, (e: unknown) => e);
+    expect((inPlace as Error).message).toMatch(/cannot build the tokenizer .*re-save it with a recent transformers/);
+    expect([(onThread as LensInputError).message, (onThread as LensInputError).file]).toEqual([(inPlace as LensInputError).message, (inPlace as LensInputError).file]);
+  });
+
+  it("once closed with its model, the thread's tokenizer says so instead of answering", async () => {
+    const { tokenizer } = await openTokenizer(LLAVA, { thread: true });
+    expect(tokenizer.tokenToId("<image>")).toBeTypeOf("number");
+    tokenizer.close();
+    expect(() => tokenizer.encode("a red cube", true)).toThrow(/the tokenizer was closed with its model: open the model again/);
   });
 });

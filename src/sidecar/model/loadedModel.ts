@@ -206,6 +206,7 @@ export class LoadedModel {
       engine = await planned.start(beside, progress);
     } catch (e) {
       const text = (await Promise.allSettled([textOpen]))[0];
+      if (text.status === "fulfilled") text.value.close();
       throw text.status === "rejected" ? text.reason : e;
     }
     const t2 = performance.now();
@@ -370,6 +371,7 @@ export class LoadedModel {
   }
 
   dispose(): Promise<void> {
+    this.inputs.text.close();
     return this.engine.dispose();
   }
 }

@@ -5,14 +5,14 @@
  */
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
-import { Tokenizer } from "@huggingface/tokenizers";
 import { LensInputError } from "../errors";
 import type { JsonObject } from "../arch/configUtil";
 import { readJsonObject, settledValue } from "../model/jsonFile";
 import { readInputText } from "../util/readInput";
 import { checkPromptLength, checkTargetLength, MAX_TEMPLATE_SOURCE_BYTES } from "./limits";
 import { renderChatTemplate } from "./templateRenderer";
-import { readTokenizerFilesOffThread } from "./tokenizerFilesOffThread";
+import type { TextTokenizer } from "./tokenizer";
+import { openTokenizer } from "./tokenizerThread";
 
 export interface ChatContentPart {
   type: "image" | "text";
@@ -21,37 +21,42 @@ export interface ChatContentPart {
 
 export class TextProcessor {
   private constructor(
-    private readonly tokenizer: Tokenizer,
+    private readonly tokenizer: TextTokenizer,
     readonly tokenizerConfig: JsonObject,
     /** The chat template source and the file it came from, if the folder has one. */
     readonly chatTemplate: { source: string; file: string } | undefined,
     private readonly specialTokens: Record<string, string>,
   ) {}
 
-  static async open(folder: string, processorConfig: JsonObject | undefined): Promise<TextProcessor> {
+  /** `thread`: build the tokenizer on a thread of its own, whatever its size (tokenizerThread.ts; for tests). */
+  static async open(folder: string, processorConfig: JsonObject | undefined, opts: { thread?: boolean } = {}): Promise<TextProcessor> {
     // Every file the text side may need is read at once; errors still come in this order.
-    const [tokenizerRead, jinjaRead, templateJsonRead] = await Promise.allSettled([
-      readTokenizerFilesOffThread(folder),
+    const [tokenizerOpen, jinjaRead, templateJsonRead] = await Promise.allSettled([
+      openTokenizer(folder, opts),
       readChatTemplateJinja(path.join(folder, "chat_template.jinja")),
       readJsonObject(path.join(folder, "chat_template.json"), "chat_template.json", true),
     ]);
-    const files = settledValue(tokenizerRead);
-    let tokenizer: Tokenizer;
+    const { tokenizer, summary } = settledValue(tokenizerOpen);
     try {
-      tokenizer = new Tokenizer(files.tokenizerJson, files.tokenizerConfig);
+      const chatTemplate = chooseChatTemplate(folder, settledValue(jinjaRead), () => settledValue(templateJsonRead), summary.tokenizerConfig, processorConfig);
+      return new TextProcessor(tokenizer, summary.tokenizerConfig, chatTemplate, summary.specialTokens);
     } catch (e) {
-      throw new LensInputError(files.file, `cannot build the tokenizer (${(e as Error).message}): the tokenizer type may be unsupported; re-save it with a recent transformers`);
+      tokenizer.close();
+      throw e;
     }
-    const chatTemplate = chooseChatTemplate(folder, settledValue(jinjaRead), () => settledValue(templateJsonRead), files.tokenizerConfig, processorConfig);
-    return new TextProcessor(tokenizer, files.tokenizerConfig, chatTemplate, files.specialTokens);
+  }
+
+  /** Frees the tokenizer's thread, if it has one; the text processor cannot tokenize afterwards. */
+  close(): void {
+    this.tokenizer.close();
   }
 
   tokenToId(token: string): number | undefined {
-    return this.tokenizer.token_to_id(token);
+    return this.tokenizer.tokenToId(token);
   }
 
   idToToken(id: number): string | undefined {
-    return this.tokenizer.id_to_token(id);
+    return this.tokenizer.idToToken(id);
   }
 
   get bosToken(): string | undefined {
@@ -87,7 +92,7 @@ export class TextProcessor {
   private readonly labels = new Map<number, string>();
 
   encode(text: string, addSpecialTokens: boolean): number[] {
-    return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+    return this.tokenizer.encode(text, addSpecialTokens);
   }
 
   /**
@@ -111,7 +116,7 @@ export class TextProcessor {
   }
 
   decode(ids: number[], skipSpecialTokens = false): string {
-    return this.tokenizer.decode(ids, { skip_special_tokens: skipSpecialTokens });
+    return this.tokenizer.decode(ids, skipSpecialTokens);
   }
 
   /**
