@@ -100,7 +100,8 @@ export function attentionSoftmax(ctx: GraphCtx, scores: string, bias?: string): 
  *   so every cast would run at the start and all the float32 copies would be alive at once
  *   (measured: 1.9x the file size of peak RSS on a LLaVA-7B 4-layer cut). Each cast therefore
  *   sits in an If whose condition is computed from the activation that reads the weight: it
- *   runs when its layer runs, and its copy is freed after the product.
+ *   runs when its layer runs, and its copy is freed after the product (whenUsed: the weights of
+ *   one layer share an If, up to PER_USE_GROUP_BYTES of copies).
  */
 export type HalfWeights = "cast" | "fed" | "per-use";
 
@@ -156,17 +157,52 @@ const readyFlags = new WeakMap<GraphBuilder, Map<string, string>>();
 function paramWhenUsed(ctx: GraphCtx, name: string, shape: readonly number[], reader: string): string {
   const { value, type } = rawParam(ctx, name, shape);
   if (type === "float32") return value;
-  return whenUsed(ctx, reader, () => ctx.b.op("Cast", [value], { to: 1 }, `${name}_f32`));
+  return whenUsed(ctx, reader, elementsOf(shape) * 4, () => ctx.b.op("Cast", [value], { to: 1 }, `${name}_f32`));
 }
 
-/** The float32 value `make` builds, built inside an If whose condition depends on `reader` only (one flag per reader). */
-function whenUsed(ctx: GraphCtx, reader: string, make: () => string): string {
-  let flags = readyFlags.get(ctx.b);
-  if (!flags) readyFlags.set(ctx.b, (flags = new Map()));
-  let ready = flags.get(reader);
-  if (!ready) flags.set(reader, (ready = ctx.b.op("Cast", [ctx.b.op("Size", [reader])], { to: 9 }, "ready")));
-  const branch = () => [make()];
-  return ctx.b.ifElse(ready, ["float32"], branch, branch, "when_used")[0];
+/**
+ * Bytes of float32 copies that one If of whenUsed makes together, at most (a single larger
+ * weight gets an If of its own). A Qwen2-VL-2B decoder layer's seven matrices (187 MB as
+ * float32) or a vision block's four (78 MB) share one, where an If per matrix cost about 100 ms
+ * more of session creation (2026-12-04, 359 of them in Qwen2-VL-2B's two graphs); a LLaVA-7B
+ * layer's make four (the attention's four 64 MB matrices, then one per MLP matrix, 180 MB each),
+ * so no more copies are alive at once than with an If each, whose MLP gate and up copies,
+ * ready on the same input, were made together anyway.
+ */
+export const PER_USE_GROUP_BYTES = 256 * 2 ** 20;
+
+interface UseGroup {
+  add: (type: ElemType, make: () => string) => string;
+  bytes: number;
+}
+const useGroups = new WeakMap<GraphBuilder, Map<string, UseGroup>>();
+
+/**
+ * The float32 value `make` builds (`bytes` of it), built inside an If whose condition depends on
+ * `reader` only. Within one scope (a layer: GraphBuilder.scoped), values join the If of the
+ * scope's first reader while their bytes stay within PER_USE_GROUP_BYTES: made at the layer's
+ * start instead of just before their own product, which changes no number and keeps a layer's
+ * copies alive together, within that bound.
+ */
+function whenUsed(ctx: GraphCtx, reader: string, bytes: number, make: () => string): string {
+  const { b } = ctx;
+  let flags = readyFlags.get(b);
+  if (!flags) readyFlags.set(b, (flags = new Map()));
+  let groups = useGroups.get(b);
+  if (!groups) useGroups.set(b, (groups = new Map()));
+  const scope = b.scopePath;
+  let group = groups.get(scope);
+  if (!group || group.bytes + bytes > PER_USE_GROUP_BYTES) {
+    let ready = flags.get(reader);
+    if (!ready) flags.set(reader, (ready = b.op("Cast", [b.op("Size", [reader])], { to: 9 }, "ready")));
+    groups.set(scope, (group = { add: b.growingIf(ready, "when_used").add, bytes: 0 }));
+  }
+  group.bytes += bytes;
+  return group.add("float32", make);
+}
+
+function elementsOf(shape: readonly number[]): number {
+  return shape.reduce((a, d) => a * d, 1);
 }
 
 /**
@@ -214,7 +250,7 @@ export function weightProduct(ctx: GraphCtx, x: string, name: string, shape: rea
  */
 function halfWhenUsed(ctx: GraphCtx, name: string, shape: readonly number[], reader: string, view?: readonly number[]): string {
   const { value, type } = rawParam(ctx, name, shape, view);
-  return whenUsed(ctx, reader, () => ctx.b.op("Cast", [type === "float16" ? value : ctx.b.op("Cast", [value], { to: CAST_TO.float16 }, `${name}_f16`)], { to: 1 }, `${name}_f32`));
+  return whenUsed(ctx, reader, elementsOf(shape) * 4, () => ctx.b.op("Cast", [type === "float16" ? value : ctx.b.op("Cast", [value], { to: CAST_TO.float16 }, `${name}_f16`)], { to: 1 }, `${name}_f32`));
 }
 
 /** `x @ W.T + b` for a Hugging Face Linear stored as `[out, in]`; bias "auto" uses one when the checkpoint has it. */

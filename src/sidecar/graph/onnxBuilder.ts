@@ -106,6 +106,11 @@ export class GraphBuilder {
     }
   }
 
+  /** The scopes `scoped` has entered, joined: "layers.3" inside a decoder layer, "" outside any. */
+  get scopePath(): string {
+    return this.scopeStack.join("/");
+  }
+
   private fresh(hint: string): string {
     const base = [...this.scopeStack, hint].join("/");
     let name = base;
@@ -275,6 +280,50 @@ export class GraphBuilder {
       ],
     });
     return outputs;
+  }
+
+  /**
+   * An If whose two branches compute the same values, grown one value at a time: each `add`
+   * builds `make` in both branches and returns the node's new output. Values made together once
+   * `cond` exists (blocks.ts whenUsed), one node however many there are: onnxruntime's session
+   * creation pays for every If and its two subgraphs.
+   */
+  growingIf(cond: string, hint = "if"): { add(type: ElemType, make: () => string): string } {
+    const T = onnx.AttributeProto.AttributeType;
+    const name = this.fresh(hint);
+    const branches = ["then", "else"].map((label) => ({ label, graph: { name: `${name}_${label}`, node: [] as onnx.INodeProto[], input: [], output: [] as onnx.IValueInfoProto[] } }));
+    const output: string[] = [];
+    this.nodes.push({
+      opType: "If",
+      input: [cond],
+      output,
+      name,
+      attribute: branches.map(({ label, graph }) => ({ name: `${label}_branch`, type: T.GRAPH, g: graph })),
+    });
+    return {
+      add: (type, make) => {
+        for (const { label, graph } of branches) {
+          const outer = this.nodes;
+          this.nodes = graph.node;
+          try {
+            const before = graph.node.length;
+            const value = this.scoped(`${hint}_${label}`, make);
+            const producedHere = graph.node.slice(before).some((n) => (n.output ?? []).includes(value));
+            let out = value;
+            if (!producedHere) {
+              out = this.fresh(`${hint}_${label}_out`);
+              this.nodes.push({ opType: "Identity", input: [value], output: [out], name: out });
+            }
+            graph.output.push({ name: out, type: { tensorType: { elemType: ELEM_TYPE_CODE[type] } } });
+          } finally {
+            this.nodes = outer;
+          }
+        }
+        const value = this.fresh(`${hint}_${output.length}`);
+        output.push(value);
+        return value;
+      },
+    };
   }
 
   /**
