@@ -310,7 +310,10 @@ export async function serve(input: NodeJS.ReadableStream = process.stdin, output
         const bytes = await readInputFile(item.image, { maxBytes: MAX_IMAGE_BYTES, what: "image", fix: "fix the experiment's inputs" });
         const m = await modelFor(experiment, file);
         const request = itemRequest(item);
-        const key = createHash("sha256").update(JSON.stringify([m.info.configHash, m.info.computeDtype, m.info.weightPlan, request.prompt, request.settings, request.headMask ?? null])).update(bytes).digest("hex");
+        // What decides the numbers: not the weight plan, since weights kept half and their float32
+        // copies made in the background give the same ones (test/parity/halfWeights.test.ts), so a
+        // preview made before the copies is still served after them.
+        const key = createHash("sha256").update(JSON.stringify([m.info.configHash, m.info.provider, m.info.computeDtype, request.prompt, request.settings, request.headMask ?? null])).update(bytes).digest("hex");
         const summary = { id: item.id, index, total: items.length, image: item.imageRel, imagePath: item.image, prompt: item.prompt, variant: item.variant.name, expected: item.expected };
         const hit = params.keepRun ? undefined : previews.get(key);
         if (hit) {

@@ -118,6 +118,26 @@ describe("float32 copies made in the background over JSON-RPC", () => {
     expect([record.model.computeDtype, record.model.weightPlan]).toEqual(["float32", "float32"]);
   });
 
+  it("a preview made with the weights kept half is served from the cache once the copies are in use: the numbers are the same", async () => {
+    const folder = copyFixtureModel("llava-gqa-bf16");
+    const changed: ModelSummary[] = [];
+    connection.onNotification(ModelChangedNotification, (m) => void (m.folder === folder && changed.push(m)));
+    const file = experimentFile("preview-copies", { model: folder });
+    const first = await send(PreviewExperimentRequest, { file });
+    expect([first.cached, first.record.model.weightPlan]).toEqual([false, "half-per-use"]);
+    const deadline = Date.now() + 30_000;
+    while (changed.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(changed.map((m) => m.weightPlan)).toEqual(["float32"]);
+    const again = await send(PreviewExperimentRequest, { file });
+    expect(again.cached).toBe(true);
+    expect(again.record).toEqual(first.record);
+    // computed again on the copies: the same numbers
+    const fresh = await send(PreviewExperimentRequest, { file, keepRun: true });
+    expect([fresh.cached, fresh.record.model.weightPlan]).toEqual([false, "float32"]);
+    expect(fresh.record.lens).toEqual(first.record.lens);
+    expect(fresh.record.attention).toEqual(first.record.attention);
+  });
+
   it("an experiment of several items that opens such a model makes the copies before its first run", async () => {
     // a folder of its own, so that the experiment opens it (an open model's copies may be made already)
     const file = experimentFile("copies", { model: copyFixtureModel("llava-gqa-bf16"), inputs: [{ manifest: SCENES, limit: 2 }], output: { records: true } });
