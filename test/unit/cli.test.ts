@@ -131,7 +131,9 @@ describe("logit-lens CLI", () => {
   it("--dtype reaches the model: float32 and float16 run, another word names the choices, bfloat16 on the CPU is refused in one line", () => {
     const f32 = cli("run", "--model", LLAMA_F16, "--prompt", "The capital of France is", "--dtype", "float32", "--device", "cpu", "--max-new-tokens", "1", "--json");
     expect(f32.code, f32.stderr).toBe(0);
-    expect(assertLensRecord(JSON.parse(f32.stdout)).model).toMatchObject({ dtype: "F16", computeDtype: "float32", weightPlan: "float32" });
+    // one record: float32 compute with the weights kept half, as the sidecar opens (the same numbers as float32 copies)
+    expect(assertLensRecord(JSON.parse(f32.stdout)).model).toMatchObject({ dtype: "F16", computeDtype: "float32", weightPlan: "half-per-use" });
+    expect(f32.stderr).toMatch(/^memory: half-precision weights kept half for this record and converted per use, which gives the same float32 numbers as float32 copies/m);
     const f16 = cli("run", "--model", LLAMA_F16, "--prompt", "The capital of France is", "--dtype", "float16", "--device", "cpu", "--max-new-tokens", "1", "--json");
     expect(f16.code, f16.stderr).toBe(0);
     expect(assertLensRecord(JSON.parse(f16.stdout)).model).toMatchObject({ dtype: "F16", computeDtype: "float16", weightPlan: "half" });
@@ -163,6 +165,22 @@ describe("logit-lens CLI", () => {
     const overridden = cli("run", file, "--device", "cpu", "--dtype", "float32");
     expect(overridden.code, overridden.stderr).toBe(0);
     expect(overridden.stderr).toMatch(/done: 1 run/);
+  });
+
+  it("a half-precision checkpoint keeps its weights half for one record, and an experiment of several items makes float32 copies first", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lens-cli-copies-"));
+    const scenes = path.resolve(__dirname, "../fixtures/scenes/questions.jsonl");
+    const bf16 = path.join(FIXTURES, "llava-gqa-bf16/model");
+    const plans = (limit: number) => {
+      const file = path.join(dir, `copies-${limit}.lens.json`);
+      const out = path.join(dir, `out-${limit}`);
+      fs.writeFileSync(file, JSON.stringify({ model: bf16, inputs: [{ manifest: scenes, limit }], prompts: ["{question}"], generation: { maxNewTokens: 1 }, output: { records: true } }));
+      const r = cli("run", file, "--device", "cpu", "--out", out);
+      expect(r.code, r.stderr).toBe(0);
+      return fs.readFileSync(path.join(out, "records.jsonl"), "utf8").trim().split("\n").map((l) => (JSON.parse(l) as { record: { model: { weightPlan?: string } } }).record.model.weightPlan);
+    };
+    expect(plans(1)).toEqual(["half-per-use"]);
+    expect(plans(2)).toEqual(["float32", "float32"]);
   });
 
   it("an unknown device names the valid ones", () => {
