@@ -65,3 +65,31 @@ describe.each(HALF)("%s in float16", (name) => {
     expect(new Set(overWeights.map((p) => p.how))).toEqual(new Set([name === "llama-f16" ? "as stored" : "cast at top level"]));
   });
 });
+
+describe.each(HALF)("%s: the weights of one layer share an If", (name) => {
+  for (const how of [{ halfWeights: "per-use", compute: "float32" }, { halfWeights: "cast", compute: "float16" }] as const) {
+    it(`${how.compute} compute (${how.halfWeights}): one If per decoder layer and vision block, read only by that layer's products`, async () => {
+      const folder = path.join(FIXTURES, name, "model");
+      const configFile = path.join(folder, "config.json");
+      const config = JSON.parse(fs.readFileSync(configFile, "utf8")) as JsonObject;
+      const g = compileGraphs(findArchitecture(config["architectures"], configFile).module, config, configFile, new ModelWeights(await WeightIndex.open(folder), configFile), { provider: "cpu", ...how });
+      for (const built of [g.decoder, ...(g.vision ? [g.vision] : [])]) {
+        const graph = onnx.ModelProto.decode(built.bytes).graph!;
+        const ifs = (graph.node ?? []).filter((n) => n.opType === "If" && (n.name ?? "").includes("when_used"));
+        // the scope (a layer: "layers.2", "vision.layers.0"; the projector) an If or a Gemm was built in, from its name
+        const layerOf = (n: string) => n.slice(0, Math.max(0, n.lastIndexOf("/")));
+        const layers = ifs.map((n) => layerOf(n.name ?? ""));
+        expect(new Set(layers).size, `${built.name}: one If per layer`).toBe(layers.length);
+        expect(layers.filter((l) => /(^|\/)(vision\.)?(layers|blocks)\.\d+$/.test(l)).length, built.name).toBeGreaterThan(1);
+        const ifOf = new Map(ifs.flatMap((n) => (n.output ?? []).map((o) => [o, n] as const)));
+        for (const gemm of (graph.node ?? []).filter((n) => n.opType === "Gemm")) {
+          const made = ifOf.get(gemm.input![1]);
+          if (made) expect(layerOf(made.name ?? ""), gemm.name!).toBe(layerOf(gemm.name ?? ""));
+        }
+        // every output of each If is read
+        const read = new Set((graph.node ?? []).flatMap((n) => n.input ?? []));
+        for (const n of ifs) for (const o of n.output ?? []) expect(read.has(o), o).toBe(true);
+      }
+    });
+  }
+});

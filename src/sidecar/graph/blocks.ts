@@ -179,7 +179,7 @@ const useGroups = new WeakMap<GraphBuilder, Map<string, UseGroup>>();
 
 /**
  * The float32 value `make` builds (`bytes` of it), built inside an If whose condition depends on
- * `reader` only. Within one scope (a layer: GraphBuilder.scoped), values join the If of the
+ * `reader` only. Within one scope (a layer: GraphBuilder.scoped, in one graph), values join the If of the
  * scope's first reader while their bytes stay within PER_USE_GROUP_BYTES: made at the layer's
  * start instead of just before their own product, which changes no number and keeps a layer's
  * copies alive together, within that bound.

@@ -106,9 +106,29 @@ export class GraphBuilder {
     }
   }
 
-  /** The scopes `scoped` has entered, joined: "layers.3" inside a decoder layer, "" outside any. */
+  /**
+   * Where nodes go now: the graph (0 for the top level, another number for each subgraph being
+   * built) and the scopes `scoped` has entered, "0:layers.3" inside a decoder layer. Values made
+   * under one scopePath can be read by every later node under it.
+   */
   get scopePath(): string {
-    return this.scopeStack.join("/");
+    return `${this.graphId}:${this.scopeStack.join("/")}`;
+  }
+
+  private graphId = 0;
+  private graphCount = 0;
+
+  /** Runs `build` with nodes going to `nodes` (a subgraph's), under a graph id of its own. */
+  private inGraph<T>(nodes: onnx.INodeProto[], build: () => T): T {
+    const [outerNodes, outerId] = [this.nodes, this.graphId];
+    this.nodes = nodes;
+    this.graphId = ++this.graphCount;
+    try {
+      return build();
+    } finally {
+      this.nodes = outerNodes;
+      this.graphId = outerId;
+    }
   }
 
   private fresh(hint: string): string {
@@ -303,21 +323,17 @@ export class GraphBuilder {
     return {
       add: (type, make) => {
         for (const { label, graph } of branches) {
-          const outer = this.nodes;
-          this.nodes = graph.node;
-          try {
+          this.inGraph(graph.node, () => {
             const before = graph.node.length;
             const value = this.scoped(`${hint}_${label}`, make);
             const producedHere = graph.node.slice(before).some((n) => (n.output ?? []).includes(value));
             let out = value;
             if (!producedHere) {
               out = this.fresh(`${hint}_${label}_out`);
-              this.nodes.push({ opType: "Identity", input: [value], output: [out], name: out });
+              graph.node.push({ opType: "Identity", input: [value], output: [out], name: out });
             }
             graph.output.push({ name: out, type: { tensorType: { elemType: ELEM_TYPE_CODE[type] } } });
-          } finally {
-            this.nodes = outer;
-          }
+          });
         }
         const value = this.fresh(`${hint}_${output.length}`);
         output.push(value);
@@ -356,13 +372,12 @@ export class GraphBuilder {
    * outer value or a subgraph input returned as is goes through an Identity, which ONNX requires.
    */
   private subgraph(name: string, inputs: { name: string; type: ElemType }[], types: ElemType[], build: () => string[]): onnx.IGraphProto {
-    const outer = this.nodes;
-    this.nodes = [];
-    try {
+    const nodes: onnx.INodeProto[] = [];
+    return this.inGraph(nodes, () => {
       const values = this.scoped(name, build);
       if (values.length !== types.length) throw new Error(`graph ${this.name}: subgraph ${name} returns ${values.length} values, expected ${types.length}`);
       const info = (n: string, type: ElemType) => ({ name: n, type: { tensorType: { elemType: ELEM_TYPE_CODE[type] } } });
-      const producedHere = new Set(this.nodes.flatMap((n) => n.output ?? []));
+      const producedHere = new Set(nodes.flatMap((n) => n.output ?? []));
       const returned = new Set<string>();
       const outputs = values.map((v, i) => {
         if (producedHere.has(v) && !returned.has(v)) {
@@ -370,13 +385,11 @@ export class GraphBuilder {
           return info(v, types[i]);
         }
         const out = this.fresh(`${name}_out${i}`);
-        this.nodes.push({ opType: "Identity", input: [v], output: [out], name: out });
+        nodes.push({ opType: "Identity", input: [v], output: [out], name: out });
         return info(out, types[i]);
       });
-      return { name, node: this.nodes, input: inputs.map((x) => info(x.name, x.type)), output: outputs };
-    } finally {
-      this.nodes = outer;
-    }
+      return { name, node: nodes, input: inputs.map((x) => info(x.name, x.type)), output: outputs };
+    });
   }
 
   build(): BuiltGraph {
