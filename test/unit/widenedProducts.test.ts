@@ -19,12 +19,16 @@ import { FIXTURES } from "../helpers/fixtures";
 
 const HALF = ["llama-f16", "llava-gqa-bf16"] as const;
 
-async function graphsOf(name: string, provider: "cpu" | "webgpu") {
+async function compiled(name: string, opts: Parameters<typeof compileGraphs>[4]) {
   const folder = path.join(FIXTURES, name, "model");
   const configFile = path.join(folder, "config.json");
   const config = JSON.parse(fs.readFileSync(configFile, "utf8")) as JsonObject;
   const index = await WeightIndex.open(folder);
-  const g = compileGraphs(findArchitecture(config["architectures"], configFile).module, config, configFile, new ModelWeights(index, configFile), { provider, halfWeights: "cast", compute: "float16" });
+  return compileGraphs(findArchitecture(config["architectures"], configFile).module, config, configFile, new ModelWeights(index, configFile), opts);
+}
+
+async function graphsOf(name: string, provider: "cpu" | "webgpu") {
+  const g = await compiled(name, { provider, halfWeights: "cast", compute: "float16" });
   return [g.decoder, g.lens, ...(g.vision ? [g.vision] : [])];
 }
 
@@ -69,10 +73,7 @@ describe.each(HALF)("%s in float16", (name) => {
 describe.each(HALF)("%s: the weights of one layer share an If", (name) => {
   for (const how of [{ halfWeights: "per-use", compute: "float32" }, { halfWeights: "cast", compute: "float16" }] as const) {
     it(`${how.compute} compute (${how.halfWeights}): one If per decoder layer and vision block, read only by that layer's products`, async () => {
-      const folder = path.join(FIXTURES, name, "model");
-      const configFile = path.join(folder, "config.json");
-      const config = JSON.parse(fs.readFileSync(configFile, "utf8")) as JsonObject;
-      const g = compileGraphs(findArchitecture(config["architectures"], configFile).module, config, configFile, new ModelWeights(await WeightIndex.open(folder), configFile), { provider: "cpu", ...how });
+      const g = await compiled(name, { provider: "cpu", ...how });
       for (const built of [g.decoder, ...(g.vision ? [g.vision] : [])]) {
         const graph = onnx.ModelProto.decode(built.bytes).graph!;
         const ifs = (graph.node ?? []).filter((n) => n.opType === "If" && (n.name ?? "").includes("when_used"));

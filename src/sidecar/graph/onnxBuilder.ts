@@ -327,12 +327,7 @@ export class GraphBuilder {
             const before = graph.node.length;
             const value = this.scoped(`${hint}_${label}`, make);
             const producedHere = graph.node.slice(before).some((n) => (n.output ?? []).includes(value));
-            let out = value;
-            if (!producedHere) {
-              out = this.fresh(`${hint}_${label}_out`);
-              graph.node.push({ opType: "Identity", input: [value], output: [out], name: out });
-            }
-            graph.output.push({ name: out, type: { tensorType: { elemType: ELEM_TYPE_CODE[type] } } });
+            graph.output.push(this.subgraphOutput(graph.node, value, producedHere, `${hint}_${label}_out`, type));
           });
         }
         const value = this.fresh(`${hint}_${output.length}`);
@@ -376,20 +371,27 @@ export class GraphBuilder {
     return this.inGraph(nodes, () => {
       const values = this.scoped(name, build);
       if (values.length !== types.length) throw new Error(`graph ${this.name}: subgraph ${name} returns ${values.length} values, expected ${types.length}`);
-      const info = (n: string, type: ElemType) => ({ name: n, type: { tensorType: { elemType: ELEM_TYPE_CODE[type] } } });
       const producedHere = new Set(nodes.flatMap((n) => n.output ?? []));
       const returned = new Set<string>();
       const outputs = values.map((v, i) => {
-        if (producedHere.has(v) && !returned.has(v)) {
-          returned.add(v);
-          return info(v, types[i]);
-        }
-        const out = this.fresh(`${name}_out${i}`);
-        nodes.push({ opType: "Identity", input: [v], output: [out], name: out });
-        return info(out, types[i]);
+        const own = producedHere.has(v) && !returned.has(v);
+        returned.add(v);
+        return this.subgraphOutput(nodes, v, own, `${name}_out${i}`, types[i]);
       });
-      return { name, node: nodes, input: inputs.map((x) => info(x.name, x.type)), output: outputs };
+      return { name, node: nodes, input: inputs.map((x) => valueType(x.name, x.type)), output: outputs };
     });
+  }
+
+  /**
+   * A subgraph's output for `value`: the value itself when the subgraph computed it (`own`),
+   * else an Identity of it added to `nodes`, which ONNX requires for an outer value, a subgraph
+   * input, or a value returned twice.
+   */
+  private subgraphOutput(nodes: onnx.INodeProto[], value: string, own: boolean, hint: string, type: ElemType): onnx.IValueInfoProto {
+    if (own) return valueType(value, type);
+    const out = this.fresh(hint);
+    nodes.push({ opType: "Identity", input: [value], output: [out], name: out });
+    return valueType(out, type);
   }
 
   build(): BuiltGraph {
@@ -461,6 +463,11 @@ function foldsConstants(nodes: readonly onnx.INodeProto[], constants: ReadonlySe
     const inputs = (node.input ?? []).filter((x) => x !== "");
     return inputs.length > 0 && inputs.every((x) => constants.has(x));
   });
+}
+
+/** A value's name and element type, without a shape (a subgraph's inputs and outputs). */
+function valueType(name: string, type: ElemType): onnx.IValueInfoProto {
+  return { name, type: { tensorType: { elemType: ELEM_TYPE_CODE[type] } } };
 }
 
 function valueInfo(name: string, type: ElemType, dims: Dim[]): onnx.IValueInfoProto {

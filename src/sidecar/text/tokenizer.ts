@@ -10,7 +10,7 @@ import type { TokenizerFiles } from "./tokenizerFiles";
 
 export interface TextTokenizer {
   encode(text: string, addSpecialTokens: boolean): number[];
-  decode(ids: readonly number[], skipSpecialTokens: boolean): string;
+  decode(ids: number[], skipSpecialTokens: boolean): string;
   tokenToId(token: string): number | undefined;
   idToToken(id: number): string | undefined;
   /** Frees what the tokenizer holds (its thread); asking it anything afterwards fails. */
@@ -42,8 +42,8 @@ export class LocalTokenizer implements TextTokenizer {
     return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
   }
 
-  decode(ids: readonly number[], skipSpecialTokens: boolean): string {
-    return this.tokenizer.decode([...ids], { skip_special_tokens: skipSpecialTokens });
+  decode(ids: number[], skipSpecialTokens: boolean): string {
+    return this.tokenizer.decode(ids, { skip_special_tokens: skipSpecialTokens });
   }
 
   tokenToId(token: string): number | undefined {

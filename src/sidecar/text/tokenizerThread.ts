@@ -93,8 +93,8 @@ export class TokenizerThread implements TextTokenizer {
     return this.call({ op: "encode", text, addSpecialTokens }) as number[];
   }
 
-  decode(ids: readonly number[], skipSpecialTokens: boolean): string {
-    return this.call({ op: "decode", ids: [...ids], skipSpecialTokens }) as string;
+  decode(ids: number[], skipSpecialTokens: boolean): string {
+    return this.call({ op: "decode", ids, skipSpecialTokens }) as string;
   }
 
   tokenToId(token: string): number | undefined {
